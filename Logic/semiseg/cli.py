@@ -1,0 +1,185 @@
+"""The ``semiseg`` command line: train, predict, evaluate, demo.
+
+Exit codes: 0 done, 1 internal error, 2 bad input (the message names the file and the problem),
+3 cancelled (SIGTERM or ``RUN_DIR/cancel``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Cancelled, InputError
+
+__all__ = ["main"]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated slice indices, got {text!r}") from None
+
+
+def _axis(text: str) -> str | int:
+    if text == "auto":
+        return text
+    if text in ("0", "1", "2"):
+        return int(text)
+    raise argparse.ArgumentTypeError(f"axis must be auto, 0, 1 or 2 (I, J, K), got {text!r}")
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep:
+        raise argparse.ArgumentTypeError(f"method option must be KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
+
+
+def _parser() -> argparse.ArgumentParser:
+    from .methods import METHODS
+
+    p = argparse.ArgumentParser(prog="semiseg", description="Semi-supervised 2D segmentation of volumes from a few labelled slices.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train on a scan with a few labelled slices, then predict every slice")
+    t.add_argument("--job", help="a job folder holding job.json (docs/JOB_FORMAT.md); replaces the options below")
+    t.add_argument("--image", help="the scan (NIfTI, NRRD, MHA or a DICOM series folder)")
+    t.add_argument("--labels", help="label map on the scan's grid; slices with any label voxel count as labelled")
+    t.add_argument("--labeled-slices", type=_int_list, default=[], help="slices that count as labelled although empty, e.g. 3,7")
+    t.add_argument("--unlabeled", nargs="*", default=[], help="extra volumes used as unlabelled data")
+    t.add_argument("--axis", type=_axis, default="auto", help="slicing axis: auto, or 0/1/2 = I/J/K")
+    t.add_argument("--classes", help="comma-separated class names, background first")
+    t.add_argument("--method", default="supervised", choices=sorted(METHODS), help="semi-supervised method")
+    t.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE", help="a method option (repeatable)")
+    t.add_argument("--iterations", type=int, help="optimiser steps (papers: 30000)")
+    t.add_argument("--size", type=int, help="training size in pixels (papers: 256)")
+    t.add_argument("--batch-labeled", type=int)
+    t.add_argument("--batch-unlabeled", type=int)
+    t.add_argument("--lr", type=float)
+    t.add_argument("--optimizer", choices=["sgd", "adamw"])
+    t.add_argument("--seed", type=int)
+    t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    t.add_argument("--init-checkpoint", help="warm start from this checkpoint (retrain)")
+    t.add_argument("--format", dest="output_format", choices=["nii.gz", "nrrd", "mha"], default="nii.gz")
+    t.add_argument("--no-predict", action="store_true", help="train only")
+    t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
+    t.add_argument("--out", help="run folder (default with --job: JOB_DIR/run)")
+
+    r = sub.add_parser("predict", help="write labels, confidence, entropy and review.json for a scan")
+    r.add_argument("--run", required=True, help="a run folder (or a checkpoint.pt)")
+    r.add_argument("--image", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--axis", type=_axis, default="auto", help="default: the axis the run was trained along")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    r.add_argument("--format", dest="output_format", choices=["nii.gz", "nrrd", "mha"], default="nii.gz")
+
+    e = sub.add_parser("evaluate", help="Dice, Jaccard, HD95 and ASD per class, as JSON")
+    e.add_argument("--pred", required=True)
+    e.add_argument("--ref", required=True)
+    e.add_argument("--slices", type=_int_list, help="score only these slices along --axis")
+    e.add_argument("--axis", type=_axis, default=2)
+    e.add_argument("--num-classes", type=int)
+
+    d = sub.add_parser("demo", help="the main job on a sample that ships with the install (MNI152 template)")
+    d.add_argument("--out", default="semiseg-demo", help="output folder")
+    d.add_argument("--iterations", type=int, default=300)
+    d.add_argument("--method", default="supervised", choices=sorted(METHODS))
+    d.add_argument("--slices", type=int, default=3, help="labelled slices kept")
+
+    return p
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .job import Job, load_job, run_job
+    from .training.trainer import CancelToken
+
+    if args.job:
+        job = load_job(args.job)
+        if args.out:
+            job.run_dir = str(Path(args.out).resolve())
+    else:
+        if not (args.image and args.labels and args.out):
+            raise InputError("train needs --job JOB_DIR, or --image, --labels and --out")
+        train = {k: v for k, v in (("iterations", args.iterations), ("size", args.size), ("batch_labeled", args.batch_labeled),
+                                     ("batch_unlabeled", args.batch_unlabeled), ("lr", args.lr), ("optimizer", args.optimizer),
+                                     ("seed", args.seed), ("device", args.device)) if v is not None}
+        job = Job(image=args.image, labels=args.labels, unlabeled=list(args.unlabeled), labeled_slices=args.labeled_slices,
+                  axis=args.axis, classes=args.classes.split(",") if args.classes else None, method=args.method,
+                  train=train, method_options=dict(args.option), init_checkpoint=args.init_checkpoint,
+                  run_dir=str(Path(args.out).resolve()), predict=not args.no_predict, output_format=args.output_format)
+        job.check("command line")
+    cancel = CancelToken(Path(job.run_dir) / "cancel")
+    signal.signal(signal.SIGTERM, cancel.set)
+    run_job(job, resume=args.resume, cancel=cancel)
+    return EXIT_OK
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from .inference import Predictor, write_prediction
+
+    ckpt = Path(args.run)
+    ckpt = ckpt / "checkpoint.pt" if ckpt.is_dir() else ckpt
+    predictor = Predictor(ckpt, args.device)
+    out = write_prediction(predictor, args.image, args.out, None if args.axis == "auto" else args.axis, args.output_format)
+    print(json.dumps({"event": "predicted", "dir": str(out)}))
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import take_slices
+    from .imageio import check_same_geometry, read_labels
+    from .metrics import evaluate_volume, to_jsonable
+
+    pred, pred_img = read_labels(args.pred)
+    ref, ref_img = read_labels(args.ref)
+    check_same_geometry(ref_img, pred_img, args.pred)
+    spacing = tuple(reversed(ref_img.GetSpacing()))
+    axis = 2 if args.axis == "auto" else args.axis
+    if args.slices:
+        n = pred.shape[2 - axis]
+        bad = [s for s in args.slices if not 0 <= s < n]
+        if bad:
+            raise InputError(f"slice(s) {bad} outside 0..{n - 1} along axis {axis}", args.ref)
+        pred = np.moveaxis(take_slices(pred, axis, args.slices), 0, 2 - axis)
+        ref = np.moveaxis(take_slices(ref, axis, args.slices), 0, 2 - axis)
+    num_classes = args.num_classes or int(max(pred.max(), ref.max())) + 1
+    print(json.dumps(to_jsonable(evaluate_volume(pred, ref, max(2, num_classes), spacing)), indent=1))
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    args = _parser().parse_args(argv)
+    handlers = {"train": _train, "predict": _predict, "evaluate": _evaluate}
+    try:
+        if args.command == "demo":
+            from .demo import run_demo
+
+            run_demo(args.out, args.iterations, args.method, args.slices)
+            return EXIT_OK
+        return handlers[args.command](args)
+    except InputError as err:
+        print(f"semiseg: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except Cancelled as err:
+        print(f"semiseg: {err}", file=sys.stderr)
+        return EXIT_CANCELLED
+    except KeyboardInterrupt:
+        print("semiseg: interrupted", file=sys.stderr)
+        return EXIT_CANCELLED
+    except Exception:  # noqa: BLE001 - the exit code must say "internal error"
+        import traceback
+
+        traceback.print_exc()
+        return EXIT_INTERNAL
+

@@ -1,0 +1,106 @@
+"""Typed configuration of a training run: one dataclass per concern, unknown keys rejected.
+
+The defaults are the common 2D protocol of the papers (UNet 16-256, SGD 0.01 with poly decay,
+momentum 0.9, weight decay 1e-4, 256x256 slices, batch 12 labelled + 12 unlabelled); front ends
+lower the iterations and size for a CPU budget. A different number of iterations is a value,
+never a subclass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+from .errors import InputError
+
+__all__ = ["TrainConfig", "ModelConfig", "from_dict", "to_dict"]
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class ModelConfig:
+    """The papers' 2D UNet (see :mod:`semiseg.models.unet`)."""
+
+    features: tuple[int, ...] = (16, 32, 64, 128, 256)
+    dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Optimisation, data sampling and bookkeeping of the shared trainer.
+
+    Args:
+        iterations: optimiser steps.
+        size: slices are resized to ``size x size`` for training and inference.
+        batch_labeled / batch_unlabeled: slices per step from each stream (papers: 12 + 12).
+        lr, momentum, weight_decay, poly_power: SGD with poly decay ``lr * (1 - t/T) ** power``.
+        optimizer: ``"sgd"`` (papers) or ``"adamw"`` (our choice for short CPU budgets).
+        warmup_iterations: linear learning-rate warm-up (0 in the papers).
+        seed: seeds torch and the samplers; the same seed gives the same run on the same device.
+        device: ``"auto"`` (CUDA, else CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
+        amp: mixed precision on CUDA.
+        val_every: validation period in iterations (0: never).
+        checkpoint_every: checkpoint period in iterations (a checkpoint is always written at the end).
+        min_val_slices: hold out labelled slices for validation only when at least this many
+            labelled slices exist; then every ``val_stride``-th labelled slice is held out (our choice:
+            with fewer labels every labelled slice is worth more as training data).
+        log_every: progress line period in iterations.
+        threads: torch CPU threads (0: torch's default).
+    """
+
+    iterations: int = 30000
+    size: int = 256
+    batch_labeled: int = 12
+    batch_unlabeled: int = 12
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    poly_power: float = 0.9
+    optimizer: str = "sgd"
+    warmup_iterations: int = 0
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    val_every: int = 200
+    checkpoint_every: int = 500
+    min_val_slices: int = 6
+    val_stride: int = 5
+    log_every: int = 10
+    threads: int = 0
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` for values no run can use."""
+        if self.iterations < 1:
+            raise InputError(f"iterations must be >= 1, got {self.iterations}")
+        if self.size < 16 or self.size % 16:
+            raise InputError(f"size must be a multiple of 16 and >= 16 (the UNet pools 4 times), got {self.size}")
+        if self.batch_labeled < 1 or self.batch_unlabeled < 0:
+            raise InputError("batch_labeled must be >= 1 and batch_unlabeled >= 0")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise InputError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
+        if self.device not in ("auto", "cpu", "cuda", "mps"):
+            raise InputError(f"device must be one of auto, cpu, cuda, mps, got {self.device!r}")
+
+
+def from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "config") -> T:
+    """Build dataclass ``cls`` from ``values``, refusing unknown keys.
+
+    Raises:
+        InputError: a key that ``cls`` does not have, naming the valid ones.
+    """
+    values = dict(values or {})
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise InputError(f"unknown {where} key(s) {unknown}; valid keys: {sorted(names)}")
+    for key, value in list(values.items()):
+        default = names[key].default
+        if isinstance(default, tuple) and isinstance(value, list):
+            values[key] = tuple(value)
+    return cls(**values)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A JSON-friendly dict of a config dataclass."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(obj).items()}

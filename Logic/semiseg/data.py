@@ -1,0 +1,233 @@
+"""Volumes to 2D training slices and back.
+
+A :class:`Volume` holds one scan (and optionally its label map) in numpy order (K, J, I). Slices
+are taken along an IJK index ``axis`` (0 = I, 1 = J, 2 = K; Slicer and SimpleITK order): the
+numpy axis is ``2 - axis``. A slice counts as labelled when it holds any label voxel or is listed
+explicitly (checked and found empty); every other slice is unlabelled and carries no supervised
+loss.
+
+Preprocessing happens once, here: intensities are clipped to the 0.5-99.5 percentiles of the
+volume and scaled to [0, 1] (our choice; the papers feed ACDC already min-max scaled to [0, 1],
+on which this is nearly the identity), and slices are resized to ``size x size`` (bilinear for
+images, nearest for labels, as the papers' ``zoom`` does). Inference resizes the class
+probabilities back to each slice's own size, so every output lies on the input's grid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+import torch.nn.functional as F
+
+from .errors import InputError
+from .imageio import check_same_geometry, read_image, read_labels, volume_name
+
+__all__ = [
+    "Volume",
+    "SliceSet",
+    "load_volume",
+    "labeled_slice_indices",
+    "choose_axis",
+    "normalize_intensity",
+    "take_slices",
+    "resize_images",
+    "resize_labels",
+    "build_slice_sets",
+]
+
+
+@dataclasses.dataclass
+class Volume:
+    """One scan on its own grid.
+
+    Attributes:
+        name: file name without extension.
+        image: float32 array (K, J, I), normalised to [0, 1].
+        reference: the SimpleITK image (geometry of every output).
+        labels: integer label map (K, J, I) or ``None`` for an unlabelled volume.
+        extra_labeled: slice indices that count as labelled although empty, per IJK axis.
+        path: where it was read from.
+    """
+
+    name: str
+    image: np.ndarray
+    reference: sitk.Image
+    labels: np.ndarray | None = None
+    extra_labeled: dict[int, list[int]] = dataclasses.field(default_factory=dict)
+    path: str = ""
+
+    @property
+    def spacing_kji(self) -> tuple[float, float, float]:
+        """Voxel spacing in numpy axis order."""
+        return tuple(reversed(self.reference.GetSpacing()))  # type: ignore[return-value]
+
+    def num_slices(self, axis: int) -> int:
+        return self.image.shape[2 - axis]
+
+
+def normalize_intensity(array: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Clip to the ``low``/``high`` percentiles and scale to [0, 1] (a constant volume gives 0)."""
+    lo, hi = np.percentile(array, [low, high])
+    if hi <= lo:
+        return np.zeros_like(array, dtype=np.float32)
+    return ((np.clip(array, lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
+def load_volume(
+    image_path: str | os.PathLike,
+    labels_path: str | os.PathLike | None = None,
+    num_classes: int | None = None,
+) -> Volume:
+    """Read a scan and (optionally) its label map, checking that both lie on one grid.
+
+    Raises:
+        InputError: see :func:`semiseg.imageio.read_image` and :func:`read_labels`.
+    """
+    array, reference = read_image(image_path)
+    labels = None
+    if labels_path is not None:
+        labels, label_image = read_labels(labels_path, num_classes)
+        check_same_geometry(reference, label_image, labels_path)
+    return Volume(volume_name(image_path), normalize_intensity(array), reference, labels, path=str(image_path))
+
+
+def take_slices(array: np.ndarray, axis: int, indices: Sequence[int] | None = None) -> np.ndarray:
+    """Slices of a (K, J, I) array along IJK ``axis``, stacked first: (N, rows, cols)."""
+    moved = np.moveaxis(array, 2 - axis, 0)
+    return moved if indices is None else moved[np.asarray(list(indices), dtype=int)]
+
+
+def put_slices(stack: np.ndarray, axis: int) -> np.ndarray:
+    """Inverse of :func:`take_slices` for all slices: (N, rows, cols) back to (K, J, I)."""
+    return np.moveaxis(stack, 0, 2 - axis)
+
+
+def labeled_slice_indices(labels: np.ndarray, axis: int, extra: Sequence[int] = ()) -> list[int]:
+    """Indices along IJK ``axis`` of slices that hold a label voxel, plus ``extra`` (checked empty)."""
+    moved = np.moveaxis(labels, 2 - axis, 0)
+    painted = np.flatnonzero(moved.reshape(moved.shape[0], -1).any(axis=1))
+    n = moved.shape[0]
+    bad = [i for i in extra if not 0 <= int(i) < n]
+    if bad:
+        raise InputError(f"labelled slice index(es) {bad} outside 0..{n - 1} along axis {axis}")
+    return sorted(set(int(i) for i in painted) | set(int(i) for i in extra))
+
+
+def choose_axis(labels: np.ndarray, spacing_kji: Sequence[float] = (1.0, 1.0, 1.0)) -> int:
+    """The IJK axis along which the labelled slices lie.
+
+    It is the axis with the fewest labelled indices; ties go to the axis of the coarsest spacing,
+    then to K (the acquisition axis of a stack). Our choice: a user labels a few whole slices in one
+    view, so along that view's axis only those few indices are labelled, while along the two other
+    axes every row or column that crosses the painted structure is (tens of indices for any
+    structure worth segmenting). With dense labels the shortest labelled extent wins, which for
+    a stack of thick slices is its slice axis.
+    """
+    scores = []
+    for axis in (2, 1, 0):
+        moved = np.moveaxis(labels, 2 - axis, 0)
+        count = int(moved.reshape(moved.shape[0], -1).any(axis=1).sum())
+        scores.append((count, -float(spacing_kji[2 - axis]), -axis, axis))
+    return min(scores)[-1]
+
+
+def resize_images(stack: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, H, W) float -> (N, 1, size, size), bilinear."""
+    return F.interpolate(stack[:, None].float(), size=(size, size), mode="bilinear", align_corners=False)
+
+
+def resize_labels(stack: torch.Tensor, size: int) -> torch.Tensor:
+    """(N, H, W) integer -> (N, size, size) int64, nearest."""
+    out = F.interpolate(stack[:, None].float(), size=(size, size), mode="nearest-exact")
+    return out[:, 0].long()
+
+
+@dataclasses.dataclass
+class SliceSet:
+    """Preprocessed training slices at the training size.
+
+    Attributes:
+        images: (N, 1, S, S) float32.
+        labels: (N, S, S) int64, or ``None`` for unlabelled slices.
+        origin: (volume name, slice index) of each slice.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor | None
+    origin: list[tuple[str, int]]
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def to(self, device: torch.device) -> "SliceSet":
+        labels = None if self.labels is None else self.labels.to(device)
+        return SliceSet(self.images.to(device), labels, self.origin)
+
+    @staticmethod
+    def concat(sets: Sequence["SliceSet"], size: int, labeled: bool) -> "SliceSet":
+        sets = [s for s in sets if len(s)]
+        if not sets:
+            return SliceSet(torch.zeros(0, 1, size, size), torch.zeros(0, size, size, dtype=torch.long) if labeled else None, [])
+        labels = torch.cat([s.labels for s in sets]) if labeled else None  # type: ignore[misc]
+        return SliceSet(torch.cat([s.images for s in sets]), labels, [o for s in sets for o in s.origin])
+
+
+def _slice_set(volume: Volume, axis: int, indices: Sequence[int], size: int, labeled: bool) -> SliceSet:
+    if not len(indices):
+        return SliceSet.concat([], size, labeled)
+    images = resize_images(torch.from_numpy(np.ascontiguousarray(take_slices(volume.image, axis, indices))), size)
+    labels = None
+    if labeled:
+        assert volume.labels is not None
+        raw = np.ascontiguousarray(take_slices(volume.labels, axis, indices)).astype(np.int64)
+        labels = resize_labels(torch.from_numpy(raw), size)
+    return SliceSet(images, labels, [(volume.name, int(i)) for i in indices])
+
+
+def build_slice_sets(
+    labeled_volumes: Sequence[Volume],
+    unlabeled_volumes: Sequence[Volume],
+    axis: int,
+    size: int,
+    min_val_slices: int = 6,
+    val_stride: int = 5,
+) -> tuple[SliceSet, SliceSet, SliceSet]:
+    """Split the data into labelled training, held-out validation and unlabelled slice sets.
+
+    Labelled slices of ``labeled_volumes`` feed the supervised loss; their other slices and all
+    slices of ``unlabeled_volumes`` are unlabelled. When there are at least ``min_val_slices``
+    labelled slices, every ``val_stride``-th one is held out for validation.
+
+    Raises:
+        InputError: no labelled slice at all.
+    """
+    train, val, unlabeled = [], [], []
+    all_labeled: list[tuple[Volume, int]] = []
+    for vol in labeled_volumes:
+        assert vol.labels is not None
+        idx = labeled_slice_indices(vol.labels, axis, vol.extra_labeled.get(axis, ()))
+        all_labeled += [(vol, i) for i in idx]
+        rest = sorted(set(range(vol.num_slices(axis))) - set(idx))
+        unlabeled.append(_slice_set(vol, axis, rest, size, labeled=False))
+    if not all_labeled:
+        names = ", ".join(v.path or v.name for v in labeled_volumes)
+        raise InputError(f"no labelled slice along axis {axis} in {names}: paint at least one slice or list checked-empty slices")
+    held = set()
+    if len(all_labeled) >= min_val_slices:
+        held = set(range(val_stride - 1, len(all_labeled), val_stride))
+    for vol in labeled_volumes:
+        mine = [(n, i) for n, (v, i) in enumerate(all_labeled) if v is vol]
+        train.append(_slice_set(vol, axis, [i for n, i in mine if n not in held], size, labeled=True))
+        val.append(_slice_set(vol, axis, [i for n, i in mine if n in held], size, labeled=True))
+    for vol in unlabeled_volumes:
+        unlabeled.append(_slice_set(vol, axis, list(range(vol.num_slices(axis))), size, labeled=False))
+    return (
+        SliceSet.concat(train, size, True),
+        SliceSet.concat(val, size, True),
+        SliceSet.concat(unlabeled, size, False),
+    )

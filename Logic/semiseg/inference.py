@@ -1,0 +1,128 @@
+"""Slice-wise prediction of whole volumes: pseudo-labels, confidence, entropy and a review list.
+
+Each slice along the run's axis is resized to the training size, predicted in batches, and its
+class probabilities are resized back (bilinear) to the slice's own size before the argmax, so
+every output lies on the input's grid. Confidence is the max softmax probability, entropy is
+``-sum p log p`` in nats.
+
+The review list ranks slices from least to most confident. The statistic (our choice) is the
+mean confidence over the slice's *region of interest*: the pixels predicted as foreground or
+whose confidence is below 0.9. A mean over the whole slice would be dominated by easy background
+and rank every slice near 1. A slice with no such pixel scores 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .data import Volume, normalize_intensity, put_slices, resize_images, take_slices
+from .imageio import OUTPUT_FORMATS, read_image, volume_name, write_like
+from .models import UNet2D
+from .training.checkpoint import load_checkpoint
+from .training.trainer import resolve_device
+from .errors import InputError
+
+__all__ = ["Predictor", "predict_volume", "review_slices", "write_prediction", "REVIEW_STATISTIC", "ROI_CONFIDENCE"]
+
+ROI_CONFIDENCE = 0.9
+REVIEW_STATISTIC = f"mean confidence over the slice's pixels predicted foreground or with confidence < {ROI_CONFIDENCE}"
+
+
+class Predictor:
+    """A trained model ready for inference.
+
+    Args:
+        checkpoint: a run's ``checkpoint.pt``.
+        device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
+        batch_size: slices per forward pass.
+    """
+
+    def __init__(self, checkpoint: str | os.PathLike, device: str = "auto", batch_size: int = 16) -> None:
+        state = load_checkpoint(checkpoint)
+        self.device = resolve_device(device)
+        mc = state["model_config"]
+        self.num_classes = int(state["num_classes"])
+        self.model = UNet2D(1, self.num_classes, mc["features"], mc["dropout"])
+        self.model.load_state_dict(state["model"])
+        self.model.to(self.device).eval()
+        self.size = int(state["train_config"]["size"])
+        self.meta = dict(state.get("meta", {}))
+        self.axis = int(self.meta.get("axis", 2))
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def probabilities(self, image: np.ndarray, axis: int | None = None) -> np.ndarray:
+        """Class probabilities (C, K, J, I) of a normalised volume (K, J, I)."""
+        axis = self.axis if axis is None else axis
+        stack = take_slices(image, axis)
+        rows, cols = stack.shape[1:]
+        out = np.empty((self.num_classes, *stack.shape), dtype=np.float32)
+        for start in range(0, stack.shape[0], self.batch_size):
+            chunk = torch.from_numpy(np.ascontiguousarray(stack[start : start + self.batch_size])).to(self.device)
+            logits = self.model(resize_images(chunk, self.size))
+            probs = torch.softmax(logits.float(), 1)
+            probs = torch.nn.functional.interpolate(probs, size=(rows, cols), mode="bilinear", align_corners=False)
+            out[:, start : start + chunk.shape[0]] = probs.permute(1, 0, 2, 3).cpu().numpy()
+        return np.stack([put_slices(p, axis) for p in out])
+
+
+def review_slices(labels: np.ndarray, confidence: np.ndarray, axis: int, labeled: set[int] | None = None) -> list[dict[str, Any]]:
+    """Per-slice review entries sorted from least to most confident (see module docstring)."""
+    lab, conf = take_slices(labels, axis), take_slices(confidence, axis)
+    entries = []
+    for i in range(lab.shape[0]):
+        roi = (lab[i] > 0) | (conf[i] < ROI_CONFIDENCE)
+        score = float(conf[i][roi].mean()) if roi.any() else 1.0
+        entries.append({"index": i, "confidence": round(score, 6), "foreground_fraction": round(float((lab[i] > 0).mean()), 6),
+                        "labeled": bool(labeled and i in labeled)})
+    return sorted(entries, key=lambda e: (e["confidence"], e["index"]))
+
+
+def predict_volume(predictor: Predictor, volume: Volume, axis: int | None = None) -> dict[str, np.ndarray]:
+    """Labels (uint8), confidence and entropy (float32), all (K, J, I) on the volume's grid."""
+    probs = predictor.probabilities(volume.image, axis)
+    labels = probs.argmax(0).astype(np.uint8)
+    confidence = probs.max(0).astype(np.float32)
+    entropy = (-(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(0)).astype(np.float32)
+    return {"labels": labels, "confidence": confidence, "entropy": entropy}
+
+
+def write_prediction(
+    predictor: Predictor,
+    image_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    axis: int | None = None,
+    output_format: str = "nii.gz",
+    labeled: set[int] | None = None,
+) -> Path:
+    """Predict ``image_path`` and write ``labels``, ``confidence``, ``entropy`` and ``review.json`` to ``out_dir``.
+
+    Files are written under temporary names and renamed at the end, so a failure writes nothing partial.
+    """
+    if output_format not in OUTPUT_FORMATS:
+        raise InputError(f"output format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
+    array, reference = read_image(image_path)
+    volume = Volume(volume_name(image_path), normalize_intensity(array), reference, path=str(image_path))
+    axis = predictor.axis if axis is None else axis
+    result = predict_volume(predictor, volume, axis)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for key, arr in result.items():
+        tmp = out_dir / f".{key}.tmp.{output_format}"
+        write_like(arr, reference, tmp)
+        staged.append((tmp, out_dir / f"{key}.{output_format}"))
+    review = {"axis": axis, "statistic": REVIEW_STATISTIC, "image": str(image_path),
+              "slices": review_slices(result["labels"], result["confidence"], axis, labeled)}
+    tmp_review = out_dir / ".review.tmp.json"
+    tmp_review.write_text(json.dumps(review, indent=1))
+    staged.append((tmp_review, out_dir / "review.json"))
+    for tmp, final in staged:
+        os.replace(tmp, final)
+    return out_dir

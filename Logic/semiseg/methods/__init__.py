@@ -1,0 +1,28 @@
+"""The registry of methods by name.
+
+Each method is one class in its own module; :data:`METHODS` maps the names accepted by
+``semiseg train --method`` to them. An unknown name fails listing the valid ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch.nn as nn
+
+from ..config import from_dict
+from ..errors import InputError
+from .base import Batch, LossOutput, Method, TrainProgress
+from .supervised import Supervised
+
+__all__ = ["METHODS", "build_method", "Batch", "LossOutput", "Method", "TrainProgress"]
+
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Supervised,)}
+
+
+def build_method(name: str, options: dict[str, Any] | None, num_classes: int, model: nn.Module) -> Method:
+    """Instantiate method ``name`` with its config built from ``options`` (unknown keys refused)."""
+    if name not in METHODS:
+        raise InputError(f"unknown method {name!r}; valid methods: {', '.join(sorted(METHODS))}")
+    cls = METHODS[name]
+    return cls(from_dict(cls.Config, options, where=f"{name} option"), num_classes, model)

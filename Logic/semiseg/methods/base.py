@@ -1,0 +1,98 @@
+"""What a method is: a loss for one batch, over the shared trainer.
+
+A method holds its hyper-parameters (a dataclass ``Config``), any modules or state of its own
+(heads, banks, EMA teachers: saved with the checkpoint through ``state_dict``), and one function,
+:meth:`Method.loss`, turning a labelled and an unlabelled batch into a total loss, its named terms
+and statistics. It never calls ``backward``, an optimiser, ``.to(device)``, autocast, a logger or
+``torch.save``: the trainer does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+
+from ..losses import SupervisedLoss
+
+__all__ = ["Batch", "LossOutput", "Method", "TrainProgress"]
+
+
+@dataclasses.dataclass
+class Batch:
+    """One training step's data, weakly augmented, on the training device.
+
+    Attributes:
+        x_l: labelled images (B_l, 1, S, S).
+        y_l: their labels (B_l, S, S) int64.
+        x_u: unlabelled images, weak view (B_u, 1, S, S), or ``None`` for a supervised method.
+        x_u2: a second unlabelled batch (B_u, 1, S, S) for CutMix, when the method asks for it.
+    """
+
+    x_l: torch.Tensor
+    y_l: torch.Tensor
+    x_u: torch.Tensor | None = None
+    x_u2: torch.Tensor | None = None
+
+
+@dataclasses.dataclass
+class TrainProgress:
+    """Where training is: ``iteration`` (0-based) of ``iterations``."""
+
+    iteration: int
+    iterations: int
+
+    @property
+    def fraction(self) -> float:
+        return self.iteration / max(1, self.iterations)
+
+
+@dataclasses.dataclass
+class LossOutput:
+    """A method's answer for one batch.
+
+    Attributes:
+        total: the scalar to back-propagate.
+        terms: named loss terms (detached floats or tensors) for the progress log.
+        stats: other statistics, e.g. ``mask_ratio`` (fraction of confident pseudo-labels).
+    """
+
+    total: torch.Tensor
+    terms: dict[str, float] = dataclasses.field(default_factory=dict)
+    stats: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
+class Method(nn.Module):
+    """Base class of every method.
+
+    Subclasses set ``name``, ``Config`` (a dataclass of hyper-parameters, paper defaults) and
+    ``unlabeled_batches`` (0 for supervised, 1 for a weak unlabelled batch, 2 with a second batch
+    for CutMix), and implement :meth:`loss`.
+
+    Args:
+        config: an instance of ``Config``.
+        num_classes: classes including background.
+        model: the network being trained (methods may build heads that match its feature sizes).
+    """
+
+    name: ClassVar[str] = ""
+    Config: ClassVar[type] = object
+    unlabeled_batches: ClassVar[int] = 0
+
+    def __init__(self, config, num_classes: int, model: nn.Module) -> None:
+        super().__init__()
+        self.config = config
+        self.num_classes = num_classes
+        self.sup_loss = SupervisedLoss()
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """Parameters of the method's own modules that the optimiser updates (e.g. SemSim's SFM)."""
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def after_step(self, model: nn.Module, progress: TrainProgress) -> None:
+        """Called by the trainer after each optimiser step (EMA teachers update here)."""
+
+    def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
+        raise NotImplementedError

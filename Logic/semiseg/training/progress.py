@@ -1,0 +1,74 @@
+"""Progress as JSON lines (stdout and ``progress.jsonl``) and a bar on an interactive terminal."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["ProgressLog"]
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else round(value, 6)
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+class ProgressLog:
+    """Writes one JSON object per event.
+
+    Args:
+        path: the ``progress.jsonl`` file (appended to, so a resumed run keeps its history), or ``None``.
+        stream: where lines are printed (stdout by default; ``None`` for silence).
+        bar: show a tqdm bar on stderr; ``None`` = only when stderr is a terminal.
+    """
+
+    def __init__(self, path: str | os.PathLike | None, stream: TextIO | None = sys.stdout, bar: bool | None = None) -> None:
+        self.path = None if path is None else Path(path)
+        self.stream = stream
+        self._file = None
+        if self.path is not None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")
+        self.use_bar = sys.stderr.isatty() if bar is None else bar
+        self._bar = None
+
+    def emit(self, event: str, **fields: Any) -> dict[str, Any]:
+        record = _clean({"event": event, **fields})
+        line = json.dumps(record)
+        if self._file is not None:
+            self._file.write(line + "\n")
+            self._file.flush()
+        if self.stream is not None and not self.use_bar:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+        if self.use_bar:
+            self._update_bar(record)
+        return record
+
+    def _update_bar(self, record: dict[str, Any]) -> None:
+        if record["event"] == "iteration":
+            if self._bar is None:
+                from tqdm import tqdm
+
+                self._bar = tqdm(total=record["iterations"], file=sys.stderr, unit="it")
+            self._bar.n = record["iteration"]
+            self._bar.set_postfix(loss=record.get("loss"))
+        elif record["event"] in ("done", "error", "cancelled") and self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None

@@ -1,0 +1,260 @@
+"""The shared training loop. It names no method: a method is a loss (see :mod:`semiseg.methods`).
+
+The loop reads as nnU-Net's (start, step, validate, end): the trainer owns the device and mixed
+precision, the optimiser and its poly schedule, pairing the labelled and unlabelled streams with
+the weak augmentation, validation on held-out labelled slices, progress lines, checkpoints,
+resume and cancellation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn as nn
+
+from ..augment import weak_augment
+from ..config import ModelConfig, TrainConfig, to_dict
+from ..data import SliceSet
+from ..errors import Cancelled, InputError
+from ..methods import Batch, Method, TrainProgress, build_method
+from ..models import UNet2D
+from .checkpoint import load_checkpoint, save_checkpoint
+from .progress import ProgressLog
+
+__all__ = ["TrainData", "Trainer", "resolve_device", "poly_lr"]
+
+
+@dataclasses.dataclass
+class TrainData:
+    """Labelled training slices, held-out labelled slices (may be empty) and unlabelled slices."""
+
+    labeled: SliceSet
+    val: SliceSet
+    unlabeled: SliceSet
+    num_classes: int
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; an explicit device that is missing is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise InputError("device 'cuda' was asked for but no CUDA GPU is available; use --device auto or cpu")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("device 'mps' was asked for but Apple MPS is not available; use --device auto or cpu")
+    return torch.device(name)
+
+
+def poly_lr(base: float, iteration: int, total: int, power: float, warmup: int = 0) -> float:
+    """Poly decay ``base * (1 - t / T) ** power`` after an optional linear warm-up."""
+    if warmup and iteration < warmup:
+        return base * (iteration + 1) / warmup
+    return base * (1.0 - iteration / max(1, total)) ** power
+
+
+class CancelToken:
+    """Cancellation requested by a signal handler (:meth:`set`) or by a file in the run folder."""
+
+    def __init__(self, cancel_file: str | os.PathLike | None = None) -> None:
+        self.flag = False
+        self.cancel_file = None if cancel_file is None else Path(cancel_file)
+
+    def set(self, *_: Any) -> None:
+        self.flag = True
+
+    def requested(self) -> bool:
+        return self.flag or (self.cancel_file is not None and self.cancel_file.exists())
+
+
+class Trainer:
+    """Trains a UNet with one method on :class:`TrainData`.
+
+    Args:
+        config: optimisation and bookkeeping (:class:`~semiseg.config.TrainConfig`).
+        method: registered method name; ``method_options`` its config fields.
+        run_dir: where ``checkpoint.pt`` and ``progress.jsonl`` go.
+        meta: plain values stored in the checkpoint for inference (class names, axis, ...).
+        log: progress writer (default: ``run_dir/progress.jsonl`` and stdout).
+        cancel: a :class:`CancelToken` (default: the file ``run_dir/cancel``).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        method: str,
+        method_options: dict[str, Any] | None,
+        num_classes: int,
+        run_dir: str | os.PathLike,
+        model_config: ModelConfig | None = None,
+        meta: dict[str, Any] | None = None,
+        log: ProgressLog | None = None,
+        cancel: CancelToken | None = None,
+    ) -> None:
+        config.validate()
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_path = self.run_dir / "checkpoint.pt"
+        self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.generator = torch.Generator().manual_seed(config.seed)
+        self.model_config = model_config or ModelConfig()
+        self.num_classes = num_classes
+        self.model = UNet2D(1, num_classes, self.model_config.features, self.model_config.dropout)
+        self.method: Method = build_method(method, method_options, num_classes, self.model)
+        self.method_name, self.method_options = method, dict(method_options or {})
+        self.model.to(self.device)
+        self.method.to(self.device)
+        params = list(self.model.parameters()) + self.method.trainable_parameters()
+        if config.optimizer == "sgd":
+            self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+        else:
+            self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        self.amp = config.amp and self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.meta = dict(meta or {})
+        self.log = log or ProgressLog(self.run_dir / "progress.jsonl")
+        self.cancel = cancel or CancelToken(self.run_dir / "cancel")
+        self.iteration = 0
+
+    # -- state -------------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        """Everything needed to predict with, or resume, this run (plain values and tensors only)."""
+        return {
+            "iteration": self.iteration,
+            "model": self.model.state_dict(),
+            "method": self.method.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "method_name": self.method_name,
+            "method_options": self.method_options,
+            "train_config": to_dict(self.config),
+            "model_config": to_dict(self.model_config),
+            "num_classes": self.num_classes,
+            "meta": self.meta,
+        }
+
+    def save(self) -> Path:
+        path = save_checkpoint(self.state(), self.checkpoint_path)
+        self.log.emit("checkpoint", iteration=self.iteration, path=path.name)
+        return path
+
+    def resume(self, path: str | os.PathLike) -> None:
+        """Continue the run saved at ``path``: weights, method state, optimiser, RNGs, iteration."""
+        state = load_checkpoint(path, self.device)
+        if state.get("method_name") != self.method_name:
+            raise InputError(f"checkpoint is of method {state.get('method_name')!r}, not {self.method_name!r}", path)
+        self.model.load_state_dict(state["model"])
+        self.method.load_state_dict(state["method"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        self.iteration = int(state["iteration"])
+
+    def warm_start(self, path: str | os.PathLike) -> None:
+        """Start from the weights of an earlier run (retrain); the optimiser starts afresh."""
+        state = load_checkpoint(path, self.device)
+        if int(state.get("num_classes", -1)) != self.num_classes:
+            raise InputError(f"checkpoint has {state.get('num_classes')} classes, this job has {self.num_classes}", path)
+        self.model.load_state_dict(state["model"])
+
+    # -- loop --------------------------------------------------------------------------------
+    def _sample(self, data: SliceSet, n: int) -> torch.Tensor:
+        return torch.randint(0, len(data), (n,), generator=self.generator)
+
+    def _batch(self, data: TrainData) -> Batch:
+        c = self.config
+        i = self._sample(data.labeled, c.batch_labeled)
+        x_l, y_l = weak_augment(data.labeled.images[i], data.labeled.labels[i], self.generator)  # type: ignore[index]
+        batch = Batch(x_l, y_l)
+        k = self.method.unlabeled_batches
+        if k:
+            if not len(data.unlabeled):
+                raise InputError(f"method {self.method_name!r} needs unlabelled slices, and there are none")
+            batch.x_u = weak_augment(data.unlabeled.images[self._sample(data.unlabeled, c.batch_unlabeled)], None, self.generator)
+            if k > 1:
+                batch.x_u2 = weak_augment(data.unlabeled.images[self._sample(data.unlabeled, c.batch_unlabeled)], None, self.generator)
+        return batch
+
+    def step(self, data: TrainData) -> dict[str, Any]:
+        """One optimiser step; returns the loss terms and statistics."""
+        c = self.config
+        lr = poly_lr(c.lr, self.iteration, c.iterations, c.poly_power, c.warmup_iterations)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.model.train()
+        self.method.train()
+        batch = self._batch(data)
+        progress = TrainProgress(self.iteration, c.iterations)
+        with torch.autocast(self.device.type, enabled=self.amp):
+            out = self.method.loss(self.model, batch, progress)
+        if not torch.isfinite(out.total):
+            raise FloatingPointError(f"loss is {float(out.total)} at iteration {self.iteration}; lower the learning rate")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(out.total).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.method.after_step(self.model, progress)
+        self.iteration += 1
+        return {"loss": float(out.total.detach()), "terms": out.terms, "stats": out.stats, "lr": lr}
+
+    @torch.no_grad()
+    def validate(self, val: SliceSet, chunk: int = 16) -> float:
+        """Mean foreground Dice over the held-out labelled slices (classes present in either map)."""
+        self.model.eval()
+        preds = torch.cat([self.model(val.images[i : i + chunk]).argmax(1) for i in range(0, len(val), chunk)])
+        scores = []
+        for cls in range(1, self.num_classes):
+            p, r = preds == cls, val.labels == cls  # type: ignore[operator]
+            denom = p.sum() + r.sum()
+            if denom > 0:
+                scores.append(float(2 * (p & r).sum() / denom))
+        self.model.train()
+        return float(sum(scores) / len(scores)) if scores else float("nan")
+
+    def fit(self, data: TrainData, on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+        """Train until ``config.iterations``; returns the final statistics.
+
+        Raises:
+            Cancelled: cancellation was requested; the last periodic checkpoint is left as it was.
+        """
+        c = self.config
+        data = TrainData(data.labeled.to(self.device), data.val.to(self.device), data.unlabeled.to(self.device), data.num_classes)
+        self.log.emit(
+            "start", iterations=c.iterations, iteration=self.iteration, method=self.method_name, device=str(self.device),
+            labeled_slices=len(data.labeled), val_slices=len(data.val), unlabeled_slices=len(data.unlabeled),
+        )
+        t0, it0 = time.perf_counter(), self.iteration
+        last: dict[str, Any] = {}
+        val_dice = float("nan")
+        while self.iteration < c.iterations:
+            if self.cancel.requested():
+                self.log.emit("cancelled", iteration=self.iteration)
+                raise Cancelled(f"cancelled at iteration {self.iteration}")
+            last = self.step(data)
+            it = self.iteration
+            if on_step is not None:
+                on_step(it, last)
+            if it % c.log_every == 0 or it == c.iterations or it == it0 + 1:
+                elapsed = time.perf_counter() - t0
+                left = elapsed / (it - it0) * (c.iterations - it)
+                self.log.emit("iteration", iteration=it, iterations=c.iterations, loss=last["loss"], terms=last["terms"],
+                              stats=last["stats"], lr=last["lr"], elapsed=elapsed, seconds_left=left)
+            if c.val_every and len(data.val) and (it % c.val_every == 0 or it == c.iterations):
+                val_dice = self.validate(data.val)
+                self.log.emit("validation", iteration=it, dice=val_dice)
+            if c.checkpoint_every and it % c.checkpoint_every == 0 and it != c.iterations:
+                self.save()
+        self.save()
+        seconds = time.perf_counter() - t0
+        self.log.emit("trained", iteration=self.iteration, seconds=seconds)
+        return {"iteration": self.iteration, "seconds": seconds, "val_dice": None if math.isnan(val_dice) else val_dice, **last}

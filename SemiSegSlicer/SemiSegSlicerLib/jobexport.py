@@ -1,0 +1,161 @@
+"""Scene -> job folder (docs/JOB_FORMAT.md, format version 1).
+
+Writes the volume, a label map of the user's segments on the volume's grid (segment ``n`` of the
+exported list gets label ``n + 1``), the extra unlabelled volumes and ``job.json``. What the engine
+does not need but the front end does to read the results back (segment IDs, names and colours,
+node IDs) goes to the sidecar ``slicer.json`` beside ``job.json``; ``job.json`` holds only the keys of
+the format, since the engine refuses unknown keys.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+
+from . import labeledslices
+from .mrmlio import checkSameTransform, segmentsToArray, writeArrayAsVolume, writeVolume
+
+__all__ = ["JOB_FORMAT_VERSION", "SIDECAR", "ExportedJob", "segmentList", "exportJob", "loadExportedJob"]
+
+JOB_FORMAT_VERSION = 1
+SIDECAR = "slicer.json"
+IMAGE_FILE = "image.nrrd"
+LABELS_FILE = "labels.nrrd"
+
+
+@dataclasses.dataclass
+class ExportedJob:
+    """What :func:`exportJob` wrote, and what reading the results back needs."""
+
+    jobDir: str
+    runDir: str
+    volumeNodeId: str
+    segmentationNodeId: str
+    segments: list[dict]  # [{"id", "name", "color"}], in label order (label n + 1 = segments[n])
+    classes: list[str]
+    axis: int | None  # the IJK axis written to job.json, or None for "auto"
+    labeledSlices: list[int]  # painted + checked, along ``axis`` (or the guessed axis when "auto")
+    unlabeled: dict[str, str]  # prediction name -> volume node ID
+    job: dict
+
+    @property
+    def segmentIds(self) -> list[str]:
+        return [segment["id"] for segment in self.segments]
+
+    def sidecar(self) -> dict:
+        values = dataclasses.asdict(self)
+        values.pop("job")
+        return values
+
+
+def segmentList(segmentationNode) -> list[dict]:
+    """``[{"id", "name", "color"}]`` of every segment, in the segmentation's order."""
+    segmentation = segmentationNode.GetSegmentation()
+    segments = []
+    for n in range(segmentation.GetNumberOfSegments()):
+        segment = segmentation.GetNthSegment(n)
+        segments.append({"id": segmentation.GetNthSegmentID(n), "name": segment.GetName(),
+                         "color": [float(c) for c in segment.GetColor()]})
+    return segments
+
+
+def _safeName(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:40] or "volume"
+
+
+def exportJob(jobDir: str | os.PathLike, volumeNode, segmentationNode, *, unlabeledVolumes=(), method: str = "unimatch",
+              train: dict | None = None, methodOptions: dict | None = None, axis: int | None = None,
+              initCheckpoint: str | None = None, outputFormat: str = "nrrd") -> ExportedJob:
+    """Write a job folder for the engine from the scene; the scene is only read.
+
+    Args:
+        jobDir: a new or empty folder.
+        volumeNode: the scalar volume to segment.
+        segmentationNode: the user's labels; every segment is one class, in the segmentation's order.
+        unlabeledVolumes: extra scalar volume nodes used as unlabelled data.
+        method, train, methodOptions, initCheckpoint, outputFormat: the job.json fields.
+        axis: the slicing axis (IJK). Default: the axis of the checked slices if any, else "auto".
+
+    Raises:
+        ValueError: no segment, no labelled slice, an axis that contradicts the checked slices,
+            or a volume and segmentation under different transforms.
+        FileExistsError: ``jobDir`` already holds a job.
+    """
+    jobDir = os.path.abspath(os.fspath(jobDir))
+    if volumeNode is None or volumeNode.GetImageData() is None:
+        raise ValueError("select a volume that holds image data")
+    if segmentationNode is None or segmentationNode.GetSegmentation().GetNumberOfSegments() == 0:
+        raise ValueError("the segmentation has no segment: add one segment per structure and paint a few slices")
+    checkSameTransform(volumeNode, segmentationNode)
+    if os.path.exists(os.path.join(jobDir, "job.json")):
+        raise FileExistsError(f"{jobDir} already holds a job")
+
+    segments = segmentList(segmentationNode)
+    labels = segmentsToArray(segmentationNode, [s["id"] for s in segments], volumeNode)
+    checkedAxis, checked = labeledslices.checkedSlices(segmentationNode)
+    if checked:
+        if axis is not None and axis != checkedAxis:
+            raise ValueError(f"axis {axis} was asked but the checked slices lie along axis {checkedAxis}")
+        axis = checkedAxis
+    sliceAxis = axis if axis is not None else labeledslices.guessAxis(labels)
+    labeled = labeledslices.labeledSlices(labels, sliceAxis, checked)
+    if not labeled:
+        raise ValueError("no labelled slice: paint at least one slice, or mark slices you checked as empty")
+    painted = set(labeledslices.paintedSlices(labels, sliceAxis))
+
+    os.makedirs(jobDir, exist_ok=True)
+    writeVolume(volumeNode, os.path.join(jobDir, IMAGE_FILE))
+    writeArrayAsVolume(labels, volumeNode, os.path.join(jobDir, LABELS_FILE))
+    unlabeled, unlabeledFiles = {}, []
+    for n, node in enumerate(unlabeledVolumes):
+        if node is None or node.GetID() == volumeNode.GetID():
+            continue
+        name = f"unlabeled{n + 1:02d}_{_safeName(node.GetName())}"
+        writeVolume(node, os.path.join(jobDir, name + ".nrrd"))
+        unlabeled[name] = node.GetID()
+        unlabeledFiles.append(name + ".nrrd")
+
+    job = {
+        "format_version": JOB_FORMAT_VERSION,
+        "image": IMAGE_FILE,
+        "labels": LABELS_FILE,
+        "unlabeled": unlabeledFiles,
+        "labeled_slices": sorted(set(checked) - painted),
+        "axis": axis if axis is not None else "auto",
+        "classes": ["background"] + [s["name"] for s in segments],
+        "method": method,
+        "train": {k: v for k, v in (train or {}).items() if v is not None},
+        "method_options": dict(methodOptions or {}),
+        "init_checkpoint": os.path.abspath(initCheckpoint) if initCheckpoint else None,
+        "run_dir": "run",
+        "predict": True,
+        "output_format": outputFormat,
+    }
+    exported = ExportedJob(jobDir=jobDir, runDir=os.path.join(jobDir, job["run_dir"]), volumeNodeId=volumeNode.GetID(),
+                           segmentationNodeId=segmentationNode.GetID(), segments=segments, classes=job["classes"],
+                           axis=axis, labeledSlices=labeled, unlabeled=unlabeled, job=job)
+    _writeJson(os.path.join(jobDir, SIDECAR), exported.sidecar())
+    _writeJson(os.path.join(jobDir, "job.json"), job)  # last: a folder with job.json is complete
+    return exported
+
+
+def loadExportedJob(jobDir: str | os.PathLike) -> ExportedJob:
+    """Read back what :func:`exportJob` wrote (``job.json`` and the sidecar)."""
+    jobDir = os.path.abspath(os.fspath(jobDir))
+    with open(os.path.join(jobDir, "job.json"), encoding="utf-8") as f:
+        job = json.load(f)
+    with open(os.path.join(jobDir, SIDECAR), encoding="utf-8") as f:
+        sidecar = json.load(f)
+    sidecar["jobDir"] = jobDir
+    sidecar["runDir"] = os.path.join(jobDir, job.get("run_dir", "run"))
+    return ExportedJob(job=job, **sidecar)
+
+
+def _writeJson(path: str, value: dict) -> None:
+    temporary = path + ".tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=2)
+        f.write("\n")
+    os.replace(temporary, path)

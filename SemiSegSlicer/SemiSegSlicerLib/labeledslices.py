@@ -1,0 +1,130 @@
+"""Which slices count as labelled.
+
+A slice counts as labelled when it holds any label voxel or when the user marked it "checked"
+(looked at it and found nothing to label, or accepted it as it is). Every other slice is
+unlabelled: an unpainted slice is not background (docs/JOB_FORMAT.md).
+
+The checked slices are kept on the segmentation node as the attribute :data:`ATTRIBUTE`
+(JSON ``{"axis": 2, "slices": [3, 7]}``), so they are saved with the scene and travel with the
+labels they belong to. Axes are IJK axes (0 = I, 1 = J, 2 = K).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from .mrmlio import ijkToRasMatrix, numpyAxis
+
+__all__ = [
+    "ATTRIBUTE",
+    "paintedSlices",
+    "labeledSlices",
+    "guessAxis",
+    "checkedSlices",
+    "setCheckedSlices",
+    "markChecked",
+    "viewAxisAndIndex",
+]
+
+ATTRIBUTE = "SemiSegSlicer.CheckedSlices"
+
+
+def paintedSlices(labels: np.ndarray, axis: int) -> list[int]:
+    """Indices along IJK ``axis`` of the slices of ``labels`` (K, J, I) holding any label voxel."""
+    along = numpyAxis(axis)
+    other = tuple(a for a in range(3) if a != along)
+    return [int(i) for i in np.flatnonzero(np.any(labels > 0, axis=other))]
+
+
+def labeledSlices(labels: np.ndarray, axis: int, checked=()) -> list[int]:
+    """The labelled slices along ``axis``: painted ones plus the ``checked`` ones, sorted."""
+    size = labels.shape[numpyAxis(axis)]
+    bad = [i for i in checked if not 0 <= int(i) < size]
+    if bad:
+        raise ValueError(f"checked slices {bad} are outside 0..{size - 1} along axis {axis}")
+    return sorted(set(paintedSlices(labels, axis)) | {int(i) for i in checked})
+
+
+def guessAxis(labels: np.ndarray, default: int = 2) -> int:
+    """The IJK axis along which the painted slices most likely lie.
+
+    A user paints a few slices in one view; each painted slice spans many slices along the other
+    two axes. The axis with the fewest painted slices is taken; ``default`` when there is no
+    label or on a tie that includes it.
+    """
+    if not np.any(labels > 0):
+        return default
+    counts = {axis: len(paintedSlices(labels, axis)) for axis in (0, 1, 2)}
+    best = min(counts.values())
+    if counts[default] == best:
+        return default
+    return min(axis for axis, count in counts.items() if count == best)
+
+
+def checkedSlices(segmentationNode) -> tuple[int | None, list[int]]:
+    """``(axis, slices)`` the user marked as checked on this segmentation (``(None, [])`` if none)."""
+    text = segmentationNode.GetAttribute(ATTRIBUTE) if segmentationNode else None
+    if not text:
+        return None, []
+    try:
+        value = json.loads(text)
+        axis = value.get("axis")
+        slices = sorted({int(i) for i in value.get("slices", [])})
+    except (ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"segmentation {segmentationNode.GetName()!r} has an unreadable {ATTRIBUTE} "
+                         f"attribute {text!r}: {err}") from None
+    if slices and axis not in (0, 1, 2):
+        raise ValueError(f"segmentation {segmentationNode.GetName()!r}: checked slices have no valid axis ({axis!r})")
+    return (axis if slices else None), slices
+
+
+def setCheckedSlices(segmentationNode, axis: int | None, slices) -> None:
+    """Store the checked slices (an empty list removes the attribute)."""
+    slices = sorted({int(i) for i in slices})
+    if not slices:
+        segmentationNode.RemoveAttribute(ATTRIBUTE)
+        return
+    numpyAxis(axis)  # validates
+    segmentationNode.SetAttribute(ATTRIBUTE, json.dumps({"axis": int(axis), "slices": slices}))
+
+
+def markChecked(segmentationNode, axis: int, index: int, checked: bool = True) -> list[int]:
+    """Mark (or unmark) one slice as checked; all checked slices must lie along one axis.
+
+    Returns:
+        the checked slices after the change.
+
+    Raises:
+        ValueError: ``axis`` differs from the axis of the slices already checked.
+    """
+    currentAxis, slices = checkedSlices(segmentationNode)
+    if slices and currentAxis != axis:
+        raise ValueError(f"the checked slices lie along axis {currentAxis}; slice {index} is along axis {axis}. "
+                         "Check slices in one view orientation, or clear the checked slices first.")
+    updated = set(slices) | {int(index)} if checked else set(slices) - {int(index)}
+    setCheckedSlices(segmentationNode, axis, updated)
+    return sorted(updated)
+
+
+def viewAxisAndIndex(volumeNode, sliceNode, tolerance: float = 1e-3) -> tuple[int, int] | None:
+    """The IJK axis that a slice view cuts across and the index of the slice it shows.
+
+    Returns:
+        ``(axis, index)``, or ``None`` when the view is oblique to the volume's grid or outside it.
+    """
+    sliceToRas = sliceNode.GetSliceToRAS()
+    normal = np.array([sliceToRas.GetElement(r, 2) for r in range(3)])
+    center = np.array([sliceToRas.GetElement(r, 3) for r in range(3)] + [1.0])
+    rasToIjk = np.linalg.inv(ijkToRasMatrix(volumeNode))
+    direction = rasToIjk[:3, :3] @ normal
+    direction = direction / np.linalg.norm(direction)
+    axis = int(np.argmax(np.abs(direction)))
+    if abs(abs(direction[axis]) - 1.0) > tolerance:
+        return None
+    index = int(np.floor((rasToIjk @ center)[axis] + 0.5))
+    size = volumeNode.GetImageData().GetDimensions()[axis]
+    if not 0 <= index < size:
+        return None
+    return axis, index

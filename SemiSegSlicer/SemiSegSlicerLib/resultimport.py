@@ -1,0 +1,203 @@
+"""Run folder -> scene: pseudo-labels, confidence overlay and review list.
+
+The pseudo-labels go into a NEW segmentation node with the segment IDs, names and colours of the
+user's segmentation and the volume as reference geometry; the user's own segmentation is never
+touched. The confidence map (max softmax probability) becomes a scalar volume shown as the
+foreground layer of every slice view, with a perceptual colour table (Viridis) at 40 % opacity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+
+import numpy as np
+import vtk
+
+import slicer
+
+from .jobexport import ExportedJob
+from .mrmlio import ijkToRasMatrix, readVolume
+
+__all__ = [
+    "PERCEPTUAL_COLOR_TABLES",
+    "DEFAULT_OPACITY",
+    "ImportedResult",
+    "predictionFile",
+    "importPseudoLabels",
+    "importConfidence",
+    "perceptualColorNode",
+    "showConfidence",
+    "hideConfidence",
+    "setConfidenceOpacity",
+    "importResults",
+]
+
+DEFAULT_OPACITY = 0.4
+_EXTENSIONS = ("nrrd", "nii.gz", "mha", "nii")
+# Nine evenly spaced stops of matplotlib's perceptually uniform maps (van der Walt & Smith, 2015),
+# interpolated linearly to 256 entries when a scene has no such table (Slicer ships both).
+PERCEPTUAL_COLOR_TABLES = {
+    "Viridis": ("440154", "472d7b", "3b528b", "2c728e", "21918c", "28ae80", "5ec962", "addc30", "fde725"),
+    "Inferno": ("000004", "210c4a", "57106e", "8a226a", "bc3754", "e45a31", "f98e09", "f9cb35", "fcffa4"),
+}
+
+
+@dataclasses.dataclass
+class ImportedResult:
+    segmentationNode: object
+    confidenceNode: object | None
+    review: dict | None
+    predictionDir: str
+
+
+def predictionFile(predictionDir: str, stem: str) -> str:
+    """``predictionDir/stem.<ext>`` for the first output format found; ``FileNotFoundError`` if none."""
+    for ext in _EXTENSIONS:
+        path = os.path.join(predictionDir, f"{stem}.{ext}")
+        if os.path.isfile(path):
+            return path
+    raise FileNotFoundError(f"{predictionDir}: no {stem}.<{'|'.join(_EXTENSIONS)}> written by the engine")
+
+
+def _checkSameGrid(node, volumeNode, what: str) -> None:
+    dims = node.GetImageData().GetDimensions()
+    expected = volumeNode.GetImageData().GetDimensions()
+    if dims != expected or not np.allclose(ijkToRasMatrix(node), ijkToRasMatrix(volumeNode), atol=1e-3):
+        raise ValueError(f"the {what} ({dims}) is not on the grid of volume {volumeNode.GetName()!r} ({expected})")
+
+
+def importPseudoLabels(scene, labelsPath: str, volumeNode, segments: list[dict], name: str):
+    """A new segmentation node holding the label map at ``labelsPath``.
+
+    Args:
+        segments: ``[{"id", "name", "color"}]``; label ``n + 1`` goes to ``segments[n]``.
+        name: the new node's name.
+    """
+    labelmapNode = readVolume(scene, labelsPath, "SemiSegSlicerTemporaryPseudoLabels", "vtkMRMLLabelMapVolumeNode")
+    segmentationNode = None
+    try:
+        labelmapNode.SetHideFromEditors(True)
+        _checkSameGrid(labelmapNode, volumeNode, f"label map {labelsPath}")
+        scalars = labelmapNode.GetImageData().GetPointData().GetScalars()
+        highest = int(scalars.GetRange()[1]) if scalars.GetNumberOfTuples() else 0
+        if highest > len(segments):
+            raise ValueError(f"{labelsPath} holds label {highest} but only {len(segments)} segments were trained")
+        segmentationNode = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", name)
+        segmentationNode.CreateDefaultDisplayNodes()
+        segmentationNode.SetReferenceImageGeometryParameterFromVolumeNode(volumeNode)
+        ids = vtk.vtkStringArray()
+        for segment in segments:
+            segmentationNode.GetSegmentation().AddEmptySegment(segment["id"], segment["name"], segment["color"])
+            ids.InsertNextValue(segment["id"])
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmapNode, segmentationNode, ids):
+            raise RuntimeError(f"{labelsPath} could not be imported into a segmentation")
+        displayNode = segmentationNode.GetDisplayNode()
+        if displayNode is not None:
+            displayNode.SetOpacity2DFill(0.3)  # lighter than the user's own labels
+        return segmentationNode
+    except Exception:
+        if segmentationNode is not None:
+            scene.RemoveNode(segmentationNode)
+        raise
+    finally:
+        scene.RemoveNode(labelmapNode)
+
+
+def perceptualColorNode(scene, name: str = "Viridis"):
+    """The scene's ``Viridis`` (or ``Inferno``) colour table; created when the scene has none."""
+    if name not in PERCEPTUAL_COLOR_TABLES:
+        raise ValueError(f"unknown colour table {name!r}; choose one of {sorted(PERCEPTUAL_COLOR_TABLES)}")
+    nodes = scene.GetNodesByClassByName("vtkMRMLColorNode", name)
+    if nodes.GetNumberOfItems():
+        return nodes.GetItemAsObject(0)
+    stops = np.array([[int(h[i:i + 2], 16) / 255.0 for i in (0, 2, 4)] for h in PERCEPTUAL_COLOR_TABLES[name]])
+    positions = np.linspace(0.0, 1.0, len(stops))
+    colorNode = slicer.vtkMRMLColorTableNode()
+    colorNode.SetName(name)
+    colorNode.SetTypeToUser()
+    colorNode.SetNumberOfColors(256)
+    colorNode.SetNamesInitialised(True)
+    for index, t in enumerate(np.linspace(0.0, 1.0, 256)):
+        rgb = [float(np.interp(t, positions, stops[:, c])) for c in range(3)]
+        colorNode.SetColor(index, f"{name}{index}", rgb[0], rgb[1], rgb[2], 1.0)
+    colorNode.SetAttribute("Category", "Continuous")
+    scene.AddNode(colorNode)
+    return colorNode
+
+
+def importConfidence(scene, confidencePath: str, volumeNode, name: str, numberOfClasses: int = 2,
+                     colorTable: str = "Viridis"):
+    """A scalar volume node of the confidence map, coloured from ``1/C`` (dark) to 1 (bright)."""
+    node = readVolume(scene, confidencePath, name)
+    try:
+        _checkSameGrid(node, volumeNode, f"confidence map {confidencePath}")
+    except ValueError:
+        scene.RemoveNode(node)
+        raise
+    node.CreateDefaultDisplayNodes()
+    displayNode = node.GetDisplayNode()
+    displayNode.SetAndObserveColorNodeID(perceptualColorNode(scene, colorTable).GetID())
+    displayNode.SetAutoWindowLevel(False)
+    displayNode.SetWindowLevelMinMax(1.0 / max(2, numberOfClasses), 1.0)
+    return node
+
+
+def _compositeNodes(scene):
+    nodes = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+
+
+def showConfidence(scene, confidenceNode, backgroundVolumeNode=None, opacity: float = DEFAULT_OPACITY) -> None:
+    """Show the confidence map as the foreground layer of every slice view."""
+    for composite in _compositeNodes(scene):
+        if backgroundVolumeNode is not None and not composite.GetBackgroundVolumeID():
+            composite.SetBackgroundVolumeID(backgroundVolumeNode.GetID())
+        composite.SetForegroundVolumeID(confidenceNode.GetID())
+        composite.SetForegroundOpacity(float(opacity))
+
+
+def hideConfidence(scene, confidenceNode) -> None:
+    """Remove the confidence map from the slice views that show it."""
+    for composite in _compositeNodes(scene):
+        if confidenceNode is not None and composite.GetForegroundVolumeID() == confidenceNode.GetID():
+            composite.SetForegroundVolumeID(None)
+
+
+def setConfidenceOpacity(scene, confidenceNode, opacity: float) -> None:
+    """Set the foreground opacity of the slice views that show the confidence map."""
+    if not 0.0 <= opacity <= 1.0:
+        raise ValueError(f"opacity must be in [0, 1], got {opacity}")
+    for composite in _compositeNodes(scene):
+        if confidenceNode is not None and composite.GetForegroundVolumeID() == confidenceNode.GetID():
+            composite.SetForegroundOpacity(float(opacity))
+
+
+def importResults(scene, exported: ExportedJob, name: str = "image", showOverlay: bool = True,
+                  opacity: float = DEFAULT_OPACITY) -> ImportedResult:
+    """Import the predictions of ``exported``'s run for the input called ``name`` ("image": the job's volume)."""
+    volumeNode = scene.GetNodeByID(exported.volumeNodeId if name == "image" else exported.unlabeled[name])
+    if volumeNode is None:
+        raise ValueError("the volume that was trained on is no longer in the scene")
+    predictionDir = os.path.join(exported.runDir, "predictions", name)
+    userSegmentation = scene.GetNodeByID(exported.segmentationNodeId)
+    baseName = userSegmentation.GetName() if userSegmentation is not None else volumeNode.GetName()
+    segmentationNode = importPseudoLabels(scene, predictionFile(predictionDir, "labels"), volumeNode, exported.segments,
+                                          f"{baseName} pseudo-labels")
+    confidenceNode, review = None, None
+    try:
+        confidenceNode = importConfidence(scene, predictionFile(predictionDir, "confidence"), volumeNode,
+                                          f"{volumeNode.GetName()} confidence", len(exported.classes))
+        reviewPath = os.path.join(predictionDir, "review.json")
+        if os.path.isfile(reviewPath):
+            with open(reviewPath, encoding="utf-8") as f:
+                review = json.load(f)
+    except Exception:
+        for node in (segmentationNode, confidenceNode):
+            if node is not None:
+                scene.RemoveNode(node)
+        raise
+    if showOverlay:
+        showConfidence(scene, confidenceNode, volumeNode, opacity)
+    return ImportedResult(segmentationNode, confidenceNode, review, predictionDir)
