@@ -94,6 +94,15 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--method", default="supervised", choices=sorted(METHODS))
     d.add_argument("--slices", type=int, default=3, help="labelled slices kept")
 
+    b = sub.add_parser("bench", help="benchmarks (see benchmarks/ and docs/BENCHMARKS.md)")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    bt = bsub.add_parser("throughput", help="training images/s and inference slices/s against the matmul peak")
+    bt.add_argument("--size", type=int, default=256)
+    bt.add_argument("--batch", type=int, default=12)
+    bt.add_argument("--steps", type=int, default=10)
+    bt.add_argument("--slices", type=int, default=24)
+    bt.add_argument("--method", default="supervised", choices=sorted(METHODS))
+    bt.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
     return p
 
 
@@ -157,10 +166,18 @@ def _evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _bench(args: argparse.Namespace) -> int:
+    if args.bench == "throughput":
+        from .bench.throughput import measure_throughput, print_table
+
+        print_table(measure_throughput(args.size, args.batch, args.steps, args.slices, device=args.device, method=args.method))
+    return EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _parser().parse_args(argv)
-    handlers = {"train": _train, "predict": _predict, "evaluate": _evaluate}
+    handlers = {"train": _train, "predict": _predict, "evaluate": _evaluate, "bench": _bench}
     try:
         if args.command == "demo":
             from .demo import run_demo

@@ -71,7 +71,8 @@ def make_demo_job(out: str | Path, slices: int = 3, shrink: int = 2) -> dict[str
     return {"job_dir": job_dir, "labeled": keep, "hidden": [int(i) for i in with_labels if i not in keep]}
 
 
-def save_montage(image: np.ndarray, labels: np.ndarray, confidence: np.ndarray, slices: list[int], path: str | Path, title: str = "") -> Path:
+def save_montage(image: np.ndarray, labels: np.ndarray, confidence: np.ndarray, slices: list[int], path: str | Path,
+                 title: str = "", captions: dict[int, str] | None = None) -> Path:
     """A PNG with one row per slice (numpy axis 0): image, pseudo-labels over the image, confidence."""
     import matplotlib
 
@@ -84,7 +85,7 @@ def save_montage(image: np.ndarray, labels: np.ndarray, confidence: np.ndarray, 
         axes[row, 1].imshow(image[k], cmap="gray", origin="lower")
         axes[row, 1].imshow(np.ma.masked_equal(labels[k], 0), cmap="tab10", vmin=0, vmax=9, alpha=0.6, origin="lower", interpolation="nearest")
         im = axes[row, 2].imshow(confidence[k], cmap="viridis", vmin=0, vmax=1, origin="lower")
-        axes[row, 0].set_ylabel(f"slice {k}")
+        axes[row, 0].set_ylabel(f"slice {k}" + (f"\n{captions[k]}" if captions and k in captions else ""))
         for a in axes[row]:
             a.set_xticks([])
             a.set_yticks([])
@@ -128,9 +129,11 @@ def run_demo(out: str | Path = "semiseg-demo", iterations: int = 300, method: st
     image = sitk.GetArrayFromImage(sitk.ReadImage(str(job_dir / "image.nii.gz")))
     review = json.loads((pred_dir / "review.json").read_text())
     least = [e["index"] for e in review["slices"] if not e["labeled"] and e["foreground_fraction"] > 0][:1]
-    show = sorted(set(made["labeled"][:1] + least + [hidden[len(hidden) // 2]]))
-    save_montage(image, pred, conf, show, out / "montage.png",
-                 f"{method}, {len(made['labeled'])} labelled slices, {iterations} it: mean Dice on hidden slices {scores['mean']['dice']:.3f}")
+    middle = hidden[len(hidden) // 2]
+    captions = {made["labeled"][0]: "labelled", middle: "hidden", **{k: "least confident" for k in least}}
+    save_montage(image, pred, conf, sorted(captions), out / "montage.png",
+                 f"{method}, {len(made['labeled'])} labelled slices, {iterations} it: mean Dice on hidden slices {scores['mean']['dice']:.3f}",
+                 captions)
     print(json.dumps({"event": "demo", "out": str(out), "montage": str(out / "montage.png"),
                       "mean_dice_hidden_slices": scores["mean"]["dice"], "train_seconds": report["train_seconds"]}))
     return report

@@ -1,0 +1,1 @@
+"""Benchmarks behind ``semiseg bench`` (scripts in ``benchmarks/`` call these)."""
