@@ -144,8 +144,8 @@ class JobClient:
     def cancel(self, graceSeconds: float = 10.0) -> None:
         """Stop the job and every process it started; returns when they are gone.
 
-        Creates ``RUN_DIR/cancel`` and sends SIGTERM to the process group, so the engine can keep
-        its last good checkpoint and exit with code 3; after ``graceSeconds`` whatever is left of
+        Creates ``RUN_DIR/cancel`` and sends SIGTERM to the process group (POSIX), so the engine can
+        keep its last good checkpoint and exit with code 3; after ``graceSeconds`` whatever is left of
         the group is killed (SIGKILL; on Windows ``taskkill /T /F``).
         """
         if self.process is None:
@@ -178,7 +178,7 @@ class JobClient:
         self.process.wait()
 
     def _cancelWindows(self, graceSeconds: float) -> None:
-        self.process.send_signal(signal.CTRL_BREAK_EVENT)
+        # No SIGTERM on Windows: the engine sees the cancel file at its next iteration; then the tree goes.
         try:
             self.process.wait(graceSeconds)
         except subprocess.TimeoutExpired:

@@ -26,6 +26,7 @@ __all__ = [
     "readVolume",
     "checkSameTransform",
     "numpyAxis",
+    "removeNode",
 ]
 
 
@@ -84,6 +85,26 @@ def _hiddenNode(scene, className: str, name: str):
     return node
 
 
+def removeNode(scene, node) -> None:
+    """Remove ``node`` with the display and storage nodes it created (``scene.RemoveNode`` leaves them)."""
+    if node is None or scene is None:
+        return
+    dependents = []
+    if hasattr(node, "GetNumberOfDisplayNodes"):
+        dependents += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+    if hasattr(node, "GetStorageNode"):
+        dependents.append(node.GetStorageNode())
+    scene.RemoveNode(node)
+    for dependent in dependents:
+        if dependent is not None and dependent.GetScene() is scene:
+            scene.RemoveNode(dependent)
+
+
+def _nodeIds(scene, className: str) -> set[str]:
+    nodes = scene.GetNodesByClass(className)
+    return {nodes.GetItemAsObject(i).GetID() for i in range(nodes.GetNumberOfItems())}
+
+
 def segmentsToArray(segmentationNode, segmentIds: list[str], referenceVolumeNode) -> np.ndarray:
     """The segments as one (K, J, I) uint8 label array on the reference volume's grid.
 
@@ -94,6 +115,7 @@ def segmentsToArray(segmentationNode, segmentIds: list[str], referenceVolumeNode
         raise ValueError(f"at most 255 segments can be exported, got {len(segmentIds)}")
     scene = segmentationNode.GetScene()
     labelmapNode = _hiddenNode(scene, "vtkMRMLLabelMapVolumeNode", "SemiSegSlicerTemporaryLabels")
+    colorNodesBefore = _nodeIds(scene, "vtkMRMLColorNode")
     try:
         ids = vtk.vtkStringArray()
         for segmentId in segmentIds:
@@ -110,7 +132,11 @@ def segmentsToArray(segmentationNode, segmentIds: list[str], referenceVolumeNode
         labels = numpy_support.vtk_to_numpy(labelmapNode.GetImageData().GetPointData().GetScalars())
         return labels.reshape(dims[2], dims[1], dims[0]).astype(np.uint8)
     finally:
-        scene.RemoveNode(labelmapNode)
+        displayNode = labelmapNode.GetDisplayNode()
+        colorNodeId = displayNode.GetColorNodeID() if displayNode is not None else None
+        removeNode(scene, labelmapNode)
+        if colorNodeId and colorNodeId not in colorNodesBefore:  # the colour table the export made
+            scene.RemoveNode(scene.GetNodeByID(colorNodeId))
 
 
 def writeSegmentArrays(segmentationNode, masks: dict[str, np.ndarray], referenceVolumeNode) -> None:
@@ -196,7 +222,7 @@ def writeArrayAsVolume(array: np.ndarray, referenceVolumeNode, path: str | os.Pa
         node.SetIJKToRASMatrix(_vtkMatrix(ijkToRasMatrix(referenceVolumeNode)))
         return writeVolume(node, path)
     finally:
-        scene.RemoveNode(node)
+        removeNode(scene, node)
 
 
 def readVolume(scene, path: str | os.PathLike, name: str, className: str = "vtkMRMLScalarVolumeNode"):
@@ -214,6 +240,6 @@ def readVolume(scene, path: str | os.PathLike, name: str, className: str = "vtkM
     storage.SetCenterImage(False)
     storage.SetSingleFile(True)  # never gather numbered neighbours of the file into a series
     if not storage.ReadData(node) or node.GetImageData() is None:
-        scene.RemoveNode(node)
+        removeNode(scene, node)
         raise OSError(f"{path}: cannot be read as a volume")
     return node

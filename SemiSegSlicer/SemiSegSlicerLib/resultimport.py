@@ -18,7 +18,7 @@ import vtk
 import slicer
 
 from .jobexport import ExportedJob
-from .mrmlio import ijkToRasMatrix, readVolume
+from .mrmlio import ijkToRasMatrix, readVolume, removeNode
 
 __all__ = [
     "PERCEPTUAL_COLOR_TABLES",
@@ -98,11 +98,10 @@ def importPseudoLabels(scene, labelsPath: str, volumeNode, segments: list[dict],
             displayNode.SetOpacity2DFill(0.3)  # lighter than the user's own labels
         return segmentationNode
     except Exception:
-        if segmentationNode is not None:
-            scene.RemoveNode(segmentationNode)
+        removeNode(scene, segmentationNode)
         raise
     finally:
-        scene.RemoveNode(labelmapNode)
+        removeNode(scene, labelmapNode)
 
 
 def perceptualColorNode(scene, name: str = "Viridis"):
@@ -134,7 +133,7 @@ def importConfidence(scene, confidencePath: str, volumeNode, name: str, numberOf
     try:
         _checkSameGrid(node, volumeNode, f"confidence map {confidencePath}")
     except ValueError:
-        scene.RemoveNode(node)
+        removeNode(scene, node)
         raise
     node.CreateDefaultDisplayNodes()
     displayNode = node.GetDisplayNode()
@@ -195,8 +194,7 @@ def importResults(scene, exported: ExportedJob, name: str = "image", showOverlay
                 review = json.load(f)
     except Exception:
         for node in (segmentationNode, confidenceNode):
-            if node is not None:
-                scene.RemoveNode(node)
+            removeNode(scene, node)
         raise
     if showOverlay:
         showConfidence(scene, confidenceNode, volumeNode, opacity)

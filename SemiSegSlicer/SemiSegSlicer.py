@@ -1,0 +1,530 @@
+"""SemiSegSlicer: label a few slices, train a semi-supervised model in the background, review the
+pseudo-labels with a confidence overlay, accept or correct the worst slices and retrain.
+
+The widget only binds the GUI to the parameter node and makes one logic call per button; the logic
+delegates to ``SemiSegSlicerLib`` (Qt-free, tested on the slicer-core wheel); the engine
+(``python -m semiseg``) runs out of process. torch and MONAI are never imported here.
+"""
+
+import enum
+import importlib.metadata
+import importlib.util
+import logging
+import os
+import shutil
+import sys
+import time
+from typing import Annotated
+
+import qt
+import vtk
+
+import slicer
+from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
+from slicer.i18n import tr as _
+from slicer.i18n import translate
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
+from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
+                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.util import VTKObservationMixin
+
+from SemiSegSlicerLib import Session, cache, labeledslices, resultimport
+from SemiSegSlicerLib.mrmlio import segmentsToArray
+
+ENGINE_MODULES = ("torch", "monai", "SimpleITK", "numpy", "scipy", "skimage")
+
+
+class SemiSegSlicer(ScriptedLoadableModule):
+    def __init__(self, parent):
+        ScriptedLoadableModule.__init__(self, parent)
+        self.parent.title = _("Semi-Supervised Segmentation")
+        self.parent.categories = [translate("qSlicerAbstractCoreModule", "Segmentation")]
+        self.parent.dependencies = []  # PyTorchUtils (PyTorch extension) is used when installing torch
+        self.parent.contributors = ["SemiSegSlicer developers"]
+        self.parent.helpText = _(
+            "Label a few slices of a volume, train a semi-supervised model (FixMatch, UniMatch, CrossMatch, "
+            "SemSim, reference-guided) in the background, review the pseudo-labels from the least confident "
+            "slice up with a confidence overlay, accept or correct slices and retrain. "
+            "Unpainted slices are not background: mark the slices you checked and found empty.")
+        self.parent.acknowledgementText = _(
+            "Built on 3D Slicer, MONAI, PyTorch and SimpleITK. The methods are those of FixMatch (Sohn et al., "
+            "NeurIPS 2020), UniMatch (Yang et al., CVPR 2023), CrossMatch (Zhao et al., 2024) and SemSim.")
+
+
+class Method(enum.Enum):
+    SUPERVISED = "supervised"
+    FIXMATCH = "fixmatch"
+    UNIMATCH = "unimatch"
+    CROSSMATCH = "crossmatch"
+    SEMSIM = "semsim"
+    REFGUIDED = "refguided"
+
+    def label(self):
+        return {"supervised": _("Supervised only"), "fixmatch": "FixMatch", "unimatch": "UniMatch",
+                "crossmatch": "CrossMatch", "semsim": "SemSim", "refguided": _("Reference-guided")}[self.value]
+
+
+@parameterNodeWrapper
+class SemiSegSlicerParameterNode:
+    inputVolume: vtkMRMLScalarVolumeNode
+    segmentation: vtkMRMLSegmentationNode
+    method: Method = Method.UNIMATCH
+    iterations: Annotated[int, WithinRange(10, 100000)] = 2000
+    size: Annotated[int, Choice([64, 128, 192, 256, 320, 384, 512])] = 256
+    device: Annotated[str, Choice(["auto", "cpu", "cuda", "mps"])] = "auto"
+    showConfidence: bool = True
+    confidenceOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
+
+
+class SemiSegSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    def __init__(self, parent=None):
+        ScriptedLoadableModuleWidget.__init__(self, parent)
+        VTKObservationMixin.__init__(self)
+        self.logic = None
+        self._parameterNode = None
+        self._parameterNodeGuiTag = None
+        self._editorInputs = None
+        self._timer = qt.QTimer()
+        self._timer.setInterval(500)
+        self._timer.timeout.connect(self.onPoll)
+
+    def setup(self):
+        ScriptedLoadableModuleWidget.setup(self)
+        uiWidget = slicer.util.loadUI(self.resourcePath("UI/SemiSegSlicer.ui"))
+        self.layout.addWidget(uiWidget)
+        self.ui = slicer.util.childWidgetVariables(uiWidget)
+        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self.logic = SemiSegSlicerLogic()
+
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
+        self.ui.trainButton.clicked.connect(lambda: self.onTrain(retrain=False))
+        self.ui.retrainButton.clicked.connect(lambda: self.onTrain(retrain=True))
+        self.ui.cancelButton.clicked.connect(self.onCancel)
+        self.ui.markCheckedButton.clicked.connect(self.onMarkChecked)
+        self.ui.reviewTable.cellClicked.connect(lambda row, column: self.onReviewStep(row=row))
+        self.ui.previousSliceButton.clicked.connect(lambda: self.onReviewStep(step=-1))
+        self.ui.nextSliceButton.clicked.connect(lambda: self.onReviewStep(step=1))
+        self.ui.acceptSliceButton.clicked.connect(self.onAccept)
+        self.ui.undoAcceptButton.clicked.connect(self.onUndo)
+        self.ui.installDependenciesButton.clicked.connect(self.onInstallDependencies)
+        self.ui.clearCacheButton.clicked.connect(self.onClearCache)
+        self.initializeParameterNode()
+        self.updateButtons()
+
+    def cleanup(self):
+        self._timer.stop()
+        self.removeObservers()
+        if self.logic:
+            self.logic.cancel(graceSeconds=2.0)
+
+    def enter(self):
+        self.initializeParameterNode()
+        self.ui.segmentEditorWidget.installKeyboardShortcuts()
+
+    def exit(self):
+        self.ui.segmentEditorWidget.setActiveEffect(None)
+        self.ui.segmentEditorWidget.uninstallKeyboardShortcuts()
+        self.setParameterNode(None)
+
+    def onSceneStartClose(self, caller, event):
+        self.setParameterNode(None)
+
+    def onSceneEndClose(self, caller, event):
+        if self.parent.isEntered:
+            self.initializeParameterNode()
+
+    def initializeParameterNode(self):
+        self.ui.segmentEditorWidget.setMRMLSegmentEditorNode(self.logic.segmentEditorNode())
+        self.setParameterNode(self.logic.getParameterNode())
+        if not self._parameterNode.inputVolume:
+            self._parameterNode.inputVolume = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")
+        if not self._parameterNode.segmentation:
+            self._parameterNode.segmentation = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSegmentationNode")
+
+    def setParameterNode(self, parameterNode):
+        if self._parameterNode:
+            self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
+        self._parameterNode = parameterNode
+        if self._parameterNode:
+            self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
+            self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.onParameterChanged)
+            self.onParameterChanged()
+
+    def onParameterChanged(self, caller=None, event=None):
+        parameters = self._parameterNode
+        editorInputs = (parameters.segmentation, parameters.inputVolume)
+        if editorInputs != self._editorInputs:  # keep the editor on the pseudo-labels while correcting them
+            self._editorInputs = editorInputs
+            self.ui.segmentEditorWidget.setSegmentationNode(parameters.segmentation)
+            self.ui.segmentEditorWidget.setSourceVolumeNode(parameters.inputVolume)
+        self.logic.applyConfidenceDisplay(parameters.showConfidence, parameters.confidenceOpacity)
+        self.updateButtons()
+
+    def updateButtons(self):
+        running = self.logic.running
+        ready = bool(self._parameterNode and self._parameterNode.inputVolume and self._parameterNode.segmentation)
+        self.ui.trainButton.enabled = ready and not running
+        self.ui.retrainButton.enabled = ready and not running and self.logic.canRetrain
+        self.ui.cancelButton.enabled = running
+        self.ui.markCheckedButton.enabled = ready
+        reviewing = self.logic.review is not None and not running
+        for button in (self.ui.acceptSliceButton, self.ui.previousSliceButton, self.ui.nextSliceButton):
+            button.enabled = reviewing
+        self.ui.undoAcceptButton.enabled = reviewing and self.logic.canUndo
+        self.ui.clearCacheButton.enabled = not running
+
+    def onTrain(self, retrain):
+        with slicer.util.tryWithErrorDisplay(_("Failed to start training."), waitCursor=True):
+            unlabeled = self.ui.unlabeledVolumesSelector.checkedNodes()
+            exported = self.logic.startTraining(self._parameterNode, unlabeledVolumes=unlabeled, retrain=retrain)
+            self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = _("Training on {count} labelled slices...").format(
+                count=len(exported.labeledSlices))
+            self._timer.start()
+        self.updateButtons()
+
+    def onPoll(self):
+        with slicer.util.tryWithErrorDisplay(_("Failed to follow the training job.")):
+            try:
+                progress = self.logic.poll()
+            except Exception:
+                self._timer.stop()
+                raise
+            self.ui.progressBar.value = int(round(100 * progress.fraction))
+            if progress.text:
+                self.ui.statusLabel.text = progress.text
+            if progress.state == "running":
+                return
+            self._timer.stop()
+            self.updateButtons()
+            if progress.imported:
+                self.showReviewTable()
+                if self._parameterNode:  # the overlay as the user set it (the module may have been left)
+                    self.onParameterChanged()
+                if self.logic.review:  # show the least confident slice
+                    self.onReviewStep(row=0)
+                self.ui.statusLabel.text = _("Done. {text}").format(text=progress.text)
+            elif progress.message:
+                self.ui.statusLabel.text = progress.message.splitlines()[0]
+                if progress.state == "failed":
+                    slicer.util.errorDisplay(progress.message, windowTitle=_("SemiSegSlicer"))
+
+    def onCancel(self):
+        with slicer.util.tryWithErrorDisplay(_("Failed to cancel training."), waitCursor=True):
+            self.logic.cancel()
+        self.onPoll()
+
+    def onMarkChecked(self):
+        with slicer.util.tryWithErrorDisplay(_("Failed to mark the slice."), waitCursor=True):
+            self.ui.labeledSlicesLabel.text = self.logic.markSliceChecked(
+                self._parameterNode.inputVolume, self._parameterNode.segmentation)
+
+    def showReviewTable(self):
+        table = self.ui.reviewTable
+        slices = self.logic.review.slices if self.logic.review else []
+        table.setRowCount(len(slices))
+        for row, entry in enumerate(slices):
+            values = (str(entry["index"]), f"{entry.get('confidence', float('nan')):.3f}",
+                      f"{100 * entry.get('foreground_fraction', 0.0):.1f} %", _("yes") if entry.get("labeled") else "")
+            for column, value in enumerate(values):
+                table.setItem(row, column, qt.QTableWidgetItem(value))
+        if slices:
+            table.selectRow(self.logic.review.current)
+
+    def onReviewStep(self, step=0, row=None):
+        with slicer.util.tryWithErrorDisplay(_("Failed to show the slice."), waitCursor=True):
+            current = self.logic.selectReviewSlice(row=row, step=step)
+            if current is not None:
+                self.ui.reviewTable.selectRow(current)
+
+    def onAccept(self):
+        with slicer.util.tryWithErrorDisplay(_("Failed to accept the slice."), waitCursor=True):
+            index = self.logic.acceptCurrentSlice()
+            self.ui.statusLabel.text = _("Slice {index} copied into your labels.").format(index=index)
+            self.showReviewTable()
+        self.updateButtons()
+
+    def onUndo(self):
+        with slicer.util.tryWithErrorDisplay(_("Failed to undo."), waitCursor=True):
+            index = self.logic.undoAccept()
+            if index is not None:
+                self.ui.statusLabel.text = _("Slice {index} restored.").format(index=index)
+            self.showReviewTable()
+        self.updateButtons()
+
+    def onInstallDependencies(self):
+        with slicer.util.tryWithErrorDisplay(_("Failed to install the dependencies."), waitCursor=True):
+            self.logic.installDependencies(self.resourcePath("requirements.txt"), askConfirmation=True)
+            missing = self.logic.missingDependencies()
+            self.ui.statusLabel.text = (_("Still missing: {names}").format(names=", ".join(missing)) if missing
+                                        else _("All dependencies are installed."))
+
+    def onClearCache(self):
+        if not slicer.util.confirmOkCancelDisplay(_("Delete all cached training jobs and models?")):
+            return
+        with slicer.util.tryWithErrorDisplay(_("Failed to clear the cache."), waitCursor=True):
+            removed, freed = self.logic.clearCache()
+            self.ui.statusLabel.text = _("Removed {count} cached jobs ({size:.1f} MB).").format(
+                count=removed, size=freed / 1e6)
+        self.updateButtons()
+
+
+class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
+    """Everything the widget does, without GUI: delegates to ``SemiSegSlicerLib.Session``."""
+
+    def __init__(self):
+        ScriptedLoadableModuleLogic.__init__(self)
+        self.session = None
+
+    def getParameterNode(self):
+        return SemiSegSlicerParameterNode(super().getParameterNode())
+
+    # -- engine and environment -------------------------------------------------------------------
+
+    @staticmethod
+    def pythonExecutable():
+        """PythonSlicer (Slicer's Python with its environment), else this interpreter."""
+        return shutil.which("PythonSlicer") or sys.executable
+
+    @staticmethod
+    def enginePythonPath():
+        """The folder holding the ``semiseg`` package installed with the extension (for PYTHONPATH)."""
+        spec = importlib.util.find_spec("semiseg")
+        if spec is None or not spec.submodule_search_locations:
+            return []
+        return [os.path.dirname(list(spec.submodule_search_locations)[0])]
+
+    @staticmethod
+    def cacheDir():
+        return os.path.join(slicer.app.cachePath, "SemiSegSlicer")
+
+    def getSession(self):
+        if self.session is None or self.session.scene is not slicer.mrmlScene:
+            environment = slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None
+            self.session = Session(slicer.mrmlScene, self.pythonExecutable(), self.cacheDir(), env=environment,
+                                   pythonPath=self.enginePythonPath())
+        return self.session
+
+    @staticmethod
+    def missingDependencies():
+        importlib.invalidate_caches()  # see packages installed since start-up
+        missing = [name for name in ENGINE_MODULES if importlib.util.find_spec(name) is None]
+        if importlib.util.find_spec("semiseg") is None:
+            missing.append("semiseg (the engine, installed with this extension)")
+        return missing
+
+    def installDependencies(self, requirementsPath, askConfirmation=True):
+        """torch through the PyTorch extension, the rest with pip, each only after the user agrees."""
+        if importlib.util.find_spec("torch") is None:
+            try:
+                torchLogic = slicer.util.getModuleLogic("PyTorchUtils")
+            except (AttributeError, RuntimeError):  # no PyTorch extension, or a Slicer without getModuleLogic
+                torchLogic = None
+            if torchLogic is None:
+                try:
+                    import PyTorchUtils
+                except ImportError:
+                    raise RuntimeError(_("Install the 'PyTorch' extension from the Extensions Manager, restart "
+                                         "Slicer and try again.")) from None
+                torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+            if torchLogic.installTorch(askConfirmation=askConfirmation, torchVersionRequirement=">=2.1") is None:
+                raise RuntimeError(_("PyTorch was not installed."))
+        packaging = getattr(slicer, "packaging", None) or getattr(slicer, "pydeps", None)
+        if packaging is not None and hasattr(packaging, "pip_ensure"):  # Slicer >= 5.12
+            requirements = packaging.load_requirements(requirementsPath)
+            packaging.pip_ensure(requirements, requester="SemiSegSlicer", prompt_install=askConfirmation)
+            return
+        with open(requirementsPath, encoding="utf-8") as f:  # Slicer 5.10
+            lines = [line.split("#")[0].strip() for line in f]
+        missing = [line for line in lines if line and not _requirementMet(line)]
+        if not missing:
+            return
+        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
+                _("SemiSegSlicer needs these Python packages:\n{packages}\nInstall them now?").format(
+                    packages="\n".join(missing))):
+            raise RuntimeError(_("Installation of the dependencies was cancelled."))
+        slicer.util.pip_install(missing)
+
+    def clearCache(self):
+        keep = [self.session.exported.jobDir] if self.running else []
+        if self.session is not None and not self.running:
+            self.session.lastRunDir = None
+        return cache.clearCache(self.cacheDir(), keep=keep)
+
+    # -- training ---------------------------------------------------------------------------------
+
+    @property
+    def running(self):
+        return self.session is not None and self.session.running
+
+    @property
+    def canRetrain(self):
+        return self.session is not None and cache.latestCheckpoint(self.session.lastRunDir) is not None
+
+    def startTraining(self, parameters, unlabeledVolumes=(), retrain=False, methodOptions=None):
+        if not parameters.inputVolume or not parameters.segmentation:
+            raise ValueError(_("Select a volume and a segmentation."))
+        missing = self.missingDependencies()
+        if missing:
+            raise RuntimeError(_("Missing Python packages: {names}. Press 'Install dependencies'.").format(
+                names=", ".join(missing)))
+        train = {"iterations": parameters.iterations, "size": parameters.size, "device": parameters.device}
+        return self.getSession().start(parameters.inputVolume, parameters.segmentation,
+                                       unlabeledVolumes=list(unlabeledVolumes), method=parameters.method.value,
+                                       train=train, methodOptions=methodOptions, retrain=retrain)
+
+    def poll(self):
+        return self.getSession().poll()
+
+    def cancel(self, graceSeconds=10.0):
+        if self.session is not None:
+            self.session.cancel(graceSeconds)
+
+    def waitForJob(self, timeoutSeconds=600.0, processEvents=True):
+        """Poll until the job ends (for scripts and tests); returns the last progress."""
+        deadline = time.monotonic() + timeoutSeconds
+        while time.monotonic() < deadline:
+            progress = self.poll()
+            if progress.state != "running":
+                return progress
+            if processEvents:
+                slicer.app.processEvents()
+            time.sleep(0.2)
+        self.cancel()
+        raise TimeoutError(_("The training job did not finish in time and was cancelled."))
+
+    # -- review -----------------------------------------------------------------------------------
+
+    @property
+    def review(self):
+        return self.session.review if self.session is not None else None
+
+    @property
+    def canUndo(self):
+        return self.session is not None and bool(self.session.history)
+
+    def applyConfidenceDisplay(self, show, opacity):
+        result = self.session.result if self.session is not None else None
+        if result is None or result.confidenceNode is None or result.confidenceNode.GetScene() is None:
+            return
+        if show:
+            resultimport.showConfidence(slicer.mrmlScene, result.confidenceNode, None, opacity)
+        else:
+            resultimport.hideConfidence(slicer.mrmlScene, result.confidenceNode)
+
+    def selectReviewSlice(self, row=None, step=0):
+        """Make a review row current (by ``row`` or by ``step`` from the current one) and show it."""
+        if self.review is None:
+            return None
+        if row is not None:
+            self.review.select(row)
+        elif step:
+            (self.review.next if step > 0 else self.review.previous)()
+        self.session.jumpToCurrent()
+        return self.review.current
+
+    def acceptCurrentSlice(self):
+        return self.getSession().acceptCurrent()
+
+    def undoAccept(self):
+        return self.getSession().undoAccept()
+
+    def markSliceChecked(self, volumeNode, segmentationNode, sliceViewName="Red"):
+        """Mark the slice shown in a slice view as checked (labelled even if empty); returns a summary."""
+        sliceNode = slicer.mrmlScene.GetSingletonNode(sliceViewName, "vtkMRMLSliceNode")
+        if sliceNode is None:
+            raise ValueError(_("There is no {view} slice view.").format(view=sliceViewName))
+        where = labeledslices.viewAxisAndIndex(volumeNode, sliceNode)
+        if where is None:
+            raise ValueError(_("The {view} view is oblique to the volume or outside it: use 'Rotate to volume "
+                               "plane' in the view's menu and pick a slice.").format(view=sliceViewName))
+        labeledslices.markChecked(segmentationNode, *where)
+        return self.labeledSlicesSummary(volumeNode, segmentationNode)
+
+    @staticmethod
+    def labeledSlicesSummary(volumeNode, segmentationNode):
+        segmentation = segmentationNode.GetSegmentation()
+        ids = [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())]
+        labels = segmentsToArray(segmentationNode, ids, volumeNode)
+        axis, checked = labeledslices.checkedSlices(segmentationNode)
+        axis = labeledslices.guessAxis(labels) if axis is None else axis
+        slices = labeledslices.labeledSlices(labels, axis, checked)
+        return _("Labelled slices along {axis}: {slices}").format(axis="IJK"[axis], slices=", ".join(map(str, slices)))
+
+    def segmentEditorNode(self):
+        node = slicer.mrmlScene.GetSingletonNode("SemiSegSlicer", "vtkMRMLSegmentEditorNode")
+        if node is None:
+            node = slicer.mrmlScene.CreateNodeByClass("vtkMRMLSegmentEditorNode")
+            node.UnRegister(None)
+            node.SetSingletonTag("SemiSegSlicer")
+            node = slicer.mrmlScene.AddNode(node)
+        return node
+
+
+def _requirementMet(line):
+    try:
+        from packaging.requirements import Requirement
+        requirement = Requirement(line)
+        return importlib.metadata.version(requirement.name) in requirement.specifier
+    except Exception:  # not installed, or no way to check: install it
+        return False
+
+
+class SemiSegSlicerTest(ScriptedLoadableModuleTest):
+    """A whole round inside Slicer on a synthetic volume: train a few iterations, import, accept, undo."""
+
+    def setUp(self):
+        slicer.mrmlScene.Clear()
+
+    def runTest(self):
+        self.setUp()
+        self.test_SemiSegSlicer_round()
+
+    def test_SemiSegSlicer_round(self):
+        import numpy as np
+
+        self.delayDisplay("Starting the test")
+        logic = SemiSegSlicerLogic()
+        self.assertEqual(logic.missingDependencies(), [], "press 'Install dependencies' first")
+        k, j, i = np.mgrid[0:12, 0:64, 0:64]
+        disc = np.hypot(j - 32 - (k - 6), i - 30) < 12 + k / 2
+        image = (100 + 400 * disc + np.random.default_rng(0).normal(0, 20, disc.shape)).astype(np.float32)
+        volume = slicer.util.addVolumeFromArray(image, name="synthetic")
+        volume.SetSpacing(1.2, 1.2, 5.0)
+        segmentation = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLSegmentationNode", "labels")
+        segmentation.CreateDefaultDisplayNodes()
+        segmentation.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        segmentId = segmentation.GetSegmentation().AddEmptySegment("", "disc", [1.0, 0.8, 0.2])
+        sparse = np.zeros(disc.shape, np.uint8)
+        sparse[[2, 9]] = disc[[2, 9]]
+        slicer.util.updateSegmentBinaryLabelmapFromArray(sparse, segmentation, segmentId, volume)
+        labeledslices.markChecked(segmentation, 2, 0)
+
+        parameters = logic.getParameterNode()
+        parameters.inputVolume, parameters.segmentation = volume, segmentation
+        parameters.iterations, parameters.size, parameters.device = 20, 64, "cpu"
+        exported = logic.startTraining(parameters)
+        self.assertEqual(exported.labeledSlices, [0, 2, 9])
+        progress = logic.waitForJob(600)
+        self.assertEqual(progress.state, "done", progress.message)
+        self.delayDisplay(f"Trained: {progress.text}")
+
+        result = logic.session.result
+        self.assertNotEqual(result.segmentationNode.GetID(), segmentation.GetID())
+        self.assertEqual(result.segmentationNode.GetSegmentation().GetNthSegment(0).GetName(), "disc")
+        red = slicer.app.layoutManager().sliceWidget("Red").mrmlSliceCompositeNode()
+        self.assertEqual(red.GetForegroundVolumeID(), result.confidenceNode.GetID())
+        self.assertAlmostEqual(red.GetForegroundOpacity(), 0.4)
+
+        before = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume).copy()
+        logic.selectReviewSlice(row=0)
+        index = logic.acceptCurrentSlice()
+        after = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume)
+        others = [s for s in range(before.shape[0]) if s != index]
+        self.assertTrue(np.array_equal(before[others], after[others]))
+        logic.undoAccept()
+        self.assertTrue(np.array_equal(before, slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume)))
+        logging.info("SemiSegSlicer round test passed")
+        self.delayDisplay("Test passed")

@@ -1,0 +1,178 @@
+"""One user's rounds of label -> train -> review -> accept -> retrain, without any GUI.
+
+The Slicer module's logic (and the web front end) hold one :class:`Session` and call one method per
+user action; a timer on the GUI thread calls :meth:`Session.poll`. Everything that touches the scene
+happens in these calls, on the caller's thread; the engine runs out of process (:class:`JobClient`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+
+from . import review as reviewlib
+from .cache import latestCheckpoint, newJobDir
+from .jobclient import JobClient
+from .jobexport import ExportedJob, exportJob
+from .resultimport import ImportedResult, importResults
+
+__all__ = ["Session", "Progress", "progressText"]
+
+
+@dataclasses.dataclass
+class Progress:
+    """What :meth:`Session.poll` reports."""
+
+    state: str  # idle, running, done, cancelled, failed
+    events: list
+    fraction: float  # 0..1 of the iterations
+    text: str  # iteration, loss, Dice, time left
+    message: str = ""  # why a job failed or was cancelled
+    imported: bool = False  # results were imported during this poll
+
+
+def progressText(progress: dict) -> str:
+    """``Iteration 10/1000 · loss 0.710 · Dice 0.83 · ~2 min left`` from the last progress values."""
+    parts = []
+    if "iteration" in progress:
+        parts.append(f"Iteration {progress['iteration']}/{progress.get('iterations', '?')}")
+    if isinstance(progress.get("loss"), (int, float)):
+        parts.append(f"loss {progress['loss']:.3f}")
+    if isinstance(progress.get("dice"), (int, float)):
+        parts.append(f"Dice {progress['dice']:.2f}")
+    left = progress.get("seconds_left")
+    if isinstance(left, (int, float)):
+        parts.append(f"~{left / 60:.0f} min left" if left >= 90 else f"~{left:.0f} s left")
+    return " · ".join(parts)
+
+
+class Session:
+    """Args:
+        scene: the MRML scene.
+        python: a Python executable that can run ``-m semiseg`` (PythonSlicer inside Slicer).
+        cacheDir: where job folders are made.
+        env, pythonPath: passed to :class:`JobClient`.
+    """
+
+    def __init__(self, scene, python: str, cacheDir: str, env: dict | None = None, pythonPath=()):
+        self.scene = scene
+        self.python = python
+        self.cacheDir = os.fspath(cacheDir)
+        self.env = env
+        self.pythonPath = list(pythonPath)
+        self.exported: ExportedJob | None = None
+        self.client: JobClient | None = None
+        self.result: ImportedResult | None = None
+        self.review: reviewlib.ReviewModel | None = None
+        self.history: list[reviewlib.AcceptRecord] = []
+        self.lastRunDir: str | None = None
+        self._handled = True
+
+    # -- training ---------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        return self.client is not None and not self._handled
+
+    def start(self, volumeNode, segmentationNode, *, unlabeledVolumes=(), method: str = "unimatch",
+              train: dict | None = None, methodOptions: dict | None = None, retrain: bool = False) -> ExportedJob:
+        """Export a job and start the engine on it. ``retrain`` warm-starts from the last run's checkpoint."""
+        if self.running:
+            raise RuntimeError("a training job is already running; cancel it first")
+        initCheckpoint = latestCheckpoint(self.lastRunDir) if retrain else None
+        if retrain and initCheckpoint is None:
+            raise RuntimeError("there is no finished run to retrain from; press Train first")
+        jobDir = newJobDir(self.cacheDir)
+        try:
+            exported = exportJob(jobDir, volumeNode, segmentationNode, unlabeledVolumes=unlabeledVolumes,
+                                 method=method, train=train, methodOptions=methodOptions, initCheckpoint=initCheckpoint)
+            client = JobClient(self.python, exported.jobDir, exported.runDir, env=self.env, pythonPath=self.pythonPath)
+            client.start()
+        except Exception:
+            shutil.rmtree(jobDir, ignore_errors=True)  # no half-made job left in the cache
+            raise
+        self.exported, self.client, self._handled = exported, client, False
+        return exported
+
+    def poll(self) -> Progress:
+        """New progress; imports the results once when the job is done. Never blocks."""
+        if self.client is None:
+            return Progress("idle", [], 0.0, "")
+        events = self.client.poll()
+        progress = self.client.lastProgress
+        fraction = progress.get("iteration", 0) / max(1, progress.get("iterations") or 1)
+        state = self.client.state()
+        if state == "running" or self._handled:
+            return Progress(state, events, min(1.0, fraction), progressText(progress))
+        if not self.client.finished:  # exited; let the readers drain the last lines
+            return Progress("running", events, min(1.0, fraction), progressText(progress))
+        events += self.client.poll()
+        self._handled = True
+        if state == "cancelled":
+            return Progress(state, events, fraction, progressText(progress), "Training was cancelled.")
+        if state == "failed":
+            return Progress(state, events, fraction, progressText(progress), self.client.errorMessage())
+        try:
+            self._importResults()
+        except Exception as err:  # noqa: BLE001 - reported to the user, scene left as it was
+            return Progress("failed", events, 1.0, progressText(progress), f"Results could not be imported: {err}")
+        return Progress("done", events, 1.0, progressText(progress), imported=True)
+
+    def cancel(self, graceSeconds: float = 10.0) -> None:
+        """Stop the running job and every process it started; the scene is not touched."""
+        if self.client is not None:
+            self.client.cancel(graceSeconds)
+
+    def _importResults(self) -> None:
+        result = importResults(self.scene, self.exported)
+        self.result = result
+        self.review = reviewlib.ReviewModel(result.review) if result.review else None
+        self.history = []
+        self.lastRunDir = self.exported.runDir
+
+    # -- review -----------------------------------------------------------------------------------
+
+    def _nodes(self):
+        if self.result is None or self.exported is None:
+            raise RuntimeError("no results to review yet")
+        volume = self.scene.GetNodeByID(self.exported.volumeNodeId)
+        user = self.scene.GetNodeByID(self.exported.segmentationNodeId)
+        pseudo = self.result.segmentationNode
+        if volume is None or user is None or pseudo is None or pseudo.GetScene() is not self.scene:
+            raise RuntimeError("the volume, your segmentation or the pseudo-labels were removed from the scene")
+        return volume, user, pseudo
+
+    def jumpToCurrent(self) -> dict | None:
+        """Show the current review slice in every slice view; returns its entry."""
+        if self.review is None or self.review.currentSlice is None:
+            return None
+        volume, _user, _pseudo = self._nodes()
+        entry = self.review.currentSlice
+        reviewlib.jumpSlices(self.scene, reviewlib.sliceCenterRas(volume, self.review.axis, entry["index"]))
+        return entry
+
+    def acceptCurrent(self) -> int:
+        """Copy the current review slice of the pseudo-labels into the user's labels; returns its index."""
+        if self.review is None or self.review.currentSlice is None:
+            raise RuntimeError("no slice selected in the review list")
+        volume, user, pseudo = self._nodes()
+        index = self.review.currentSlice["index"]
+        record = reviewlib.acceptSlice(user, pseudo, volume, self.exported.segmentIds, self.review.axis, index)
+        self.history.append(record)
+        self.review.setLabeled(index, True)
+        return index
+
+    def undoAccept(self) -> int | None:
+        """Undo the last accepted slice; returns its index (None when there is nothing to undo)."""
+        if not self.history:
+            return None
+        volume, user, _pseudo = self._nodes()
+        record = self.history.pop()
+        reviewlib.undoAccept(record, user, volume)
+        if self.review is not None:
+            try:
+                self.review.setLabeled(record.index, False)
+            except KeyError:
+                pass
+        return record.index

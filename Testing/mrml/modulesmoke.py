@@ -1,0 +1,107 @@
+"""Drive SemiSegSlicer.py's logic outside Slicer, on a real MRML scene, with the fake engine.
+
+Run as a script (``python modulesmoke.py FAKE_ENGINE_DIR CACHE_DIR``) by test_module_logic.py, in its own
+process, because it sets ``slicer.mrmlScene`` and ``slicer.app``. Stand-ins replace only what exists
+solely inside the Slicer application: ``qt``, ``slicer.i18n``, ``slicer.parameterNodeWrapper``,
+``slicer.ScriptedLoadableModule`` and ``slicer.app``. The MRML classes, ``slicer.util`` and
+SemiSegSlicerLib are the real ones. Prints one JSON object with what it saw.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import types
+
+import numpy as np
+from mrmltesting import SceneSetup, addSegmentation, addVolume, slicer
+
+
+class _Environment:
+    def __init__(self, values):
+        self._values = dict(values)
+
+    def keys(self):
+        return list(self._values)
+
+    def value(self, key):
+        return self._values[key]
+
+
+def _installStandIns(scene, cacheDir):
+    qt = types.ModuleType("qt")
+    qt.QTimer = qt.QTableWidgetItem = object
+    i18n = types.ModuleType("slicer.i18n")
+    i18n.tr = lambda text: text
+    i18n.translate = lambda context, text: text
+    wrapper = types.ModuleType("slicer.parameterNodeWrapper")
+    wrapper.parameterNodeWrapper = lambda cls: cls
+    wrapper.Choice = lambda choices: ("Choice", tuple(choices))
+    wrapper.WithinRange = lambda low, high: ("WithinRange", low, high)
+    scripted = types.ModuleType("slicer.ScriptedLoadableModule")
+    for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic",
+                 "ScriptedLoadableModuleTest"):
+        setattr(scripted, name, type(name, (), {"__init__": lambda self, *args: None}))
+    sys.modules.update({"qt": qt, "slicer.i18n": i18n, "slicer.parameterNodeWrapper": wrapper,
+                        "slicer.ScriptedLoadableModule": scripted})
+    slicer.i18n, slicer.parameterNodeWrapper, slicer.ScriptedLoadableModule = i18n, wrapper, scripted
+    slicer.mrmlScene = scene
+    slicer.app = types.SimpleNamespace(cachePath=cacheDir, processEvents=lambda: None,
+                                       startupEnvironment=lambda: _Environment(os.environ))
+
+
+def main(fakeEngineDir: str, cacheDir: str) -> dict:
+    setup = SceneSetup()
+    scene = setup.scene
+    _installStandIns(scene, cacheDir)
+    import SemiSegSlicer as module
+
+    seen = {}
+    rng = np.random.default_rng(3)
+    volume = addVolume(scene, rng.normal(size=(5, 16, 18)).astype(np.float32), name="scan")
+    mask = np.zeros((5, 16, 18), np.uint8)
+    mask[2, 4:12, 5:14] = 1
+    segmentation = addSegmentation(scene, volume, {"tumour": ((1, 0, 0), mask)})
+
+    logic = module.SemiSegSlicerLogic()
+    seen["python"] = logic.pythonExecutable()
+    seen["enginePath"] = module.SemiSegSlicerLogic.enginePythonPath()
+    seen["missing"] = logic.missingDependencies()
+    seen["cacheDir"] = logic.cacheDir()
+    logic.enginePythonPath = lambda: [fakeEngineDir]  # the fake engine instead of the real one
+    os.environ["FAKE_ENGINE"] = json.dumps({"mode": "done"})
+
+    red = scene.GetSingletonNode("Red", "vtkMRMLSliceNode")
+    red.JumpSliceByOffsetting(0.0, 0.0, 4.0)
+    seen["summary"] = logic.markSliceChecked(volume, segmentation)
+    parameters = types.SimpleNamespace(inputVolume=volume, segmentation=segmentation, method=module.Method.UNIMATCH,
+                                       iterations=3, size=64, device="cpu")
+    exported = logic.startTraining(parameters)
+    seen["job"] = exported.job
+    seen["runningAfterStart"] = logic.running
+    progress = logic.waitForJob(120, processEvents=True)
+    seen["state"], seen["message"], seen["text"] = progress.state, progress.message, progress.text
+    seen["reviewLength"] = len(logic.review) if logic.review else 0
+    seen["canRetrain"] = logic.canRetrain
+    seen["row"] = logic.selectReviewSlice(row=1)
+    seen["nextRow"] = logic.selectReviewSlice(step=1)
+    seen["accepted"] = logic.acceptCurrentSlice()
+    seen["canUndo"] = logic.canUndo
+    seen["undone"] = logic.undoAccept()
+    confidence = logic.session.result.confidenceNode
+    composites = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    logic.applyConfidenceDisplay(False, 0.4)
+    seen["hidden"] = [composites.GetItemAsObject(i).GetForegroundVolumeID() for i in range(3)]
+    logic.applyConfidenceDisplay(True, 0.6)
+    seen["shown"] = [composites.GetItemAsObject(i).GetForegroundVolumeID() == confidence.GetID() for i in range(3)]
+    seen["opacity"] = composites.GetItemAsObject(0).GetForegroundOpacity()
+    seen["cleared"] = list(logic.clearCache())
+    seen["canRetrainAfterClear"] = logic.canRetrain
+    seen["parameterFields"] = sorted(module.SemiSegSlicerParameterNode.__annotations__)
+    seen["methods"] = [(m.value, m.label()) for m in module.Method]
+    return seen
+
+
+if __name__ == "__main__":
+    print(json.dumps(main(sys.argv[1], sys.argv[2])))

@@ -1,0 +1,246 @@
+"""The engine process: progress parsing, cancel of the whole process tree, failures, and a whole
+Session round against a fake engine (no torch needed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+import fakeengine
+import numpy as np
+import pytest
+from mrmltesting import addSegmentation, addVolume, rotation, sceneNodes, segmentationSnapshot
+
+from SemiSegSlicerLib import jobclient, jobexport
+from SemiSegSlicerLib.mrmlio import segmentsToArray
+from SemiSegSlicerLib.session import Session, progressText
+
+
+def _alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def _waitFor(predicate, seconds=20.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+@pytest.fixture
+def engine(tmp_path):
+    return fakeengine.install(tmp_path / "fake")
+
+
+@pytest.fixture
+def jobDir(tmp_path):
+    path = tmp_path / "job"
+    path.mkdir()
+    (path / "job.json").write_text(json.dumps({"format_version": 1, "image": "image.nrrd", "labels": "labels.nrrd",
+                                               "method": "unimatch", "run_dir": "run"}))
+    return path
+
+
+@pytest.fixture
+def scene_with_labels(scene):
+    volume = addVolume(scene, np.random.default_rng(2).normal(size=(4, 10, 12)).astype(np.float32), (1.2, 0.9, 4.0),
+                       (1.0, 2.0, 3.0), rotation(35, "z"), name="scan")
+    mask = np.zeros((4, 10, 12), np.uint8)
+    mask[1, 2:8, 3:9] = 1
+    other = np.zeros_like(mask)
+    other[2, 1:3, 1:3] = 1
+    segmentation = addSegmentation(scene, volume, {"heart": ((1, 0.5, 0), mask), "lung": ((0, 0.5, 1), other)})
+    return volume, segmentation
+
+
+def test_command_is_an_argument_list():
+    assert jobclient.engineCommand("/x/PythonSlicer", "/j") == ["/x/PythonSlicer", "-m", "semiseg", "train", "--job", "/j"]
+
+
+def test_progress_lines_are_parsed(engine, jobDir):
+    fakeengine.configure(jobDir, mode="hang", obey_sigterm=True)
+    client = jobclient.JobClient(sys.executable, jobDir, pythonPath=[engine])
+    assert client.state() == "idle"
+    client.start()
+    with pytest.raises(RuntimeError):
+        client.start()
+    events = []
+    assert _waitFor(lambda: events.extend(client.poll()) or len([e for e in events if e["event"] == "iteration"]) >= 3)
+    assert events[0]["event"] == "start" and events[0]["method"] == "unimatch"
+    assert events[1]["event"] == "child"
+    assert client.lastProgress["iteration"] >= 3 and client.lastProgress["loss"] == 0.5
+    assert client.state() == "running"
+    client.cancel(graceSeconds=5)
+    assert client.state() == "cancelled" and client.exitCode == 3
+    assert client.status()["state"] == "cancelled"
+    assert client.errorMessage() == ""
+
+
+@pytest.mark.parametrize("obey", [True, False], ids=["engine-stops-on-sigterm", "tree-ignores-sigterm"])
+def test_cancel_kills_the_whole_process_tree(engine, jobDir, obey):
+    fakeengine.configure(jobDir, mode="hang", obey_sigterm=obey)
+    client = jobclient.JobClient(sys.executable, jobDir, pythonPath=[engine])
+    client.start()
+    events = []
+    assert _waitFor(lambda: events.extend(client.poll()) or any(e["event"] == "child" for e in events))
+    child = next(e["pid"] for e in events if e["event"] == "child")
+    leader = client.process.pid
+    assert _alive(leader) and _alive(child)
+    started = time.monotonic()
+    client.cancel(graceSeconds=1.0)
+    assert time.monotonic() - started < 10
+    assert _waitFor(lambda: not _alive(child), 5.0), "the engine's child process survived cancel"
+    assert not _alive(leader)
+    assert (jobDir / "run" / "cancel").exists()  # the cooperative way is offered first
+    assert client.state() == "cancelled"
+
+
+def test_crash_gives_an_error_message(engine, jobDir):
+    fakeengine.configure(jobDir, mode="crash")
+    client = jobclient.JobClient(sys.executable, jobDir, pythonPath=[engine])
+    client.start()
+    assert client.wait(30) == 1
+    events = client.poll()
+    assert [e["event"] for e in events] == ["start", "error"]
+    assert client.state() == "failed"
+    message = client.errorMessage()
+    assert "internal error" in message and "exit code 1" in message
+    assert "fake crash in the trainer" in message  # status.json's message and stderr's tail
+    assert "RuntimeError" in message
+
+
+def test_bad_input_names_the_file(engine, jobDir):
+    fakeengine.configure(jobDir, mode="bad_input")
+    client = jobclient.JobClient(sys.executable, jobDir, pythonPath=[engine])
+    client.start()
+    assert client.wait(30) == 2
+    assert "bad input" in client.errorMessage() and "labels.nrrd" in client.errorMessage()
+
+
+def test_missing_python_is_an_oserror(jobDir):
+    client = jobclient.JobClient(str(jobDir / "no-such-python"), jobDir)
+    with pytest.raises(OSError):
+        client.start()
+
+
+def test_progress_text():
+    assert progressText({"iteration": 10, "iterations": 1000, "loss": 0.71, "dice": 0.834, "seconds_left": 125}) == \
+        "Iteration 10/1000 · loss 0.710 · Dice 0.83 · ~2 min left"
+    assert progressText({}) == ""
+
+
+def _session(scene, tmp_path, engine, **fake):
+    env = dict(os.environ, FAKE_ENGINE=json.dumps(fake))
+    return Session(scene, sys.executable, str(tmp_path / "cache"), env=env, pythonPath=[engine])
+
+
+def _pollUntilFinished(session, seconds=60.0, events=None):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        progress = session.poll()
+        if events is not None:
+            events.extend(progress.events)
+        if progress.state != "running":
+            return progress
+        time.sleep(0.05)
+    raise AssertionError("the job did not finish")
+
+
+def test_session_round_with_a_fake_engine(scene, scene_with_labels, engine, tmp_path):
+    volume, segmentation = scene_with_labels
+    userBefore = segmentationSnapshot(segmentation)
+    session = _session(scene, tmp_path, engine, mode="done")
+    exported = session.start(volume, segmentation, method="semsim", train={"iterations": 3, "size": 32})
+    assert exported.job["method"] == "semsim" and exported.job["init_checkpoint"] is None
+    with pytest.raises(RuntimeError, match="already running"):
+        session.start(volume, segmentation)
+    events = []
+    progress = _pollUntilFinished(session, events=events)
+    assert progress.state == "done" and progress.imported and progress.fraction == 1.0
+    assert "Dice 0.75" in progress.text
+    assert [e["event"] for e in events] == ["start"] + ["iteration"] * 3 + ["validation", "predicted", "done"]
+    assert list(session.client.otherOutput) == ["a line that is not JSON"]  # kept, not parsed
+    assert session.poll().imported is False  # imported once
+    pseudo = session.result.segmentationNode
+    assert pseudo.GetID() != segmentation.GetID()
+    assert segmentationSnapshot(segmentation) == userBefore
+    assert [s["index"] for s in session.review.slices] == [0, 1, 2, 3]
+
+    # review: the least confident slice is 0, where the fake engine filled in every label
+    assert session.jumpToCurrent()["index"] == 0
+    before = segmentsToArray(segmentation, exported.segmentIds, volume)
+    assert session.acceptCurrent() == 0
+    after = segmentsToArray(segmentation, exported.segmentIds, volume)
+    np.testing.assert_array_equal(after[0], before.max(axis=0))
+    np.testing.assert_array_equal(after[1:], before[1:])
+    assert session.review.slices[0]["labeled"] is True
+    assert session.undoAccept() == 0
+    np.testing.assert_array_equal(segmentsToArray(segmentation, exported.segmentIds, volume), before)
+    assert session.undoAccept() is None
+
+    # retrain warm-starts from the last checkpoint
+    again = session.start(volume, segmentation, retrain=True)
+    assert again.job["init_checkpoint"] == os.path.join(exported.runDir, "checkpoint.pt")
+    assert _pollUntilFinished(session).state == "done"
+    scene.RemoveNode(session.result.segmentationNode)
+    with pytest.raises(RuntimeError, match="removed"):
+        session.acceptCurrent()
+
+
+def test_session_cancel_leaves_the_scene_unchanged(scene, scene_with_labels, engine, tmp_path):
+    volume, segmentation = scene_with_labels
+    userBefore = segmentationSnapshot(segmentation)
+    nodesBefore = sceneNodes(scene)
+    session = _session(scene, tmp_path, engine, mode="hang", obey_sigterm=False)
+    session.start(volume, segmentation)
+    assert _waitFor(lambda: session.poll().text.startswith("Iteration"))
+    session.cancel(graceSeconds=0.5)
+    progress = _pollUntilFinished(session)
+    assert progress.state == "cancelled" and "cancelled" in progress.message
+    assert sceneNodes(scene) == nodesBefore
+    assert segmentationSnapshot(segmentation) == userBefore
+    assert session.result is None
+    with pytest.raises(RuntimeError, match="no finished run"):
+        session.start(volume, segmentation, retrain=True)
+
+
+def test_session_crash_reports_and_leaves_the_scene_unchanged(scene, scene_with_labels, engine, tmp_path):
+    volume, segmentation = scene_with_labels
+    userBefore = segmentationSnapshot(segmentation)
+    nodesBefore = sceneNodes(scene)
+    session = _session(scene, tmp_path, engine, mode="crash")
+    session.start(volume, segmentation)
+    progress = _pollUntilFinished(session)
+    assert progress.state == "failed"
+    assert "exit code 1" in progress.message and "fake crash" in progress.message
+    assert sceneNodes(scene) == nodesBefore
+    assert segmentationSnapshot(segmentation) == userBefore
+    assert session.result is None and not session.running
+
+
+def test_session_start_failure_leaves_no_job_folder(scene, scene_with_labels, tmp_path):
+    volume, segmentation = scene_with_labels
+    session = Session(scene, str(tmp_path / "no-such-python"), str(tmp_path / "cache"))
+    with pytest.raises(OSError):
+        session.start(volume, segmentation)
+    assert list((tmp_path / "cache").iterdir()) == []
+    empty = addSegmentation(scene, volume, {})
+    with pytest.raises(ValueError, match="no segment"):
+        session.start(volume, empty)
+    assert list((tmp_path / "cache").iterdir()) == [] and not session.running
+
+
+def test_exported_job_round_trips_through_the_sidecar(scene, scene_with_labels, tmp_path):
+    volume, segmentation = scene_with_labels
+    exported = jobexport.exportJob(tmp_path / "j", volume, segmentation)
+    assert jobexport.loadExportedJob(tmp_path / "j").segments == exported.segments

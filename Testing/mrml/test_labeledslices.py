@@ -1,0 +1,74 @@
+"""Which slices count as labelled: painted, checked (empty), the slicing axis, the slice a view shows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mrmltesting import addSegmentation, addVolume, rotation, sliceNode
+
+from SemiSegSlicerLib import labeledslices
+
+
+def _labels():
+    labels = np.zeros((8, 20, 30), np.uint8)  # K, J, I
+    labels[2, 5:15, 4:20] = 1
+    labels[5, 8:12, 10:12] = 2
+    return labels
+
+
+@pytest.mark.parametrize(("axis", "expected"), [(2, [2, 5]), (1, list(range(5, 15))), (0, list(range(4, 20)))])
+def test_painted_slices_along_each_axis(axis, expected):
+    assert labeledslices.paintedSlices(_labels(), axis) == expected
+
+
+def test_labeled_slices_include_checked_empty_ones():
+    assert labeledslices.labeledSlices(_labels(), 2, checked=[7, 2]) == [2, 5, 7]
+    with pytest.raises(ValueError, match="outside"):
+        labeledslices.labeledSlices(_labels(), 2, checked=[8])
+
+
+def test_guess_axis_is_the_one_with_fewest_painted_slices():
+    assert labeledslices.guessAxis(_labels()) == 2
+    assert labeledslices.guessAxis(np.moveaxis(_labels(), 0, 2)) == 0  # painted along I now
+    assert labeledslices.guessAxis(np.zeros((3, 4, 5))) == 2
+    assert labeledslices.guessAxis(np.ones((3, 3, 3))) == 2  # tie including the default
+
+
+def test_checked_slices_live_on_the_segmentation(scene):
+    volume = addVolume(scene, np.zeros((8, 20, 30), np.float32))
+    segmentation = addSegmentation(scene, volume, {"organ": ((1, 1, 0), _labels() == 1)})
+    assert labeledslices.checkedSlices(segmentation) == (None, [])
+    assert labeledslices.markChecked(segmentation, 2, 7) == [7]
+    assert labeledslices.markChecked(segmentation, 2, 0) == [0, 7]
+    assert labeledslices.checkedSlices(segmentation) == (2, [0, 7])
+    with pytest.raises(ValueError, match="along axis 2"):
+        labeledslices.markChecked(segmentation, 1, 3)
+    assert labeledslices.markChecked(segmentation, 2, 7, checked=False) == [0]
+    labeledslices.markChecked(segmentation, 2, 0, checked=False)
+    assert segmentation.GetAttribute(labeledslices.ATTRIBUTE) is None
+    segmentation.SetAttribute(labeledslices.ATTRIBUTE, "{not json")
+    with pytest.raises(ValueError, match="unreadable"):
+        labeledslices.checkedSlices(segmentation)
+
+
+def test_view_axis_and_index_on_an_axis_aligned_volume(scene):
+    volume = addVolume(scene, np.zeros((8, 20, 30), np.float32), spacing=(1.0, 1.0, 2.0), origin=(0.0, 0.0, -4.0))
+    red, yellow, green = (sliceNode(scene, name) for name in ("Red", "Yellow", "Green"))
+    red.JumpSliceByOffsetting(0.0, 0.0, 6.0)  # z = -4 + 2 k  ->  k = 5
+    assert labeledslices.viewAxisAndIndex(volume, red) == (2, 5)
+    yellow.JumpSliceByOffsetting(12.2, 0.0, 0.0)
+    assert labeledslices.viewAxisAndIndex(volume, yellow) == (0, 12)
+    green.JumpSliceByOffsetting(0.0, 3.0, 0.0)
+    assert labeledslices.viewAxisAndIndex(volume, green) == (1, 3)
+    red.JumpSliceByOffsetting(0.0, 0.0, 100.0)
+    assert labeledslices.viewAxisAndIndex(volume, red) is None  # outside the volume
+
+
+def test_view_axis_on_a_rotated_volume(scene):
+    volume = addVolume(scene, np.zeros((8, 20, 30), np.float32), direction=rotation(30, "z"))
+    red, yellow = sliceNode(scene, "Red"), sliceNode(scene, "Yellow")
+    red.JumpSliceByOffsetting(0.0, 0.0, 4.0)
+    assert labeledslices.viewAxisAndIndex(volume, red) == (2, 4)
+    assert labeledslices.viewAxisAndIndex(volume, yellow) is None  # oblique to the grid
+    yellow.RotateToVolumePlane(volume)
+    assert labeledslices.viewAxisAndIndex(volume, yellow)[0] == 0
