@@ -13,11 +13,16 @@ import torch.nn as nn
 from ..config import from_dict
 from ..errors import InputError
 from .base import Batch, LossOutput, Method, TrainProgress
+from .crossmatch import CrossMatch
+from .fixmatch import FixMatch
+from .refguided import RefGuided
+from .semsim import SemSim
 from .supervised import Supervised
+from .unimatch import UniMatch
 
 __all__ = ["METHODS", "build_method", "Batch", "LossOutput", "Method", "TrainProgress"]
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Supervised,)}
+METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Supervised, FixMatch, UniMatch, CrossMatch, SemSim, RefGuided)}
 
 
 def build_method(name: str, options: dict[str, Any] | None, num_classes: int, model: nn.Module) -> Method:

@@ -1,0 +1,86 @@
+"""FixMatch: weak-to-strong consistency with confident hard pseudo-labels.
+
+Sohn, Berthelot, Li, Zhang, Carlini, Cubuk, Kurakin, Zhang, Raffel. "FixMatch: Simplifying
+Semi-Supervised Learning with Consistency and Confidence", NeurIPS 2020, arXiv 2001.07685; in the
+segmentation form of the UniMatch paper's baseline (Yang et al., CVPR 2023, arXiv 2208.09910).
+
+L = (L_sup + w * L_u) / 2, L_u = masked Dice(p_s, argmax p_w) over pixels with max p_w >= tau.
+
+Choices the papers leave open (ours):
+
+- The strong view is :func:`~semiseg.perturb.strong_augment` (colour jitter + blur) of the weak
+  view, without CutMix: this method reads one unlabelled batch.
+- Labelled, weak and strong images pass the network in one forward (one set of batch-norm
+  statistics, as FixMatch's reference code does); the weak prediction is detached.
+- ``warmup``/``rampup`` (:class:`~semiseg.pseudo.SemiConfig`, 0/0 = papers' constant weight 1)
+  and ``ema`` (0 = off, papers' choice; else the pseudo-labels come from an EMA teacher,
+  :class:`~semiseg.pseudo.EMATeacher`) are for short budgets. While the weight is 0 the
+  unlabelled streams are not computed and L = L_sup / 2 (the same scale as later).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch.nn as nn
+
+from ..errors import InputError
+from ..losses import masked_dice
+from ..perturb import strong_augment
+from ..pseudo import EMATeacher, SemiConfig, confidence_mask, forward_split, pseudo_label, unsup_weight
+from .base import Batch, LossOutput, Method, TrainProgress
+
+__all__ = ["FixMatch", "FixMatchConfig"]
+
+
+@dataclasses.dataclass
+class FixMatchConfig(SemiConfig):
+    """FixMatch settings: ``tau``, ``warmup``, ``rampup`` (see :class:`SemiConfig`) and
+
+    Args:
+        ema: EMA decay of a teacher that makes the pseudo-labels (0: the student's own weak
+            prediction, the paper's choice).
+    """
+
+    ema: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.ema < 1.0:
+            raise InputError(f"ema must be in [0, 1), got {self.ema}")
+
+
+class FixMatch(Method):
+    """FixMatch for segmentation; see the module docstring."""
+
+    name = "fixmatch"
+    Config = FixMatchConfig
+    unlabeled_batches = 1
+
+    def __init__(self, config: FixMatchConfig, num_classes: int, model: nn.Module) -> None:
+        super().__init__(config, num_classes, model)
+        self.teacher = EMATeacher(model, config.ema) if config.ema > 0 else None
+
+    def after_step(self, model: nn.Module, progress: TrainProgress) -> None:
+        if self.teacher is not None:
+            self.teacher.update(model)
+
+    def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
+        cfg = self.config
+        w = unsup_weight(progress, cfg.warmup, cfg.rampup)
+        if w == 0.0 or batch.x_u is None:
+            sup = self.sup_loss(model(batch.x_l), batch.y_l)
+            return LossOutput(sup / 2, {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
+        x_s = strong_augment(batch.x_u)
+        if self.teacher is None:
+            pred_l, pred_w, pred_s = forward_split(model, [batch.x_l, batch.x_u, x_s])
+        else:
+            pred_l, pred_s = forward_split(model, [batch.x_l, x_s])
+            pred_w = self.teacher(batch.x_u)
+        conf, label = pseudo_label(pred_w)
+        mask = confidence_mask(conf, cfg.tau)
+        sup = self.sup_loss(pred_l, batch.y_l)
+        unsup = masked_dice(pred_s, label, mask)
+        total = (sup + w * unsup) / 2
+        terms = {"sup": float(sup.detach()), "u": float(unsup.detach())}
+        return LossOutput(total, terms, {"mask_ratio": float(mask.mean()), "unsup_weight": w})

@@ -1,0 +1,196 @@
+"""Reference-guided pseudo-labels: unlabelled pixels take the class of their nearest labelled pixel.
+
+Seibold, Reiß, Kleesiek, Stiefelhagen, "Reference-guided Pseudo-Label Generation for Medical
+Semantic Segmentation", AAAI 2022, arXiv 2112.00735. No public code; our reconstruction (see
+METHODS.md, section refguided, and :mod:`semiseg.refbank`, which holds the labelling itself as a
+reusable pseudo-label source).
+
+Per step, after a supervised warm-up:
+
+1. a teacher pass (the network itself in eval mode without gradients, or an EMA copy) over the
+   labelled batch and the weak view of the unlabelled batch gives the decoder's last features
+   (before the classifier), average-pooled by ``feature_stride`` and L2-normalised;
+2. references = the labelled batch's cells on that grid (:func:`~semiseg.refbank.grid_references`)
+   plus the class-balanced bank of earlier steps; every unlabelled cell gets, per class, its best
+   cosine similarity to that class's references (computed in ``chunk`` x ``chunk`` blocks); the
+   batch's references then enter the bank;
+3. the per-class scores are upsampled to the image, the label is their argmax and the reliability
+   the margin between the best and second-best class;
+4. the strong view (colour jitter + blur) is trained on the reliable labels:
+   ``L_u = (masked CE + masked Dice) / 2`` over pixels with ``margin >= min_margin``;
+   ``L = (L_sup + weight_u * w(t) * L_u) / 2`` with ``w(t)`` from :func:`~semiseg.pseudo.unsup_weight`.
+
+The network is unchanged and inference costs nothing extra.
+
+Choices the paper leaves open (ours; all in :class:`RefGuidedConfig`):
+
+* Embedding grid 1/4 of the image (``feature_stride=4``), bank of 1024 embeddings per class with
+  at most 256 new per class and step, ``min_margin=0.05``, ``min_purity=0.5`` for a reference cell.
+* ``upsample="bilinear"`` interpolates the per-class score maps before the argmax (smooth
+  boundaries); ``"nearest"`` repeats the coarse labels and margins.
+* ``combine``: ``"alone"`` uses the reference labels by themselves (the paper's idea);
+  ``"agree"`` keeps only pixels where they equal the teacher network's own argmax;
+  ``"union"`` takes the network's label where its confidence is >= tau, the reference label elsewhere
+  (tau is used only there).
+* Warm-up 0.2 and ramp-up 0.2 of the iterations (the paper warms up on labelled data; the
+  fractions are ours). The L = (...) / 2 scaling matches the other methods, so one learning rate
+  serves all. The teacher pass runs in eval mode (batch-norm running statistics, no dropout).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..losses import masked_cross_entropy, masked_dice
+from ..perturb import strong_augment
+from ..pseudo import EMATeacher, SemiConfig, evaluating, forward_split, pseudo_label, unsup_weight
+from ..refbank import ReferenceGuidedLabeler, grid_references, pool_embeddings, scores_to_label
+from .base import Batch, LossOutput, Method, TrainProgress
+
+__all__ = ["RefGuided", "RefGuidedConfig", "COMBINE", "combine_labels", "upsample_scores"]
+
+COMBINE = ("alone", "agree", "union")
+
+
+@dataclasses.dataclass
+class RefGuidedConfig(SemiConfig):
+    """Reference-guided pseudo-labelling settings (all ours, see the module docstring).
+
+    Args:
+        tau: confidence threshold of the network's own labels, used by ``combine="union"`` (0.95).
+        warmup, rampup: supervised warm-up and ramp-up fractions (0.2, 0.2).
+        weight_u: weight of L_u (1.0).
+        feature_stride: decoder features are average-pooled by it (4).
+        min_margin: a reference label counts when best - second-best similarity >= it (0.05).
+        min_purity: a labelled cell is a reference when its majority class covers >= it (0.5).
+        bank_size: bank embeddings per class (1024; 0 = batch references only).
+        per_update: at most this many embeddings per class enter the bank per step (256).
+        chunk: block size of the similarity computation (4096).
+        upsample: ``"bilinear"`` (score maps) or ``"nearest"`` (labels) (bilinear).
+        combine: ``"alone"``, ``"agree"`` or ``"union"`` (alone).
+        ema: EMA decay of the teacher that computes the embeddings (0: the network itself).
+    """
+
+    warmup: float = 0.2
+    rampup: float = 0.2
+    weight_u: float = 1.0
+    feature_stride: int = 4
+    min_margin: float = 0.05
+    min_purity: float = 0.5
+    bank_size: int = 1024
+    per_update: int = 256
+    chunk: int = 4096
+    upsample: str = "bilinear"
+    combine: str = "alone"
+    ema: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.combine not in COMBINE:
+            raise ValueError(f"combine must be one of {COMBINE}, got {self.combine!r}")
+        if self.upsample not in ("bilinear", "nearest"):
+            raise ValueError(f"upsample must be 'bilinear' or 'nearest', got {self.upsample!r}")
+        if self.feature_stride < 1 or self.chunk < 1:
+            raise ValueError("feature_stride and chunk must be >= 1")
+
+
+def upsample_scores(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of per-class best similarities (B, C, h, w); -inf classes stay -inf."""
+    missing = torch.isinf(scores).flatten(2).all(-1)  # (B, C): classes without references
+    up = F.interpolate(scores.nan_to_num(neginf=-1.0).clamp_min(-1.0), size=size, mode="bilinear", align_corners=False)
+    return up.masked_fill(missing[..., None, None], float("-inf"))
+
+
+def combine_labels(label: torch.Tensor, margin: torch.Tensor, own: torch.Tensor, own_conf: torch.Tensor, combine: str, min_margin: float, tau: float):
+    """Targets and mask from reference labels and the network's own pseudo-labels (all (B, H, W)).
+
+    ``"alone"``: reference labels where ``margin >= min_margin``; ``"agree"``: only where they also
+    equal ``own``; ``"union"``: ``own`` where ``own_conf >= tau``, reference labels elsewhere.
+
+    Returns:
+        ``(target int64, mask float)``.
+    """
+    mask = margin >= min_margin
+    target = label
+    if combine == "agree":
+        mask = mask & (label == own)
+    elif combine == "union":
+        confident = own_conf >= tau
+        target = torch.where(confident, own, label)
+        mask = mask | confident
+    elif combine != "alone":
+        raise ValueError(f"combine must be one of {COMBINE}, got {combine!r}")
+    return target, mask.float()
+
+
+class RefGuided(Method):
+    """Reference-guided pseudo-labels; registered as ``refguided``, one unlabelled batch."""
+
+    name = "refguided"
+    Config = RefGuidedConfig
+    unlabeled_batches = 1
+
+    def __init__(self, config: RefGuidedConfig, num_classes: int, model: nn.Module) -> None:
+        super().__init__(config, num_classes, model)
+        self.labeler = ReferenceGuidedLabeler(num_classes, model.features[0], config.bank_size, config.per_update, config.chunk)
+        self.teacher = EMATeacher(model, config.ema) if config.ema > 0 else None
+
+    def after_step(self, model: nn.Module, progress: TrainProgress) -> None:
+        if self.teacher is not None:
+            self.teacher.update(model)
+
+    @torch.no_grad()
+    def pseudo_labels(self, model: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, update: bool = True):
+        """Reference-guided labels of ``x_u`` at full resolution.
+
+        Returns:
+            ``(label (B, H, W), margin (B, H, W), teacher logits of x_u (B, C, H, W))``.
+        """
+        cfg = self.config
+        net = self.teacher.model if self.teacher is not None else model
+        with evaluating(net):
+            logits, feats = net.decode(net.encode(torch.cat([x_l, x_u])), return_features=True)
+        emb = pool_embeddings(feats, cfg.feature_stride)
+        emb_l, emb_u = emb.split([x_l.shape[0], x_u.shape[0]])
+        refs = grid_references(emb_l, y_l, self.num_classes, cfg.min_purity)
+        scores = self.labeler.class_scores(emb_u, extra=refs, chunk=cfg.chunk)
+        if update:
+            self.labeler.update(*refs)
+        size = tuple(x_u.shape[-2:])
+        if cfg.upsample == "bilinear":
+            label, margin = scores_to_label(upsample_scores(scores, size))
+        else:
+            label, margin = scores_to_label(scores)
+            label = F.interpolate(label[:, None].float(), size=size, mode="nearest")[:, 0].long()
+            margin = F.interpolate(margin[:, None], size=size, mode="nearest")[:, 0]
+        return label, margin, logits[x_l.shape[0] :]
+
+    def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
+        cfg = self.config
+        w = unsup_weight(progress, cfg.warmup, cfg.rampup)
+        if w == 0.0 or batch.x_u is None:
+            sup = self.sup_loss(model(batch.x_l), batch.y_l)
+            return LossOutput(sup / 2, {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
+        x_l, y_l, x_u = batch.x_l, batch.y_l, batch.x_u
+        label, margin, logits_t = self.pseudo_labels(model, x_l, y_l, x_u)
+        conf_t, label_t = pseudo_label(logits_t)
+        target, mask = combine_labels(label, margin, label_t, conf_t, cfg.combine, cfg.min_margin, cfg.tau)
+
+        logits_l, logits_s = forward_split(model, [x_l, strong_augment(x_u)])
+        sup = self.sup_loss(logits_l, y_l)
+        l_ce = masked_cross_entropy(logits_s, target, mask)
+        l_dice = masked_dice(logits_s, target, mask)
+        unsup = (l_ce + l_dice) / 2
+        total = (sup + cfg.weight_u * w * unsup) / 2
+        terms = {"sup": float(sup.detach()), "ref_ce": float(l_ce.detach()), "ref_dice": float(l_dice.detach())}
+        stats = {
+            "mask_ratio": float(mask.mean()),
+            "ref_agreement": float((label == label_t).float().mean()),
+            "bank_fill": float(self.labeler.count.float().mean() / max(1, cfg.bank_size)),
+            "unsup_weight": w,
+        }
+        return LossOutput(total, terms, stats)

@@ -1,0 +1,107 @@
+"""UniMatch: unified dual-stream perturbations (two strong image views and a feature-perturbed view).
+
+Yang, Qi, Feng, Zhang, Shi. "Revisiting Weak-to-Strong Consistency in Semi-Supervised Semantic
+Segmentation", CVPR 2023, arXiv 2208.09910 (its ``more-scenarios/medical`` ACDC recipe).
+
+Streams on an unlabelled batch u with weak view w and a second unlabelled batch m for CutMix:
+
+- w (with the labelled batch, one forward): pseudo-labels ``argmax p_w``, confidence ``max p_w``;
+- s1, s2: independent strong views of u, each CutMixed (own box) with an independent strong view
+  of m; the pseudo-labels of m come from a no-grad pass in eval mode, mixed with the same box;
+- fp: the decoder on ``Dropout2d(0.5)`` of every encoder feature of w, trained on w's pseudo-labels.
+
+L = (L_sup + w_u * (0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp)) / 2, each unsupervised term a masked Dice
+over pixels whose (mixed) confidence is >= tau (0.95).
+
+Choices the paper leaves open or that differ from its code (ours):
+
+- Only the unlabelled samples' features are dropped and decoded for the fp stream (UniMatch also
+  decodes dropped labelled features and discards them), in the same decoder pass as the clean
+  features (:func:`~semiseg.perturb.decode_with_dropout`).
+- ``warmup``/``rampup`` scale the unsupervised part by ``w_u`` (0/0 = papers' constant 1); while
+  ``w_u`` is 0 only the labelled forward runs and L = L_sup / 2. ``ema`` > 0 takes every
+  pseudo-label (u and m) from an EMA teacher instead of the student (0 = off, the paper's choice).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import torch.nn as nn
+
+from ..errors import InputError
+from ..losses import masked_dice
+from ..perturb import cutmix, cutmix_mask, decode_with_dropout, strong_augment
+from ..pseudo import EMATeacher, PseudoLabels, SemiConfig, eval_logits, forward_split, unsup_weight
+from .base import Batch, LossOutput, Method, TrainProgress
+
+__all__ = ["UniMatch", "UniMatchConfig"]
+
+
+@dataclasses.dataclass
+class UniMatchConfig(SemiConfig):
+    """UniMatch settings: ``tau``, ``warmup``, ``rampup`` (see :class:`SemiConfig`) and
+
+    Args:
+        fp_dropout: channel dropout of the feature-perturbed stream (0.5).
+        cutmix_p: probability of a CutMix box per strong view (0.5).
+        ema: EMA decay of a pseudo-labelling teacher (0: off, the paper's choice).
+    """
+
+    fp_dropout: float = 0.5
+    cutmix_p: float = 0.5
+    ema: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0.0 <= self.fp_dropout < 1.0:
+            raise InputError(f"fp_dropout must be in [0, 1), got {self.fp_dropout}")
+        if not 0.0 <= self.cutmix_p <= 1.0:
+            raise InputError(f"cutmix_p must be in [0, 1], got {self.cutmix_p}")
+        if not 0.0 <= self.ema < 1.0:
+            raise InputError(f"ema must be in [0, 1), got {self.ema}")
+
+
+class UniMatch(Method):
+    """UniMatch for segmentation; see the module docstring."""
+
+    name = "unimatch"
+    Config = UniMatchConfig
+    unlabeled_batches = 2
+
+    def __init__(self, config: UniMatchConfig, num_classes: int, model: nn.Module) -> None:
+        super().__init__(config, num_classes, model)
+        self.teacher = EMATeacher(model, config.ema) if config.ema > 0 else None
+
+    def after_step(self, model: nn.Module, progress: TrainProgress) -> None:
+        if self.teacher is not None:
+            self.teacher.update(model)
+
+    def _labels(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return self.teacher(x) if self.teacher is not None else eval_logits(model, x)
+
+    def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
+        cfg = self.config
+        w = unsup_weight(progress, cfg.warmup, cfg.rampup)
+        if w == 0.0 or batch.x_u is None or batch.x_u2 is None:
+            sup = self.sup_loss(model(batch.x_l), batch.y_l)
+            return LossOutput(sup / 2, {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
+        x_l, x_u, x_m = batch.x_l, batch.x_u, batch.x_u2
+        n_l, (n_u, _, h, wd) = x_l.shape[0], x_u.shape
+        y_m = PseudoLabels.from_logits(self._labels(model, x_m))
+        boxes = [cutmix_mask(n_u, h, wd, p=cfg.cutmix_p, device=x_u.device) for _ in range(2)]
+        s1, s2 = (cutmix(strong_augment(x_u), strong_augment(x_m), box) for box in boxes)
+
+        clean, pred_fp = decode_with_dropout(model, model.encode(torch.cat([x_l, x_u])), (cfg.fp_dropout,), start=n_l)
+        pred_l, pred_w = clean.split([n_l, n_u])
+        pred_s1, pred_s2 = forward_split(model, [s1, s2])
+        y_w = PseudoLabels.from_logits(pred_w if self.teacher is None else self.teacher(x_u))
+
+        sup = self.sup_loss(pred_l, batch.y_l)
+        l_s = [masked_dice(pred, y.label, y.mask(cfg.tau)) for pred, y in zip((pred_s1, pred_s2), (y_w.mixed(y_m, b) for b in boxes))]
+        l_fp = masked_dice(pred_fp, y_w.label, y_w.mask(cfg.tau))
+        unsup = 0.25 * l_s[0] + 0.25 * l_s[1] + 0.5 * l_fp
+        total = (sup + w * unsup) / 2
+        terms = {"sup": float(sup.detach()), "s1": float(l_s[0].detach()), "s2": float(l_s[1].detach()), "fp": float(l_fp.detach())}
+        return LossOutput(total, terms, {"mask_ratio": float(y_w.mask(cfg.tau).mean()), "unsup_weight": w})

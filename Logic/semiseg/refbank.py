@@ -1,0 +1,163 @@
+"""Reference-guided pseudo-labels: every query pixel takes the class of its most similar reference.
+
+Seibold, Reiß, Kleesiek, Stiefelhagen, "Reference-guided Pseudo-Label Generation for Medical
+Semantic Segmentation", AAAI 2022, arXiv 2112.00735. No public code; this is our reconstruction
+from the paper's abstract and method description (see METHODS.md, section refguided).
+
+:class:`ReferenceGuidedLabeler` is a pseudo-label *source* that any method can own: it keeps a
+class-balanced, bounded bank of recent labelled pixel embeddings (registered buffers, so it is
+saved and resumed with the method's ``state_dict``), and labels query embeddings by nearest
+reference in cosine similarity:
+
+``score_c(u) = max over references r of class c of cos(u, r)``, ``label(u) = argmax_c score_c(u)``
+(= the class of the nearest reference), ``margin(u) = best - second best score`` (reliability).
+
+Choices left open (ours):
+
+* **Bank.** One FIFO ring of ``bank_size`` embeddings per class; each :meth:`update` writes at
+  most ``per_update`` randomly chosen embeddings per class, so one large class or one batch cannot
+  flood it. Embeddings are stored L2-normalised and detached.
+* **Chunks.** Similarities are computed in blocks of at most ``chunk`` queries x ``chunk``
+  references per class, keeping a running maximum: memory is bounded by ``chunk**2`` whatever the
+  numbers of pixels; the result is identical to the unchunked computation.
+* **Classes without any reference** score -inf (never chosen). For the margin such scores count
+  as -1 (the lowest cosine), so a pixel with a single candidate class gets ``best + 1``; when no
+  class has a reference at all, label 0 and margin 0 (nothing is reliable).
+* **Grid references** (:func:`grid_references`): labels are average-pooled (one-hot) to the
+  embedding grid; a cell is a reference of its majority class when that class covers at least
+  ``min_purity`` of it (cells across boundaries are mixed and skipped).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["ReferenceGuidedLabeler", "grid_references", "scores_to_label", "pool_embeddings"]
+
+
+def pool_embeddings(features: torch.Tensor, stride: int) -> torch.Tensor:
+    """Decoder features (B, D, H, W) average-pooled by ``stride`` and L2-normalised over D."""
+    if stride > 1:
+        features = F.avg_pool2d(features.float(), stride, ceil_mode=True)
+    return F.normalize(features.float(), dim=1)
+
+
+def grid_references(features: torch.Tensor, labels: torch.Tensor, num_classes: int, min_purity: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labelled references on the embedding grid.
+
+    Args:
+        features: (B, D, h, w) embeddings.
+        labels: (B, H, W) integer labels at any resolution (pooled to h x w by area).
+        min_purity: a cell is kept when its majority class covers at least this fraction of it.
+
+    Returns:
+        ``(embeddings (N, D), classes (N,))`` of the kept cells, detached.
+    """
+    b, d, h, w = features.shape
+    onehot = F.one_hot(labels.long(), num_classes).permute(0, 3, 1, 2).float()
+    frac = F.interpolate(onehot, size=(h, w), mode="area") if onehot.shape[-2:] != (h, w) else onehot
+    purity, cls = frac.max(1)
+    keep = purity >= min_purity - 1e-6
+    emb = features.detach().permute(0, 2, 3, 1)[keep]
+    return emb, cls[keep]
+
+
+def scores_to_label(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Label and margin from per-class best similarities (B, C, ...) (-inf: class without reference).
+
+    Returns:
+        ``(label (B, ...) int64, margin (B, ...) float)``.
+    """
+    s = scores.float().nan_to_num(neginf=-1.0).clamp_min(-1.0)
+    top = s.topk(2, dim=1).values if s.shape[1] > 1 else torch.cat([s, torch.full_like(s, -1.0)], 1)
+    label = scores.float().argmax(1)
+    margin = top[:, 0] - top[:, 1]
+    none = torch.isinf(scores).all(1)
+    return label.masked_fill(none, 0), margin.masked_fill(none, 0.0)
+
+
+class ReferenceGuidedLabeler(nn.Module):
+    """Nearest-reference labelling with a class-balanced FIFO bank (see module docstring).
+
+    Args:
+        num_classes: classes including background.
+        dim: embedding size D.
+        bank_size: embeddings kept per class (0: no bank, batch references only).
+        per_update: at most this many embeddings per class enter the bank per :meth:`update`.
+        chunk: default block size of :meth:`class_scores` (``None``: one block).
+    """
+
+    def __init__(self, num_classes: int, dim: int, bank_size: int = 1024, per_update: int = 256, chunk: int | None = 4096) -> None:
+        super().__init__()
+        if bank_size < 0 or per_update < 1 or (chunk is not None and chunk < 1):
+            raise ValueError(f"bank_size >= 0, per_update >= 1 and chunk >= 1 expected, got {bank_size}, {per_update}, {chunk}")
+        self.num_classes, self.dim, self.bank_size, self.per_update, self.chunk = num_classes, dim, bank_size, per_update, chunk
+        self.register_buffer("bank", torch.zeros(num_classes, bank_size, dim))
+        self.register_buffer("count", torch.zeros(num_classes, dtype=torch.long))
+        self.register_buffer("ptr", torch.zeros(num_classes, dtype=torch.long))
+
+    @torch.no_grad()
+    def update(self, embeddings: torch.Tensor, classes: torch.Tensor) -> None:
+        """Push labelled embeddings (N, D) of classes (N,) into the bank (FIFO per class)."""
+        if self.bank_size == 0:
+            return
+        emb = F.normalize(embeddings.detach().float(), dim=1).to(self.bank.dtype)
+        for c in range(self.num_classes):
+            sel = emb[classes == c]
+            if sel.shape[0] > self.per_update:
+                sel = sel[torch.randperm(sel.shape[0], device=sel.device)[: self.per_update]]
+            n = min(sel.shape[0], self.bank_size)
+            if n == 0:
+                continue
+            sel = sel[-n:]
+            idx = (int(self.ptr[c]) + torch.arange(n, device=self.bank.device)) % self.bank_size
+            self.bank[c, idx] = sel
+            self.ptr[c] = (int(self.ptr[c]) + n) % self.bank_size
+            self.count[c] = min(int(self.count[c]) + n, self.bank_size)
+
+    def references(self, extra: tuple[torch.Tensor, torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """Per class, the (R_c, D) normalised references: the bank's filled slots plus ``extra``."""
+        refs = []
+        for c in range(self.num_classes):
+            parts = [self.bank[c, : int(self.count[c])].float()]
+            if extra is not None:
+                e, k = extra
+                parts.append(F.normalize(e.detach().float()[k == c], dim=1))
+            refs.append(torch.cat(parts))
+        return refs
+
+    @torch.no_grad()
+    def class_scores(self, features: torch.Tensor, extra: tuple[torch.Tensor, torch.Tensor] | None = None, chunk: int | None = -1) -> torch.Tensor:
+        """Best cosine similarity to each class's references.
+
+        Args:
+            features: (B, D, h, w) or (N, D) query embeddings (normalised here).
+            extra: references ``(embeddings (M, D), classes (M,))`` used with the bank (e.g. the
+                batch's labelled pixels, :func:`grid_references`).
+            chunk: block size; ``-1``: the labeler's default; ``None``: one block.
+
+        Returns:
+            (B, C, h, w) or (N, C); -inf for classes without any reference.
+        """
+        chunk = self.chunk if chunk == -1 else chunk
+        spatial = features.ndim == 4
+        q = features.detach().float().permute(0, 2, 3, 1).reshape(-1, features.shape[1]) if spatial else features.detach().float()
+        q = F.normalize(q, dim=1)
+        step = q.shape[0] if chunk is None else chunk
+        best = torch.full((q.shape[0], self.num_classes), float("-inf"), device=q.device)
+        for c, refs in enumerate(self.references(extra)):
+            rstep = max(1, refs.shape[0]) if chunk is None else chunk
+            for q0 in range(0, q.shape[0], max(1, step)):
+                for r0 in range(0, refs.shape[0], rstep):
+                    sims = q[q0 : q0 + step] @ refs[r0 : r0 + rstep].T
+                    best[q0 : q0 + step, c] = torch.maximum(best[q0 : q0 + step, c], sims.amax(1))
+        if spatial:
+            b, _, h, w = features.shape
+            return best.view(b, h, w, self.num_classes).permute(0, 3, 1, 2)
+        return best
+
+    def label(self, features: torch.Tensor, extra: tuple[torch.Tensor, torch.Tensor] | None = None, chunk: int | None = -1) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(label, margin)`` of each query embedding (shapes of :meth:`class_scores` without C)."""
+        return scores_to_label(self.class_scores(features, extra, chunk))
