@@ -103,7 +103,40 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--slices", type=int, default=24)
     bt.add_argument("--method", default="supervised", choices=sorted(METHODS))
     bt.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
+    from .bench import acdc as bench_acdc, clinician as bench_clinician, scaling as bench_scaling
+
+    bench_acdc.add_arguments(bsub.add_parser("acdc", help="ACDC 3/7-labelled-patient protocol for every method, with a learning curve"))
+    bench_clinician.add_arguments(bsub.add_parser(
+        "clinician", help="k labelled slices per volume: contour interpolation vs supervised vs semi-supervised, Dice against k"))
+    bench_scaling.add_arguments(bsub.add_parser(
+        "scaling", help="per-method speed, FLOP utilisation, memory and their growth with volume size and count"))
+    w = sub.add_parser("serve", help="the label-train-review workflow in a web browser (needs the web extra)")
+    w.add_argument("data", nargs="*", metavar="DATA", help="volumes to open: the first is segmented, others add unlabelled data")
+    w.add_argument("--host", default="127.0.0.1", help="address to listen on; any but loopback needs an access token")
+    w.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
+    w.add_argument("--token", help="access token (visible to other users of this machine: prefer the two below)")
+    w.add_argument("--token-file", help="read the access token from the first line of this file")
+    w.add_argument("--generate-token", action="store_true", help="make a token for this run and print it")
+    w.add_argument("--segments", default="Segment 1", help="comma-separated segment names of new labels")
+    w.add_argument("--cache-dir", help="where job folders go (default ~/.cache/semiseg/web)")
+    w.add_argument("--out", default="semiseg-labels", help="where 'Save labels' writes")
     return p
+
+
+def _serve(args: argparse.Namespace) -> int:
+    """The web front end (Web/ on trame-slicer), imported only here: the engine never needs trame."""
+    import importlib.util
+
+    if importlib.util.find_spec("semiseg_web") is None:  # a checkout: Web/ beside Logic/
+        web = Path(__file__).resolve().parents[2] / "Web"
+        if (web / "semiseg_web").is_dir():
+            sys.path.insert(0, str(web))
+    try:
+        from semiseg_web.app import serve
+        import trame_slicer  # noqa: F401
+    except ImportError as err:
+        raise InputError(f"semiseg serve needs the web extra ({err}): pip install -e '.[web]'") from None
+    return serve(args)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -171,13 +204,16 @@ def _bench(args: argparse.Namespace) -> int:
         from .bench.throughput import measure_throughput, print_table
 
         print_table(measure_throughput(args.size, args.batch, args.steps, args.slices, device=args.device, method=args.method))
-    return EXIT_OK
+        return EXIT_OK
+    from .bench import acdc, clinician, scaling
+
+    return {"acdc": acdc.main, "clinician": clinician.main, "scaling": scaling.main}[args.bench](args)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     args = _parser().parse_args(argv)
-    handlers = {"train": _train, "predict": _predict, "evaluate": _evaluate, "bench": _bench}
+    handlers = {"train": _train, "predict": _predict, "evaluate": _evaluate, "bench": _bench, "serve": _serve}
     try:
         if args.command == "demo":
             from .demo import run_demo

@@ -87,20 +87,33 @@ class ReferenceGuidedLabeler(nn.Module):
         bank_size: embeddings kept per class (0: no bank, batch references only).
         per_update: at most this many embeddings per class enter the bank per :meth:`update`.
         chunk: default block size of :meth:`class_scores` (``None``: one block).
+        min_purity: purity of a grid cell for :meth:`update` with maps (see :func:`grid_references`).
+
+    Use as another method's pseudo-label source: ``update(embeddings, labels)`` with the labelled
+    batch, then ``label(embeddings)`` (optionally ``extra=`` the batch's own references) gives
+    ``(label, margin)``; the bank travels with the owning method's ``state_dict``.
     """
 
-    def __init__(self, num_classes: int, dim: int, bank_size: int = 1024, per_update: int = 256, chunk: int | None = 4096) -> None:
+    def __init__(self, num_classes: int, dim: int, bank_size: int = 1024, per_update: int = 256, chunk: int | None = 4096, min_purity: float = 0.5) -> None:
         super().__init__()
         if bank_size < 0 or per_update < 1 or (chunk is not None and chunk < 1):
             raise ValueError(f"bank_size >= 0, per_update >= 1 and chunk >= 1 expected, got {bank_size}, {per_update}, {chunk}")
         self.num_classes, self.dim, self.bank_size, self.per_update, self.chunk = num_classes, dim, bank_size, per_update, chunk
+        self.min_purity = min_purity
         self.register_buffer("bank", torch.zeros(num_classes, bank_size, dim))
         self.register_buffer("count", torch.zeros(num_classes, dtype=torch.long))
         self.register_buffer("ptr", torch.zeros(num_classes, dtype=torch.long))
 
     @torch.no_grad()
     def update(self, embeddings: torch.Tensor, classes: torch.Tensor) -> None:
-        """Push labelled embeddings (N, D) of classes (N,) into the bank (FIFO per class)."""
+        """Push labelled embeddings into the bank (FIFO per class).
+
+        Args:
+            embeddings: (N, D) with ``classes`` (N,), or maps (B, D, h, w) with labels (B, H, W),
+                which are turned into references by :func:`grid_references` (``min_purity``).
+        """
+        if embeddings.ndim == 4:
+            embeddings, classes = grid_references(embeddings, classes, self.num_classes, self.min_purity)
         if self.bank_size == 0:
             return
         emb = F.normalize(embeddings.detach().float(), dim=1).to(self.bank.dtype)

@@ -339,3 +339,10 @@ def test_eval_logits_restores_mode():
     with evaluating(model):
         pass
     assert not model.training
+
+
+@pytest.mark.parametrize("weight, expected", [(0.0, 1.0), (1.0, 0.5 * 1.0 + 0.5 * 3.0), (0.5, 0.75 * 1.0 + 0.25 * 3.0)])
+def test_blend_is_supervised_during_warmup_and_papers_mean_at_full_weight(weight, expected):
+    from semiseg.pseudo import blend
+
+    assert float(blend(torch.tensor(1.0), torch.tensor(3.0), weight)) == pytest.approx(expected)

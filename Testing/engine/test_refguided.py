@@ -116,6 +116,10 @@ def test_grid_references_keep_pure_cells():
     emb, cls = grid_references(feats, labels, 3, min_purity=0.75)
     assert cls.tolist() == [1, 0, 2] and emb.shape == (3, 5)
     assert len(grid_references(feats, labels, 3, min_purity=0.5)[1]) == 4
+    labeler = ReferenceGuidedLabeler(3, 5, bank_size=4, min_purity=0.75)
+    labeler.update(feats, labels)  # maps and labels: the same references as above
+    assert labeler.count.tolist() == [1, 1, 1]
+    torch.testing.assert_close(labeler.bank[2, 0], F.normalize(feats[0, :, 1, 1], dim=0))
 
 
 def test_bilinear_upsampling_keeps_missing_classes_out():

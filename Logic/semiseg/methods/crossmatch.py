@@ -16,7 +16,7 @@ u the weak view of an unlabelled batch, s1/s2 two strong views CutMixed with a s
 - L_dkd = mean of two: each perturbed decoder on s2 against that same decoder's own (detached)
   prediction of u, CutMixed with its prediction of m (the weak image teaches the strong one);
 - L_kd = (1 - eta) L_tkd + eta L_dkd, eta = 0.3;
-- L = (L_sup + w_u * (0.25 L_s1 + 0.25 L_s2 + 0.5 L_kd)) / 2.
+- L = (L_sup + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_kd) / 2, blended in by the weight w_u (:func:`~semiseg.pseudo.blend`).
 
 Every unsupervised Dice counts only pixels whose target's confidence is >= tau (0.95). There is no
 separate fp stream (the perturbed decoders replace it), no EMA and no ramp-up in the paper.
@@ -27,7 +27,7 @@ Choices that differ from the public code or that it leaves open (ours):
   and discards it); the feature dropout stays active in that pass, as in the code (its dropout
   modules are not registered, so ``model.eval()`` leaves them on).
 - ``warmup``/``rampup`` scale the unsupervised part by ``w_u`` (0/0 = the paper's constant 1;
-  while ``w_u`` is 0 only the labelled forward runs and L = L_sup / 2). ``ema`` > 0 makes the
+  while ``w_u`` is 0 only the labelled forward runs and L = L_sup (see :func:`~semiseg.pseudo.blend`)). ``ema`` > 0 makes the
   teacher labels (y_w and all of m's predictions) with an EMA copy of the network; the L_dkd
   targets on u still come from the student's perturbed decoders (0 = off, the paper's choice).
 """
@@ -42,7 +42,7 @@ import torch.nn as nn
 from ..errors import InputError
 from ..losses import masked_dice
 from ..perturb import cutmix, cutmix_mask, decode_with_dropout, strong_augment
-from ..pseudo import EMATeacher, PseudoLabels, SemiConfig, evaluating, unsup_weight
+from ..pseudo import blend, EMATeacher, PseudoLabels, SemiConfig, evaluating, unsup_weight
 from .base import Batch, LossOutput, Method, TrainProgress
 
 __all__ = ["CrossMatch", "CrossMatchConfig"]
@@ -98,7 +98,7 @@ class CrossMatch(Method):
         w = unsup_weight(progress, cfg.warmup, cfg.rampup)
         if w == 0.0 or batch.x_u is None or batch.x_u2 is None:
             sup = self.sup_loss(model(batch.x_l), batch.y_l)
-            return LossOutput(sup / 2, {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
+            return LossOutput(blend(sup, 0.0, 0.0), {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
         x_l, x_u, x_m = batch.x_l, batch.x_u, batch.x_u2
         n_l, (n_u, _, h, wd) = x_l.shape[0], x_u.shape
         drops = (cfg.weak_dropout, cfg.strong_dropout)
@@ -126,7 +126,7 @@ class CrossMatch(Method):
         l_tkd = (dice(u_weak, y_w) + dice(u_strong, y_w) + dice(s2_weak, y_s2) + dice(s2_strong, y_s2)) / 4
         l_dkd = (dice(s2_weak, y_weak2) + dice(s2_strong, y_strong2)) / 2
         l_kd = (1 - cfg.eta) * l_tkd + cfg.eta * l_dkd
-        total = (sup + w * (0.25 * l_s1 + 0.25 * l_s2 + 0.5 * l_kd)) / 2
+        total = blend(sup, 0.25 * l_s1 + 0.25 * l_s2 + 0.5 * l_kd, w)
         terms = {name: float(v.detach()) for name, v in
                  (("sup", sup), ("s1", l_s1), ("s2", l_s2), ("tkd", l_tkd), ("dkd", l_dkd))}
         return LossOutput(total, terms, {"mask_ratio": float(y_w.mask(cfg.tau).mean()), "unsup_weight": w})

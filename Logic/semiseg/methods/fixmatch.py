@@ -4,7 +4,7 @@ Sohn, Berthelot, Li, Zhang, Carlini, Cubuk, Kurakin, Zhang, Raffel. "FixMatch: S
 Semi-Supervised Learning with Consistency and Confidence", NeurIPS 2020, arXiv 2001.07685; in the
 segmentation form of the UniMatch paper's baseline (Yang et al., CVPR 2023, arXiv 2208.09910).
 
-L = (L_sup + w * L_u) / 2, L_u = masked Dice(p_s, argmax p_w) over pixels with max p_w >= tau.
+L = (L_sup + L_u) / 2 (blended in by the weight w, :func:`~semiseg.pseudo.blend`), L_u = masked Dice(p_s, argmax p_w) over pixels with max p_w >= tau.
 
 Choices the papers leave open (ours):
 
@@ -15,7 +15,7 @@ Choices the papers leave open (ours):
 - ``warmup``/``rampup`` (:class:`~semiseg.pseudo.SemiConfig`, 0/0 = papers' constant weight 1)
   and ``ema`` (0 = off, papers' choice; else the pseudo-labels come from an EMA teacher,
   :class:`~semiseg.pseudo.EMATeacher`) are for short budgets. While the weight is 0 the
-  unlabelled streams are not computed and L = L_sup / 2 (the same scale as later).
+  unlabelled streams are not computed and L = L_sup (see :func:`~semiseg.pseudo.blend`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch.nn as nn
 from ..errors import InputError
 from ..losses import masked_dice
 from ..perturb import strong_augment
-from ..pseudo import EMATeacher, SemiConfig, confidence_mask, forward_split, pseudo_label, unsup_weight
+from ..pseudo import blend, EMATeacher, SemiConfig, confidence_mask, forward_split, pseudo_label, unsup_weight
 from .base import Batch, LossOutput, Method, TrainProgress
 
 __all__ = ["FixMatch", "FixMatchConfig"]
@@ -70,7 +70,7 @@ class FixMatch(Method):
         w = unsup_weight(progress, cfg.warmup, cfg.rampup)
         if w == 0.0 or batch.x_u is None:
             sup = self.sup_loss(model(batch.x_l), batch.y_l)
-            return LossOutput(sup / 2, {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
+            return LossOutput(blend(sup, 0.0, 0.0), {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
         x_s = strong_augment(batch.x_u)
         if self.teacher is None:
             pred_l, pred_w, pred_s = forward_split(model, [batch.x_l, batch.x_u, x_s])
@@ -81,6 +81,6 @@ class FixMatch(Method):
         mask = confidence_mask(conf, cfg.tau)
         sup = self.sup_loss(pred_l, batch.y_l)
         unsup = masked_dice(pred_s, label, mask)
-        total = (sup + w * unsup) / 2
+        total = blend(sup, unsup, w)
         terms = {"sup": float(sup.detach()), "u": float(unsup.detach())}
         return LossOutput(total, terms, {"mask_ratio": float(mask.mean()), "unsup_weight": w})

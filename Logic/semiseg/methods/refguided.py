@@ -18,7 +18,7 @@ Per step, after a supervised warm-up:
    the margin between the best and second-best class;
 4. the strong view (colour jitter + blur) is trained on the reliable labels:
    ``L_u = (masked CE + masked Dice) / 2`` over pixels with ``margin >= min_margin``;
-   ``L = (L_sup + weight_u * w(t) * L_u) / 2`` with ``w(t)`` from :func:`~semiseg.pseudo.unsup_weight`.
+   ``L = (L_sup + weight_u * L_u) / 2`` blended in by ``w(t)`` (:func:`~semiseg.pseudo.blend`), ``w(t)`` from :func:`~semiseg.pseudo.unsup_weight`.
 
 The network is unchanged and inference costs nothing extra.
 
@@ -26,6 +26,13 @@ Choices the paper leaves open (ours; all in :class:`RefGuidedConfig`):
 
 * Embedding grid 1/4 of the image (``feature_stride=4``), bank of 1024 embeddings per class with
   at most 256 new per class and step, ``min_margin=0.05``, ``min_purity=0.5`` for a reference cell.
+  Measured once (ACDC, 3 labelled patients, 128x128, the UNet after 1000 supervised SGD steps,
+  slices of 4 other patients): reference labels reached Dice 0.24/0.42/0.46 (RV/Myo/LV) where the
+  network's own argmax reached 0.00/0.13/0.17; margins are small because the decoder features
+  follow a LeakyReLU (median 0.06, foreground median 0.01); ``margin >= 0.05`` kept 56 % of the
+  pixels at 99.8 % accuracy and 9 % of the foreground at 80 %, ``>= 0.02`` 28 % of the foreground
+  at 52 %. The network's confident (>= 0.95) foreground pixels were 2 % correct, which is why
+  ``combine="alone"`` is the default.
 * ``upsample="bilinear"`` interpolates the per-class score maps before the argmax (smooth
   boundaries); ``"nearest"`` repeats the coarse labels and margins.
 * ``combine``: ``"alone"`` uses the reference labels by themselves (the paper's idea);
@@ -33,7 +40,7 @@ Choices the paper leaves open (ours; all in :class:`RefGuidedConfig`):
   ``"union"`` takes the network's label where its confidence is >= tau, the reference label elsewhere
   (tau is used only there).
 * Warm-up 0.2 and ramp-up 0.2 of the iterations (the paper warms up on labelled data; the
-  fractions are ours). The L = (...) / 2 scaling matches the other methods, so one learning rate
+  fractions are ours). The blended (...) / 2 scaling matches the other methods, so one learning rate
   serves all. The teacher pass runs in eval mode (batch-norm running statistics, no dropout).
 """
 
@@ -47,7 +54,7 @@ import torch.nn.functional as F
 
 from ..losses import masked_cross_entropy, masked_dice
 from ..perturb import strong_augment
-from ..pseudo import EMATeacher, SemiConfig, evaluating, forward_split, pseudo_label, unsup_weight
+from ..pseudo import blend, EMATeacher, SemiConfig, evaluating, forward_split, pseudo_label, unsup_weight
 from ..refbank import ReferenceGuidedLabeler, grid_references, pool_embeddings, scores_to_label
 from .base import Batch, LossOutput, Method, TrainProgress
 
@@ -136,7 +143,7 @@ class RefGuided(Method):
 
     def __init__(self, config: RefGuidedConfig, num_classes: int, model: nn.Module) -> None:
         super().__init__(config, num_classes, model)
-        self.labeler = ReferenceGuidedLabeler(num_classes, model.features[0], config.bank_size, config.per_update, config.chunk)
+        self.labeler = ReferenceGuidedLabeler(num_classes, model.features[0], config.bank_size, config.per_update, config.chunk, config.min_purity)
         self.teacher = EMATeacher(model, config.ema) if config.ema > 0 else None
 
     def after_step(self, model: nn.Module, progress: TrainProgress) -> None:
@@ -174,7 +181,7 @@ class RefGuided(Method):
         w = unsup_weight(progress, cfg.warmup, cfg.rampup)
         if w == 0.0 or batch.x_u is None:
             sup = self.sup_loss(model(batch.x_l), batch.y_l)
-            return LossOutput(sup / 2, {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
+            return LossOutput(blend(sup, 0.0, 0.0), {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
         x_l, y_l, x_u = batch.x_l, batch.y_l, batch.x_u
         label, margin, logits_t = self.pseudo_labels(model, x_l, y_l, x_u)
         conf_t, label_t = pseudo_label(logits_t)
@@ -185,7 +192,7 @@ class RefGuided(Method):
         l_ce = masked_cross_entropy(logits_s, target, mask)
         l_dice = masked_dice(logits_s, target, mask)
         unsup = (l_ce + l_dice) / 2
-        total = (sup + cfg.weight_u * w * unsup) / 2
+        total = blend(sup, cfg.weight_u * unsup, w)
         terms = {"sup": float(sup.detach()), "ref_ce": float(l_ce.detach()), "ref_dice": float(l_dice.detach())}
         stats = {
             "mask_ratio": float(mask.mean()),

@@ -20,7 +20,7 @@ which two terms are computed:
   s2's features; masked CE to the argmax of the weak view's querying prediction, each pixel
   weighted by the uncertainty weight U (r = 1000) of the weak view's querying.
 
-``L = (L_sup + w(t) (0.5 L_u + 0.25 L_intra + 0.25 L_cross)) / 2``; ``w(t)`` is
+``L = (L_sup + 0.5 L_u + 0.25 L_intra + 0.25 L_cross) / 2`` blended in by ``w(t)`` (:func:`~semiseg.pseudo.blend`); ``w(t)`` is
 :func:`~semiseg.pseudo.unsup_weight` (1 throughout with the paper's defaults).
 
 Choices the paper leaves open (ours; all in :class:`SemSimConfig`):
@@ -55,7 +55,7 @@ from ..losses import masked_cross_entropy, masked_dice
 from ..models.sfm import SpatialFusion
 from ..perturb import cutmix, cutmix_mask, decode_with_dropout, mix_targets, strong_augment
 from ..prototypes import class_weights, local_prototypes, query, uncertainty_weight
-from ..pseudo import PseudoLabels, SemiConfig, confidence_mask, evaluating, unsup_weight
+from ..pseudo import blend, PseudoLabels, SemiConfig, confidence_mask, evaluating, unsup_weight
 from .base import Batch, LossOutput, Method, TrainProgress
 
 __all__ = ["SemSim", "SemSimConfig"]
@@ -117,6 +117,8 @@ class SemSim(Method):
 
     def __init__(self, config: SemSimConfig, num_classes: int, model: nn.Module) -> None:
         super().__init__(config, num_classes, model)
+        if config.sfm_stages[-1] >= len(model.features):
+            raise ValueError(f"sfm_stages {config.sfm_stages} beyond the network's {len(model.features)} encoder stages")
         channels = [model.features[i] for i in config.sfm_stages]
         self.sfm = SpatialFusion(channels, config.sfm_dim, config.sfm_window, config.sfm_heads)
 
@@ -132,7 +134,7 @@ class SemSim(Method):
         weight = unsup_weight(progress, cfg.warmup, cfg.rampup)
         if weight == 0.0:
             sup = self.sup_loss(model(x_l), y_l)
-            return LossOutput(sup / 2, {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
+            return LossOutput(blend(sup, 0.0, 0.0), {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
 
         # second batch: pseudo-labels without gradient in eval mode (as UniMatch), encoder features kept
         with evaluating(model):
@@ -188,7 +190,7 @@ class SemSim(Method):
         loss_cross = masked_cross_entropy(torch.log(q_s2.mean(1).clamp_min(1e-8)), pl_c, m_c, weight=u)
 
         unsup = cfg.weight_u * loss_u + cfg.weight_intra * loss_intra + cfg.weight_cross * loss_cross
-        total = (sup + weight * unsup) / 2
+        total = blend(sup, unsup, weight)
         terms = {
             "sup": float(sup.detach()), "s1": float(loss_s[0].detach()), "s2": float(loss_s[1].detach()), "fp": float(loss_fp.detach()),
             "intra": float(loss_intra.detach()), "cross": float(loss_cross.detach()),

@@ -10,7 +10,7 @@ Streams on an unlabelled batch u with weak view w and a second unlabelled batch 
   of m; the pseudo-labels of m come from a no-grad pass in eval mode, mixed with the same box;
 - fp: the decoder on ``Dropout2d(0.5)`` of every encoder feature of w, trained on w's pseudo-labels.
 
-L = (L_sup + w_u * (0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp)) / 2, each unsupervised term a masked Dice
+L = (L_sup + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp) / 2 blended in by w_u (:func:`~semiseg.pseudo.blend`), each unsupervised term a masked Dice
 over pixels whose (mixed) confidence is >= tau (0.95).
 
 Choices the paper leaves open or that differ from its code (ours):
@@ -19,7 +19,7 @@ Choices the paper leaves open or that differ from its code (ours):
   decodes dropped labelled features and discards them), in the same decoder pass as the clean
   features (:func:`~semiseg.perturb.decode_with_dropout`).
 - ``warmup``/``rampup`` scale the unsupervised part by ``w_u`` (0/0 = papers' constant 1); while
-  ``w_u`` is 0 only the labelled forward runs and L = L_sup / 2. ``ema`` > 0 takes every
+  ``w_u`` is 0 only the labelled forward runs and L = L_sup (see :func:`~semiseg.pseudo.blend`). ``ema`` > 0 takes every
   pseudo-label (u and m) from an EMA teacher instead of the student (0 = off, the paper's choice).
 """
 
@@ -33,7 +33,7 @@ import torch.nn as nn
 from ..errors import InputError
 from ..losses import masked_dice
 from ..perturb import cutmix, cutmix_mask, decode_with_dropout, strong_augment
-from ..pseudo import EMATeacher, PseudoLabels, SemiConfig, eval_logits, forward_split, unsup_weight
+from ..pseudo import blend, EMATeacher, PseudoLabels, SemiConfig, eval_logits, forward_split, unsup_weight
 from .base import Batch, LossOutput, Method, TrainProgress
 
 __all__ = ["UniMatch", "UniMatchConfig"]
@@ -86,7 +86,7 @@ class UniMatch(Method):
         w = unsup_weight(progress, cfg.warmup, cfg.rampup)
         if w == 0.0 or batch.x_u is None or batch.x_u2 is None:
             sup = self.sup_loss(model(batch.x_l), batch.y_l)
-            return LossOutput(sup / 2, {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
+            return LossOutput(blend(sup, 0.0, 0.0), {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
         x_l, x_u, x_m = batch.x_l, batch.x_u, batch.x_u2
         n_l, (n_u, _, h, wd) = x_l.shape[0], x_u.shape
         y_m = PseudoLabels.from_logits(self._labels(model, x_m))
@@ -102,6 +102,6 @@ class UniMatch(Method):
         l_s = [masked_dice(pred, y.label, y.mask(cfg.tau)) for pred, y in zip((pred_s1, pred_s2), (y_w.mixed(y_m, b) for b in boxes))]
         l_fp = masked_dice(pred_fp, y_w.label, y_w.mask(cfg.tau))
         unsup = 0.25 * l_s[0] + 0.25 * l_s[1] + 0.5 * l_fp
-        total = (sup + w * unsup) / 2
+        total = blend(sup, unsup, w)
         terms = {"sup": float(sup.detach()), "s1": float(l_s[0].detach()), "s2": float(l_s[1].detach()), "fp": float(l_fp.detach())}
         return LossOutput(total, terms, {"mask_ratio": float(y_w.mask(cfg.tau).mean()), "unsup_weight": w})

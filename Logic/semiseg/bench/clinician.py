@@ -1,0 +1,322 @@
+"""The clinician scenario: k labelled slices of one volume, the rest of the volume predicted.
+
+For each volume of a dataset (LA or ACDC) and each k, keep the labels of k slices only, chosen
+evenly among the slices that hold the structure (:func:`keep_slices`), and fill in the rest of the
+volume three ways:
+
+- ``interpolation``: what a Slicer user does today with the same k slices, "Fill between slices",
+  i.e. ITK's ``MorphologicalContourInterpolator`` (Albu et al. 2008; the PyPI package
+  ``itk-morphologicalcontourinterpolation``) with its default settings, along the slicing axis. It
+  fills only *between* labelled slices (no extrapolation), so with k = 1 it adds nothing.
+- ``supervised``: the engine trained on the k slices alone (the other slices carry no loss).
+- one row per semi-supervised method (``--methods``, default ``unimatch``): the k slices labelled,
+  every other slice of the volume and every slice of the dataset's other volumes unlabelled
+  (those volumes are read without their labels).
+
+Every row is scored by the same code (:func:`score_hidden`): the prediction and the reference
+on the whole volume with the k labelled slices blanked in both, i.e. 3D Dice and HD95 per class
+over *all* hidden slices, the empty ones outside the structure included (a false positive there
+costs). Distances use the volume's true slice positions (HD95 in voxels and in mm). The trained
+rows use the same budget (iterations, size, batch, learning rate, seed) and the last checkpoint;
+nothing is chosen on the hidden slices.
+
+Run (the budget of docs/BENCHMARKS.md)::
+
+    python benchmarks/clinician.py --dataset la --volumes 4 --k 1,2,3,5 --iterations 200 --size 96 \\
+        --out bench-results/clinician_la.jsonl --plot docs/images/clinician_la.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..config import TrainConfig
+from ..data import Volume, build_slice_sets, labeled_slice_indices, load_volume
+from ..errors import InputError
+from ..imageio import volume_name
+from ..inference import Predictor, predict_volume
+from ..metrics import evaluate_volume
+from ..training import Trainer, TrainData
+from ..training.progress import ProgressLog
+from .acdc import CLASS_NAMES as ACDC_CLASSES, RECIPE
+from .common import append_jsonl, default_data_root, format_table, int_list, read_jsonl, str_list
+
+__all__ = ["keep_slices", "hidden_slices", "sparsify", "score_hidden", "contour_interpolation", "list_dataset",
+           "run_case", "run", "summary_table", "add_arguments", "main"]
+
+INTERPOLATION = "interpolation"
+DATASETS: dict[str, list[str]] = {"la": ["background", "LA"], "acdc": list(ACDC_CLASSES)}
+
+
+# -- which slices are kept, which are scored ---------------------------------------------------
+def keep_slices(candidates: Sequence[int], k: int) -> list[int]:
+    """``k`` distinct indices spread evenly over ``candidates``: the centres of ``k`` equal bins.
+
+    Bin ``j`` of ``n`` candidates is centred at position ``(j + 0.5) n / k - 0.5``, rounded half up;
+    centres lie at least one position apart, so the ``k`` picks are distinct, and the ends of the
+    structure (often small and atypical) are never the only labels. ``k >= n`` keeps all.
+    """
+    cand = sorted(int(c) for c in candidates)
+    n = len(cand)
+    if k <= 0:
+        raise InputError(f"k must be >= 1, got {k}")
+    if k >= n:
+        return cand
+    return [cand[int(np.floor((j + 0.5) * n / k))] for j in range(k)]
+
+
+def hidden_slices(num_slices: int, kept: Sequence[int]) -> list[int]:
+    """Every slice index that is not kept: the slices a row is scored on."""
+    keep = set(kept)
+    return [i for i in range(num_slices) if i not in keep]
+
+
+def sparsify(labels: np.ndarray, axis: int, kept: Sequence[int]) -> np.ndarray:
+    """A copy of ``labels`` (K, J, I) holding only the slices ``kept`` along IJK ``axis``."""
+    out = np.zeros_like(labels)
+    src, dst = np.moveaxis(labels, 2 - axis, 0), np.moveaxis(out, 2 - axis, 0)
+    idx = list(kept)
+    dst[idx] = src[idx]
+    return out
+
+
+def score_hidden(pred: np.ndarray, ref: np.ndarray, kept: Sequence[int], axis: int, num_classes: int,
+                 spacing_kji: Sequence[float], class_names: Sequence[str]) -> dict[str, Any]:
+    """Dice and HD95 per class on the hidden slices: ``pred`` and ``ref`` with the kept slices blanked in both.
+
+    Returns ``{"dice", "hd95_vox", "hd95_mm", "classes": {name: {...}}}``; the means are over the
+    classes present in either map (NaN distances, i.e. one map empty, left out of the mean).
+    """
+    p, r = pred.copy(), ref.copy()
+    for arr in (p, r):
+        np.moveaxis(arr, 2 - axis, 0)[list(kept)] = 0
+    scores = evaluate_volume(p, r, num_classes, spacing_kji, class_names)
+    classes = {n: {k: m[k] for k in ("dice", "hd95_vox", "hd95_mm")} for n, m in scores["classes"].items()}
+    return {"dice": scores["mean"]["dice"], "hd95_vox": scores["mean"]["hd95_vox"], "hd95_mm": scores["mean"]["hd95_mm"],
+            "classes": classes}
+
+
+# -- the rows ---------------------------------------------------------------------------------
+def _itk():
+    try:
+        import itk
+    except ImportError:
+        raise InputError("the interpolation row needs ITK's MorphologicalContourInterpolator: "
+                         "pip install 'semiseg[bench]' (package itk-morphologicalcontourinterpolation)") from None
+    return itk
+
+
+def contour_interpolation(labels: np.ndarray, axis: int) -> np.ndarray:
+    """ITK's morphological contour interpolation of a sparse label map (K, J, I) along IJK ``axis``.
+
+    Every label is interpolated between the slices that hold it (the filter's defaults: no
+    extrapolation beyond the outermost labelled slices, no distance-transform variant), as
+    Slicer's "Fill between slices" does. Returns a uint8 map on the same grid.
+    """
+    if labels.max(initial=0) > 255 or labels.min(initial=0) < 0:
+        raise InputError("contour interpolation takes labels 0..255")
+    itk = _itk()
+    image = itk.image_from_array(np.ascontiguousarray(labels, dtype=np.uint8))
+    interpolator = itk.MorphologicalContourInterpolator.New(image)
+    interpolator.SetAxis(int(axis))  # ITK index axis = our IJK axis
+    interpolator.Update()
+    return np.asarray(itk.array_from_image(interpolator.GetOutput())).copy()
+
+
+def _train_predict(method: str, volume: Volume, sparse: Volume, others: list[Volume], config: TrainConfig,
+                   options: dict[str, Any], num_classes: int, axis: int, run_dir: Path) -> tuple[np.ndarray, dict[str, float]]:
+    unlabeled = others if method != "supervised" else []
+    labeled, _, unl = build_slice_sets([sparse], unlabeled, axis, config.size, min_val_slices=10**9)
+    empty = labeled.concat([], config.size, True)
+    data = TrainData(labeled, empty, unl, num_classes)
+    trainer = Trainer(config, method, options, num_classes, run_dir, meta={"axis": axis},
+                      log=ProgressLog(run_dir / "progress.jsonl", stream=None))
+    t = time.perf_counter()
+    trainer.fit(data)
+    train_s = time.perf_counter() - t
+    t = time.perf_counter()
+    pred = predict_volume(Predictor(trainer.checkpoint_path, config.device), volume, axis)["labels"]
+    return pred, {"train_seconds": train_s, "predict_seconds": time.perf_counter() - t,
+                  "labeled_slices": len(labeled), "unlabeled_slices": len(unl)}
+
+
+def run_case(volume: Volume, others: list[Volume], k: int, rows: Sequence[str], config: TrainConfig,
+             options: dict[str, Any], class_names: Sequence[str], axis: int = 2,
+             run_root: str | Path | None = None) -> list[dict[str, Any]]:
+    """All rows for one volume and one k; returns one record per row (``[]`` when nothing would be hidden)."""
+    assert volume.labels is not None
+    structure = labeled_slice_indices(volume.labels, axis)
+    kept = keep_slices(structure, k)
+    if len(kept) < k or len(kept) == len(structure):
+        return []
+    sparse = dataclasses.replace(volume, labels=sparsify(volume.labels, axis, kept), extra_labeled={})
+    hidden = hidden_slices(volume.num_slices(axis), kept)
+    num_classes = len(class_names)
+    base = {"volume": volume.name, "k": k, "kept": kept, "hidden_slices": len(hidden),
+            "hidden_structure_slices": len(set(structure) - set(kept))}
+    records = []
+    for row in rows:
+        t = time.perf_counter()
+        extra: dict[str, Any] = {}
+        if row == INTERPOLATION:
+            pred = contour_interpolation(sparse.labels, axis)  # type: ignore[arg-type]
+        else:
+            opts = {} if row == "supervised" else dict(options)
+            tmp = tempfile.mkdtemp(prefix="semiseg-clin-") if run_root is None else None
+            run_dir = Path(tmp) if tmp else Path(run_root) / volume.name / f"k{k}" / row  # type: ignore[arg-type]
+            try:
+                pred, extra = _train_predict(row, volume, sparse, others, config, opts, num_classes, axis, run_dir)
+            finally:
+                if tmp:
+                    shutil.rmtree(tmp, ignore_errors=True)
+            extra["options"] = opts
+        seconds = time.perf_counter() - t
+        score = score_hidden(pred, volume.labels, kept, axis, num_classes, volume.spacing_kji, class_names)
+        records.append({**base, "row": row, **score, "seconds": seconds, **extra})
+    return records
+
+
+# -- datasets ---------------------------------------------------------------------------------
+def list_dataset(root: str | Path, dataset: str) -> tuple[list[str], list[str]]:
+    """(target volume names in benchmark order, every volume name) of ``root`` (``.../la`` or ``.../acdc``)."""
+    root = Path(root)
+    if not (root / "images").is_dir():
+        raise InputError(f"no images/ folder: expected the {dataset.upper()} data of ../shared/data (see its README)", root)
+    names = sorted(volume_name(p) for p in (root / "images").glob("*.nii.gz"))
+    splits = json.loads((root / "splits.json").read_text()) if (root / "splits.json").exists() else {}
+    if dataset == "acdc" and "val" in splits:
+        targets = [n for n in names if n.split("_")[0] in set(splits["val"])]
+    elif dataset == "la" and "volumes" in splits:
+        targets = [n for n in splits["volumes"] if n in names]
+    else:
+        targets = names
+    return targets, names
+
+
+def budget(args: argparse.Namespace) -> dict[str, Any]:
+    """What every trained row of one run shares (stored in each record; a re-run must match it)."""
+    return {"iterations": args.iterations, "size": args.size, "batch_labeled": args.batch, "batch_unlabeled": args.batch,
+            "lr": args.lr, "optimizer": "sgd", "seed": args.seed, "threads": args.threads,
+            "recipe": "paper defaults" if args.paper_defaults else RECIPE, "max_unlabeled": args.max_unlabeled, "axis": 2}
+
+
+def budget_text(b: dict[str, Any]) -> str:
+    return (f"budget: {b['iterations']} iterations, {b['size']}x{b['size']}, batch {b['batch_labeled']}+{b['batch_unlabeled']}, "
+            f"SGD lr {b['lr']} poly, seed {b['seed']}, semi recipe {b['recipe']}, last checkpoint")
+
+
+def run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Run the benchmark as ``args`` says, appending to ``args.out``; returns every record of the file."""
+    dataset = args.dataset
+    class_names = DATASETS[dataset]
+    root = Path(args.data) if args.data else default_data_root() / dataset
+    targets, names = list_dataset(root, dataset)
+    if args.cases:
+        missing = [c for c in args.cases if c not in names]
+        if missing:
+            raise InputError(f"volume(s) {missing} not in {root / 'images'}")
+        targets = list(args.cases)
+    targets = targets[: args.volumes] if args.volumes else targets
+    b = budget(args)
+    out = Path(args.out)
+    old = [r for r in read_jsonl(out) if r.get("dataset") == dataset]
+    if any(r.get("budget") != json.loads(json.dumps(b)) for r in old):
+        raise InputError("holds results of another budget; write to a new --out so every row shares one budget", out)
+    done = {(r["volume"], r["k"], r["row"]) for r in old}
+    rows = [INTERPOLATION, "supervised"] + [m for m in args.methods if m != "supervised"]
+    if INTERPOLATION in rows:  # fail early when ITK is missing, and keep its (slow, lazy) loading out of the timings
+        contour_interpolation(np.zeros((3, 8, 8), np.uint8), 2)
+    config = TrainConfig(iterations=args.iterations, size=args.size, batch_labeled=args.batch, batch_unlabeled=args.batch,
+                         lr=args.lr, seed=args.seed, device="cpu", val_every=0, checkpoint_every=args.iterations,
+                         log_every=max(1, args.iterations), threads=args.threads)
+    options = {} if args.paper_defaults else dict(RECIPE)
+    print(budget_text(b), flush=True)
+    unlabeled_cache: dict[str, Volume] = {}
+    for name in targets:
+        todo = [(k, [r for r in rows if (name, k, r) not in done]) for k in args.k]
+        todo = [(k, rs) for k, rs in todo if rs]
+        if not todo:
+            continue
+        volume = load_volume(root / "images" / f"{name}.nii.gz", root / "labels" / f"{name}.nii.gz", len(class_names))
+        others: list[Volume] = []
+        if any(r not in (INTERPOLATION, "supervised") for _, rs in todo for r in rs):
+            other_names = [n for n in names if n != name][: args.max_unlabeled]
+            for n in other_names:
+                if n not in unlabeled_cache:
+                    unlabeled_cache[n] = load_volume(root / "images" / f"{n}.nii.gz")  # no labels: unlabelled data
+            others = [unlabeled_cache[n] for n in other_names]
+        for k, rs in todo:
+            for rec in run_case(volume, others, k, rs, config, options, class_names, 2, args.runs):
+                rec.update(dataset=dataset, budget=b)
+                append_jsonl(out, rec)
+                print(json.dumps({"volume": name, "k": k, "row": rec["row"], "dice": round(rec["dice"], 4),
+                                  "seconds": round(rec["seconds"], 1)}), flush=True)
+    records = [r for r in read_jsonl(out) if r.get("dataset") == dataset]
+    if args.plot and records:
+        from .plots import plot_dice_vs_k
+
+        plot_dice_vs_k(records, args.plot, title=f"{dataset.upper()}: {budget_text(b)}")
+    return records
+
+
+def summary_table(records: Sequence[dict[str, Any]]) -> str:
+    """Mean (and spread) over volumes of the hidden-slice Dice and HD95 per row and k."""
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in records:
+        groups.setdefault((r["row"], int(r["k"])), []).append(r)
+    order = {INTERPOLATION: 0, "supervised": 1}
+    lines = []
+    for (row, k), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 2), kv[0][0], kv[0][1])):
+        d = np.array([r["dice"] for r in rs], dtype=float) * 100
+        h = np.array([np.nan if r["hd95_vox"] is None else r["hd95_vox"] for r in rs], dtype=float)
+        hmean = float(np.nanmean(h)) if np.isfinite(h).any() else None
+        lines.append([row, k, len(rs), float(d.mean()), float(d.std()), hmean, float(np.mean([r["seconds"] for r in rs]))])
+    return format_table(["row", "k", "volumes", "Dice %", "std", "HD95 vox", "seconds"], lines, ".1f")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from ..methods import METHODS
+
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="la")
+    p.add_argument("--data", help="the dataset folder (default: ../shared/data/<dataset>)")
+    p.add_argument("--volumes", type=int, default=0, help="score the first N volumes (LA: splits' order; ACDC: val patients' frames); 0 = all")
+    p.add_argument("--cases", type=str_list, help="comma-separated volume names to score instead")
+    p.add_argument("--k", type=int_list, default=[1, 2, 3, 5], help="labelled slices kept per volume, e.g. 1,2,3,5")
+    p.add_argument("--methods", type=str_list, default=["unimatch"],
+                   help=f"semi-supervised rows (of {', '.join(sorted(METHODS))}); interpolation and supervised always run")
+    p.add_argument("--iterations", type=int, default=200)
+    p.add_argument("--size", type=int, default=96)
+    p.add_argument("--batch", type=int, default=4, help="labelled and unlabelled slices per step")
+    p.add_argument("--lr", type=float, default=0.03)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--max-unlabeled", type=int, help="use at most N other volumes as unlabelled data")
+    p.add_argument("--paper-defaults", action="store_true", help="the methods' paper defaults instead of our short-budget recipe")
+    p.add_argument("--out", default="bench-results/clinician.jsonl", help="JSONL results (appended; a re-run skips finished rows)")
+    p.add_argument("--plot", help="PNG of Dice against k (default: beside --out)")
+    p.add_argument("--runs", help="keep each run's checkpoint and progress under this folder (default: temporary, removed)")
+
+
+def main(args: argparse.Namespace) -> int:
+    from ..methods import METHODS
+
+    bad = [m for m in args.methods if m not in METHODS]
+    if bad:
+        raise InputError(f"unknown method(s) {bad}; valid methods: {', '.join(sorted(METHODS))}")
+    if args.plot is None:
+        args.plot = str(Path(args.out).with_suffix(".png"))
+    records = run(args)
+    print()
+    print(budget_text(budget(args)))
+    print(f"hidden-slice scores ({args.dataset.upper()}, mean over volumes; plot: {args.plot})")
+    print(summary_table(records))
+    return 0
