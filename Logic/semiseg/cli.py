@@ -132,8 +132,9 @@ def _serve(args: argparse.Namespace) -> int:
         if (web / "semiseg_web").is_dir():
             sys.path.insert(0, str(web))
     try:
-        from semiseg_web.app import serve
         import trame_slicer  # noqa: F401
+
+        from semiseg_web.app import serve
     except ImportError as err:
         raise InputError(f"semiseg serve needs the web extra ({err}): pip install -e '.[web]'") from None
     return serve(args)

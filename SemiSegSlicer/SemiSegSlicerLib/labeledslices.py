@@ -15,7 +15,7 @@ import json
 
 import numpy as np
 
-from .mrmlio import ijkToRasMatrix, numpyAxis
+from .mrmlio import ijkToRasMatrix, numpyAxis, segmentsToArray
 
 __all__ = [
     "ATTRIBUTE",
@@ -26,6 +26,7 @@ __all__ = [
     "setCheckedSlices",
     "markChecked",
     "viewAxisAndIndex",
+    "labeledSlicesOfSegmentation",
 ]
 
 ATTRIBUTE = "SemiSegSlicer.CheckedSlices"
@@ -128,3 +129,19 @@ def viewAxisAndIndex(volumeNode, sliceNode, tolerance: float = 1e-3) -> tuple[in
     if not 0 <= index < size:
         return None
     return axis, index
+
+
+def labeledSlicesOfSegmentation(segmentationNode, volumeNode) -> tuple[int, list[int]]:
+    """``(axis, slices)``: the slices of a segmentation that count as labelled, on ``volumeNode``'s grid.
+
+    The axis is the one of the checked slices if any, else the one the painted slices lie along
+    (:func:`guessAxis`); the slices are the painted ones plus the checked ones. What a front end shows
+    under "labelled slices" and what :func:`~.jobexport.exportJob` will write agree.
+    """
+    segmentation = segmentationNode.GetSegmentation()
+    ids = [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())]
+    dims = volumeNode.GetImageData().GetDimensions()
+    labels = segmentsToArray(segmentationNode, ids, volumeNode) if ids else np.zeros(dims[::-1], np.uint8)
+    axis, checked = checkedSlices(segmentationNode)
+    axis = guessAxis(labels) if axis is None else axis
+    return axis, labeledSlices(labels, axis, checked)

@@ -96,6 +96,14 @@ def test_contour_interpolation_fills_between_two_labelled_slices():
     # the same along I (numpy's last axis): the interpolator follows the IJK axis it is given
     along_i = clinician.contour_interpolation(np.ascontiguousarray(np.moveaxis(labels, 0, 2)), 0)
     assert along_i[:, :, 2].sum() == areas[2]
+    # several gaps, two labels, two adjacent labelled slices: every gap filled, labelled slices untouched
+    multi = np.zeros((9, 32, 32), np.uint8)
+    for k, radius in ((0, 7), (4, 9), (5, 9), (8, 7)):  # rings (label 1) around discs (label 2)
+        multi[k][disc[0] < radius] = 1
+        multi[k][disc[0] < 3] = 2
+    filled = clinician.contour_interpolation(multi, 2)
+    assert all(np.array_equal(filled[k], multi[k]) for k in (0, 4, 5, 8))
+    assert all((filled[k] == 1).any() and (filled[k] == 2).any() for k in (1, 2, 3, 6, 7))
     # one labelled slice: nothing to interpolate between (Slicer's "Fill between slices" adds nothing)
     single = np.zeros_like(labels)
     single[2] = labels[4]

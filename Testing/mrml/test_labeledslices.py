@@ -72,3 +72,17 @@ def test_view_axis_on_a_rotated_volume(scene):
     assert labeledslices.viewAxisAndIndex(volume, yellow) is None  # oblique to the grid
     yellow.RotateToVolumePlane(volume)
     assert labeledslices.viewAxisAndIndex(volume, yellow)[0] == 0
+
+
+def test_labeled_slices_of_a_segmentation_agree_with_the_export(scene, tmp_path):
+    from SemiSegSlicerLib.jobexport import exportJob
+
+    volume = addVolume(scene, np.zeros((8, 20, 30), np.float32))
+    empty = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "no segment")
+    assert labeledslices.labeledSlicesOfSegmentation(empty, volume) == (2, [])
+    segmentation = addSegmentation(scene, volume, {"organ": ((1, 1, 0), _labels() == 1),
+                                                   "lesion": ((1, 0, 0), _labels() == 2)})
+    assert labeledslices.labeledSlicesOfSegmentation(segmentation, volume) == (2, [2, 5])
+    labeledslices.markChecked(segmentation, 2, 7)
+    assert labeledslices.labeledSlicesOfSegmentation(segmentation, volume) == (2, [2, 5, 7])
+    assert exportJob(tmp_path / "job", volume, segmentation).labeledSlices == [2, 5, 7]

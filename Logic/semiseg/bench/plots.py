@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import textwrap
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -58,7 +59,7 @@ def plot_learning_curve(rows: Sequence[dict[str, Any]], path: str | Path, names:
     ax.grid(alpha=0.3)
     ax.legend()
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(textwrap.fill(title, 80), fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -95,12 +96,12 @@ def plot_dice_vs_k(records: Sequence[dict[str, Any]], path: str | Path, title: s
     all_k = sorted({k for per_k in table.values() for k in per_k})
     ax.set_xticks(all_k)
     ax.set_xlabel("labelled slices per volume (k)")
-    ax.set_ylabel("Dice on hidden slices (%)")
+    ax.set_ylabel("Dice on hidden slices (%)\nmean ± std over volumes")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend()
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(textwrap.fill(title, 80), fontsize=8)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

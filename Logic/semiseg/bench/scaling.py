@@ -332,11 +332,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 continue
             params = {"slices": args.infer_volume_slices, "volumes": volumes, **infer_base}
             record("infer", params, run_child({"kind": "infer", "checkpoint": str(ckpt), **params, **common}))
-    if args.usable_methods:
+    usable_methods = list(METHODS) if args.usable_methods is None else args.usable_methods
+    if usable_methods:
         from .acdc import RECIPE
 
         image, labels, others = _usable_case(args)
-        for method in args.usable_methods:
+        for method in usable_methods:
             params = {"method": method, "case": args.usable_case, "k": args.usable_k, "iterations": args.usable_iterations,
                       "every": args.usable_every, "size": args.usable_size, "batch": args.batch, "unlabeled_volumes": len(others)}
             spec = {"kind": "first_usable", **params, **common, "image": str(image), "labels": str(labels), "unlabeled": others,
@@ -437,8 +438,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--infer-volumes", type=int_list, default=[1, 2, 4], help="numbers of inferred volumes")
     p.add_argument("--infer-volume-slices", type=int, default=40, help="slices per volume of the volume sweep")
     p.add_argument("--data", help="the ACDC folder for the first-usable measurement (default: ../shared/data/acdc)")
-    p.add_argument("--usable-methods", type=str_list, default=["supervised", "unimatch"],
-                   help="methods of the first-usable measurement ('' to skip)")
+    p.add_argument("--usable-methods", type=str_list,
+                   help="methods of the first-usable measurement (default: every registered method; '' to skip)")
     p.add_argument("--usable-case", default="patient002_frame01")
     p.add_argument("--usable-k", type=int, default=3)
     p.add_argument("--usable-iterations", type=int, default=200)

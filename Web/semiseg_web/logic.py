@@ -1,0 +1,533 @@
+"""What the page does: connects the UI's signals to SemiSegSlicerLib's :class:`Session` and the scene.
+
+One :class:`SemiSegLogic` per server. Everything that touches the scene runs on the server's event
+loop (trame's thread); the engine runs out of process and is followed by an asyncio task that polls
+the session, as the Slicer module's timer does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import vtk
+from trame.app.file_upload import ClientFile
+from trame_server.utils.typed_state import TypedState
+from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
+from undo_stack import UndoStack
+
+from SemiSegSlicerLib import Session, labeledslices, resultimport
+from SemiSegSlicerLib import review as reviewlib
+from SemiSegSlicerLib.cache import latestCheckpoint
+from SemiSegSlicerLib.mrmlio import segmentsToArray, writeArrayAsVolume
+
+from .painting import Brush, reattachEffectPipelines
+from .plot import Curves
+from .state import LAYOUTS, METHODS, AppState, PlotState, ReviewRow, SegmentItem
+
+__all__ = ["SemiSegLogic", "viewLayouts"]
+
+logger = logging.getLogger(__name__)
+POLL_SECONDS = 0.5
+
+
+def viewLayouts() -> dict[str, Layout]:
+    """The page's view layouts (IDs of :data:`~.state.LAYOUTS`); the 3D view only in ``threed``."""
+    axial = ViewLayoutDefinition.axial_view()
+    coronal, sagittal = ViewLayoutDefinition.coronal_view(), ViewLayoutDefinition.sagittal_view()
+    return {
+        "axial": Layout(LayoutDirection.Vertical, [axial]),
+        "three": Layout(LayoutDirection.Horizontal, [axial, Layout(LayoutDirection.Vertical, [coronal, sagittal])],
+                        flex_sizes=["2", "1"]),
+        "threed": Layout(LayoutDirection.Horizontal,
+                         [axial, Layout(LayoutDirection.Vertical, [ViewLayoutDefinition.threed_view(), coronal, sagittal])],
+                         flex_sizes=["2", "1"]),
+    }
+
+
+def _hexColor(rgb) -> str:
+    return "#" + "".join(f"{int(round(255 * max(0.0, min(1.0, c)))):02x}" for c in rgb[:3])
+
+
+_VOLUME_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm", ".gz")
+
+
+def _stem(name: str) -> str:
+    """A volume's name without its file extension."""
+    for suffix in _VOLUME_SUFFIXES:
+        if name.lower().endswith(suffix) and len(name) > len(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _safeFileName(name: str) -> str:
+    """A client's file name reduced to a plain name in one folder (no path, no traversal)."""
+    base = re.sub(r"[^A-Za-z0-9._-]+", "_", os.path.basename(str(name or "")).strip()) or "volume"
+    return base.lstrip(".") or "volume"
+
+
+class SemiSegLogic:
+    """Args:
+        server: the trame server.
+        slicerApp: trame-slicer's :class:`SlicerApp` (scene, views, segmentation editor).
+        layoutManager: trame-slicer's layout manager of the page.
+        cacheDir: where job folders are made.
+        outDir: where "Save labels" writes.
+        segmentNames: the segments of a new volume's labels.
+    """
+
+    def __init__(self, server, slicerApp, layoutManager, cacheDir: str, outDir: str, segmentNames=("Segment 1",)):
+        self.server = server
+        self.app = slicerApp
+        self.scene = slicerApp.scene
+        self.layoutManager = layoutManager
+        self.typed = TypedState(server.state, AppState)
+        self.data, self.name = self.typed.data, self.typed.name
+        self.outDir = os.path.abspath(outDir)
+        self.segmentNames = [name for name in segmentNames if name] or ["Segment 1"]
+        import semiseg  # the engine package; only its location is needed here (no torch)
+
+        self.session = Session(self.scene, sys.executable, cacheDir, env=self._engineEnvironment(),
+                               pythonPath=[str(Path(semiseg.__file__).resolve().parents[1])])
+        self.volume = None
+        self.labels = None  # the user's segmentation node
+        self.unlabeled: list = []
+        self.curves = Curves()
+        self._follower: asyncio.Task | None = None
+        self._sliceObservation = None
+        self._labelsDirty = False
+        self.undoStack = UndoStack(undo_limit=30)
+        self.brush = Brush(slicerApp.segmentation_editor, slicerApp.view_manager)
+        slicerApp.segmentation_editor.set_undo_stack(self.undoStack)
+        slicerApp.segmentation_editor.segmentation_modified.connect(self._onLabelsModified)
+        for signal in self.undoStack.signals():
+            signal.connect(self._onUndoChanged)
+
+        for layoutId, layout in viewLayouts().items():
+            layoutManager.register_layout(layoutId, layout, lazy_initialization=True)
+        layoutManager.set_layout(self.data.layout)
+        self.typed.bind_changes({key: self._reported(action) for key, action in {
+            self.name.tool: self._onTool,
+            self.name.brush_size: self.brush.setSize,
+            self.name.layout: self._onLayout,
+            self.name.volume_rendering: self._onVolumeRendering,
+            self.name.review.show_pseudo: lambda _: self._applyResultDisplay(),
+            self.name.review.show_confidence: lambda _: self._applyResultDisplay(),
+            self.name.review.opacity: lambda _: self._applyResultDisplay(),
+            self.name.review.edit_pseudo: lambda _: self._attachBrush(),
+        }.items()})
+
+    @staticmethod
+    def _engineEnvironment() -> dict:
+        env = dict(os.environ)
+        for key in ("TRAME_ARGS", "SEMISEG_TOKEN"):
+            env.pop(key, None)
+        return env
+
+    def set_ui(self, ui) -> None:
+        connections = {
+            ui.load_files: self.loadClientFiles, ui.save_clicked: self.saveLabels,
+            ui.segment_clicked: self.selectSegment, ui.add_segment_clicked: self.addSegment,
+            ui.previous_slice_clicked: lambda: self.stepSlice(-1), ui.next_slice_clicked: lambda: self.stepSlice(1),
+            ui.mark_checked_clicked: self.markChecked, ui.undo_stroke_clicked: self.undoStack.undo,
+            ui.redo_stroke_clicked: self.undoStack.redo, ui.train_clicked: lambda: self.train(retrain=False),
+            ui.retrain_clicked: lambda: self.train(retrain=True), ui.cancel_clicked: self.cancel,
+            ui.review_row_clicked: self.selectReviewRow, ui.review_step_clicked: self.stepReview,
+            ui.accept_clicked: self.acceptSlice, ui.undo_accept_clicked: self.undoAccept,
+        }
+        for signal, action in connections.items():
+            signal.connect(self._guarded(action))
+
+    def _reported(self, action):
+        """A state-change handler whose error becomes the page's error message."""
+
+        def run(value):
+            try:
+                action(value)
+            except Exception as err:  # noqa: BLE001 - shown to the user
+                logger.exception("state change failed")
+                self.data.error = str(err) or type(err).__name__
+
+        return run
+
+    def _guarded(self, action):
+        """Run a user action; an error becomes the page's error message instead of a dead button."""
+
+        async def run(*args):
+            self.data.error = ""
+            try:
+                result = action(*args)
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as err:  # noqa: BLE001 - shown to the user
+                logger.exception("action failed")
+                self.data.error = str(err) or type(err).__name__
+            self.server.state.flush()
+
+        return run
+
+    # -- volumes ----------------------------------------------------------------------------------
+
+    def loadClientFiles(self, files: list[dict]) -> None:
+        """Volumes uploaded from the page: written to a private temporary folder, then opened."""
+        with tempfile.TemporaryDirectory(prefix="semiseg-upload-") as folder:
+            paths = []
+            for file in files or []:
+                client = ClientFile(file)
+                if client.is_empty:
+                    continue
+                path = Path(folder) / _safeFileName(client.name)
+                path.write_bytes(client.content)
+                paths.append(str(path))
+            self.openPaths(paths)
+
+    def openPaths(self, paths) -> None:
+        """Open volumes: the first is segmented, the others add unlabelled data. Replaces the scene."""
+        files = []
+        for path in paths:
+            path = Path(path)
+            files += sorted(str(p) for p in path.iterdir() if p.is_file()) if path.is_dir() else [str(path)]
+        if not files:
+            raise ValueError("no volume file was given")
+        if self.session.running:
+            self.session.cancel(5.0)
+        self.brush.detach()
+        self.scene.Clear(0)
+        self.session = Session(self.scene, self.session.python, self.session.cacheDir, env=self.session.env,
+                               pythonPath=self.session.pythonPath)
+        volumes = self.app.io_manager.load_volumes(files)
+        if not volumes:
+            raise ValueError(f"no volume could be read from {', '.join(Path(f).name for f in files[:3])}")
+        self.volume, self.unlabeled = volumes[0], list(volumes[1:])
+        for node in volumes:
+            node.SetName(_stem(node.GetName()))
+        self.labels = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{self.volume.GetName()} labels")
+        self.labels.CreateDefaultDisplayNodes()
+        self.labels.SetReferenceImageGeometryParameterFromVolumeNode(self.volume)
+        self.brush.attach(self.labels, self.volume)
+        for name in self.segmentNames:
+            self.brush.addSegment(name)
+        self.app.segmentation_editor.set_active_segment_id(self.app.segmentation_editor.get_nth_segment_id(0))
+        self.undoStack.clear()
+        self._showVolume()
+        self.curves = Curves()
+        self.data.volume_loaded = True
+        self.data.volume_name = self.volume.GetName() + (f" (+{len(self.unlabeled)} unlabelled)" if self.unlabeled else "")
+        self.data.train.running, self.data.train.state, self.data.train.percent, self.data.train.text = False, "idle", 0.0, ""
+        self.data.train.can_retrain = False
+        self.data.train.plot = PlotState()
+        self.data.review.has_results, self.data.review.rows, self.data.review.current = False, [], -1
+        self.data.review.can_undo, self.data.review.edit_pseudo = False, False
+        self.data.message = f"Opened {self.volume.GetName()}: pick a segment, choose Paint and label a few slices."
+        self._refreshSegments()
+        self._refreshLabeled()
+
+    def _showVolume(self) -> None:
+        if self.volume is None:
+            return
+        self.app.display_manager.show_volume_in_slice_background(self.volume)
+        self.app.display_manager.show_volume_in_slice_foreground(None)
+        self._onVolumeRendering(self.data.volume_rendering)
+        self.app.display_manager.reset_views()
+        self._observeSlice()
+        self._render()
+
+    def _render(self) -> None:
+        for view in self.app.view_manager.get_views():
+            view.schedule_render()
+
+    # -- layout and views -------------------------------------------------------------------------
+
+    def _onLayout(self, layoutId: str) -> None:
+        if layoutId not in LAYOUTS:
+            return
+        self.layoutManager.set_layout(layoutId)
+        reattachEffectPipelines(self.app.segmentation_editor, self.app.view_manager)  # views built just now
+        self.brush.setTool(self.brush.tool)
+        if self.volume is not None:
+            self._showVolume()
+            self._applyResultDisplay()
+
+    def _onVolumeRendering(self, enabled: bool) -> None:
+        """Volume rendering in the 3D view: off by default (over a second per frame on a CPU)."""
+        if self.volume is None:
+            return
+        rendering = self.app.volume_rendering
+        if enabled:
+            display = (rendering.get_vr_display_node(self.volume) if rendering.has_vr_display_node(self.volume)
+                       else rendering.create_display_node(self.volume))
+            display.SetVisibility(True)
+        elif rendering.has_vr_display_node(self.volume):
+            rendering.get_vr_display_node(self.volume).SetVisibility(False)
+        self._render()
+
+    def _redSliceNode(self):
+        view = self.app.view_manager.get_view("Red")
+        return view.get_view_node() if view is not None else None
+
+    def _observeSlice(self) -> None:
+        sliceNode = self._redSliceNode()
+        if sliceNode is None or (self._sliceObservation and self._sliceObservation[0] is sliceNode):
+            return
+        if self._sliceObservation:
+            self._sliceObservation[0].RemoveObserver(self._sliceObservation[1])
+        tag = sliceNode.AddObserver(vtk.vtkCommand.ModifiedEvent, lambda *_: self._refreshCurrentSlice())
+        self._sliceObservation = (sliceNode, tag)
+        self._refreshCurrentSlice()
+
+    def _redAxisAndIndex(self):
+        sliceNode = self._redSliceNode()
+        if self.volume is None or sliceNode is None:
+            return None
+        return labeledslices.viewAxisAndIndex(self.volume, sliceNode)
+
+    def _refreshCurrentSlice(self) -> None:
+        where = self._redAxisAndIndex()
+        count = self.volume.GetImageData().GetDimensions()[where[0]] if where else 0
+        current = where[1] if where else -1
+        if (self.data.current_slice, self.data.slice_count) != (current, count):
+            with self.server.state:
+                self.data.current_slice, self.data.slice_count = current, count
+
+    def stepSlice(self, step: int) -> None:
+        """Show the next (``step`` = 1) or previous slice of the volume in the Red view."""
+        where = self._redAxisAndIndex()
+        if where is None:
+            raise ValueError("the Red view is oblique to the volume or outside it: reset the view first")
+        axis, index = where
+        index = min(max(0, index + step), self.volume.GetImageData().GetDimensions()[axis] - 1)
+        self._redSliceNode().JumpSliceByOffsetting(*reviewlib.sliceCenterRas(self.volume, axis, index))
+        self._refreshCurrentSlice()
+
+    # -- labels -----------------------------------------------------------------------------------
+
+    def _attachBrush(self) -> None:
+        pseudo = self.session.result.segmentationNode if self.session.result is not None else None
+        target = pseudo if self.data.review.edit_pseudo and pseudo is not None else self.labels
+        self.brush.attach(target, self.volume)
+        self._refreshSegments()
+
+    def _onTool(self, tool: str) -> None:
+        self.brush.setTool(tool)
+
+    def selectSegment(self, segmentId: str) -> None:
+        self.brush.selectSegment(segmentId)
+        self.data.active_segment_id = segmentId
+
+    def addSegment(self) -> None:
+        if self.labels is None:
+            raise ValueError("open a volume first")
+        name = (self.data.new_segment_name or "").strip() or f"Segment {self.labels.GetSegmentation().GetNumberOfSegments() + 1}"
+        if self.brush.segmentationNode is not self.labels:
+            self.data.review.edit_pseudo = False
+            self.brush.attach(self.labels, self.volume)
+        self.data.active_segment_id = self.brush.addSegment(name)
+        self.data.new_segment_name = ""
+        self._refreshSegments()
+
+    def _refreshSegments(self) -> None:
+        editor = self.app.segmentation_editor
+        self.data.segments = [SegmentItem(segment_id=sid, name=p.name, color=_hexColor(editor.get_segment(sid).GetColor()))
+                              for sid, p in editor.get_all_segment_properties().items()]
+        self.data.active_segment_id = editor.get_active_segment_id()
+
+    def _onLabelsModified(self) -> None:
+        """Painting changed a segmentation: recount the labelled slices once the stroke's events settle."""
+        if self._labelsDirty:
+            return
+        self._labelsDirty = True
+
+        def refresh():
+            self._labelsDirty = False
+            with self.server.state:
+                self._refreshLabeled()
+
+        try:
+            asyncio.get_running_loop().call_later(0.2, refresh)
+        except RuntimeError:  # no event loop (a script or a test): count now
+            refresh()
+
+    def _refreshLabeled(self) -> None:
+        if self.labels is None or self.volume is None or self.labels.GetScene() is None:
+            self.data.labeled_slices, self.data.labeled_text = [], ""
+            return
+        axis, slices = labeledslices.labeledSlicesOfSegmentation(self.labels, self.volume)
+        self.data.labeled_slices = slices
+        self.data.labeled_text = (f"Labelled slices along {'IJK'[axis]}: {', '.join(map(str, slices))}" if slices
+                                  else "No labelled slice yet: paint a few slices (unpainted slices are not background).")
+
+    def markChecked(self) -> None:
+        """The slice in the Red view holds nothing to label: it counts as labelled, empty."""
+        where = self._redAxisAndIndex()
+        if where is None:
+            raise ValueError("the Red view is oblique to the volume or outside it: reset the view first")
+        labeledslices.markChecked(self.labels, *where)
+        self.data.message = f"Slice {where[1]} marked as checked (labelled, empty)."
+        self._refreshLabeled()
+
+    def _onUndoChanged(self, *_) -> None:
+        with self.server.state:  # also from strokes, outside any trame callback
+            self.data.can_undo_stroke, self.data.can_redo_stroke = self.undoStack.can_undo(), self.undoStack.can_redo()
+
+    def saveLabels(self) -> str:
+        """Write the user's labels (a label map on the volume's grid) and their labelled slices to ``outDir``."""
+        if self.labels is None:
+            raise ValueError("open a volume first")
+        segmentation = self.labels.GetSegmentation()
+        ids = [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())]
+        os.makedirs(self.outDir, exist_ok=True)
+        stem = _safeFileName(_stem(self.volume.GetName()))
+        path = os.path.join(self.outDir, f"{stem}_labels.nii.gz")
+        writeArrayAsVolume(segmentsToArray(self.labels, ids, self.volume), self.volume, path)
+        axis, slices = labeledslices.labeledSlicesOfSegmentation(self.labels, self.volume)
+        info = {"labels": os.path.basename(path), "axis": axis, "labeled_slices": slices,
+                "checked_slices": labeledslices.checkedSlices(self.labels)[1],
+                "segments": [{"label": n + 1, "name": segmentation.GetNthSegment(n).GetName()} for n in range(len(ids))]}
+        with open(os.path.join(self.outDir, f"{stem}_labels.json"), "w", encoding="utf-8") as f:
+            json.dump(info, f, indent=2)
+        self.data.saved_path = path
+        self.data.message = f"Saved your labels to {path} on the server."
+        return path
+
+    # -- training ---------------------------------------------------------------------------------
+
+    def train(self, retrain: bool = False) -> None:
+        if self.volume is None or self.labels is None:
+            raise ValueError("open a volume first")
+        train = self.data.train
+        if train.method not in METHODS:
+            raise ValueError(f"unknown method {train.method!r}")
+        iterations, size = int(train.iterations or 0), int(train.size or 0)
+        if iterations < 1 or size < 32 or size % 16:
+            raise ValueError("iterations must be at least 1 and the size a multiple of 16, at least 32")
+        exported = self.session.start(self.volume, self.labels, unlabeledVolumes=self.unlabeled, method=train.method,
+                                      train={"iterations": iterations, "size": size, "device": train.device},
+                                      retrain=retrain)
+        self.curves = Curves()
+        train.running, train.state, train.percent, train.plot = True, "running", 0.0, PlotState()
+        train.text = f"Starting on {len(exported.labeledSlices)} labelled slices..."
+        self.data.message = ""
+        self._follower = asyncio.ensure_future(self._follow())
+
+    async def _follow(self) -> None:
+        while True:
+            try:
+                progress = self.session.poll()
+            except Exception as err:  # noqa: BLE001 - the job is lost; say why
+                logger.exception("poll failed")
+                with self.server.state:
+                    self.data.train.running, self.data.train.state, self.data.error = False, "failed", str(err)
+                return
+            with self.server.state:
+                self._showProgress(progress)
+            if progress.state != "running":
+                return
+            await asyncio.sleep(POLL_SECONDS)
+
+    def _showProgress(self, progress) -> None:
+        train = self.data.train
+        if self.curves.add(progress.events):
+            train.plot = self.curves.state()
+        train.percent = round(100.0 * progress.fraction, 1)
+        if progress.text:
+            train.text = progress.text
+        train.state = progress.state
+        if progress.state == "running":
+            return
+        train.running = False
+        train.can_retrain = latestCheckpoint(self.session.lastRunDir) is not None
+        if progress.imported:
+            train.percent = 100.0
+            self._showResults()
+            train.text = f"Done. {progress.text}"
+        elif progress.message:
+            train.text = progress.message.splitlines()[0]
+            if progress.state == "failed":
+                self.data.error = progress.message
+
+    def cancel(self):
+        async def stop():
+            await asyncio.get_running_loop().run_in_executor(None, self.session.cancel, 10.0)
+
+        return stop()
+
+    # -- review -----------------------------------------------------------------------------------
+
+    def _showResults(self) -> None:
+        review = self.data.review
+        review.has_results, review.current, review.can_undo = True, -1, False
+        self._refreshReviewRows()
+        self._applyResultDisplay()
+        if review.edit_pseudo:
+            self._attachBrush()
+        self.data.message = ("Pseudo-labels and confidence (dark = unsure) are shown. Click a slice in the review "
+                             "list, correct it if needed and accept it.")
+
+    def _refreshReviewRows(self) -> None:
+        model = self.session.review
+        self.data.review.rows = [ReviewRow(row=row, index=e["index"], confidence=float(e.get("confidence", 0.0)),
+                                           foreground=100.0 * float(e.get("foreground_fraction", 0.0)),
+                                           labeled=bool(e.get("labeled"))) for row, e in enumerate(model.slices)] if model else []
+        self.data.review.current = model.current if model and self.data.review.current >= 0 else -1
+
+    def _applyResultDisplay(self) -> None:
+        result = self.session.result
+        if result is None:
+            return
+        review = self.data.review
+        pseudo = result.segmentationNode
+        if pseudo is not None and pseudo.GetScene() is self.scene and pseudo.GetDisplayNode() is not None:
+            pseudo.GetDisplayNode().SetVisibility(bool(review.show_pseudo))
+        confidence = result.confidenceNode
+        if confidence is not None and confidence.GetScene() is self.scene:
+            if review.show_confidence:
+                resultimport.showConfidence(self.scene, confidence, self.volume, float(review.opacity))
+            else:
+                resultimport.hideConfidence(self.scene, confidence)
+        self._render()
+
+    def selectReviewRow(self, row: int) -> None:
+        if self.session.review is None:
+            raise ValueError("there is no review list yet: train first")
+        self.session.review.select(int(row))
+        self._jumpToReview()
+
+    def stepReview(self, step: int) -> None:
+        if self.session.review is None:
+            raise ValueError("there is no review list yet: train first")
+        if self.data.review.current < 0:
+            self.session.review.select(0 if step > 0 else len(self.session.review) - 1)
+        else:
+            (self.session.review.next if int(step) > 0 else self.session.review.previous)()
+        self._jumpToReview()
+
+    def _jumpToReview(self) -> None:
+        entry = self.session.jumpToCurrent()
+        self.data.review.current = self.session.review.current
+        self._refreshCurrentSlice()
+        self._render()
+        if entry is not None:
+            self.data.message = f"Slice {entry['index']}: confidence {entry.get('confidence', float('nan')):.3f}."
+
+    def acceptSlice(self) -> None:
+        if self.session.running:
+            raise RuntimeError("wait for training to end (or cancel it) before accepting slices")
+        index = self.session.acceptCurrent()
+        self._afterReviewChange(f"Slice {index} copied from the pseudo-labels into your labels.")
+
+    def undoAccept(self) -> None:
+        index = self.session.undoAccept()
+        self._afterReviewChange(f"Slice {index} restored." if index is not None else "Nothing to undo.")
+
+    def _afterReviewChange(self, message: str) -> None:
+        self.data.review.can_undo = bool(self.session.history)
+        self._refreshReviewRows()
+        self._refreshLabeled()
+        self.data.message = message
+        self._render()

@@ -1,0 +1,108 @@
+"""The page's state, as dataclasses (trame-slicer's ``TypedState``): what the UI shows and edits.
+
+The UI binds its widgets to these fields by name and only emits signals; :mod:`.logic` writes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["METHODS", "LAYOUTS", "SegmentItem", "ReviewRow", "PlotState", "TrainState", "ReviewState", "AppState"]
+
+# The engine's registered methods (``semiseg.methods.METHODS``), named as the Slicer module names them.
+# Listed here so that the server never imports torch; a test checks them against the engine's registry.
+METHODS = {
+    "unimatch": "UniMatch",
+    "fixmatch": "FixMatch",
+    "crossmatch": "CrossMatch",
+    "semsim": "SemSim",
+    "refguided": "Reference-guided",
+    "supervised": "Supervised only",
+}
+
+LAYOUTS = {
+    "axial": "Slices (one view)",
+    "three": "Slices (three views)",
+    "threed": "Slices and 3D",
+}
+
+
+@dataclass
+class SegmentItem:
+    segment_id: str = ""
+    name: str = ""
+    color: str = "#ffffff"
+
+
+@dataclass
+class ReviewRow:
+    row: int = 0
+    index: int = 0
+    confidence: float = 0.0
+    foreground: float = 0.0  # percent of the slice
+    labeled: bool = False
+
+
+@dataclass
+class PlotState:
+    """The loss and validation Dice curves as SVG polyline points in a 300 x 100 box."""
+
+    loss_points: str = ""
+    dice_points: str = ""
+    dice_dots: list[list[float]] = field(default_factory=list)
+    loss_label: str = ""
+    dice_label: str = ""
+
+
+@dataclass
+class TrainState:
+    method: str = "unimatch"
+    methods: list[dict] = field(default_factory=lambda: [{"value": k, "title": v} for k, v in METHODS.items()])
+    iterations: int = 300
+    size: int = 128
+    device: str = "auto"
+    running: bool = False
+    state: str = "idle"  # idle, running, done, cancelled, failed
+    percent: float = 0.0
+    text: str = ""
+    can_retrain: bool = False
+    plot: PlotState = field(default_factory=PlotState)
+
+
+@dataclass
+class ReviewState:
+    has_results: bool = False
+    rows: list[ReviewRow] = field(default_factory=list)
+    current: int = -1
+    show_pseudo: bool = True
+    show_confidence: bool = True
+    opacity: float = 0.4
+    can_undo: bool = False
+    edit_pseudo: bool = False  # the brush edits the pseudo-labels (to correct them before accepting)
+
+
+@dataclass
+class AppState:
+    volume_loaded: bool = False
+    volume_name: str = ""
+    busy: bool = False
+    message: str = ""
+    error: str = ""
+    layout: str = "axial"
+    layouts: list[dict] = field(default_factory=lambda: [{"value": k, "title": v} for k, v in LAYOUTS.items()])
+    volume_rendering: bool = False
+    # labels and brush
+    segments: list[SegmentItem] = field(default_factory=list)
+    active_segment_id: str = ""
+    new_segment_name: str = ""
+    tool: str = "none"  # none, paint, erase
+    brush_size: float = 3.0  # percent of the view's size
+    can_undo_stroke: bool = False
+    can_redo_stroke: bool = False
+    labeled_text: str = ""
+    labeled_slices: list[int] = field(default_factory=list)
+    current_slice: int = -1
+    slice_count: int = 0
+    saved_path: str = ""
+    train: TrainState = field(default_factory=TrainState)
+    review: ReviewState = field(default_factory=ReviewState)
