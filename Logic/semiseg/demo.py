@@ -34,11 +34,11 @@ def sample_paths() -> dict[str, Path]:
 
 
 def evenly_spread(candidates: np.ndarray, k: int) -> list[int]:
-    """``k`` indices spread evenly over ``candidates`` (sorted), avoiding the extreme ends."""
-    if k >= len(candidates):
+    """``k`` distinct indices spread evenly over ``candidates``: the centres of ``k`` equal bins."""
+    n = len(candidates)
+    if k >= n:
         return [int(c) for c in candidates]
-    positions = np.linspace(0, len(candidates) - 1, k + 2)[1:-1]
-    return sorted({int(candidates[int(round(p))]) for p in positions})
+    return [int(candidates[int((i + 0.5) * n / k)]) for i in range(k)]
 
 
 def make_demo_job(out: str | Path, slices: int = 3, shrink: int = 2) -> dict[str, object]:

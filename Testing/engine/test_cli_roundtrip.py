@@ -12,7 +12,7 @@ import SimpleITK as sitk
 
 from semiseg.inference import review_slices
 from semiseg.job import load_job, run_job
-from conftest import write_job
+from enginetesting import write_job
 
 
 def _semiseg(*args, check=True):

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import pytest
 import SimpleITK as sitk
 
 from semiseg.bench.flops import forward_flops
@@ -47,3 +49,12 @@ def test_throughput_benchmark_smoke():
     result = json.loads(proc.stdout.splitlines()[0])
     assert result["train_images_per_s"] > 0 and result["inference_slices_per_s"] > 0 and result["matmul_peak_gflops"] > 0
     assert proc.stdout.strip().splitlines()[-1].startswith("inference_flop_utilisation")
+
+
+@pytest.mark.parametrize("n, k", [(3, 2), (6, 5), (10, 3), (40, 1), (4, 4), (2, 5)])
+def test_demo_keeps_k_distinct_evenly_spread_slices(n, k):
+    from semiseg.demo import evenly_spread
+
+    picked = evenly_spread(np.arange(100, 100 + n), k)
+    assert len(picked) == min(k, n) == len(set(picked)) and picked == sorted(picked)
+    assert all(100 <= p < 100 + n for p in picked)

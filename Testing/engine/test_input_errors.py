@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import write_job, write_volume
+from enginetesting import write_job, write_volume
 from semiseg.errors import InputError
 from semiseg.job import load_job, run_job
 

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from conftest import write_job
+from enginetesting import write_job
 from semiseg.config import TrainConfig
 from semiseg.data import SliceSet
 from semiseg.errors import Cancelled, InputError
