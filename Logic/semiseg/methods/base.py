@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..losses import SupervisedLoss
+from ..pseudo import EMATeacher
 
 __all__ = ["Batch", "LossOutput", "Method", "TrainProgress"]
 
@@ -86,13 +87,27 @@ class Method(nn.Module):
         self.config = config
         self.num_classes = num_classes
         self.sup_loss = SupervisedLoss()
+        ema = float(getattr(config, "ema", 0.0) or 0.0)
+        self.teacher = EMATeacher(model, ema) if ema > 0 else None
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters of the method's own modules that the optimiser updates (e.g. SemSim's SFM)."""
         return [p for p in self.parameters() if p.requires_grad]
 
     def after_step(self, model: nn.Module, progress: TrainProgress) -> None:
-        """Called by the trainer after each optimiser step (EMA teachers update here)."""
+        """Called by the trainer after each optimiser step: updates the EMA teacher, if any.
+
+        A method whose config has an ``ema`` decay > 0 gets ``self.teacher``, an
+        :class:`~semiseg.pseudo.EMATeacher` of the model; otherwise ``self.teacher`` is ``None``.
+        """
+        if self.teacher is not None:
+            self.teacher.update(model)
+
+    def supervised_only(self, model: nn.Module, batch: Batch) -> LossOutput:
+        """L_sup alone: a semi-supervised method's step while its unsupervised weight is 0
+        (:func:`~semiseg.pseudo.blend` at weight 0, so the warm-up is the supervised baseline)."""
+        sup = self.sup_loss(model(batch.x_l), batch.y_l)
+        return LossOutput(sup, {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
 
     def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
         raise NotImplementedError

@@ -42,7 +42,7 @@ import torch.nn as nn
 from ..errors import InputError
 from ..losses import masked_dice
 from ..perturb import cutmix, cutmix_mask, decode_with_dropout, strong_augment
-from ..pseudo import blend, EMATeacher, PseudoLabels, SemiConfig, evaluating, unsup_weight
+from ..pseudo import blend, PseudoLabels, SemiConfig, evaluating, unsup_weight
 from .base import Batch, LossOutput, Method, TrainProgress
 
 __all__ = ["CrossMatch", "CrossMatchConfig"]
@@ -85,20 +85,11 @@ class CrossMatch(Method):
     Config = CrossMatchConfig
     unlabeled_batches = 2
 
-    def __init__(self, config: CrossMatchConfig, num_classes: int, model: nn.Module) -> None:
-        super().__init__(config, num_classes, model)
-        self.teacher = EMATeacher(model, config.ema) if config.ema > 0 else None
-
-    def after_step(self, model: nn.Module, progress: TrainProgress) -> None:
-        if self.teacher is not None:
-            self.teacher.update(model)
-
     def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
         cfg = self.config
         w = unsup_weight(progress, cfg.warmup, cfg.rampup)
         if w == 0.0 or batch.x_u is None or batch.x_u2 is None:
-            sup = self.sup_loss(model(batch.x_l), batch.y_l)
-            return LossOutput(blend(sup, 0.0, 0.0), {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
+            return self.supervised_only(model, batch)
         x_l, x_u, x_m = batch.x_l, batch.x_u, batch.x_u2
         n_l, (n_u, _, h, wd) = x_l.shape[0], x_u.shape
         drops = (cfg.weak_dropout, cfg.strong_dropout)

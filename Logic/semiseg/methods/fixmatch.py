@@ -27,7 +27,7 @@ import torch.nn as nn
 from ..errors import InputError
 from ..losses import masked_dice
 from ..perturb import strong_augment
-from ..pseudo import blend, EMATeacher, SemiConfig, confidence_mask, forward_split, pseudo_label, unsup_weight
+from ..pseudo import blend, SemiConfig, confidence_mask, forward_split, pseudo_label, unsup_weight
 from .base import Batch, LossOutput, Method, TrainProgress
 
 __all__ = ["FixMatch", "FixMatchConfig"]
@@ -57,20 +57,11 @@ class FixMatch(Method):
     Config = FixMatchConfig
     unlabeled_batches = 1
 
-    def __init__(self, config: FixMatchConfig, num_classes: int, model: nn.Module) -> None:
-        super().__init__(config, num_classes, model)
-        self.teacher = EMATeacher(model, config.ema) if config.ema > 0 else None
-
-    def after_step(self, model: nn.Module, progress: TrainProgress) -> None:
-        if self.teacher is not None:
-            self.teacher.update(model)
-
     def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
         cfg = self.config
         w = unsup_weight(progress, cfg.warmup, cfg.rampup)
         if w == 0.0 or batch.x_u is None:
-            sup = self.sup_loss(model(batch.x_l), batch.y_l)
-            return LossOutput(blend(sup, 0.0, 0.0), {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
+            return self.supervised_only(model, batch)
         x_s = strong_augment(batch.x_u)
         if self.teacher is None:
             pred_l, pred_w, pred_s = forward_split(model, [batch.x_l, batch.x_u, x_s])

@@ -54,7 +54,7 @@ import torch.nn.functional as F
 
 from ..losses import masked_cross_entropy, masked_dice
 from ..perturb import strong_augment
-from ..pseudo import blend, EMATeacher, SemiConfig, evaluating, forward_split, pseudo_label, unsup_weight
+from ..pseudo import blend, SemiConfig, evaluating, forward_split, pseudo_label, unsup_weight
 from ..refbank import ReferenceGuidedLabeler, grid_references, pool_embeddings, scores_to_label
 from .base import Batch, LossOutput, Method, TrainProgress
 
@@ -144,11 +144,6 @@ class RefGuided(Method):
     def __init__(self, config: RefGuidedConfig, num_classes: int, model: nn.Module) -> None:
         super().__init__(config, num_classes, model)
         self.labeler = ReferenceGuidedLabeler(num_classes, model.features[0], config.bank_size, config.per_update, config.chunk, config.min_purity)
-        self.teacher = EMATeacher(model, config.ema) if config.ema > 0 else None
-
-    def after_step(self, model: nn.Module, progress: TrainProgress) -> None:
-        if self.teacher is not None:
-            self.teacher.update(model)
 
     @torch.no_grad()
     def pseudo_labels(self, model: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, update: bool = True):
@@ -180,8 +175,7 @@ class RefGuided(Method):
         cfg = self.config
         w = unsup_weight(progress, cfg.warmup, cfg.rampup)
         if w == 0.0 or batch.x_u is None:
-            sup = self.sup_loss(model(batch.x_l), batch.y_l)
-            return LossOutput(blend(sup, 0.0, 0.0), {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
+            return self.supervised_only(model, batch)
         x_l, y_l, x_u = batch.x_l, batch.y_l, batch.x_u
         label, margin, logits_t = self.pseudo_labels(model, x_l, y_l, x_u)
         conf_t, label_t = pseudo_label(logits_t)

@@ -133,8 +133,7 @@ class SemSim(Method):
         nl, nu = x_l.shape[0], x_u.shape[0]
         weight = unsup_weight(progress, cfg.warmup, cfg.rampup)
         if weight == 0.0:
-            sup = self.sup_loss(model(x_l), y_l)
-            return LossOutput(blend(sup, 0.0, 0.0), {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
+            return self.supervised_only(model, batch)
 
         # second batch: pseudo-labels without gradient in eval mode (as UniMatch), encoder features kept
         with evaluating(model):

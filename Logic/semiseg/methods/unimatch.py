@@ -33,7 +33,7 @@ import torch.nn as nn
 from ..errors import InputError
 from ..losses import masked_dice
 from ..perturb import cutmix, cutmix_mask, decode_with_dropout, strong_augment
-from ..pseudo import blend, EMATeacher, PseudoLabels, SemiConfig, eval_logits, forward_split, unsup_weight
+from ..pseudo import blend, PseudoLabels, SemiConfig, eval_logits, forward_split, unsup_weight
 from .base import Batch, LossOutput, Method, TrainProgress
 
 __all__ = ["UniMatch", "UniMatchConfig"]
@@ -70,14 +70,6 @@ class UniMatch(Method):
     Config = UniMatchConfig
     unlabeled_batches = 2
 
-    def __init__(self, config: UniMatchConfig, num_classes: int, model: nn.Module) -> None:
-        super().__init__(config, num_classes, model)
-        self.teacher = EMATeacher(model, config.ema) if config.ema > 0 else None
-
-    def after_step(self, model: nn.Module, progress: TrainProgress) -> None:
-        if self.teacher is not None:
-            self.teacher.update(model)
-
     def _labels(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return self.teacher(x) if self.teacher is not None else eval_logits(model, x)
 
@@ -85,8 +77,7 @@ class UniMatch(Method):
         cfg = self.config
         w = unsup_weight(progress, cfg.warmup, cfg.rampup)
         if w == 0.0 or batch.x_u is None or batch.x_u2 is None:
-            sup = self.sup_loss(model(batch.x_l), batch.y_l)
-            return LossOutput(blend(sup, 0.0, 0.0), {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
+            return self.supervised_only(model, batch)
         x_l, x_u, x_m = batch.x_l, batch.x_u, batch.x_u2
         n_l, (n_u, _, h, wd) = x_l.shape[0], x_u.shape
         y_m = PseudoLabels.from_logits(self._labels(model, x_m))
