@@ -69,8 +69,8 @@ class SemiSegSlicerParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     segmentation: vtkMRMLSegmentationNode
     method: Method = Method.UNIMATCH
-    iterations: Annotated[int, WithinRange(10, 100000)] = 2000
-    size: Annotated[int, Choice([64, 128, 192, 256, 320, 384, 512])] = 256
+    iterations: Annotated[int, WithinRange(10, 100000)] = 1000
+    size: Annotated[int, Choice([64, 128, 192, 256, 320, 384, 512])] = 128
     device: Annotated[str, Choice(["auto", "cpu", "cuda", "mps"])] = "auto"
     showConfidence: bool = True
     confidenceOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
@@ -193,6 +193,8 @@ class SemiSegSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self._timer.stop()
                 raise
             self.ui.progressBar.value = int(round(100 * progress.fraction))
+            for warning in progress.warnings:
+                slicer.util.warningDisplay(warning, windowTitle=_("SemiSegSlicer"))
             if progress.text:
                 self.ui.statusLabel.text = progress.text
             if progress.state == "running":

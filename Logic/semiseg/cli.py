@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--classes", help="comma-separated class names, background first")
     t.add_argument("--method", default="supervised", choices=sorted(METHODS), help="semi-supervised method")
     t.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE", help="a method option (repeatable)")
+    t.add_argument("--recipe", choices=["auto", "cpu", "paper"], default="auto",
+                   help="defaults for what is not given: 'cpu' (ours: 1000 it, 128 px, batch 4+4, lr 0.03, warm-up/ramp-up), "
+                        "'paper' (the papers' settings), 'auto' (cpu on a CPU, else paper)")
     t.add_argument("--iterations", type=int, help="optimiser steps (papers: 30000)")
     t.add_argument("--size", type=int, help="training size in pixels (papers: 256)")
     t.add_argument("--batch-labeled", type=int)
@@ -156,7 +159,7 @@ def _train(args: argparse.Namespace) -> int:
                                      ("seed", args.seed), ("device", args.device)) if v is not None}
         job = Job(image=args.image, labels=args.labels, unlabeled=list(args.unlabeled), labeled_slices=args.labeled_slices,
                   axis=args.axis, classes=args.classes.split(",") if args.classes else None, method=args.method,
-                  train=train, method_options=dict(args.option), init_checkpoint=args.init_checkpoint,
+                  recipe=args.recipe, train=train, method_options=dict(args.option), init_checkpoint=args.init_checkpoint,
                   run_dir=str(Path(args.out).resolve()), predict=not args.no_predict, output_format=args.output_format)
         job.check("command line")
     cancel = CancelToken(Path(job.run_dir) / "cancel")

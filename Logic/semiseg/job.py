@@ -23,9 +23,10 @@ from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Canc
 from .imageio import OUTPUT_FORMATS
 from .inference import Predictor, write_prediction
 from .methods import METHODS
+from .recipes import RECIPES, apply_recipe
 from .training import TrainData, Trainer
 from .training.progress import ProgressLog
-from .training.trainer import CancelToken
+from .training.trainer import CancelToken, resolve_device
 
 __all__ = ["JOB_FORMAT_VERSION", "Job", "load_job", "run_job", "prepare", "write_status"]
 
@@ -44,6 +45,7 @@ class Job:
     axis: str | int = "auto"
     classes: list[str] | None = None
     method: str = "supervised"
+    recipe: str = "auto"
     train: dict[str, Any] = dataclasses.field(default_factory=dict)
     method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
     init_checkpoint: str | None = None
@@ -63,6 +65,8 @@ class Job:
             raise InputError(f"fewer than 2 classes declared ({self.classes}); background and at least one class are needed", where)
         if self.output_format not in OUTPUT_FORMATS:
             raise InputError(f"output_format must be one of {OUTPUT_FORMATS}, got {self.output_format!r}", where)
+        if self.recipe not in RECIPES:
+            raise InputError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}", where)
         from_dict(TrainConfig, self.train, where="train").validate()
 
 
@@ -121,11 +125,18 @@ class Prepared:
     class_names: list[str]
     data: TrainData
     config: TrainConfig
+    recipe: str
+    method_options: dict[str, Any]
 
 
 def prepare(job: Job) -> Prepared:
-    """Read and check every input of ``job`` and build its slice sets (writes nothing)."""
-    config = from_dict(TrainConfig, job.train, where="train")
+    """Read and check every input of ``job`` and build its slice sets (writes nothing).
+
+    The job's recipe (:mod:`semiseg.recipes`) fills in the training settings and method options
+    the job leaves out.
+    """
+    recipe, train, options = apply_recipe(job.recipe, job.method, job.train, job.method_options)
+    config = from_dict(TrainConfig, train, where="train")
     config.validate()
     declared = len(job.classes) if job.classes else None
     volume = load_volume(job.image, job.labels, declared)
@@ -150,7 +161,23 @@ def prepare(job: Job) -> Prepared:
             raise InputError(f"too small to slice along axis {axis} (size {u.reference.GetSize()})", u.path)
     labeled, val, unl = build_slice_sets([volume], unlabeled, axis, config.size, config.min_val_slices, config.val_stride)
     names = list(job.classes) if job.classes else ["background"] + [f"class {c}" for c in range(1, num_classes)]
-    return Prepared(volume, unlabeled, axis, num_classes, names, TrainData(labeled, val, unl, num_classes), config)
+    return Prepared(volume, unlabeled, axis, num_classes, names, TrainData(labeled, val, unl, num_classes), config, recipe, options)
+
+
+def setup_report(prepared: Prepared) -> dict[str, Any]:
+    """Device, recipe and budget of a prepared job, with a ``warning`` when ``auto`` found no GPU.
+
+    Front ends show the warning to the user (a CPU run takes minutes where a GPU takes seconds).
+    """
+    c = prepared.config
+    device = resolve_device(c.device).type
+    report: dict[str, Any] = {"device": device, "recipe": prepared.recipe, "iterations": c.iterations, "size": c.size,
+                              "batch_labeled": c.batch_labeled, "batch_unlabeled": c.batch_unlabeled}
+    if c.device == "auto" and device == "cpu":
+        report["warning"] = (f"No GPU found: training runs on the CPU with the '{prepared.recipe}' recipe "
+                             f"({c.iterations} iterations at {c.size}x{c.size}, batch {c.batch_labeled} + {c.batch_unlabeled}); "
+                             "this takes minutes. Choose fewer iterations for a quicker first look.")
+    return report
 
 
 def run_job(job: Job, resume: bool = False, log: ProgressLog | None = None, cancel: CancelToken | None = None) -> dict[str, Any]:
@@ -169,9 +196,12 @@ def run_job(job: Job, resume: bool = False, log: ProgressLog | None = None, canc
     meta = {"axis": prepared.axis, "class_names": prepared.class_names, "image": job.image,
             "labeled_slices": labeled_slice_indices(prepared.volume.labels, prepared.axis, job.labeled_slices)}
     (run_dir / "config.json").write_text(json.dumps({**dataclasses.asdict(job), "axis_resolved": prepared.axis,
-                                                     "train_resolved": to_dict(prepared.config), "num_classes": prepared.num_classes}, indent=1))
+                                                     "recipe_resolved": prepared.recipe,
+                                                     "train_resolved": to_dict(prepared.config), "method_options_resolved": prepared.method_options,
+                                                     "num_classes": prepared.num_classes}, indent=1))
+    log.emit("setup", **setup_report(prepared))
     try:
-        trainer = Trainer(prepared.config, job.method, job.method_options, prepared.num_classes, run_dir, meta=meta, log=log, cancel=cancel)
+        trainer = Trainer(prepared.config, job.method, prepared.method_options, prepared.num_classes, run_dir, meta=meta, log=log, cancel=cancel)
         if resume and trainer.checkpoint_path.exists():
             trainer.resume(trainer.checkpoint_path)
         elif job.init_checkpoint:

@@ -31,6 +31,11 @@ class Progress:
     message: str = ""  # why a job failed or was cancelled
     imported: bool = False  # results were imported during this poll
 
+    @property
+    def warnings(self) -> list[str]:
+        """Warnings the engine sent with these events (e.g. no GPU found: training on the CPU)."""
+        return [str(e["warning"]) for e in self.events if isinstance(e, dict) and e.get("warning")]
+
 
 def progressText(progress: dict) -> str:
     """``Iteration 10/1000 · loss 0.710 · Dice 0.83 · ~2 min left`` from the last progress values."""

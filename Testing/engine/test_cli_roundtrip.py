@@ -34,7 +34,7 @@ def test_train_predict_evaluate_cli(toy_case, tmp_path):
     proc = _semiseg("train", "--image", toy_case["image"], "--labels", toy_case["labels"], "--iterations", 3, "--size", 32,
                     "--batch-labeled", 2, "--device", "cpu", "--format", "nrrd", "--out", run)
     events = [json.loads(line)["event"] for line in proc.stdout.splitlines()]
-    assert events[0] == "start" and events[-1] == "done" and "predicted" in events
+    assert events[:2] == ["setup", "start"] and events[-1] == "done" and "predicted" in events
     assert json.loads((run / "config.json").read_text())["axis_resolved"] == 2
     assert json.loads((run / "status.json").read_text()) == {"state": "done", "message": "", "exit_code": 0}
     pred_dir = run / "predictions" / "image"

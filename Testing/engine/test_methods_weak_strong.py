@@ -41,8 +41,8 @@ def discs(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_registry_and_configs():
     assert set(NAMES) <= set(METHODS)
-    assert METHODS["fixmatch"].unlabeled_batches == 1
-    assert METHODS["unimatch"].unlabeled_batches == METHODS["crossmatch"].unlabeled_batches == 2
+    assert METHODS["fixmatch"].unlabeled_batches == METHODS["unimatch"].unlabeled_batches == METHODS["crossmatch"].unlabeled_batches == 2
+    assert METHODS["fixmatch"].Config().cutmix_p == METHODS["unimatch"].Config().cutmix_p == 0.5
     for name in NAMES:
         cfg = METHODS[name].Config()
         assert (cfg.tau, cfg.warmup, cfg.rampup, cfg.ema) == (0.95, 0.0, 0.0, 0.0)  # the papers' settings
@@ -91,14 +91,14 @@ def confident_left() -> torch.Tensor:
 # method -> (labelled batch, unlabelled batch, {table size: rows that are pseudo-label sources},
 #            {table size: rows that are pure students}, {table size: rows whose right half must get no gradient})
 LAYOUT = {
-    "fixmatch": (1, 1, {3: [1]}, {3: [2]}, {3: [2]}),  # forward [x_l, x_w, x_s]
+    "fixmatch": (1, 1, {3: [1], 1: [0]}, {3: [2]}, {3: [2]}),  # forward [x_l, x_w, x_s]; mix
     "unimatch": (1, 1, {3: [1], 1: [0]}, {3: [2], 2: [0, 1]}, {3: [2], 2: [0, 1]}),  # decode [l, w, fp]; [s1, s2]; mix
     "crossmatch": (2, 1, {5: [2, 3, 4], 3: [0, 1, 2]}, {4: [0, 1, 2, 3]}, {4: [0, 1, 2, 3], 5: [3, 4]}),
 }
 
 
 @pytest.mark.parametrize("name, options", [
-    ("fixmatch", {}), ("unimatch", {"cutmix_p": 0.0}), ("unimatch", {"cutmix_p": 1.0}),
+    ("fixmatch", {"cutmix_p": 0.0}), ("fixmatch", {"cutmix_p": 1.0}), ("unimatch", {"cutmix_p": 0.0}), ("unimatch", {"cutmix_p": 1.0}),
     ("crossmatch", {"cutmix_p": 0.0}), ("crossmatch", {"cutmix_p": 1.0}),
 ])
 def test_pixels_below_tau_contribute_nothing_in_methods(name, options):

@@ -141,18 +141,20 @@ def _batch(size=32, n=2, seed=0):
     lab[:, size // 4 : size // 2, size // 4 : 3 * size // 4] = 1
     lab[:, size // 2 : 3 * size // 4, size // 4 : 3 * size // 4] = 2
     img = lab.float()[:, None] / 3 + 0.05 * torch.rand(n, 1, size, size, generator=g)
-    return Batch(img, lab, img.flip(-1) + 0.05 * torch.rand(n, 1, size, size, generator=g))
+    return Batch(img, lab, img.flip(-1) + 0.05 * torch.rand(n, 1, size, size, generator=g), img.flip(-2) + 0.05 * torch.rand(n, 1, size, size, generator=g))
 
 
-def test_refguided_registered_with_one_unlabelled_batch():
-    assert METHODS["refguided"].unlabeled_batches == 1
+def test_refguided_registered_with_two_unlabelled_batches():
+    assert METHODS["refguided"].unlabeled_batches == 2
+    cfg = METHODS["refguided"].Config()
+    assert (cfg.combine, cfg.min_margin, cfg.cutmix_p) == ("agree", 0.0, 0.5)
 
 
-@pytest.mark.parametrize("combine", ["alone", "agree", "union"])
-def test_refguided_loss_is_finite_and_falls_on_a_fixed_batch(combine):
+@pytest.mark.parametrize("combine, cutmix_p", [("alone", 0.0), ("agree", 0.0), ("union", 0.0), ("agree", 1.0)])
+def test_refguided_loss_is_finite_and_falls_on_a_fixed_batch(combine, cutmix_p):
     torch.manual_seed(0)
     model = UNet2D(1, 3)
-    opts = {"warmup": 0.0, "rampup": 0.0, "min_margin": 0.0, "combine": combine, "bank_size": 64, "per_update": 16, "tau": 0.0}
+    opts = {"warmup": 0.0, "rampup": 0.0, "min_margin": 0.0, "combine": combine, "bank_size": 64, "per_update": 16, "tau": 0.0, "cutmix_p": cutmix_p}
     method = build_method("refguided", opts, 3, model)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     batch, losses = _batch(), []

@@ -133,4 +133,4 @@ def test_sigterm_cancels_cli_with_exit_code_3(toy_case):
     status = json.loads((job_dir / "run" / "status.json").read_text())
     assert status["state"] == "cancelled"
     lines = [json.loads(line) for line in out.splitlines()]
-    assert lines[0]["event"] == "start" and lines[-1]["event"] == "cancelled"
+    assert [e["event"] for e in lines[:2]] == ["setup", "start"] and lines[-1]["event"] == "cancelled"

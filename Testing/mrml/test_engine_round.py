@@ -81,7 +81,8 @@ def test_whole_round_on_acdc(scene, acdcCase, enginePath, tmp_path):
         time.sleep(0.2)
     assert progress.state == "done", progress.message
     kinds = [event["event"] for event in events]
-    assert kinds[0] == "start" and "done" in kinds
+    assert kinds[:2] == ["setup", "start"] and "done" in kinds
+    assert events[0]["device"] == "cpu" and progress.warnings == []  # CPU asked for: nothing to warn about
     with open(f"{exported.runDir}/status.json") as f:
         assert json.load(f)["state"] == "done"
 

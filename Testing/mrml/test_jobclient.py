@@ -15,7 +15,7 @@ from mrmltesting import addSegmentation, addVolume, rotation, sceneNodes, segmen
 
 from SemiSegSlicerLib import jobclient, jobexport
 from SemiSegSlicerLib.mrmlio import segmentsToArray
-from SemiSegSlicerLib.session import Session, progressText
+from SemiSegSlicerLib.session import Progress, Session, progressText
 
 
 def _alive(pid: int) -> bool:
@@ -137,6 +137,13 @@ def test_progress_text():
     assert progressText({"iteration": 10, "iterations": 1000, "loss": 0.71, "dice": 0.834, "seconds_left": 125}) == \
         "Iteration 10/1000 · loss 0.710 · Dice 0.83 · ~2 min left"
     assert progressText({}) == ""
+
+
+def test_engine_warnings_reach_the_progress():
+    events = [{"event": "setup", "device": "cpu", "warning": "No GPU found: training runs on the CPU"},
+              {"event": "iteration", "iteration": 1, "iterations": 10}]
+    assert Progress("running", events, 0.1, "").warnings == ["No GPU found: training runs on the CPU"]
+    assert Progress("running", events[1:], 0.1, "").warnings == []
 
 
 def _session(scene, tmp_path, engine, **fake):

@@ -180,7 +180,7 @@ def test_label_train_review_accept_in_the_browser(server, chromium_path):
 
         # Train: method, a tiny budget on the CPU, progress to 100 %, the curves.
         page.choose("#method", "FixMatch")
-        browser.fill("#iterations", "4")
+        browser.fill("#iterations", "60")
         browser.fill("#size", "64")
         page.choose("#device", "cpu")
         before = page.settled_view()
@@ -199,6 +199,16 @@ def test_label_train_review_accept_in_the_browser(server, chromium_path):
         assert _changed(results, before) > 0.2, "the confidence overlay did not change the slice view"
         assert _chroma(results) > _chroma(before) + 5, "no coloured (Viridis) overlay in the slice view"
 
+        # The pseudo-label layer is in the view too: the model labels the slice it was shown (the
+        # second painted one), and hiding the layer changes those pixels.
+        predicted = _read_labels(next((server.tmp / "cache").glob("job-*/run/predictions/image/labels.*")))
+        assert predicted[second].sum() > 50, f"the model predicted {predicted[second].sum()} voxels on a painted slice"
+        browser.click("#show-pseudo")
+        no_pseudo = page.settled_view(results)
+        assert _changed(no_pseudo, results) > 0.002, "hiding the pseudo-labels changed nothing in the slice view"
+        browser.click("#show-pseudo")
+        assert _changed(page.settled_view(no_pseudo), results) < 0.002, "showing the pseudo-labels again did not restore the view"
+
         # Jump to the least confident slice.
         least = int(browser.text("#review-table tbody tr:first-child td:first-child"))
         browser.click("#review-table tbody tr", 0)
@@ -207,7 +217,7 @@ def test_label_train_review_accept_in_the_browser(server, chromium_path):
         at_least = page.settled_view(None if least == second else results)
         page.shot("least-confident-slice")
 
-        # Correct it with the brush on the pseudo-labels (a 4-iteration model may predict nothing there).
+        # Correct it with the brush on the pseudo-labels (add a disc to what the model predicted there).
         browser.click("#edit-pseudo")
         browser.click("#tool-paint")
         time.sleep(0.5)
@@ -239,7 +249,6 @@ def test_label_train_review_accept_in_the_browser(server, chromium_path):
         labels_after = page.save_labels(saved)
         changed = sorted({int(k) for k in np.nonzero(labels_after != labels_before)[0]})
         assert changed == [least], f"accepting slice {least} changed slices {changed}"
-        predicted = _read_labels(next((server.tmp / "cache").glob("job-*/run/predictions/image/labels.*")))
         accepted = labels_after[least] > 0
         assert np.all(accepted[predicted[least] > 0]), "the model's pseudo-labels were not all accepted"
         assert accepted.sum() > (predicted[least] > 0).sum(), "the brush correction was not accepted"

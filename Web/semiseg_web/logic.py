@@ -435,6 +435,8 @@ class SemiSegLogic:
         if self.curves.add(progress.events):
             train.plot = self.curves.state()
         train.percent = round(100.0 * progress.fraction, 1)
+        for warning in progress.warnings:
+            self.data.message = warning
         if progress.text:
             train.text = progress.text
         train.state = progress.state

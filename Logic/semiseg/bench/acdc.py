@@ -37,6 +37,7 @@ from ..metrics import evaluate_volume
 from ..training import Trainer, TrainData
 from ..errors import InputError
 from ..training.progress import ProgressLog
+from ..recipes import SHORT_BUDGET
 from .common import default_data_root, read_jsonl
 
 __all__ = ["load_acdc", "run_method", "evaluate_model", "CLASS_NAMES", "RECIPE", "add_arguments", "run_protocol",
@@ -44,9 +45,9 @@ __all__ = ["load_acdc", "run_method", "evaluate_model", "CLASS_NAMES", "RECIPE",
 
 CLASS_NAMES = ["background", "RV", "Myo", "LV"]
 
-# Our short-budget recipe (docs/BENCHMARKS.md): a supervised warm-up, then a ramp of the
-# unsupervised weight. The papers' defaults (no warm-up, no ramp) are the methods' own defaults.
-RECIPE = {"warmup": 0.2, "rampup": 0.3}
+# Our short-budget recipe (docs/BENCHMARKS.md, semiseg.recipes): a supervised warm-up, then a ramp
+# of the unsupervised weight. The papers' defaults (no warm-up, no ramp) are the methods' own defaults.
+RECIPE = dict(SHORT_BUDGET)
 
 
 def _cases(root: Path, patients: list[str]) -> list[tuple[Path, Path]]:

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from ..losses import SupervisedLoss
-from ..pseudo import EMATeacher
+from ..pseudo import EMATeacher, eval_logits
 
 __all__ = ["Batch", "LossOutput", "Method", "TrainProgress"]
 
@@ -102,6 +102,11 @@ class Method(nn.Module):
         """
         if self.teacher is not None:
             self.teacher.update(model)
+
+    def teacher_logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """No-grad logits of ``x`` for pseudo-labels: the EMA teacher's if there is one, else the
+        model's own in eval mode (:func:`~semiseg.pseudo.eval_logits`), e.g. for a CutMix batch."""
+        return self.teacher(x) if self.teacher is not None else eval_logits(model, x)
 
     def supervised_only(self, model: nn.Module, batch: Batch) -> LossOutput:
         """L_sup alone: a semi-supervised method's step while its unsupervised weight is 0

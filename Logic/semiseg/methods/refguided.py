@@ -5,40 +5,48 @@ Semantic Segmentation", AAAI 2022, arXiv 2112.00735. No public code; our reconst
 METHODS.md, section refguided, and :mod:`semiseg.refbank`, which holds the labelling itself as a
 reusable pseudo-label source).
 
-Per step, after a supervised warm-up:
+Per step, after a supervised warm-up, on an unlabelled batch u and a second unlabelled batch m:
 
 1. a teacher pass (the network itself in eval mode without gradients, or an EMA copy) over the
-   labelled batch and the weak view of the unlabelled batch gives the decoder's last features
-   (before the classifier), average-pooled by ``feature_stride`` and L2-normalised;
+   labelled batch and the weak views of u and m gives the decoder's last features (before the
+   classifier), average-pooled by ``feature_stride`` and L2-normalised, and the teacher's own
+   prediction;
 2. references = the labelled batch's cells on that grid (:func:`~semiseg.refbank.grid_references`)
    plus the class-balanced bank of earlier steps; every unlabelled cell gets, per class, its best
    cosine similarity to that class's references (computed in ``chunk`` x ``chunk`` blocks); the
    batch's references then enter the bank;
-3. the per-class scores are upsampled to the image, the label is their argmax and the reliability
-   the margin between the best and second-best class;
-4. the strong view (colour jitter + blur) is trained on the reliable labels:
-   ``L_u = (masked CE + masked Dice) / 2`` over pixels with ``margin >= min_margin``;
-   ``L = (L_sup + weight_u * L_u) / 2`` blended in by ``w(t)`` (:func:`~semiseg.pseudo.blend`), ``w(t)`` from :func:`~semiseg.pseudo.unsup_weight`.
+3. the per-class scores are upsampled to the image, the reference label is their argmax and its
+   reliability the margin between the best and second-best class; reference and network labels
+   are combined (``combine``, below) into targets and a mask;
+4. a strong view of u (colour jitter + blur) is CutMixed with a strong view of m (one box per
+   sample, probability ``cutmix_p``; targets and masks mixed with the same box) and trained on
+   the targets: ``L_u = (masked CE + masked Dice) / 2``;
+   ``L = (L_sup + weight_u * L_u) / 2`` blended in by ``w(t)`` (:func:`~semiseg.pseudo.blend`),
+   ``w(t)`` from :func:`~semiseg.pseudo.unsup_weight`.
 
 The network is unchanged and inference costs nothing extra.
 
 Choices the paper leaves open (ours; all in :class:`RefGuidedConfig`):
 
 * Embedding grid 1/4 of the image (``feature_stride=4``), bank of 1024 embeddings per class with
-  at most 256 new per class and step, ``min_margin=0.05``, ``min_purity=0.5`` for a reference cell.
-  Measured once (ACDC, 3 labelled patients, 128x128, the UNet after 1000 supervised SGD steps,
-  slices of 4 other patients): reference labels reached Dice 0.24/0.42/0.46 (RV/Myo/LV) where the
-  network's own argmax reached 0.00/0.13/0.17; margins are small because the decoder features
-  follow a LeakyReLU (median 0.06, foreground median 0.01); ``margin >= 0.05`` kept 56 % of the
-  pixels at 99.8 % accuracy and 9 % of the foreground at 80 %, ``>= 0.02`` 28 % of the foreground
-  at 52 %. The network's confident (>= 0.95) foreground pixels were 2 % correct, which is why
-  ``combine="alone"`` is the default.
+  at most 256 new per class and step, ``min_purity=0.5`` for a reference cell.
+* ``combine="agree"`` (default) keeps only pixels where the reference label equals the teacher
+  network's own argmax, with no margin threshold (``min_margin=0``). Measured with
+  ``benchmarks/refguided_labels.py`` (ACDC: the slices of the 3 labelled patients as references,
+  the 120 slices of 6 other train patients as queries, 128x128, the UNet after 1000 supervised SGD
+  steps): reference labels reach Dice 0.43/0.37/0.60 (RV/Myo/LV), the network's argmax
+  0.50/0.53/0.62, and the two agree on 99 % of the pixels. Foreground margins are tiny (the decoder
+  features follow a LeakyReLU): an absolute ``margin >= 0.05`` kept 1/1/5 % of the foreground
+  pixels and almost all the background, so ``combine="alone"`` with that threshold trains the
+  network towards background; it collapsed (mean Dice 11.7 on the ACDC protocol,
+  docs/BENCHMARKS.md). Agreement keeps 39/26/40 % of the foreground at 49/70/98 % accuracy.
+* ``combine``: ``"alone"`` uses the reference labels by themselves where ``margin >= min_margin``
+  (the paper's idea in its pure form); ``"agree"`` keeps only those that equal the teacher
+  network's own argmax; ``"union"`` takes the network's label where its confidence is >= tau, the
+  reference label elsewhere (tau is used only there).
+* CutMix with a second unlabelled batch (``cutmix_p=0.5``, as UniMatch; 0 = none, m not read).
 * ``upsample="bilinear"`` interpolates the per-class score maps before the argmax (smooth
   boundaries); ``"nearest"`` repeats the coarse labels and margins.
-* ``combine``: ``"alone"`` uses the reference labels by themselves (the paper's idea);
-  ``"agree"`` keeps only pixels where they equal the teacher network's own argmax;
-  ``"union"`` takes the network's label where its confidence is >= tau, the reference label elsewhere
-  (tau is used only there).
 * Warm-up 0.2 and ramp-up 0.2 of the iterations (the paper warms up on labelled data; the
   fractions are ours). The blended (...) / 2 scaling matches the other methods, so one learning rate
   serves all. The teacher pass runs in eval mode (batch-norm running statistics, no dropout).
@@ -53,7 +61,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..losses import masked_cross_entropy, masked_dice
-from ..perturb import strong_augment
+from ..perturb import cutmix, cutmix_mask, mix_targets, strong_augment
 from ..pseudo import blend, SemiConfig, evaluating, forward_split, pseudo_label, unsup_weight
 from ..refbank import ReferenceGuidedLabeler, grid_references, pool_embeddings, scores_to_label
 from .base import Batch, LossOutput, Method, TrainProgress
@@ -72,13 +80,14 @@ class RefGuidedConfig(SemiConfig):
         warmup, rampup: supervised warm-up and ramp-up fractions (0.2, 0.2).
         weight_u: weight of L_u (1.0).
         feature_stride: decoder features are average-pooled by it (4).
-        min_margin: a reference label counts when best - second-best similarity >= it (0.05).
+        min_margin: a reference label counts when best - second-best similarity >= it (0.0).
         min_purity: a labelled cell is a reference when its majority class covers >= it (0.5).
         bank_size: bank embeddings per class (1024; 0 = batch references only).
         per_update: at most this many embeddings per class enter the bank per step (256).
         chunk: block size of the similarity computation (4096).
         upsample: ``"bilinear"`` (score maps) or ``"nearest"`` (labels) (bilinear).
-        combine: ``"alone"``, ``"agree"`` or ``"union"`` (alone).
+        combine: ``"alone"``, ``"agree"`` or ``"union"`` (agree).
+        cutmix_p: probability of a CutMix box in the strong view (0.5; 0 = none).
         ema: EMA decay of the teacher that computes the embeddings (0: the network itself).
     """
 
@@ -86,13 +95,14 @@ class RefGuidedConfig(SemiConfig):
     rampup: float = 0.2
     weight_u: float = 1.0
     feature_stride: int = 4
-    min_margin: float = 0.05
+    min_margin: float = 0.0
     min_purity: float = 0.5
     bank_size: int = 1024
     per_update: int = 256
     chunk: int = 4096
     upsample: str = "bilinear"
-    combine: str = "alone"
+    combine: str = "agree"
+    cutmix_p: float = 0.5
     ema: float = 0.0
 
     def __post_init__(self) -> None:
@@ -101,6 +111,8 @@ class RefGuidedConfig(SemiConfig):
             raise ValueError(f"combine must be one of {COMBINE}, got {self.combine!r}")
         if self.upsample not in ("bilinear", "nearest"):
             raise ValueError(f"upsample must be 'bilinear' or 'nearest', got {self.upsample!r}")
+        if not 0.0 <= self.cutmix_p <= 1.0:
+            raise ValueError(f"cutmix_p must be in [0, 1], got {self.cutmix_p}")
         if self.feature_stride < 1 or self.chunk < 1:
             raise ValueError("feature_stride and chunk must be >= 1")
 
@@ -135,11 +147,11 @@ def combine_labels(label: torch.Tensor, margin: torch.Tensor, own: torch.Tensor,
 
 
 class RefGuided(Method):
-    """Reference-guided pseudo-labels; registered as ``refguided``, one unlabelled batch."""
+    """Reference-guided pseudo-labels; registered as ``refguided``, two unlabelled batches (CutMix)."""
 
     name = "refguided"
     Config = RefGuidedConfig
-    unlabeled_batches = 1
+    unlabeled_batches = 2
 
     def __init__(self, config: RefGuidedConfig, num_classes: int, model: nn.Module) -> None:
         super().__init__(config, num_classes, model)
@@ -176,12 +188,20 @@ class RefGuided(Method):
         w = unsup_weight(progress, cfg.warmup, cfg.rampup)
         if w == 0.0 or batch.x_u is None:
             return self.supervised_only(model, batch)
-        x_l, y_l, x_u = batch.x_l, batch.y_l, batch.x_u
-        label, margin, logits_t = self.pseudo_labels(model, x_l, y_l, x_u)
+        x_l, y_l, x_u, x_m = batch.x_l, batch.y_l, batch.x_u, batch.x_u2
+        mix = cfg.cutmix_p > 0 and x_m is not None
+        queries = torch.cat([x_u, x_m]) if mix else x_u
+        label, margin, logits_t = self.pseudo_labels(model, x_l, y_l, queries)
         conf_t, label_t = pseudo_label(logits_t)
         target, mask = combine_labels(label, margin, label_t, conf_t, cfg.combine, cfg.min_margin, cfg.tau)
+        x_s = strong_augment(x_u)
+        if mix:
+            n_u, _, h, wd = x_u.shape
+            box = cutmix_mask(n_u, h, wd, p=cfg.cutmix_p, device=x_u.device)
+            x_s = cutmix(x_s, strong_augment(x_m), box)
+            target, mask = (mix_targets(*t.split(n_u), box) for t in (target, mask))
 
-        logits_l, logits_s = forward_split(model, [x_l, strong_augment(x_u)])
+        logits_l, logits_s = forward_split(model, [x_l, x_s])
         sup = self.sup_loss(logits_l, y_l)
         l_ce = masked_cross_entropy(logits_s, target, mask)
         l_dice = masked_dice(logits_s, target, mask)

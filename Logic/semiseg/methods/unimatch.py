@@ -33,7 +33,7 @@ import torch.nn as nn
 from ..errors import InputError
 from ..losses import masked_dice
 from ..perturb import cutmix, cutmix_mask, decode_with_dropout, strong_augment
-from ..pseudo import blend, PseudoLabels, SemiConfig, eval_logits, forward_split, unsup_weight
+from ..pseudo import blend, PseudoLabels, SemiConfig, forward_split, unsup_weight
 from .base import Batch, LossOutput, Method, TrainProgress
 
 __all__ = ["UniMatch", "UniMatchConfig"]
@@ -70,9 +70,6 @@ class UniMatch(Method):
     Config = UniMatchConfig
     unlabeled_batches = 2
 
-    def _labels(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return self.teacher(x) if self.teacher is not None else eval_logits(model, x)
-
     def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
         cfg = self.config
         w = unsup_weight(progress, cfg.warmup, cfg.rampup)
@@ -80,7 +77,7 @@ class UniMatch(Method):
             return self.supervised_only(model, batch)
         x_l, x_u, x_m = batch.x_l, batch.x_u, batch.x_u2
         n_l, (n_u, _, h, wd) = x_l.shape[0], x_u.shape
-        y_m = PseudoLabels.from_logits(self._labels(model, x_m))
+        y_m = PseudoLabels.from_logits(self.teacher_logits(model, x_m))
         boxes = [cutmix_mask(n_u, h, wd, p=cfg.cutmix_p, device=x_u.device) for _ in range(2)]
         s1, s2 = (cutmix(strong_augment(x_u), strong_augment(x_m), box) for box in boxes)
 

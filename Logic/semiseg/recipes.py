@@ -1,0 +1,63 @@
+"""Training recipes: the papers' settings, and ours for the CPU budget a user waits for.
+
+A job names a recipe (``"auto"`` by default); the recipe supplies the training settings and
+method options the job leaves out. Whatever the job sets explicitly wins.
+
+- ``"paper"``: the papers' settings, i.e. the defaults of :class:`~semiseg.config.TrainConfig`
+  (256x256, batch 12 + 12, SGD lr 0.01) and of each method's config (constant unsupervised
+  weight 1 from the first iteration). They need tens of thousands of GPU iterations.
+- ``"cpu"`` (ours): 1000 iterations at 128x128, batch 4 + 4, SGD lr 0.03, and for the
+  semi-supervised methods a supervised warm-up of 20 % of the iterations followed by a ramp-up of
+  the unsupervised weight over 30 % (:func:`~semiseg.pseudo.unsup_weight`). This is the budget of
+  the ACDC benchmark in docs/BENCHMARKS.md (``semiseg bench acdc``), where these choices let the
+  semi-supervised methods beat the supervised baseline within minutes on a CPU.
+- ``"auto"``: ``"cpu"`` when the run's device resolves to the CPU, else ``"paper"``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from .errors import InputError
+
+__all__ = ["RECIPES", "CPU_TRAIN", "SHORT_BUDGET", "resolve_recipe", "apply_recipe"]
+
+RECIPES = ("auto", "cpu", "paper")
+
+CPU_TRAIN: dict[str, Any] = {"iterations": 1000, "size": 128, "batch_labeled": 4, "batch_unlabeled": 4, "lr": 0.03}
+"""Training settings of the ``"cpu"`` recipe (fields of :class:`~semiseg.config.TrainConfig`)."""
+
+SHORT_BUDGET: dict[str, float] = {"warmup": 0.2, "rampup": 0.3}
+"""Method options of the ``"cpu"`` recipe, given to every method whose config has them."""
+
+
+def resolve_recipe(recipe: str, device: str = "auto") -> str:
+    """``"cpu"`` or ``"paper"`` for ``recipe`` on ``device`` (``"auto"`` looks at where training runs)."""
+    if recipe not in RECIPES:
+        raise InputError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
+    if recipe != "auto":
+        return recipe
+    import torch
+
+    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    return "cpu" if on_cpu else "paper"
+
+
+def apply_recipe(recipe: str, method: str, train: dict[str, Any], options: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """The resolved recipe name, training settings and method options of a job.
+
+    Args:
+        recipe: one of :data:`RECIPES`.
+        method: a registered method name (its config decides which recipe options apply).
+        train: the job's own training settings (they win over the recipe's).
+        options: the job's own method options (they win over the recipe's).
+    """
+    from .methods import METHODS
+
+    name = resolve_recipe(recipe, str(train.get("device", "auto")))
+    if name == "paper":
+        return name, dict(train), dict(options)
+    fields = {f.name for f in dataclasses.fields(METHODS[method].Config)} if dataclasses.is_dataclass(METHODS[method].Config) else set()
+    extra = {k: v for k, v in SHORT_BUDGET.items() if k in fields}
+    return name, {**CPU_TRAIN, **train}, {**extra, **options}
