@@ -180,7 +180,7 @@ def test_label_train_review_accept_in_the_browser(server, chromium_path):
 
         # Train: method, a tiny budget on the CPU, progress to 100 %, the curves.
         page.choose("#method", "FixMatch")
-        browser.fill("#iterations", "60")
+        browser.fill("#iterations", "150")
         browser.fill("#size", "64")
         page.choose("#device", "cpu")
         before = page.settled_view()
