@@ -29,6 +29,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from SemiSegSlicerLib import Session, cache, labeledslices, resultimport
+from SemiSegSlicerLib.curves import CurvePlot, TrainingCurves
 from SemiSegSlicerLib.mrmlio import segmentsToArray
 
 ENGINE_MODULES = ("torch", "monai", "SimpleITK", "numpy", "scipy", "skimage")
@@ -179,6 +180,8 @@ class SemiSegSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         with slicer.util.tryWithErrorDisplay(_("Failed to start training."), waitCursor=True):
             unlabeled = self.ui.unlabeledVolumesSelector.checkedNodes()
             exported = self.logic.startTraining(self._parameterNode, unlabeledVolumes=unlabeled, retrain=retrain)
+            self.ui.curvesPlotWidget.setMRMLScene(slicer.mrmlScene)
+            self.ui.curvesPlotWidget.setMRMLPlotViewNode(self.logic.curvePlot.viewNode)
             self.ui.progressBar.value = 0
             self.ui.statusLabel.text = _("Training on {count} labelled slices...").format(
                 count=len(exported.labeledSlices))
@@ -279,6 +282,8 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
         self.session = None
+        self.curves = TrainingCurves()
+        self.curvePlot = None  # CurvePlot of the loss and validation Dice, made by the first training
 
     def getParameterNode(self):
         return SemiSegSlicerParameterNode(super().getParameterNode())
@@ -373,12 +378,21 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError(_("Missing Python packages: {names}. Press 'Install dependencies'.").format(
                 names=", ".join(missing)))
         train = {"iterations": parameters.iterations, "size": parameters.size, "device": parameters.device}
-        return self.getSession().start(parameters.inputVolume, parameters.segmentation,
-                                       unlabeledVolumes=list(unlabeledVolumes), method=parameters.method.value,
-                                       train=train, methodOptions=methodOptions, retrain=retrain)
+        exported = self.getSession().start(parameters.inputVolume, parameters.segmentation,
+                                           unlabeledVolumes=list(unlabeledVolumes), method=parameters.method.value,
+                                           train=train, methodOptions=methodOptions, retrain=retrain)
+        self.curves = TrainingCurves()
+        if self.curvePlot is None or self.curvePlot.chartNode.GetScene() is not slicer.mrmlScene:
+            self.curvePlot = CurvePlot(slicer.mrmlScene)
+        self.curvePlot.update(self.curves)
+        return exported
 
     def poll(self):
-        return self.getSession().poll()
+        """The session's progress; the training curves' plot nodes follow its events."""
+        progress = self.getSession().poll()
+        if self.curves.add(progress.events) and self.curvePlot is not None:
+            self.curvePlot.update(self.curves)
+        return progress
 
     def cancel(self, graceSeconds=10.0):
         if self.session is not None:

@@ -11,6 +11,7 @@ shared with the web front end.
 - :mod:`.resultimport`: run folder -> pseudo-label segmentation, confidence overlay, review list.
 - :mod:`.review`: stepping through the review list, accepting a slice and undoing it.
 - :mod:`.cache`: the folder of cached jobs.
+- :mod:`.curves`: the loss and validation Dice from the progress events, and their MRML plot.
 - :mod:`.session`: one user's rounds (train, poll, import, review, accept, undo) for a front end.
 """
 

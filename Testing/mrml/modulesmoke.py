@@ -82,6 +82,9 @@ def main(fakeEngineDir: str, cacheDir: str) -> dict:
     seen["runningAfterStart"] = logic.running
     progress = logic.waitForJob(120, processEvents=True)
     seen["state"], seen["message"], seen["text"] = progress.state, progress.message, progress.text
+    plot = logic.curvePlot
+    seen["curves"] = {"loss": plot.points("loss"), "dice": plot.points("dice"), "inScene": plot.chartNode.GetScene() is slicer.mrmlScene,
+                      "viewShowsChart": plot.viewNode.GetPlotChartNodeID() == plot.chartNode.GetID()}
     seen["reviewLength"] = len(logic.review) if logic.review else 0
     seen["canRetrain"] = logic.canRetrain
     seen["row"] = logic.selectReviewSlice(row=1)

@@ -26,6 +26,9 @@ def test_module_logic_round(tmp_path):
     assert seen["job"]["train"] == {"iterations": 3, "size": 64, "device": "cpu"}
     assert seen["runningAfterStart"] is True
     assert seen["state"] == "done", seen["message"]
+    # the loss and validation Dice of the fake engine's three iterations, in the scene's plot nodes
+    assert seen["curves"]["loss"] == [[1.0, 1.0], [2.0, 0.5], [3.0, 1.0 / 3]] and seen["curves"]["dice"] == [[3.0, 0.75]]
+    assert seen["curves"]["inScene"] and seen["curves"]["viewShowsChart"]
     assert seen["reviewLength"] == 5 and seen["canRetrain"] is True
     assert (seen["row"], seen["nextRow"]) == (1, 2)
     assert seen["accepted"] == 2 and seen["canUndo"] is True and seen["undone"] == 2

@@ -6,7 +6,7 @@ scaled to its own range, the Dice to [0, 1], both against the iteration on a sha
 
 from __future__ import annotations
 
-import math
+from SemiSegSlicerLib.curves import TrainingCurves
 
 from .state import PlotState
 
@@ -16,29 +16,8 @@ WIDTH, HEIGHT = 300.0, 100.0
 _MAX_POINTS = 300
 
 
-class Curves:
-    """Accumulates the engine's progress events of one run (see docs/JOB_FORMAT.md)."""
-
-    def __init__(self):
-        self.iterations = 1
-        self.loss: list[tuple[int, float]] = []
-        self.dice: list[tuple[int, float]] = []
-
-    def add(self, events) -> bool:
-        """Take the progress events; True when a curve changed."""
-        changed = False
-        for event in events:
-            kind = event.get("event")
-            if kind == "start":
-                self.iterations = max(1, int(event.get("iterations") or 1))
-            elif kind == "iteration" and _finite(event.get("loss")):
-                self.iterations = max(1, int(event.get("iterations") or self.iterations))
-                self.loss.append((int(event.get("iteration", 0)), float(event["loss"])))
-                changed = True
-            elif kind == "validation" and _finite(event.get("dice")):
-                self.dice.append((int(event.get("iteration", 0)), float(event["dice"])))
-                changed = True
-        return changed
+class Curves(TrainingCurves):
+    """The run's curves (collected by :class:`SemiSegSlicerLib.curves.TrainingCurves`) drawn for the page."""
 
     def _x(self, iteration: int) -> float:
         return round(WIDTH * min(1.0, max(0.0, iteration / self.iterations)), 1)
@@ -58,10 +37,6 @@ class Curves:
         return PlotState(loss_points=lossPoints, dice_points=dicePoints,
                          dice_dots=[[self._x(i), round(HEIGHT * (1.0 - v), 1)] for i, v in dice[-50:]],
                          loss_label=lossText, dice_label=diceText)
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _thin(points: list[tuple[int, float]]) -> list[tuple[int, float]]:
