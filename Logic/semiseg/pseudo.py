@@ -40,6 +40,10 @@ class SemiConfig:
         warmup: fraction of the iterations trained on the labelled loss alone (papers: 0).
         rampup: fraction of the iterations, after the warm-up, over which the unsupervised weight
             rises along ``exp(-5 (1 - t)^2)`` to 1 (papers: 0, i.e. a constant weight of 1).
+        references: reference-guided pseudo-labels as an extra source (ours; off in the papers):
+            a weak-view pixel counts only where its pseudo-label also equals the class of its
+            nearest labelled pixel in feature space (Seibold et al., AAAI 2022; see
+            :meth:`semiseg.methods.base.Method.with_references`).
 
     The papers' defaults (0, 0) are kept here. Our short-CPU-budget recipe sets e.g. ``warmup=0.2,
     rampup=0.3``: pseudo-labels of an untrained network are noise, and with ~1000 iterations the
@@ -50,6 +54,7 @@ class SemiConfig:
     tau: float = 0.95
     warmup: float = 0.0
     rampup: float = 0.0
+    references: bool = False
 
     def __post_init__(self) -> None:
         """Raises :class:`~semiseg.errors.InputError` (a ``ValueError``) for values no run can use."""
@@ -95,6 +100,10 @@ class PseudoLabels:
     def mixed(self, other: "PseudoLabels", box: torch.Tensor) -> "PseudoLabels":
         """``other``'s labels and confidences inside ``box`` (B, H, W) bool, ours outside."""
         return PseudoLabels(mix_targets(self.confidence, other.confidence, box), mix_targets(self.label, other.label, box))
+
+    def agreeing(self, other_label: torch.Tensor) -> "PseudoLabels":
+        """The same labels with confidence 0 (so below any threshold tau > 0) where ``other_label`` differs."""
+        return PseudoLabels(self.confidence.masked_fill(self.label != other_label, 0.0), self.label)
 
     def mask(self, tau: float) -> torch.Tensor:
         """:func:`confidence_mask` of the confidences."""

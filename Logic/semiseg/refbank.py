@@ -23,6 +23,10 @@ Choices left open (ours):
 * **Classes without any reference** score -inf (never chosen). For the margin such scores count
   as -1 (the lowest cosine), so a pixel with a single candidate class gets ``best + 1``; when no
   class has a reference at all, label 0 and margin 0 (nothing is reliable).
+* **Labels of images** (:func:`reference_labels`): a network's last decoder features (before the
+  classifier), in eval mode without gradients, average-pooled by ``feature_stride``; the
+  references are the labelled batch's grid cells plus the bank; the per-class scores are upsampled
+  to the image (bilinear, before the argmax) or the coarse labels repeated (nearest).
 * **Grid references** (:func:`grid_references`): labels are average-pooled (one-hot) to the
   embedding grid; a cell is a reference of its majority class when that class covers at least
   ``min_purity`` of it (cells across boundaries are mixed and skipped).
@@ -34,7 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ReferenceGuidedLabeler", "grid_references", "scores_to_label", "pool_embeddings"]
+__all__ = ["ReferenceGuidedLabeler", "grid_references", "scores_to_label", "pool_embeddings", "upsample_scores", "reference_labels"]
 
 
 def pool_embeddings(features: torch.Tensor, stride: int) -> torch.Tensor:
@@ -174,3 +178,42 @@ class ReferenceGuidedLabeler(nn.Module):
     def label(self, features: torch.Tensor, extra: tuple[torch.Tensor, torch.Tensor] | None = None, chunk: int | None = -1) -> tuple[torch.Tensor, torch.Tensor]:
         """``(label, margin)`` of each query embedding (shapes of :meth:`class_scores` without C)."""
         return scores_to_label(self.class_scores(features, extra, chunk))
+
+
+def upsample_scores(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling of per-class best similarities (B, C, h, w); -inf classes stay -inf."""
+    missing = torch.isinf(scores).flatten(2).all(-1)  # (B, C): classes without references
+    up = F.interpolate(scores.nan_to_num(neginf=-1.0).clamp_min(-1.0), size=size, mode="bilinear", align_corners=False)
+    return up.masked_fill(missing[..., None, None], float("-inf"))
+
+
+@torch.no_grad()
+def reference_labels(labeler: ReferenceGuidedLabeler, net: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor,
+                     feature_stride: int = 4, upsample: str = "bilinear", update: bool = True):
+    """Reference-guided labels of ``x_u`` at full resolution, from ``net``'s decoder features.
+
+    One eval-mode pass of ``net`` over ``x_l`` and ``x_u``; references = the labelled batch's grid
+    cells (:func:`grid_references`) plus ``labeler``'s bank, which then takes the batch's
+    references when ``update``.
+
+    Returns:
+        ``(label (B, H, W), margin (B, H, W), net's logits of x_u (B, C, H, W))``.
+    """
+    from .pseudo import evaluating
+
+    with evaluating(net):
+        logits, feats = net.decode(net.encode(torch.cat([x_l, x_u])), return_features=True)
+    emb = pool_embeddings(feats, feature_stride)
+    emb_l, emb_u = emb.split([x_l.shape[0], x_u.shape[0]])
+    refs = grid_references(emb_l, y_l, labeler.num_classes, labeler.min_purity)
+    scores = labeler.class_scores(emb_u, extra=refs)
+    if update:
+        labeler.update(*refs)
+    size = tuple(x_u.shape[-2:])
+    if upsample == "bilinear":
+        label, margin = scores_to_label(upsample_scores(scores, size))
+    else:
+        label, margin = scores_to_label(scores)
+        label = F.interpolate(label[:, None].float(), size=size, mode="nearest")[:, 0].long()
+        margin = F.interpolate(margin[:, None], size=size, mode="nearest")[:, 0]
+    return label, margin, logits[x_l.shape[0] :]

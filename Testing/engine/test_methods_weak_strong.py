@@ -238,3 +238,47 @@ def test_resume_restores_ema_teacher(tmp_path):
     a, b = first.method.state_dict(), second.method.state_dict()
     assert int(b["teacher.num_updates"]) == 2
     assert all(torch.equal(a[k].cpu(), b[k].cpu()) for k in a)
+
+
+# --------------------------------------------------------------------------- reference-guided labels as an extra source
+
+
+def test_agreeing_zeroes_the_confidence_where_the_labels_differ():
+    from semiseg.pseudo import PseudoLabels
+
+    y = PseudoLabels(torch.tensor([[[0.99, 0.98, 0.97]]]), torch.tensor([[[1, 2, 0]]]))
+    kept = y.agreeing(torch.tensor([[[1, 1, 0]]]))
+    assert kept.label.tolist() == y.label.tolist()
+    assert kept.confidence.tolist() == [[[pytest.approx(0.99), 0.0, pytest.approx(0.97)]]]
+    assert kept.mask(0.5).tolist() == [[[1.0, 0.0, 1.0]]]
+
+
+@pytest.mark.parametrize("name", NAMES + ["semsim"])
+def test_references_option_keeps_a_subset_of_the_pseudo_labels(name):
+    """The same step with and without references: the forward passes are the same, so the kept
+    pixels with references are a subset; the labelled references fill the method's bank. The
+    network is made to predict class 1 everywhere, so its labels disagree with the references on
+    the background."""
+    x_l, y_l = discs(2, 32, 1)
+    batch = Batch(x_l, y_l, discs(2, 32, 2)[0], discs(2, 32, 3)[0])
+    ratios = {}
+    for references in (False, True):
+        torch.manual_seed(0)
+        model = UNet2D(1, 3)
+        with torch.no_grad():
+            model.head.bias.copy_(torch.tensor([0.0, 50.0, 0.0]))
+        method = build_method(name, {"tau": 0.3, "references": references}, 3, model)  # confidences are >= 1/3
+        torch.manual_seed(1)
+        out = method.loss(model, batch, TrainProgress(0, 10))
+        assert torch.isfinite(out.total)
+        ratios[references] = out.stats["mask_ratio"]
+        if references:
+            assert int(method.references.count.sum()) > 0 and any(k.startswith("references.") for k in method.state_dict())
+        else:
+            assert method.references is None
+    assert ratios[False] == 1.0 and ratios[True] < 0.9
+
+
+def test_refguided_refuses_the_references_option():
+    with pytest.raises(ValueError, match="combine"):
+        build_method("refguided", {"references": True}, 3, UNet2D(1, 3))

@@ -11,7 +11,8 @@ from semiseg.config import TrainConfig
 from semiseg.data import SliceSet
 from semiseg.inference import Predictor
 from semiseg.methods import METHODS, Batch, TrainProgress, build_method
-from semiseg.methods.refguided import combine_labels, upsample_scores
+from semiseg.methods.refguided import combine_labels
+from semiseg.refbank import upsample_scores
 from semiseg.models import UNet2D
 from semiseg.refbank import ReferenceGuidedLabeler, grid_references, scores_to_label
 from semiseg.training import Trainer, TrainData

@@ -16,7 +16,8 @@ import torch
 import torch.nn as nn
 
 from ..losses import SupervisedLoss
-from ..pseudo import EMATeacher, eval_logits
+from ..pseudo import EMATeacher, PseudoLabels, eval_logits
+from ..refbank import ReferenceGuidedLabeler, reference_labels
 
 __all__ = ["Batch", "LossOutput", "Method", "TrainProgress"]
 
@@ -89,6 +90,9 @@ class Method(nn.Module):
         self.sup_loss = SupervisedLoss()
         ema = float(getattr(config, "ema", 0.0) or 0.0)
         self.teacher = EMATeacher(model, ema) if ema > 0 else None
+        self.references = None  # ReferenceGuidedLabeler of a config with references=True
+        if getattr(config, "references", False):
+            self.references = ReferenceGuidedLabeler(num_classes, model.features[0])
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters of the method's own modules that the optimiser updates (e.g. SemSim's SFM)."""
@@ -107,6 +111,22 @@ class Method(nn.Module):
         """No-grad logits of ``x`` for pseudo-labels: the EMA teacher's if there is one, else the
         model's own in eval mode (:func:`~semiseg.pseudo.eval_logits`), e.g. for a CutMix batch."""
         return self.teacher(x) if self.teacher is not None else eval_logits(model, x)
+
+    def with_references(self, model: nn.Module, batch: Batch, pseudo: PseudoLabels) -> PseudoLabels:
+        """``pseudo`` (of ``batch.x_u``) kept only where reference-guided labels agree.
+
+        With ``references=True`` in the config, the teacher's (else the model's) decoder features
+        label ``batch.x_u`` by their nearest labelled pixel (:func:`~semiseg.refbank.reference_labels`,
+        the bank of the method's :class:`~semiseg.refbank.ReferenceGuidedLabeler` plus the labelled
+        batch, which then enters the bank); pixels whose pseudo-label differs get confidence 0, so
+        no threshold keeps them. Without it, ``pseudo`` unchanged. The extra cost is one eval-mode
+        forward pass of the labelled and unlabelled batch.
+        """
+        if self.references is None or batch.x_u is None:
+            return pseudo
+        net = self.teacher.model if self.teacher is not None else model
+        label, _, _ = reference_labels(self.references, net, batch.x_l, batch.y_l, batch.x_u)
+        return pseudo.agreeing(label)
 
     def supervised_only(self, model: nn.Module, batch: Batch) -> LossOutput:
         """L_sup alone: a semi-supervised method's step while its unsupervised weight is 0

@@ -104,7 +104,7 @@ class CrossMatch(Method):
         pred_l, pred_w = clean.split([n_l, n_u])
         clean_s, s2_weak, s2_strong = decode_with_dropout(model, model.encode(torch.cat([s1, s2])), drops, start=n_u)
         pred_s1, pred_s2 = clean_s.split([n_u, n_u])
-        y_w = PseudoLabels.from_logits(pred_w if self.teacher is None else self.teacher(x_u))
+        y_w = self.with_references(model, batch, PseudoLabels.from_logits(pred_w if self.teacher is None else self.teacher(x_u)))
         y_s1, y_s2 = y_w.mixed(m_clean, box1), y_w.mixed(m_clean, box2)
         y_weak2 = PseudoLabels.from_logits(u_weak).mixed(m_weak, box2)
         y_strong2 = PseudoLabels.from_logits(u_strong).mixed(m_strong, box2)

@@ -89,7 +89,7 @@ class FixMatch(Method):
         else:
             pred_l, pred_s = forward_split(model, [batch.x_l, x_s])
             pred_w = self.teacher(x_u)
-        y_w = PseudoLabels.from_logits(pred_w)
+        y_w = self.with_references(model, batch, PseudoLabels.from_logits(pred_w))
         y_s = y_w.mixed(PseudoLabels.from_logits(self.teacher_logits(model, x_m)), box) if mix else y_w
         mask = y_s.mask(cfg.tau)
         sup = self.sup_loss(pred_l, batch.y_l)

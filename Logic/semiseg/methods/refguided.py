@@ -26,6 +26,10 @@ Per step, after a supervised warm-up, on an unlabelled batch u and a second unla
 
 The network is unchanged and inference costs nothing extra.
 
+The same labels serve the other methods as an extra pseudo-label source: ``references=True`` in
+the config of fixmatch, unimatch, crossmatch or semsim keeps a weak-view pseudo-label only where
+the reference label agrees (:meth:`semiseg.methods.base.Method.with_references`).
+
 Choices the paper leaves open (ours; all in :class:`RefGuidedConfig`):
 
 * Embedding grid 1/4 of the image (``feature_stride=4``), bank of 1024 embeddings per class with
@@ -58,15 +62,14 @@ import dataclasses
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..losses import masked_cross_entropy, masked_dice
 from ..perturb import cutmix, cutmix_mask, mix_targets, strong_augment
-from ..pseudo import blend, SemiConfig, evaluating, forward_split, pseudo_label, unsup_weight
-from ..refbank import ReferenceGuidedLabeler, grid_references, pool_embeddings, scores_to_label
+from ..pseudo import blend, SemiConfig, forward_split, pseudo_label, unsup_weight
+from ..refbank import ReferenceGuidedLabeler, reference_labels
 from .base import Batch, LossOutput, Method, TrainProgress
 
-__all__ = ["RefGuided", "RefGuidedConfig", "COMBINE", "combine_labels", "upsample_scores"]
+__all__ = ["RefGuided", "RefGuidedConfig", "COMBINE", "combine_labels"]
 
 COMBINE = ("alone", "agree", "union")
 
@@ -113,15 +116,10 @@ class RefGuidedConfig(SemiConfig):
             raise ValueError(f"upsample must be 'bilinear' or 'nearest', got {self.upsample!r}")
         if not 0.0 <= self.cutmix_p <= 1.0:
             raise ValueError(f"cutmix_p must be in [0, 1], got {self.cutmix_p}")
+        if self.references:
+            raise ValueError("refguided makes reference labels itself: set combine instead of references")
         if self.feature_stride < 1 or self.chunk < 1:
             raise ValueError("feature_stride and chunk must be >= 1")
-
-
-def upsample_scores(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear upsampling of per-class best similarities (B, C, h, w); -inf classes stay -inf."""
-    missing = torch.isinf(scores).flatten(2).all(-1)  # (B, C): classes without references
-    up = F.interpolate(scores.nan_to_num(neginf=-1.0).clamp_min(-1.0), size=size, mode="bilinear", align_corners=False)
-    return up.masked_fill(missing[..., None, None], float("-inf"))
 
 
 def combine_labels(label: torch.Tensor, margin: torch.Tensor, own: torch.Tensor, own_conf: torch.Tensor, combine: str, min_margin: float, tau: float):
@@ -157,31 +155,15 @@ class RefGuided(Method):
         super().__init__(config, num_classes, model)
         self.labeler = ReferenceGuidedLabeler(num_classes, model.features[0], config.bank_size, config.per_update, config.chunk, config.min_purity)
 
-    @torch.no_grad()
     def pseudo_labels(self, model: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, update: bool = True):
-        """Reference-guided labels of ``x_u`` at full resolution.
+        """Reference-guided labels of ``x_u`` (:func:`~semiseg.refbank.reference_labels` with the
+        teacher: the EMA copy if any, else the network itself).
 
         Returns:
             ``(label (B, H, W), margin (B, H, W), teacher logits of x_u (B, C, H, W))``.
         """
-        cfg = self.config
         net = self.teacher.model if self.teacher is not None else model
-        with evaluating(net):
-            logits, feats = net.decode(net.encode(torch.cat([x_l, x_u])), return_features=True)
-        emb = pool_embeddings(feats, cfg.feature_stride)
-        emb_l, emb_u = emb.split([x_l.shape[0], x_u.shape[0]])
-        refs = grid_references(emb_l, y_l, self.num_classes, cfg.min_purity)
-        scores = self.labeler.class_scores(emb_u, extra=refs, chunk=cfg.chunk)
-        if update:
-            self.labeler.update(*refs)
-        size = tuple(x_u.shape[-2:])
-        if cfg.upsample == "bilinear":
-            label, margin = scores_to_label(upsample_scores(scores, size))
-        else:
-            label, margin = scores_to_label(scores)
-            label = F.interpolate(label[:, None].float(), size=size, mode="nearest")[:, 0].long()
-            margin = F.interpolate(margin[:, None], size=size, mode="nearest")[:, 0]
-        return label, margin, logits[x_l.shape[0] :]
+        return reference_labels(self.labeler, net, x_l, y_l, x_u, self.config.feature_stride, self.config.upsample, update)
 
     def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
         cfg = self.config

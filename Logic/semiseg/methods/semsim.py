@@ -159,7 +159,7 @@ class SemSim(Method):
 
         # L_u: UniMatch's weak-to-strong and feature-perturbation terms
         sup = self.sup_loss(logits_l, y_l)
-        y_w, y_2 = PseudoLabels.from_logits(logits_w), PseudoLabels.from_logits(logits2)
+        y_w, y_2 = self.with_references(model, batch, PseudoLabels.from_logits(logits_w)), PseudoLabels.from_logits(logits2)
         m_w = y_w.mask(cfg.tau)
         loss_s = [masked_dice(pred, y.label, y.mask(cfg.tau)) for pred, y in zip((logits_s1, logits_s2), (y_w.mixed(y_2, b) for b in (mask1, mask2)))]
         loss_fp = masked_dice(logits_fp, y_w.label, m_w)

@@ -84,7 +84,7 @@ class UniMatch(Method):
         clean, pred_fp = decode_with_dropout(model, model.encode(torch.cat([x_l, x_u])), (cfg.fp_dropout,), start=n_l)
         pred_l, pred_w = clean.split([n_l, n_u])
         pred_s1, pred_s2 = forward_split(model, [s1, s2])
-        y_w = PseudoLabels.from_logits(pred_w if self.teacher is None else self.teacher(x_u))
+        y_w = self.with_references(model, batch, PseudoLabels.from_logits(pred_w if self.teacher is None else self.teacher(x_u)))
 
         sup = self.sup_loss(pred_l, batch.y_l)
         l_s = [masked_dice(pred, y.label, y.mask(cfg.tau)) for pred, y in zip((pred_s1, pred_s2), (y_w.mixed(y_m, b) for b in boxes))]
