@@ -526,6 +526,7 @@ class SemiSegSlicerTest(ScriptedLoadableModuleTest):
         progress = logic.waitForJob(600)
         self.assertEqual(progress.state, "done", progress.message)
         self.delayDisplay(f"Trained: {progress.text}")
+        self.assertTrue(logic.curvePlot.points("loss"), "the training curve was not plotted")
 
         result = logic.session.result
         self.assertNotEqual(result.segmentationNode.GetID(), segmentation.GetID())
