@@ -176,6 +176,10 @@ def test_acdc_protocol_smoke_with_learning_curve(tmp_path):
         assert r["budget"]["iterations"] == 2 and r["options"] == ({} if r["row"] == "supervised" else {"warmup": 0.2, "rampup": 0.3})
     assert (tmp_path / "curve.png").read_bytes()[:8] == PNG
     _table_is_last(proc.stdout, "mean", "fixmatch")
+    # the per-class table: Dice, Jaccard, HD95 and ASD of each class, as stored
+    rv = rows[0]["scores"]["classes"]["RV"]
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("| supervised |"))
+    assert line.split(" | ")[1] == f"{rv['dice'] * 100:.1f} / {rv['jaccard'] * 100:.1f} / {rv['hd95_vox']:.1f} / {rv['asd_vox']:.1f}"
 
 
 def test_scaling_benchmark_smoke(tmp_path):

@@ -41,7 +41,7 @@ from ..recipes import SHORT_BUDGET
 from .common import default_data_root, read_jsonl
 
 __all__ = ["load_acdc", "run_method", "evaluate_model", "CLASS_NAMES", "RECIPE", "add_arguments", "run_protocol",
-           "summary_table", "main"]
+           "summary_table", "class_table", "main"]
 
 CLASS_NAMES = ["background", "RV", "Myo", "LV"]
 
@@ -181,10 +181,28 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _num(value: float | None, scale: float) -> str:
+    """One decimal; ``-`` for a distance that does not exist (an empty prediction; stored as null)."""
+    return "-" if value is None or value != value else f"{value * scale:.1f}"
+
+
+def class_table(rows: list[dict[str, Any]]) -> str:
+    """Markdown: Dice and Jaccard (%), HD95 and ASD (voxels) of every class, per row."""
+    head = "| row | " + " | ".join(f"{c} Dice / Jaccard / HD95 / ASD" for c in CLASS_NAMES[1:]) + " |"
+    lines = [head, "|---|" + "---|" * (len(CLASS_NAMES) - 1)]
+    for r in rows:
+        cells = [" / ".join(_num(v[k], scale) for k, scale in (("dice", 100), ("jaccard", 100), ("hd95_vox", 1), ("asd_vox", 1)))
+                 for v in (r["scores"]["classes"][c] for c in CLASS_NAMES[1:])]
+        lines.append(f"| {r['row']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(a: argparse.Namespace) -> int:
     if a.plot is None:
         a.plot = str(Path(a.out).with_suffix(".png"))
     rows = run_protocol(a)
+    print()
+    print(class_table(rows))
     print()
     print(summary_table(rows))
     return 0
