@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .bench.common import key_value
 from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Cancelled, InputError
 
 __all__ = ["main"]
@@ -33,16 +34,6 @@ def _axis(text: str) -> str | int:
     raise argparse.ArgumentTypeError(f"axis must be auto, 0, 1 or 2 (I, J, K), got {text!r}")
 
 
-def _option(text: str) -> tuple[str, Any]:
-    key, sep, value = text.partition("=")
-    if not sep:
-        raise argparse.ArgumentTypeError(f"method option must be KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value
-
-
 def _parser() -> argparse.ArgumentParser:
     from .methods import METHODS
 
@@ -58,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--axis", type=_axis, default="auto", help="slicing axis: auto, or 0/1/2 = I/J/K")
     t.add_argument("--classes", help="comma-separated class names, background first")
     t.add_argument("--method", default="supervised", choices=sorted(METHODS), help="semi-supervised method")
-    t.add_argument("--option", type=_option, action="append", default=[], metavar="KEY=VALUE", help="a method option (repeatable)")
+    t.add_argument("--option", type=key_value, action="append", default=[], metavar="KEY=VALUE", help="a method option (repeatable)")
     t.add_argument("--recipe", choices=["auto", "cpu", "paper"], default="auto",
                    help="defaults for what is not given: 'cpu' (ours: 1000 it, 128 px, batch 4+4, lr 0.03, warm-up/ramp-up), "
                         "'paper' (the papers' settings), 'auto' (cpu on a CPU, else paper)")

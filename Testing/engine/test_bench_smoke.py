@@ -145,8 +145,8 @@ def test_clinician_refuses_to_mix_budgets_in_one_results_file(tmp_path):
 @needs_itk
 def test_clinician_benchmark_smoke(tmp_path):
     proc = _bench(["clinician", "--dataset", "la", "--data", str(DATA / "la"), "--volumes", "1", "--k", "1,2", "--iterations", "2",
-                   "--size", "32", "--batch", "2", "--max-unlabeled", "1", "--methods", "fixmatch", "--out", "res.jsonl",
-                   "--plot", "k.png"], tmp_path)
+                   "--size", "32", "--batch", "2", "--max-unlabeled", "1", "--methods", "fixmatch", "--option", "warmup=0.5",
+                   "--out", "res.jsonl", "--plot", "k.png"], tmp_path)
     records = read_jsonl(tmp_path / "res.jsonl")
     assert {(r["k"], r["row"]) for r in records} == {(k, row) for k in (1, 2) for row in ("interpolation", "supervised", "fixmatch")}
     for r in records:
@@ -159,7 +159,8 @@ def test_clinician_benchmark_smoke(tmp_path):
     interp = {r["k"]: r["dice"] for r in records if r["row"] == "interpolation"}
     assert interp[1] == 0.0 and interp[2] > 0.3  # one slice: nothing between; two slices: the middle is filled
     assert (tmp_path / "k.png").read_bytes()[:8] == PNG
-    assert "budget: 2 iterations, 32x32, batch 2+2" in proc.stdout
+    assert "budget: 2 iterations, 32x32, batch 2+2" in proc.stdout and "warmup 0.5, rampup 0.3" in proc.stdout
+    assert records[0]["budget"]["recipe"] == {"warmup": 0.5, "rampup": 0.3}  # --option over the recipe, stored with every row
     _table_is_last(proc.stdout, "Dice %", "fixmatch")
 
 
@@ -179,7 +180,9 @@ def test_acdc_protocol_smoke_with_learning_curve(tmp_path):
     # the per-class table: Dice, Jaccard, HD95 and ASD of each class, as stored
     rv = rows[0]["scores"]["classes"]["RV"]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("| supervised |"))
-    assert line.split(" | ")[1] == f"{rv['dice'] * 100:.1f} / {rv['jaccard'] * 100:.1f} / {rv['hd95_vox']:.1f} / {rv['asd_vox']:.1f}"
+    shown = ["-" if v is None or v != v else f"{v * scale:.1f}" for v, scale in
+             ((rv["dice"], 100), (rv["jaccard"], 100), (rv["hd95_vox"], 1), (rv["asd_vox"], 1))]  # no distance to an empty mask: "-"
+    assert line.split(" | ")[1] == " / ".join(shown)
 
 
 def test_scaling_benchmark_smoke(tmp_path):

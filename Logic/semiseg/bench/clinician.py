@@ -48,7 +48,7 @@ from ..metrics import evaluate_volume
 from ..training import Trainer, TrainData
 from ..training.progress import ProgressLog
 from .acdc import CLASS_NAMES as ACDC_CLASSES, RECIPE
-from .common import append_jsonl, default_data_root, format_table, int_list, read_jsonl, str_list
+from .common import append_jsonl, default_data_root, format_table, int_list, key_value, read_jsonl, str_list
 
 __all__ = ["keep_slices", "hidden_slices", "sparsify", "score_hidden", "contour_interpolation", "list_dataset",
            "run_case", "run", "summary_table", "add_arguments", "main"]
@@ -228,11 +228,17 @@ def budget(args: argparse.Namespace) -> dict[str, Any]:
     """What every trained row of one run shares (stored in each record; a re-run must match it)."""
     return {"iterations": args.iterations, "size": args.size, "batch_labeled": args.batch, "batch_unlabeled": args.batch,
             "lr": args.lr, "optimizer": "sgd", "seed": args.seed, "threads": args.threads,
-            "recipe": "paper defaults" if args.paper_defaults else RECIPE, "max_unlabeled": args.max_unlabeled, "axis": 2}
+            "recipe": method_options(args), "max_unlabeled": args.max_unlabeled, "axis": 2}
+
+
+def method_options(args: argparse.Namespace) -> dict[str, Any]:
+    """Options of the semi-supervised rows: our short-budget recipe (or none with ``--paper-defaults``),
+    then every ``--option KEY=VALUE``."""
+    return {**({} if args.paper_defaults else RECIPE), **dict(args.option)}
 
 
 def budget_text(b: dict[str, Any]) -> str:
-    recipe = b["recipe"] if isinstance(b["recipe"], str) else ", ".join(f"{k} {v}" for k, v in b["recipe"].items())
+    recipe = ", ".join(f"{k} {v}" for k, v in b["recipe"].items()) or "the paper defaults"
     return (f"budget: {b['iterations']} iterations, {b['size']}x{b['size']}, batch {b['batch_labeled']}+{b['batch_unlabeled']}, "
             f"SGD lr {b['lr']} poly, seed {b['seed']}, semi-supervised rows with {recipe}, last checkpoint")
 
@@ -263,7 +269,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     config = TrainConfig(iterations=args.iterations, size=args.size, batch_labeled=args.batch, batch_unlabeled=args.batch,
                          lr=args.lr, seed=args.seed, device="cpu", val_every=0, checkpoint_every=args.iterations,
                          log_every=max(1, args.iterations), threads=args.threads)
-    options = {} if args.paper_defaults else dict(RECIPE)
+    options = method_options(args)
     print(budget_text(b), flush=True)
     unlabeled_cache: dict[str, Volume] = {}
     for name in targets:
@@ -326,6 +332,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--max-unlabeled", type=int, help="use at most N other volumes as unlabelled data")
     p.add_argument("--paper-defaults", action="store_true", help="the methods' paper defaults instead of our short-budget recipe")
+    p.add_argument("--option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
+                   help="an option of the semi-supervised rows, over the recipe (repeatable), e.g. warmup=0.5")
     p.add_argument("--out", default="bench-results/clinician.jsonl", help="JSONL results (appended; a re-run skips finished rows)")
     p.add_argument("--plot", help="PNG of Dice against k (default: beside --out)")
     p.add_argument("--runs", help="keep each run's checkpoint and progress under this folder (default: temporary, removed)")

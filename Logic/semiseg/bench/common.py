@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["default_data_root", "read_jsonl", "append_jsonl", "peak_rss_mb", "linear_fit", "format_table", "int_list", "str_list"]
+__all__ = ["default_data_root", "read_jsonl", "append_jsonl", "peak_rss_mb", "linear_fit", "format_table", "int_list", "str_list", "key_value"]
 
 
 def default_data_root() -> Path:
@@ -122,3 +122,16 @@ def int_list(text: str) -> list[int]:
 def str_list(text: str) -> list[str]:
     """``"a,b"`` -> ``["a", "b"]`` (for argparse)."""
     return [x for x in text.replace(" ", "").split(",") if x]
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` of a command-line option; the value as JSON when it parses (numbers, true), else text."""
+    import argparse
+
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"method option must be KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except ValueError:
+        return key, value
