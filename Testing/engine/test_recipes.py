@@ -9,7 +9,7 @@ import torch
 
 from semiseg.errors import InputError
 from semiseg.job import Job, load_job, prepare, setup_report
-from semiseg.recipes import CPU_TRAIN, SHORT_BUDGET, apply_recipe, resolve_recipe
+from semiseg.recipes import CPU_TRAIN, SHORT_BUDGET, SHORT_RUN, apply_recipe, resolve_recipe
 
 from enginetesting import write_job
 
@@ -21,9 +21,14 @@ def test_cpu_recipe_fills_training_settings_and_semi_supervised_options():
     assert apply_recipe("cpu", "supervised", {}, {})[2] == {}
 
 
+def test_short_runs_warm_up_for_longer():
+    assert apply_recipe("cpu", "unimatch", {"iterations": 499}, {})[2] == SHORT_RUN == {"warmup": 0.5, "rampup": 0.2}
+    assert apply_recipe("cpu", "unimatch", {"iterations": 500}, {})[2] == SHORT_BUDGET
+
+
 def test_the_jobs_own_values_win_over_the_recipe():
-    _, train, options = apply_recipe("cpu", "fixmatch", {"size": 256, "iterations": 50}, {"warmup": 0.0, "tau": 0.9})
-    assert (train["size"], train["iterations"], train["lr"]) == (256, 50, CPU_TRAIN["lr"])
+    _, train, options = apply_recipe("cpu", "fixmatch", {"size": 256, "iterations": 600}, {"warmup": 0.0, "tau": 0.9})
+    assert (train["size"], train["iterations"], train["lr"]) == (256, 600, CPU_TRAIN["lr"])
     assert options == {"warmup": 0.0, "rampup": SHORT_BUDGET["rampup"], "tau": 0.9}
 
 
@@ -51,7 +56,7 @@ def test_prepare_resolves_the_recipe_of_a_job(toy_case):
     prepared = prepare(job)
     assert prepared.recipe == "cpu"
     assert (prepared.config.size, prepared.config.batch_labeled, prepared.config.iterations) == (CPU_TRAIN["size"], CPU_TRAIN["batch_labeled"], 3)
-    assert prepared.method_options == SHORT_BUDGET
+    assert prepared.method_options == SHORT_RUN  # 3 iterations: a short run
     paper = prepare(Job(**{**job.__dict__, "recipe": "paper"}))
     assert paper.config.size == 256 and paper.method_options == {}
 
