@@ -217,11 +217,12 @@ def test_label_train_review_accept_in_the_browser(server, chromium_path):
         at_least = page.settled_view(None if least == second else results)
         page.shot("least-confident-slice")
 
-        # Correct it with the brush on the pseudo-labels (add a disc to what the model predicted there).
+        # Correct it with the brush on the pseudo-labels: add a disc away from the ventricle, where the
+        # model predicted nothing (a stroke over its own prediction would change no pixel).
         browser.click("#edit-pseudo")
         browser.click("#tool-paint")
         time.sleep(0.5)
-        page.paint((0.475, 0.52), 30)
+        page.paint((0.3, 0.3), 30)
         corrected = page.settled_view(at_least)
         browser.click("#tool-none")
         page.shot("corrected")
@@ -254,7 +255,7 @@ def test_label_train_review_accept_in_the_browser(server, chromium_path):
         assert accepted.sum() > (predicted[least] > 0).sum(), "the brush correction was not accepted"
         info = json.loads(saved.with_name("patient003_frame01_labels.json").read_text())
         assert {first, second, least} <= set(info["labeled_slices"])
-        shutil.copyfile(shots / "06-corrected.png", README_SCREENSHOT)
+        shutil.copyfile(shots / "04-results.png", README_SCREENSHOT)
 
         # Retrain warm-started, then cancel: the run stops and the labels are left as they were.
         browser.fill("#iterations", "5000")
