@@ -15,6 +15,7 @@ from typing import Any
 
 from .bench.common import key_value
 from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Cancelled, InputError
+from .recipes import RECIPES
 
 __all__ = ["main"]
 
@@ -50,7 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--classes", help="comma-separated class names, background first")
     t.add_argument("--method", default="supervised", choices=sorted(METHODS), help="semi-supervised method")
     t.add_argument("--option", type=key_value, action="append", default=[], metavar="KEY=VALUE", help="a method option (repeatable)")
-    t.add_argument("--recipe", choices=["auto", "cpu", "paper"], default="auto",
+    t.add_argument("--recipe", choices=RECIPES, default="auto",
                    help="defaults for what is not given: 'cpu' (ours: 1000 it, 128 px, batch 4+4, lr 0.03, warm-up/ramp-up), "
                         "'paper' (the papers' settings), 'auto' (cpu on a CPU, else paper)")
     t.add_argument("--iterations", type=int, help="optimiser steps (papers: 30000)")

@@ -48,9 +48,9 @@ def resolve_recipe(recipe: str, device: str = "auto") -> str:
         raise InputError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
     if recipe != "auto":
         return recipe
-    import torch
+    from .training.trainer import resolve_device
 
-    on_cpu = device == "cpu" or (device == "auto" and not torch.cuda.is_available())
+    on_cpu = device == "cpu" or (device == "auto" and resolve_device("auto").type == "cpu")  # a missing GPU asked for fails later
     return "cpu" if on_cpu else "paper"
 
 

@@ -36,6 +36,18 @@ class CdpError(RuntimeError):
     pass
 
 
+def stop_process(process: subprocess.Popen, grace: float) -> int | None:
+    """Terminate ``process`` if it still runs, kill it after ``grace`` seconds; its return code."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
 class Browser:
     """One headless Chromium with one page, driven over CDP.
 
@@ -126,13 +138,7 @@ class Browser:
             if getattr(self, "ws", None) is not None:
                 self.ws.close()
         finally:
-            if self.process.poll() is None:
-                self.process.terminate()
-                try:
-                    self.process.wait(10)
-                except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
+            stop_process(self.process, 10)
             shutil.rmtree(self.profile, ignore_errors=True)
 
     def __enter__(self) -> Browser:

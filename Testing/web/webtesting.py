@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from cdp import stop_process
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -91,16 +92,7 @@ class ServerProcess:
         return "\n".join(line for line in self.lines[-last:] if "WindowResizeEvent" not in line)
 
     def stop(self) -> int:
-        import subprocess
-
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, 20)
 
     def __enter__(self):
         return self

@@ -107,6 +107,10 @@ class Method(nn.Module):
         if self.teacher is not None:
             self.teacher.update(model)
 
+    def teacher_net(self, model: nn.Module) -> nn.Module:
+        """The network that makes pseudo-labels: the EMA teacher's copy if there is one, else ``model``."""
+        return self.teacher.model if self.teacher is not None else model
+
     def teacher_logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """No-grad logits of ``x`` for pseudo-labels: the EMA teacher's if there is one, else the
         model's own in eval mode (:func:`~semiseg.pseudo.eval_logits`), e.g. for a CutMix batch."""
@@ -124,8 +128,7 @@ class Method(nn.Module):
         """
         if self.references is None or batch.x_u is None:
             return pseudo
-        net = self.teacher.model if self.teacher is not None else model
-        label, _, _ = reference_labels(self.references, net, batch.x_l, batch.y_l, batch.x_u)
+        label, _, _ = reference_labels(self.references, self.teacher_net(model), batch.x_l, batch.y_l, batch.x_u)
         return pseudo.agreeing(label)
 
     def supervised_only(self, model: nn.Module, batch: Batch) -> LossOutput:

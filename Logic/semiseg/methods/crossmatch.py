@@ -93,7 +93,7 @@ class CrossMatch(Method):
         x_l, x_u, x_m = batch.x_l, batch.x_u, batch.x_u2
         n_l, (n_u, _, h, wd) = x_l.shape[0], x_u.shape
         drops = (cfg.weak_dropout, cfg.strong_dropout)
-        net = model if self.teacher is None else self.teacher.model
+        net = self.teacher_net(model)
         with evaluating(net):
             m_clean, m_weak, m_strong = map(PseudoLabels.from_logits, decode_with_dropout(net, net.encode(x_m), drops))
         box1, box2 = (cutmix_mask(n_u, h, wd, p=cfg.cutmix_p, device=x_u.device) for _ in range(2))

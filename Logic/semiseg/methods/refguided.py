@@ -162,8 +162,7 @@ class RefGuided(Method):
         Returns:
             ``(label (B, H, W), margin (B, H, W), teacher logits of x_u (B, C, H, W))``.
         """
-        net = self.teacher.model if self.teacher is not None else model
-        return reference_labels(self.labeler, net, x_l, y_l, x_u, self.config.feature_stride, self.config.upsample, update)
+        return reference_labels(self.labeler, self.teacher_net(model), x_l, y_l, x_u, self.config.feature_stride, self.config.upsample, update)
 
     def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
         cfg = self.config
