@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .bench.common import key_value
+from .cpu import prefer_passive_wait
 from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Cancelled, InputError
 from .recipes import RECIPES
 
@@ -98,13 +99,15 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--slices", type=int, default=24)
     bt.add_argument("--method", default="supervised", choices=sorted(METHODS))
     bt.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
-    from .bench import acdc as bench_acdc, clinician as bench_clinician, scaling as bench_scaling
+    from .bench import acdc as bench_acdc, clinician as bench_clinician, contention as bench_contention, scaling as bench_scaling
 
     bench_acdc.add_arguments(bsub.add_parser("acdc", help="ACDC 3/7-labelled-patient protocol for every method, with a learning curve"))
     bench_clinician.add_arguments(bsub.add_parser(
         "clinician", help="k labelled slices per volume: contour interpolation vs supervised vs semi-supervised, Dice against k"))
     bench_scaling.add_arguments(bsub.add_parser(
         "scaling", help="per-method speed, FLOP utilisation, memory and their growth with volume size and count"))
+    bench_contention.add_arguments(bsub.add_parser(
+        "contention", help="training step time with other processes busy on the cores, per thread count and OpenMP wait policy"))
     w = sub.add_parser("serve", help="the label-train-review workflow in a web browser (needs the web extra)")
     w.add_argument("data", nargs="*", metavar="DATA", help="volumes to open: the first is segmented, others add unlabelled data")
     w.add_argument("--host", default="127.0.0.1", help="address to listen on; any but loopback needs an access token")
@@ -201,13 +204,14 @@ def _bench(args: argparse.Namespace) -> int:
 
         print_table(measure_throughput(args.size, args.batch, args.steps, args.slices, device=args.device, method=args.method))
         return EXIT_OK
-    from .bench import acdc, clinician, scaling
+    from .bench import acdc, clinician, contention, scaling
 
-    return {"acdc": acdc.main, "clinician": clinician.main, "scaling": scaling.main}[args.bench](args)
+    return {"acdc": acdc.main, "clinician": clinician.main, "contention": contention.main, "scaling": scaling.main}[args.bench](args)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
+    prefer_passive_wait()  # before anything imports torch (see semiseg.cpu)
     args = _parser().parse_args(argv)
     handlers = {"train": _train, "predict": _predict, "evaluate": _evaluate, "bench": _bench, "serve": _serve}
     try:

@@ -12,6 +12,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -211,3 +212,33 @@ def test_scaling_benchmark_smoke(tmp_path):
     assert "inference seconds vs slices per volume" in growth and "supervised: s/iteration vs volumes" in growth
     assert all("verdict" in g for g in growth.values())
     _table_is_last(proc.stdout, "verdict", "supervised:")
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc (Linux)")
+def test_busy_neighbours_use_the_cpu_and_are_gone_after_the_block():
+    from semiseg.bench.contention import busy_neighbours
+
+    with busy_neighbours(2, settle=0.3) as procs:
+        time.sleep(0.3)
+        assert len(procs) == 2 and all(p.poll() is None for p in procs)
+        assert all(_cpu_ticks(p.pid) > 5 for p in procs)  # each spun, not slept (clock ticks of 10 ms)
+    assert all(p.poll() is not None for p in procs)
+
+
+def test_contention_benchmark_smoke(tmp_path):
+    proc = _bench(["contention", "--size", "32", "--batch", "2", "--steps", "1", "--plane", "48", "--slices", "4", "--labeled", "2",
+                   "--busy", "0,1", "--threads", "1,2", "--out", "c.jsonl"], tmp_path)
+    recs = read_jsonl(tmp_path / "c.jsonl")
+    assert [(r["busy"], r["threads"], r["policy"]) for r in recs] == [
+        (b, t, p) for b in (0, 1) for t, p in ((1, "-"), (2, "default"), (2, "PASSIVE"))]
+    for r in recs:
+        assert r["seconds_per_iteration"] > 0 and r["child_threads"] == r["threads"]
+        # the child saw the policy of its row: unset for the default, PASSIVE for the engine's
+        assert r["child_wait_policy"] == ("PASSIVE" if r["policy"] == "PASSIVE" else None)
+    assert "slowdown against idle" in proc.stdout and "(x" in proc.stdout.splitlines()[-1]
+    _table_is_last(proc.stdout, "2 thr PASSIVE", "1")

@@ -242,17 +242,26 @@ def _child_main(argv: list[str]) -> int:
         torch.set_num_threads(spec["threads"])
     t = time.perf_counter()
     result = CHILDREN[spec["kind"]](spec)
-    result.update(peak_rss_mb=peak_rss_mb(), child_seconds=time.perf_counter() - t)
+    result.update(peak_rss_mb=peak_rss_mb(), child_seconds=time.perf_counter() - t, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"))
     from ..metrics import to_jsonable
 
     print(json.dumps(to_jsonable(result)))
     return 0
 
 
-def run_child(spec: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
-    """Run one measurement in a fresh ``python -m semiseg.bench.scaling --child`` process; its last stdout line."""
+def run_child(spec: dict[str, Any], timeout: float = 3600, env: dict[str, str | None] | None = None) -> dict[str, Any]:
+    """Run one measurement in a fresh ``python -m semiseg.bench.scaling --child`` process; its last stdout line.
+
+    ``env`` changes the child's environment over this process's: a ``None`` value removes the variable.
+    """
+    child_env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    for key, value in (env or {}).items():
+        if value is None:
+            child_env.pop(key, None)
+        else:
+            child_env[key] = value
     proc = subprocess.run([sys.executable, "-m", "semiseg.bench.scaling", "--child", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=timeout, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                          capture_output=True, text=True, timeout=timeout, env=child_env)
     if proc.returncode != 0:
         raise RuntimeError(f"measurement {spec['kind']} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
