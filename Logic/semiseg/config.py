@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from .errors import InputError
 
-__all__ = ["TrainConfig", "ModelConfig", "from_dict", "to_dict"]
+__all__ = ["TrainConfig", "ModelConfig", "check_ranges", "from_dict", "to_dict"]
 
 T = TypeVar("T")
 
@@ -81,6 +81,21 @@ class TrainConfig:
             raise InputError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise InputError(f"device must be one of auto, cpu, cuda, mps, got {self.device!r}")
+
+
+def check_ranges(config: Any, **intervals: str) -> None:
+    """Raise :class:`InputError` naming the first field of ``config`` outside its interval.
+
+    Intervals are written as in mathematics: ``"[0, 1]"`` closed, ``"[0, 1)"`` open at 1, ``"(0, inf)"``
+    positive, e.g. ``check_ranges(self, cutmix_p="[0, 1]", ema="[0, 1)")``.
+    """
+    for name, interval in intervals.items():
+        value = getattr(config, name)
+        low, high = (float(x) for x in interval[1:-1].split(","))
+        above = value >= low if interval[0] == "[" else value > low
+        below = value <= high if interval[-1] == "]" else value < high
+        if not (above and below):
+            raise InputError(f"{name} must be in {interval}, got {value}")
 
 
 def from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "config") -> T:

@@ -67,7 +67,14 @@ class Job:
             raise InputError(f"output_format must be one of {OUTPUT_FORMATS}, got {self.output_format!r}", where)
         if self.recipe not in RECIPES:
             raise InputError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}", where)
-        from_dict(TrainConfig, self.train, where="train").validate()
+        _, train, options = apply_recipe(self.recipe, self.method, self.train, self.method_options)
+        try:  # the settings as the run will use them: the recipe's, overridden by the job's own
+            from_dict(TrainConfig, train, where="train").validate()
+            from_dict(METHODS[self.method].Config, options, where=f"{self.method} option")
+        except InputError as err:
+            if err.path:
+                raise
+            raise InputError(str(err), where) from None
 
 
 def load_job(job_dir: str | os.PathLike) -> Job:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
+from .config import check_ranges
 from .errors import InputError
 from .perturb import mix_targets
 
@@ -58,8 +59,7 @@ class SemiConfig:
 
     def __post_init__(self) -> None:
         """Raises :class:`~semiseg.errors.InputError` (a ``ValueError``) for values no run can use."""
-        if not 0.0 <= self.tau <= 1.0:
-            raise InputError(f"tau must be in [0, 1], got {self.tau}")
+        check_ranges(self, tau="[0, 1]")
         if self.warmup < 0 or self.rampup < 0 or self.warmup + self.rampup > 1:
             raise InputError(f"warmup and rampup must be >= 0 with warmup + rampup <= 1, got {self.warmup}, {self.rampup}")
 

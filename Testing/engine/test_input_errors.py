@@ -162,3 +162,22 @@ def test_cli_reports_bad_input_with_exit_code_2(case, capsys):
     assert main(["train", "--job", str(case["dir"])]) == 2
     err = capsys.readouterr().err
     assert "image.nrrd: file not found" in err
+
+
+@pytest.mark.parametrize("method, options, message", [
+    ("fixmatch", {"cutmix_p": 1.5}, r"cutmix_p must be in \[0, 1\], got 1.5"),
+    ("unimatch", {"fp_dropout": 1.0}, r"fp_dropout must be in \[0, 1\), got 1.0"),
+    ("crossmatch", {"eta": -0.1}, r"eta must be in \[0, 1\], got -0.1"),
+    ("semsim", {"query_temperature": 0}, r"query_temperature must be in \(0, inf\), got 0"),
+    ("refguided", {"combine": "vote"}, r"combine must be one of"),
+    ("unimatch", {"tau": 2}, r"tau must be in \[0, 1\], got 2"),
+])
+def test_method_option_out_of_range(case, capsys, method, options, message):
+    from semiseg.cli import main
+
+    write_job(case["dir"], method=method, method_options=options)
+    with pytest.raises(InputError, match=r"job\.json: " + message):  # names the file and the problem
+        _run(case["dir"])
+    _assert_nothing_written(case["dir"])
+    assert main(["train", "--job", str(case["dir"])]) == 2  # bad input, not an internal error
+    assert "semiseg: error:" in capsys.readouterr().err

@@ -346,3 +346,22 @@ def test_blend_is_supervised_during_warmup_and_papers_mean_at_full_weight(weight
     from semiseg.pseudo import blend
 
     assert float(blend(torch.tensor(1.0), torch.tensor(3.0), weight)) == pytest.approx(expected)
+
+
+def test_check_ranges_reads_closed_and_open_interval_ends():
+    from dataclasses import dataclass
+
+    from semiseg.config import check_ranges
+    from semiseg.errors import InputError
+
+    @dataclass
+    class C:
+        a: float = 0.0
+        b: float = 1.0
+
+    check_ranges(C(), a="[0, 1]", b="[0, 1]")
+    with pytest.raises(InputError, match=r"a must be in \(0, 1\], got 0.0"):
+        check_ranges(C(), a="(0, 1]")
+    with pytest.raises(InputError, match=r"b must be in \[0, 1\), got 1.0"):
+        check_ranges(C(), b="[0, 1)")
+    check_ranges(C(b=1e9), b="(0, inf)")

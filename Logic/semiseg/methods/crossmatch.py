@@ -39,7 +39,7 @@ import dataclasses
 import torch
 import torch.nn as nn
 
-from ..errors import InputError
+from ..config import check_ranges
 from ..losses import masked_dice
 from ..perturb import cutmix, cutmix_mask, decode_with_dropout, strong_augment
 from ..pseudo import blend, PseudoLabels, SemiConfig, evaluating, unsup_weight
@@ -68,14 +68,7 @@ class CrossMatchConfig(SemiConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not (0.0 <= self.weak_dropout < 1.0 and 0.0 <= self.strong_dropout < 1.0):
-            raise InputError(f"dropouts must be in [0, 1), got {self.weak_dropout}, {self.strong_dropout}")
-        if not 0.0 <= self.eta <= 1.0:
-            raise InputError(f"eta must be in [0, 1], got {self.eta}")
-        if not 0.0 <= self.cutmix_p <= 1.0:
-            raise InputError(f"cutmix_p must be in [0, 1], got {self.cutmix_p}")
-        if not 0.0 <= self.ema < 1.0:
-            raise InputError(f"ema must be in [0, 1), got {self.ema}")
+        check_ranges(self, weak_dropout="[0, 1)", strong_dropout="[0, 1)", eta="[0, 1]", cutmix_p="[0, 1]", ema="[0, 1)")
 
 
 class CrossMatch(Method):

@@ -34,7 +34,7 @@ import dataclasses
 
 import torch.nn as nn
 
-from ..errors import InputError
+from ..config import check_ranges
 from ..losses import masked_dice
 from ..perturb import cutmix, cutmix_mask, strong_augment
 from ..pseudo import blend, PseudoLabels, SemiConfig, forward_split, unsup_weight
@@ -59,10 +59,7 @@ class FixMatchConfig(SemiConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= self.cutmix_p <= 1.0:
-            raise InputError(f"cutmix_p must be in [0, 1], got {self.cutmix_p}")
-        if not 0.0 <= self.ema < 1.0:
-            raise InputError(f"ema must be in [0, 1), got {self.ema}")
+        check_ranges(self, cutmix_p="[0, 1]", ema="[0, 1)")
 
 
 class FixMatch(Method):

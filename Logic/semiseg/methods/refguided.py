@@ -63,6 +63,8 @@ import dataclasses
 import torch
 import torch.nn as nn
 
+from ..config import check_ranges
+from ..errors import InputError
 from ..losses import masked_cross_entropy, masked_dice
 from ..perturb import cutmix, cutmix_mask, mix_targets, strong_augment
 from ..pseudo import blend, SemiConfig, forward_split, pseudo_label, unsup_weight
@@ -111,15 +113,14 @@ class RefGuidedConfig(SemiConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.combine not in COMBINE:
-            raise ValueError(f"combine must be one of {COMBINE}, got {self.combine!r}")
+            raise InputError(f"combine must be one of {COMBINE}, got {self.combine!r}")
         if self.upsample not in ("bilinear", "nearest"):
-            raise ValueError(f"upsample must be 'bilinear' or 'nearest', got {self.upsample!r}")
-        if not 0.0 <= self.cutmix_p <= 1.0:
-            raise ValueError(f"cutmix_p must be in [0, 1], got {self.cutmix_p}")
+            raise InputError(f"upsample must be 'bilinear' or 'nearest', got {self.upsample!r}")
         if self.references:
-            raise ValueError("refguided makes reference labels itself: set combine instead of references")
+            raise InputError("refguided makes reference labels itself: set combine instead of references")
         if self.feature_stride < 1 or self.chunk < 1:
-            raise ValueError("feature_stride and chunk must be >= 1")
+            raise InputError("feature_stride and chunk must be >= 1")
+        check_ranges(self, min_purity="[0, 1]", cutmix_p="[0, 1]", ema="[0, 1)")
 
 
 def combine_labels(label: torch.Tensor, margin: torch.Tensor, own: torch.Tensor, own_conf: torch.Tensor, combine: str, min_margin: float, tau: float):

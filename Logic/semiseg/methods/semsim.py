@@ -51,6 +51,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..affinity import affinity, rectify, to_grid
+from ..config import check_ranges
+from ..errors import InputError
 from ..losses import masked_cross_entropy, masked_dice
 from ..models.sfm import SpatialFusion
 from ..perturb import cutmix, cutmix_mask, decode_with_dropout, mix_targets, strong_augment
@@ -98,9 +100,8 @@ class SemSimConfig(SemiConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         if len(self.sfm_stages) != 3 or sorted(set(self.sfm_stages)) != list(self.sfm_stages):
-            raise ValueError(f"sfm_stages must be three increasing stage indices, got {self.sfm_stages}")
-        if self.affinity_temperature <= 0 or self.query_temperature <= 0:
-            raise ValueError("temperatures must be > 0")
+            raise InputError(f"sfm_stages must be three increasing stage indices, got {self.sfm_stages}")
+        check_ranges(self, fp_dropout="[0, 1)", cutmix_p="[0, 1]", affinity_temperature="(0, inf)", query_temperature="(0, inf)")
 
 
 def _pool_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -30,7 +30,7 @@ import dataclasses
 import torch
 import torch.nn as nn
 
-from ..errors import InputError
+from ..config import check_ranges
 from ..losses import masked_dice
 from ..perturb import cutmix, cutmix_mask, decode_with_dropout, strong_augment
 from ..pseudo import blend, PseudoLabels, SemiConfig, forward_split, unsup_weight
@@ -55,12 +55,7 @@ class UniMatchConfig(SemiConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0.0 <= self.fp_dropout < 1.0:
-            raise InputError(f"fp_dropout must be in [0, 1), got {self.fp_dropout}")
-        if not 0.0 <= self.cutmix_p <= 1.0:
-            raise InputError(f"cutmix_p must be in [0, 1], got {self.cutmix_p}")
-        if not 0.0 <= self.ema < 1.0:
-            raise InputError(f"ema must be in [0, 1), got {self.ema}")
+        check_ranges(self, fp_dropout="[0, 1)", cutmix_p="[0, 1]", ema="[0, 1)")
 
 
 class UniMatch(Method):
