@@ -48,7 +48,7 @@ from ..metrics import evaluate_volume
 from ..training import Trainer, TrainData
 from ..training.progress import ProgressLog
 from .acdc import CLASS_NAMES as ACDC_CLASSES, RECIPE
-from .common import append_jsonl, default_data_root, format_table, int_list, key_value, read_jsonl, str_list
+from .common import append_jsonl, check_methods, default_data_root, format_table, int_list, key_value, read_jsonl, str_list
 
 __all__ = ["keep_slices", "hidden_slices", "sparsify", "score_hidden", "contour_interpolation", "list_dataset",
            "run_case", "run", "summary_table", "add_arguments", "main"]
@@ -340,11 +340,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..methods import METHODS
-
-    bad = [m for m in args.methods if m not in METHODS]
-    if bad:
-        raise InputError(f"unknown method(s) {bad}; valid methods: {', '.join(sorted(METHODS))}")
+    check_methods(args.methods)
     if args.plot is None:
         args.plot = str(Path(args.out).with_suffix(".png"))
     records = run(args)

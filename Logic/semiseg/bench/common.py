@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["default_data_root", "read_jsonl", "append_jsonl", "peak_rss_mb", "linear_fit", "format_table", "int_list", "str_list", "key_value"]
+__all__ = ["default_data_root", "read_jsonl", "append_jsonl", "peak_rss_mb", "linear_fit", "format_table", "int_list", "str_list", "key_value", "check_methods"]
 
 
 def default_data_root() -> Path:
@@ -112,6 +112,16 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def check_methods(names: Iterable[str]) -> None:
+    """Raise :class:`~semiseg.errors.InputError` naming every unknown method and the valid ones."""
+    from ..errors import InputError
+    from ..methods import METHODS
+
+    bad = sorted({m for m in names if m not in METHODS})
+    if bad:
+        raise InputError(f"unknown method(s) {bad}; valid methods: {', '.join(sorted(METHODS))}")
 
 
 def int_list(text: str) -> list[int]:

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from ..cpu import WAIT_POLICY
-from .common import append_jsonl, format_table, int_list, str_list
+from .common import append_jsonl, check_methods, format_table, int_list, str_list
 from .scaling import run_child
 
 __all__ = ["add_arguments", "busy_neighbours", "main", "run", "summary_table"]
@@ -120,10 +120,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from ..methods import METHODS
 
-    if args.method not in METHODS:
-        raise InputError(f"unknown method {args.method!r}; valid methods: {', '.join(sorted(METHODS))}")
+    check_methods([args.method])
     bad = [p for p in args.policies if p not in POLICIES and p.upper() not in ("ACTIVE", "PASSIVE")]
     if bad:
         raise InputError(f"unknown wait policy {bad}; use default, PASSIVE or ACTIVE")

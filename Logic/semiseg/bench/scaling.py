@@ -52,7 +52,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import append_jsonl, default_data_root, format_table, int_list, linear_fit, peak_rss_mb, str_list
+from .common import append_jsonl, check_methods, default_data_root, format_table, int_list, linear_fit, peak_rss_mb, str_list
 
 __all__ = ["add_arguments", "main", "run", "summary_tables", "run_child"]
 
@@ -464,13 +464,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..errors import InputError
-    from ..methods import METHODS
-
-    names = (args.methods or []) + (args.volume_methods or []) + (args.usable_methods or [])
-    bad = sorted({m for m in names if m not in METHODS})
-    if bad:
-        raise InputError(f"unknown method(s) {bad}; valid methods: {', '.join(sorted(METHODS))}")
+    check_methods((args.methods or []) + (args.volume_methods or []) + (args.usable_methods or []))
     records = run(args)
     print()
     print(summary_tables(records))
