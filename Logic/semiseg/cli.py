@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from .bench.common import key_value
-from .cpu import prefer_passive_wait
 from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Cancelled, InputError
 from .recipes import RECIPES
 
@@ -211,7 +210,6 @@ def _bench(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    prefer_passive_wait()  # before anything imports torch (see semiseg.cpu)
     args = _parser().parse_args(argv)
     handlers = {"train": _train, "predict": _predict, "evaluate": _evaluate, "bench": _bench, "serve": _serve}
     try:

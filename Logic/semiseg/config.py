@@ -46,7 +46,7 @@ class TrainConfig:
             labelled slices exist; then every ``val_stride``-th labelled slice is held out (our choice:
             with fewer labels every labelled slice is worth more as training data).
         log_every: progress line period in iterations.
-        threads: torch CPU threads (0: torch's default).
+        threads: torch CPU threads (0: one per core that other processes leave free, see :mod:`semiseg.cpu`).
     """
 
     iterations: int = 30000

@@ -230,15 +230,26 @@ def test_busy_neighbours_use_the_cpu_and_are_gone_after_the_block():
     assert all(p.poll() is not None for p in procs)
 
 
+def test_each_wait_policy_sets_only_its_own_variable():
+    from semiseg.bench.contention import policy_env
+
+    unset = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None}
+    assert policy_env("default") == policy_env("-") == unset  # removes whatever the parent had
+    assert policy_env("PASSIVE") == policy_env("passive") == {**unset, "OMP_WAIT_POLICY": "PASSIVE"}
+    assert policy_env("spin=30") == {**unset, "GOMP_SPINCOUNT": "30"}
+    with pytest.raises(ValueError, match="unknown wait policy 'lazy'"):
+        policy_env("lazy")
+
+
 def test_contention_benchmark_smoke(tmp_path):
     proc = _bench(["contention", "--size", "32", "--batch", "2", "--steps", "1", "--plane", "48", "--slices", "4", "--labeled", "2",
-                   "--busy", "0,1", "--threads", "1,2", "--out", "c.jsonl"], tmp_path)
+                   "--busy", "0,1", "--threads", "1,2,0", "--policies", "spin=7", "--out", "c.jsonl"], tmp_path)
     recs = read_jsonl(tmp_path / "c.jsonl")
-    assert [(r["busy"], r["threads"], r["policy"]) for r in recs] == [
-        (b, t, p) for b in (0, 1) for t, p in ((1, "-"), (2, "default"), (2, "PASSIVE"))]
-    for r in recs:
-        assert r["seconds_per_iteration"] > 0 and r["child_threads"] == r["threads"]
-        # the child saw the policy of its row: unset for the default, PASSIVE for the engine's
-        assert r["child_wait_policy"] == ("PASSIVE" if r["policy"] == "PASSIVE" else None)
-    assert "slowdown against idle" in proc.stdout and "(x" in proc.stdout.splitlines()[-1]
-    _table_is_last(proc.stdout, "2 thr PASSIVE", "1")
+    assert [(r["busy"], r["threads"], r["policy"]) for r in recs] == [(b, t, p) for b in (0, 1) for t, p in ((1, "-"), (2, "spin=7"), (0, "-"))]
+    # each child saw the OpenMP environment of its row
+    assert {r["policy"]: r["child_openmp"] for r in recs} == {"-": {}, "spin=7": {"GOMP_SPINCOUNT": "7"}}
+    assert all(r["seconds_per_iteration"] > 0 for r in recs)
+    assert [r["child_threads"] for r in recs if r["threads"]] == [1, 2, 1, 2]
+    assert all(r["child_threads"] >= 1 for r in recs)  # the engine's own choice is recorded
+    assert "slowdown against idle" in proc.stdout and "thr]" in proc.stdout.splitlines()[-1]
+    _table_is_last(proc.stdout, "engine's choice", "1")

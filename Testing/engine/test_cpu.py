@@ -1,46 +1,80 @@
-"""The engine waits passively for its OpenMP threads (semiseg.cpu), so that it does not spin on cores that
-Slicer or the web page's renderer need; the user's own OMP_WAIT_POLICY always wins."""
+"""How many threads a training takes (semiseg.cpu): the cores other processes leave free, unless the user
+fixed the count; a thread that waits for a descheduled one only wastes its core."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
-from semiseg.cpu import prefer_passive_wait
+
+# -- how many threads a training takes ----------------------------------------------------------
+def test_training_takes_the_cores_others_leave_free_unless_the_user_fixed_the_count():
+    from semiseg.cpu import training_threads
+
+    cores = os.cpu_count() or 1
+    assert training_threads(3, 2, environ={}, busy=cores) == 3  # the job's own count wins
+    assert training_threads(0, 2, environ={"OMP_NUM_THREADS": "2"}, busy=cores) == 2  # so does the user's environment
+    assert training_threads(0, cores, environ={}, busy=0.0) == cores  # idle: one per core
+    assert training_threads(0, cores, environ={}, busy=cores - 0.8) == 1  # all but one core busy: one thread
+    assert training_threads(0, cores, environ={}, busy=float(cores)) == 1  # never zero
+    assert training_threads(0, cores, environ={}, busy=0.4) == cores  # a little load is rounded away
 
 
-def test_passive_wait_is_set_only_when_the_user_chose_no_policy():
-    env: dict[str, str] = {}
-    assert prefer_passive_wait(env) is True and env == {"OMP_WAIT_POLICY": "PASSIVE"}
-    env = {"OMP_WAIT_POLICY": "ACTIVE"}
-    assert prefer_passive_wait(env) is False and env == {"OMP_WAIT_POLICY": "ACTIVE"}
-    env = {"OMP_WAIT_POLICY": ""}  # set but empty counts as unset, as libgomp reads it
-    assert prefer_passive_wait(env) is True and env["OMP_WAIT_POLICY"] == "PASSIVE"
+@pytest.mark.skipif(not os.path.exists("/proc/stat"), reason="reads the CPU counters of /proc (Linux)")
+def test_busy_cores_count_other_processes_not_this_one():
+    import threading
+
+    from semiseg.bench.contention import busy_neighbours
+    from semiseg.cpu import others_busy_cores
+
+    with busy_neighbours(1, settle=0.2):
+        with_neighbour = others_busy_cores(0.5)
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        own_spin = others_busy_cores(0.5)  # this process keeps a core busy: not counted
+    finally:
+        stop.set()
+        spinner.join()
+    assert with_neighbour > 0.6, with_neighbour
+    assert own_spin < with_neighbour - 0.4, (own_spin, with_neighbour)
 
 
-def _libgomp_spin_count(user_policy: str | None) -> int:
-    """How many times libgomp's threads spin before they sleep, as it reports when the engine's command line
-    loads torch (``OMP_DISPLAY_ENV=VERBOSE``). Its ``OMP_WAIT_POLICY`` line cannot tell unset from PASSIVE;
-    the spin count can: 300000 unset, 0 passive, 3e10 active."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
-    env["OMP_DISPLAY_ENV"] = "VERBOSE"
-    if user_policy:
-        env["OMP_WAIT_POLICY"] = user_policy
-    # `train --help` builds the parser, which imports the methods and so torch, then exits 0
-    proc = subprocess.run([sys.executable, "-m", "semiseg", "train", "--help"], capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    lines = [line for line in proc.stderr.splitlines() if line.strip().startswith("GOMP_SPINCOUNT")]
-    if not lines:
-        pytest.fail(f"torch's OpenMP runtime printed no GOMP_SPINCOUNT (not libgomp?): {proc.stderr[-2000:]}")
-    return int(lines[0].split("=", 1)[1].strip().strip("'"))
+def test_a_trainer_without_a_thread_count_leaves_the_busy_cores_to_others(tmp_path, monkeypatch):
+    import json
 
+    import torch
 
-def test_the_engine_command_loads_torch_with_passive_waiting():
-    assert _libgomp_spin_count(None) == 0
+    from semiseg import cpu
+    from semiseg.config import TrainConfig
+    from semiseg.training import Trainer
+    from semiseg.training.progress import ProgressLog
 
+    cores = os.cpu_count() or 1
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(cpu, "others_busy_cores", lambda seconds=0.25: cores - 1.0)
+    before = torch.get_num_threads()
+    try:
+        cfg = TrainConfig(iterations=1, size=32, batch_labeled=1, batch_unlabeled=0, val_every=0, device="cpu")
+        trainer = Trainer(cfg, "supervised", {}, 2, tmp_path, log=ProgressLog(tmp_path / "progress.jsonl", stream=None))
+        assert trainer.threads == torch.get_num_threads() == 1
+        fixed = Trainer(TrainConfig(iterations=1, size=32, val_every=0, device="cpu", threads=2), "supervised", {}, 2, tmp_path / "b",
+                        log=ProgressLog(None, stream=None))
+        assert fixed.threads == 2  # a job that sets its count gets it, busy or not
+        from semiseg.data import SliceSet
+        from semiseg.training import TrainData
 
-def test_the_users_wait_policy_reaches_torch_unchanged():
-    assert _libgomp_spin_count("ACTIVE") > 10**9
+        x, y = torch.rand(2, 1, 32, 32), torch.randint(0, 2, (2, 32, 32))
+        empty = SliceSet(torch.zeros(0, 1, 32, 32), torch.zeros(0, 32, 32, dtype=torch.long), [])
+        trainer.fit(TrainData(SliceSet(x, y, [("t", 0), ("t", 1)]), empty, SliceSet(x.clone(), None, []), 2))
+        start = json.loads((tmp_path / "progress.jsonl").read_text().splitlines()[0])
+        assert start["event"] == "start" and start["threads"] == 1  # the count is in the progress log
+    finally:
+        torch.set_num_threads(before)

@@ -242,7 +242,7 @@ def _child_main(argv: list[str]) -> int:
         torch.set_num_threads(spec["threads"])
     t = time.perf_counter()
     result = CHILDREN[spec["kind"]](spec)
-    result.update(peak_rss_mb=peak_rss_mb(), child_seconds=time.perf_counter() - t, omp_wait_policy=os.environ.get("OMP_WAIT_POLICY"))
+    result.update(peak_rss_mb=peak_rss_mb(), child_seconds=time.perf_counter() - t, openmp_wait={k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ})
     from ..metrics import to_jsonable
 
     print(json.dumps(to_jsonable(result)))

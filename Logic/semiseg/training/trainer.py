@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from ..augment import weak_augment
 from ..config import ModelConfig, TrainConfig, to_dict
+from ..cpu import torch_default_threads, training_threads
 from ..data import SliceSet
 from ..errors import Cancelled, InputError
 from ..methods import Batch, Method, TrainProgress, build_method
@@ -102,8 +103,9 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
         self.device = resolve_device(config.device)
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        if config.threads or self.device.type == "cpu":  # the cores other processes leave free (semiseg.cpu)
+            torch.set_num_threads(training_threads(config.threads, torch_default_threads()))
+        self.threads = torch.get_num_threads()
         torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.model_config = model_config or ModelConfig()
@@ -230,7 +232,7 @@ class Trainer:
         c = self.config
         data = TrainData(data.labeled.to(self.device), data.val.to(self.device), data.unlabeled.to(self.device), data.num_classes)
         self.log.emit(
-            "start", iterations=c.iterations, iteration=self.iteration, method=self.method_name, device=str(self.device),
+            "start", iterations=c.iterations, iteration=self.iteration, method=self.method_name, device=str(self.device), threads=self.threads,
             labeled_slices=len(data.labeled), val_slices=len(data.val), unlabeled_slices=len(data.unlabeled),
         )
         t0, it0 = time.perf_counter(), self.iteration
