@@ -8,11 +8,11 @@ that runs there is descheduled half of the time and every other thread waits for
 thousands of small loops of a training step.
 
 ``semiseg bench contention`` (docs/BENCHMARKS.md §3) measured it on the 2-core development machine
-(a supervised step, s/iteration): with one other busy process, two threads ran 2-3.5 times slower
-than on the idle machine while one thread ran as fast as on the idle machine. How the waiting
-threads wait (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``) was measured too and does not remove the
-slowdown: sleeping at once costs a quarter to a half of the idle speed, and short spins helped at
-one size and hurt at another. So the engine keeps OpenMP's defaults and chooses the number of
+(a supervised step at 64 and 128 px, s/iteration): with one other busy process, two threads ran
+3-4.4 times slower than on the idle machine while one thread ran as fast as on the idle machine.
+How the waiting threads wait (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``) was measured too and does
+not remove the slowdown: sleeping at once (``PASSIVE``) still ran 1.4-1.7 times slower under load
+and cost 28-90 % on the idle machine, and short spins helped at one size and hurt at the other. So the engine keeps OpenMP's defaults and chooses the number of
 threads instead: :func:`training_threads`, once, when a training starts.
 """
 
