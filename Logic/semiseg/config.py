@@ -37,7 +37,7 @@ class TrainConfig:
         lr, momentum, weight_decay, poly_power: SGD with poly decay ``lr * (1 - t/T) ** power``.
         optimizer: ``"sgd"`` (papers) or ``"adamw"`` (our choice for short CPU budgets).
         warmup_iterations: linear learning-rate warm-up (0 in the papers).
-        seed: seeds torch and the samplers; the same seed gives the same run on the same device.
+        seed: seeds torch and the samplers; the same seed and thread count give the same run on the same device.
         device: ``"auto"`` (CUDA, else CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
         amp: mixed precision on CUDA.
         val_every: validation period in iterations (0: never).

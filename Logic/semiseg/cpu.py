@@ -12,8 +12,9 @@ thousands of small loops of a training step.
 3-4.4 times slower than on the idle machine while one thread ran as fast as on the idle machine.
 How the waiting threads wait (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``) was measured too and does
 not remove the slowdown: sleeping at once (``PASSIVE``) still ran 1.4-1.7 times slower under load
-and cost 28-90 % on the idle machine, and short spins helped at one size and hurt at the other. So the engine keeps OpenMP's defaults and chooses the number of
-threads instead: :func:`training_threads`, once, when a training starts.
+and cost 28-90 % on the idle machine, and short spins helped at one size and hurt at the other.
+So the engine keeps OpenMP's defaults and chooses the number of threads instead:
+:func:`training_threads`, once, when a training starts.
 """
 
 from __future__ import annotations
@@ -50,6 +51,9 @@ def others_busy_cores(seconds: float = 0.25) -> float | None:
     return max(0.0, (busy - own) / total * cores)
 
 
+_TORCH_DEFAULT: int | None = None
+
+
 def torch_default_threads() -> int:
     """torch's thread count as this process found it (one per physical core, or ``OMP_NUM_THREADS``), before
     any training of this process lowered it."""
@@ -61,17 +65,14 @@ def torch_default_threads() -> int:
     return _TORCH_DEFAULT
 
 
-_TORCH_DEFAULT: int | None = None
-
-
 def training_threads(requested: int, default: int, environ: MutableMapping[str, str] | None = None,
                      busy: float | None = None) -> int:
     """The torch CPU threads of a training: ``requested`` if set (> 0), else the cores the others leave free.
 
-    A thread that waits for a descheduled one wastes its core (see the module docstring). So, unless the user fixed the count (``requested``, or
-    ``OMP_NUM_THREADS`` in the environment), the training takes ``default`` (torch's, one per core)
-    minus the cores other processes kept busy while it started (:func:`others_busy_cores`, rounded),
-    and at least one. It is chosen once, at start: the count also fixes the order of floating-point
+    A thread that waits for a descheduled one wastes its core (see the module docstring). So, unless
+    the user fixed the count (``requested``, or ``OMP_NUM_THREADS`` in the environment), the training
+    takes ``default`` (torch's, one per core) minus the cores other processes kept busy while it
+    started (:func:`others_busy_cores`, rounded), and at least one. It is chosen once, at start: the count also fixes the order of floating-point
     sums, and a run should not change it half-way.
     """
     environ = os.environ if environ is None else environ

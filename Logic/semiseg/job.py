@@ -15,7 +15,6 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-
 from .config import TrainConfig, from_dict, to_dict
 from .data import Volume, build_slice_sets, choose_axis, labeled_slice_indices, load_volume
 from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Cancelled, InputError

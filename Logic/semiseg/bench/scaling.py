@@ -242,7 +242,8 @@ def _child_main(argv: list[str]) -> int:
         torch.set_num_threads(spec["threads"])
     t = time.perf_counter()
     result = CHILDREN[spec["kind"]](spec)
-    result.update(peak_rss_mb=peak_rss_mb(), child_seconds=time.perf_counter() - t, openmp_wait={k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ})
+    openmp_wait = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
+    result.update(peak_rss_mb=peak_rss_mb(), child_seconds=time.perf_counter() - t, openmp_wait=openmp_wait)
     from ..metrics import to_jsonable
 
     print(json.dumps(to_jsonable(result)))
