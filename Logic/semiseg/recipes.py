@@ -12,10 +12,10 @@ method options the job leaves out. Whatever the job sets explicitly wins.
   the ACDC benchmark in docs/BENCHMARKS.md (``semiseg bench acdc``), where these choices let the
   semi-supervised methods beat the supervised baseline within minutes on a CPU.
   Runs shorter than 500 iterations warm up for half of them and ramp up over the next 20 %
-  (:data:`SHORT_RUN`): in the clinician benchmark on ACDC (4 volumes, k = 1, 2, 3, 5, 200
+  (:data:`SHORT_RUN`): in the clinician benchmark on ACDC (8 volumes, k = 1, 2, 3, 5, 200
   iterations at 96x96; docs/BENCHMARKS.md section 2) UniMatch with the 0.2/0.3 schedule, i.e. 40
-  supervised iterations before its own pseudo-labels count, fell to 32/42/43/38 % Dice against
-  41/52/56/55 % for ``supervised``; with 0.5/0.2 it scored 40/49/48/50 %: less harm, not a gain.
+  supervised iterations before its own pseudo-labels count, fell to 28/33/35/32 % Dice against
+  31/42/48/48 % for ``supervised``; with 0.5/0.2 it scored 31/38/40/38 %: less harm, not a gain.
 - ``"auto"``: ``"cpu"`` when the run's device resolves to the CPU, else ``"paper"``.
 """
 
