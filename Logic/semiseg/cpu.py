@@ -24,19 +24,28 @@ import time
 from collections.abc import MutableMapping
 from pathlib import Path
 
-__all__ = ["others_busy_cores", "torch_default_threads", "training_threads"]
+__all__ = ["process_ticks", "others_busy_cores", "torch_default_threads", "training_threads"]
+
+
+def process_ticks(pid: int | str = "self") -> int:
+    """CPU time of a process, all its threads, in clock ticks: utime + stime of ``/proc/<pid>/stat`` (Linux).
+
+    Raises ``OSError`` where there is no ``/proc``.
+    """
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    return int(fields[11]) + int(fields[12])
 
 
 def _cpu_ticks() -> tuple[int, int, int] | None:
     """(busy ticks of the machine, all ticks, busy ticks of this process) from ``/proc`` (Linux), else None."""
     try:
         fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
-        own = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        own = process_ticks()
     except (OSError, ValueError, IndexError):
         return None
     idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
     total = sum(fields[:8])  # user nice system idle iowait irq softirq steal (guest time is inside user)
-    return total - idle, total, int(own[11]) + int(own[12])  # this process: utime + stime, all its threads
+    return total - idle, total, own
 
 
 def others_busy_cores(seconds: float = 0.25) -> float | None:

@@ -214,19 +214,15 @@ def test_scaling_benchmark_smoke(tmp_path):
     _table_is_last(proc.stdout, "verdict", "supervised:")
 
 
-def _cpu_ticks(pid: int) -> int:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
-
-
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc (Linux)")
 def test_busy_neighbours_use_the_cpu_and_are_gone_after_the_block():
     from semiseg.bench.contention import busy_neighbours
+    from semiseg.cpu import process_ticks
 
     with busy_neighbours(2, settle=0.3) as procs:
         time.sleep(0.3)
         assert len(procs) == 2 and all(p.poll() is None for p in procs)
-        assert all(_cpu_ticks(p.pid) > 5 for p in procs)  # each spun, not slept (clock ticks of 10 ms)
+        assert all(process_ticks(p.pid) > 5 for p in procs)  # each spun, not slept (clock ticks of 10 ms)
     assert all(p.poll() is not None for p in procs)
 
 
