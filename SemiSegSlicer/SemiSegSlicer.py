@@ -32,7 +32,7 @@ from SemiSegSlicerLib import Session, cache, labeledslices, resultimport
 from SemiSegSlicerLib.curves import CurvePlot, TrainingCurves
 from SemiSegSlicerLib.mrmlio import segmentsToArray
 
-ENGINE_MODULES = ("torch", "monai", "SimpleITK", "numpy", "scipy", "skimage")
+ENGINE_MODULES = ("torch", "monai", "SimpleITK", "numpy", "scipy")
 
 
 class SemiSegSlicer(ScriptedLoadableModule):

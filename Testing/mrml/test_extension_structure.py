@@ -170,9 +170,26 @@ def test_requirements_have_no_torch():
     lines = [line.split("#")[0].strip() for line in (MODULE / "Resources" / "requirements.txt").read_text().splitlines()]
     requirements = [Requirement(line) for line in lines if line]
     names = {r.name.lower() for r in requirements}
-    assert {"monai", "simpleitk", "numpy", "scikit-image"} <= names
+    assert {"monai", "simpleitk", "numpy", "scipy"} <= names
     assert "torch" not in names
+    assert "scikit-image" not in names, "nothing imports skimage: it must not be installed into Slicer"
     assert all(str(r.specifier) for r in requirements), "every requirement has a version range"
+
+
+def test_no_dependency_that_nothing_imports():
+    """scikit-image was installed into Slicer but imported nowhere: it is listed nowhere either."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    sources = [p for folder in ("Logic", "SemiSegSlicer", "Web", "benchmarks") for p in (ROOT / folder).rglob("*.py")]
+    imported = {m.split(".")[0] for p in sources for m, _ in _imports(ast.parse(p.read_text()), fileScopeOnly=False)}
+    assert "skimage" not in imported
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "scikit-image" not in {Requirement(r).name for r in project["dependencies"]}
+    tree = ast.parse(MODULE_FILE.read_text())
+    modules = next(n.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "ENGINE_MODULES")
+    assert "skimage" not in ast.literal_eval(modules)
 
 
 def test_catalog_entry_matches_the_cmakelists():
@@ -181,3 +198,36 @@ def test_catalog_entry_matches_the_cmakelists():
                           "scm_type", "scm_url", "tier"}
     assert entry["category"] == "Segmentation" and entry["build_dependencies"] == ["PyTorch"]
     assert entry["scm_url"].startswith("https://") and entry["scm_revision"] and entry["tier"] in (1, 3, 5)
+
+
+REPOSITORY = "SemiSegSlicer/SlicerSemiSeg"  # where the extension is published (the Index wants a name starting with Slicer)
+
+
+def _ourUrls():
+    """Every URL of CMakeLists.txt and of the catalog entry, with the file it is in."""
+    urls = []
+    for path in (ROOT / "CMakeLists.txt", ROOT / "Resources" / "SemiSegSlicer.json"):
+        urls += [(path.name, url) for url in re.findall(r"https://[^\s\"')#]+", path.read_text())]
+    return urls
+
+
+def test_every_url_names_the_published_repository_and_an_existing_file():
+    urls = _ourUrls()
+    assert len(urls) >= 5
+    for where, url in urls:
+        if url.startswith("https://raw.githubusercontent.com/Slicer/Slicer/"):
+            continue  # the catalog schema, in Slicer's repository
+        match = re.fullmatch(r"https://(?:raw\.githubusercontent\.com/([^/]+/[^/]+)/[^/]+/(.+)|github\.com/([^/]+/[^/]+?)(?:\.git)?/?)",
+                             url)
+        assert match, f"{where}: {url} points neither to the repository nor to a file in it"
+        assert (match.group(1) or match.group(3)) == REPOSITORY, f"{where}: {url} names another repository"
+        if match.group(2):  # the Index downloads icons and screenshots: each must be in the repository
+            assert (ROOT / match.group(2)).is_file(), f"{where}: {url} names a file missing from the repository"
+
+
+def test_the_repository_name_follows_the_index_rule_and_the_readme_agrees():
+    entry = json.loads((ROOT / "Resources" / "SemiSegSlicer.json").read_text())
+    assert entry["scm_url"] == f"https://github.com/{REPOSITORY}.git"
+    assert REPOSITORY.split("/")[1].startswith("Slicer")
+    readme = (ROOT / "README.md").read_text()
+    assert f"https://github.com/{REPOSITORY}" in readme and "*SemiSegSlicer*" in readme
