@@ -19,10 +19,26 @@ import subprocess
 import threading
 import time
 
-__all__ = ["JobClient", "EXIT_CODES", "engineCommand"]
+__all__ = ["JobClient", "EXIT_CODES", "engineCommand", "hiddenConsoleOptions"]
 
 EXIT_CODES = {0: "done", 1: "internal error", 2: "bad input", 3: "cancelled"}
 _STATE_OF_EXIT = {0: "done", 3: "cancelled"}
+_WINDOWS = os.name == "nt"
+
+
+def hiddenConsoleOptions() -> dict:
+    """``Popen`` options that start a console program without showing its window (Windows only).
+
+    PythonSlicer is a console launcher: started as is, it opens a console window that stays for the
+    whole training, and closing it kills the engine. ``slicer.util.launchConsoleProcess`` hides it the
+    same way (``STARTF_USESHOWWINDOW`` with ``SW_HIDE``); the engine's children share the hidden console.
+    """
+    if not _WINDOWS:
+        return {}
+    info = subprocess.STARTUPINFO()
+    info.dwFlags |= subprocess.STARTF_USESHOWWINDOW
+    info.wShowWindow = subprocess.SW_HIDE
+    return {"startupinfo": info}
 
 
 def engineCommand(python: str, jobDir: str) -> list[str]:
@@ -67,8 +83,8 @@ class JobClient:
         """Start the engine. Raises ``RuntimeError`` if already started, ``OSError`` if it cannot run."""
         if self.process is not None:
             raise RuntimeError("this job was already started")
-        kwargs = {}
-        if os.name == "nt":
+        kwargs = hiddenConsoleOptions()
+        if _WINDOWS:
             kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP
         else:
             kwargs["start_new_session"] = True
@@ -146,9 +162,10 @@ class JobClient:
 
         Creates ``RUN_DIR/cancel`` and sends SIGTERM to the process group (POSIX), so the engine can
         keep its last good checkpoint and exit with code 3; after ``graceSeconds`` whatever is left of
-        the group is killed (SIGKILL; on Windows ``taskkill /T /F``).
+        the group is killed (SIGKILL; on Windows ``taskkill /T /F``). A job that already ended is left
+        alone: no cancel file in its finished run, no signal to a process group whose ID may be reused.
         """
-        if self.process is None:
+        if self.process is None or self.process.poll() is not None:
             return
         self.cancelRequested = True
         try:
@@ -157,7 +174,7 @@ class JobClient:
                 f.write("cancelled by the user\n")
         except OSError:
             pass  # the signal below is enough
-        if os.name == "nt":
+        if _WINDOWS:
             self._cancelWindows(graceSeconds)
         else:
             self._cancelPosix(graceSeconds)
@@ -165,15 +182,17 @@ class JobClient:
             reader.join(5.0)
 
     def _cancelPosix(self, graceSeconds: float) -> None:
+        # PythonSlicer is a launcher that runs python-real as its child and dies at once on SIGTERM:
+        # the engine's orderly exit (checkpoint, status, exit code 3) happens in the child, so the
+        # whole group gets the grace period, not only the process we started.
         group = self.process.pid  # start_new_session: the group ID is the leader's PID
+        deadline = time.monotonic() + graceSeconds
         _signalGroup(group, signal.SIGTERM)
-        try:
-            self.process.wait(graceSeconds)
-        except subprocess.TimeoutExpired:
-            pass
-        deadline = time.monotonic() + min(1.0, graceSeconds)
-        while _groupAlive(group) and time.monotonic() < deadline:
-            time.sleep(0.05)  # let the children finish exiting on their own
+        while time.monotonic() < deadline:
+            self.process.poll()  # reap the leader, or its zombie keeps the group alive
+            if not _groupAlive(group):
+                break
+            time.sleep(0.05)
         _signalGroup(group, signal.SIGKILL)
         self.process.wait()
 
@@ -183,7 +202,8 @@ class JobClient:
             self.process.wait(graceSeconds)
         except subprocess.TimeoutExpired:
             pass
-        subprocess.run(["taskkill", "/T", "/F", "/PID", str(self.process.pid)], capture_output=True)
+        subprocess.run(["taskkill", "/T", "/F", "/PID", str(self.process.pid)], capture_output=True,
+                       **hiddenConsoleOptions())
         self.process.wait()
 
     # -- outcome ----------------------------------------------------------------------------------

@@ -7,7 +7,10 @@
   ``status.json`` done, exit 0;
 - ``{"mode": "hang", "obey_sigterm": bool}``: starts a child process (reported as
   ``{"event": "child", "pid": N}``), then prints iterations forever; with ``obey_sigterm`` it stops
-  on SIGTERM with status cancelled and exit 3, otherwise it and its child ignore SIGTERM;
+  on SIGTERM with status cancelled and exit 3 (after ``sigterm_seconds``, 0 by default, as the engine
+  takes to write its checkpoint), otherwise it and its child ignore SIGTERM. With ``"launcher": true``
+  the process started is a launcher, as PythonSlicer is: it runs the engine as its child and dies at
+  once on SIGTERM;
 - ``{"mode": "crash"}``: a traceback on stderr, an error line, status failed, exit 1;
 - ``{"mode": "bad_input"}``: a message naming the file, exit 2.
 
@@ -40,6 +43,9 @@ def status(state, message, code):
 
 
 mode = fake["mode"]
+if mode == "hang" and fake.get("launcher") and not os.environ.get("FAKE_ENGINE_CHILD"):
+    engine = subprocess.Popen([sys.executable, "-m", "semiseg"] + sys.argv[1:], env=dict(os.environ, FAKE_ENGINE_CHILD="1"))
+    sys.exit(engine.wait())  # SIGTERM's default action ends the launcher at once
 say(event="start", iterations=3, method=job["method"], device="cpu", labeled_slices=2, unlabeled_slices=4)
 if mode == "done":
     import numpy as np
@@ -77,6 +83,7 @@ if mode == "hang":
     say(event="child", pid=child.pid)
 
     def on_term(signum, frame):
+        time.sleep(fake.get("sigterm_seconds", 0))
         status("cancelled", "cancelled by SIGTERM", 3)
         sys.exit(3)
 

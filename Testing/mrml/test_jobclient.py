@@ -105,6 +105,74 @@ def test_cancel_kills_the_whole_process_tree(engine, jobDir, obey):
     assert client.state() == "cancelled"
 
 
+def test_cancel_gives_the_engine_behind_a_launcher_the_whole_grace_period(engine, jobDir):
+    """PythonSlicer dies at once on SIGTERM; the engine, its child, still gets to write its status and exit 3."""
+    fakeengine.configure(jobDir, mode="hang", obey_sigterm=True, launcher=True, sigterm_seconds=2.0)
+    client = jobclient.JobClient(sys.executable, jobDir, pythonPath=[engine])
+    client.start()
+    events = []
+    assert _waitFor(lambda: events.extend(client.poll()) or any(e["event"] == "iteration" for e in events))
+    started = time.monotonic()
+    client.cancel(graceSeconds=15.0)
+    assert 2.0 <= time.monotonic() - started < 12.0  # waited for the engine, not for the whole grace period
+    assert client.status()["state"] == "cancelled", "the engine was killed before its orderly exit"
+    assert client.state() == "cancelled"
+
+
+def test_cancel_leaves_a_finished_job_alone(engine, jobDir, monkeypatch):
+    fakeengine.configure(jobDir, mode="crash")
+    client = jobclient.JobClient(sys.executable, jobDir, pythonPath=[engine])
+    client.start()
+    assert client.wait(30) == 1
+    signals = []
+    monkeypatch.setattr(jobclient, "_signalGroup", lambda group, sig: signals.append((group, sig)))
+    client.cancel(graceSeconds=1.0)
+    assert signals == [], "signals sent to the process group of a job that had ended (its ID may be reused)"
+    assert not (jobDir / "run" / "cancel").exists()
+    assert client.state() == "failed" and not client.cancelRequested
+
+
+class _HiddenWindowRecorder:
+    """Windows' STARTUPINFO and the Popen/run calls, recorded: the console programs' windows must stay hidden."""
+
+    STARTF_USESHOWWINDOW, SW_HIDE, CREATE_NEW_PROCESS_GROUP = 1, 0, 0x200
+
+    class STARTUPINFO:
+        def __init__(self):
+            self.dwFlags, self.wShowWindow = 0, 1  # SW_SHOWNORMAL unless told otherwise
+
+    def __init__(self):
+        self.calls = []
+
+    def Popen(self, args, **kwargs):
+        import io
+        import types
+
+        self.calls.append((args, kwargs))
+        codes = iter([None])
+        return types.SimpleNamespace(pid=4242, stdout=io.StringIO(""), stderr=io.StringIO(""),
+                                     poll=lambda: next(codes, 3), wait=lambda timeout=None: 3)
+
+    def run(self, args, **kwargs):
+        self.calls.append((args, kwargs))
+
+
+def test_on_windows_no_console_window_shows(jobDir, monkeypatch):
+    recorder = _HiddenWindowRecorder()
+    monkeypatch.setattr(jobclient, "_WINDOWS", True)
+    for name in ("STARTUPINFO", "STARTF_USESHOWWINDOW", "SW_HIDE", "CREATE_NEW_PROCESS_GROUP", "Popen", "run"):
+        monkeypatch.setattr(jobclient.subprocess, name, getattr(recorder, name), raising=False)
+    client = jobclient.JobClient("C:/Slicer/bin/PythonSlicer.exe", jobDir)
+    client.start()
+    client.cancel(graceSeconds=0.1)
+    (engineArgs, engineOptions), (killArgs, killOptions) = recorder.calls
+    assert engineArgs[1:4] == ["-m", "semiseg", "train"] and killArgs[0] == "taskkill"
+    for options in (engineOptions, killOptions):  # the engine and taskkill: no console window
+        info = options["startupinfo"]
+        assert info.dwFlags & recorder.STARTF_USESHOWWINDOW and info.wShowWindow == recorder.SW_HIDE
+    assert engineOptions["creationflags"] & recorder.CREATE_NEW_PROCESS_GROUP
+
+
 def test_crash_gives_an_error_message(engine, jobDir):
     fakeengine.configure(jobDir, mode="crash")
     client = jobclient.JobClient(sys.executable, jobDir, pythonPath=[engine])
