@@ -27,6 +27,7 @@ __all__ = [
     "checkSameTransform",
     "numpyAxis",
     "removeNode",
+    "firstScalarVolume",
 ]
 
 
@@ -243,3 +244,18 @@ def readVolume(scene, path: str | os.PathLike, name: str, className: str = "vtkM
         removeNode(scene, node)
         raise OSError(f"{path}: cannot be read as a volume")
     return node
+
+
+def firstScalarVolume(scene):
+    """The first scalar volume a volume selector offers: not a label map, not hidden from editors.
+
+    ``scene.GetFirstNodeByClass("vtkMRMLScalarVolumeNode")`` may return a ``vtkMRMLLabelMapVolumeNode``
+    (a subclass), which a selector of scalar volumes without child types does not show. None when
+    there is no such volume.
+    """
+    nodes = scene.GetNodesByClass("vtkMRMLScalarVolumeNode")
+    for index in range(nodes.GetNumberOfItems()):
+        node = nodes.GetItemAsObject(index)
+        if not node.IsA("vtkMRMLLabelMapVolumeNode") and not node.GetHideFromEditors():
+            return node
+    return None

@@ -105,9 +105,15 @@ def importPseudoLabels(scene, labelsPath: str, volumeNode, segments: list[dict],
 
 
 def perceptualColorNode(scene, name: str = "Viridis"):
-    """The scene's ``Viridis`` (or ``Inferno``) colour table; created when the scene has none."""
+    """The ``Viridis`` (or ``Inferno``) colour table: Slicer's own (the one its colour logic loads from
+    ``ColorFiles/Viridis.txt``, ID ``vtkMRMLColorTableNodeFileViridis.txt``), else a table of that name in the
+    scene, else one made here from :data:`PERCEPTUAL_COLOR_TABLES` (the ``slicer-core`` wheel has no colour files).
+    """
     if name not in PERCEPTUAL_COLOR_TABLES:
         raise ValueError(f"unknown colour table {name!r}; choose one of {sorted(PERCEPTUAL_COLOR_TABLES)}")
+    slicerTable = scene.GetNodeByID(f"vtkMRMLColorTableNodeFile{name}.txt")
+    if slicerTable is not None:
+        return slicerTable
     nodes = scene.GetNodesByClassByName("vtkMRMLColorNode", name)
     if nodes.GetNumberOfItems():
         return nodes.GetItemAsObject(0)
@@ -117,7 +123,6 @@ def perceptualColorNode(scene, name: str = "Viridis"):
     colorNode.SetName(name)
     colorNode.SetTypeToUser()
     colorNode.SetNumberOfColors(256)
-    colorNode.SetNamesInitialised(True)
     for index, t in enumerate(np.linspace(0.0, 1.0, 256)):
         rgb = [float(np.interp(t, positions, stops[:, c])) for c in range(3)]
         colorNode.SetColor(index, f"{name}{index}", rgb[0], rgb[1], rgb[2], 1.0)

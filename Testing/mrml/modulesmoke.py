@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import types
+import unittest
 
 import numpy as np
 from mrmltesting import SceneSetup, addSegmentation, addVolume, slicer
@@ -29,9 +30,58 @@ class _Environment:
         return self._values[key]
 
 
-def _installStandIns(scene, cacheDir):
+class Signal:
+    """A Qt signal: ``connect``, ``disconnect``, ``emit``."""
+
+    def __init__(self):
+        self.slots = []
+
+    def connect(self, slot):
+        self.slots.append(slot)
+
+    def disconnect(self, slot):
+        self.slots.remove(slot)
+
+    def emit(self, *args):
+        for slot in list(self.slots):
+            slot(*args)
+
+
+class Timer:
+    """``qt.QTimer``: ``tick()`` fires ``timeout`` as Qt's event loop would, only while the timer is active."""
+
+    def __init__(self):
+        self.timeout = Signal()
+        self.active = False
+
+    def setInterval(self, milliseconds):
+        self.interval = milliseconds
+
+    def start(self):
+        self.active = True
+
+    def stop(self):
+        self.active = False
+
+    def isActive(self):
+        return self.active
+
+    def tick(self):
+        if self.active:
+            self.timeout.emit()
+
+
+class ModuleTest(unittest.TestCase):
+    """``ScriptedLoadableModuleTest``: a ``unittest.TestCase`` with ``delayDisplay``."""
+
+    def delayDisplay(self, message, msec=None):
+        print(message, file=sys.stderr)
+
+
+def installStandIns(scene, cacheDir):
+    """Put stand-ins for what exists only inside the Slicer application in ``sys.modules`` and ``slicer``."""
     qt = types.ModuleType("qt")
-    qt.QTimer = qt.QTableWidgetItem = object
+    qt.QTimer, qt.QTableWidgetItem = Timer, object
     i18n = types.ModuleType("slicer.i18n")
     i18n.tr = lambda text: text
     i18n.translate = lambda context, text: text
@@ -43,6 +93,7 @@ def _installStandIns(scene, cacheDir):
     for name in ("ScriptedLoadableModule", "ScriptedLoadableModuleWidget", "ScriptedLoadableModuleLogic",
                  "ScriptedLoadableModuleTest"):
         setattr(scripted, name, type(name, (), {"__init__": lambda self, *args: None}))
+    scripted.ScriptedLoadableModuleTest = ModuleTest
     sys.modules.update({"qt": qt, "slicer.i18n": i18n, "slicer.parameterNodeWrapper": wrapper,
                         "slicer.ScriptedLoadableModule": scripted})
     slicer.i18n, slicer.parameterNodeWrapper, slicer.ScriptedLoadableModule = i18n, wrapper, scripted
@@ -54,7 +105,7 @@ def _installStandIns(scene, cacheDir):
 def main(fakeEngineDir: str, cacheDir: str) -> dict:
     setup = SceneSetup()
     scene = setup.scene
-    _installStandIns(scene, cacheDir)
+    installStandIns(scene, cacheDir)
     import SemiSegSlicer as module
 
     seen = {}

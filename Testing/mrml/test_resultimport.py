@@ -103,6 +103,18 @@ def test_perceptual_colour_table_is_reused_or_made_once(scene):
     assert resultimport.perceptualColorNode(scene, "Inferno") is existing  # Slicer's own table wins
 
 
+def test_slicers_own_viridis_is_preferred_and_making_one_logs_no_vtk_error(scene, capfd):
+    made = resultimport.perceptualColorNode(scene)  # the wheel has no colour files: made here
+    assert "ERR|" not in capfd.readouterr().err, "making the colour table logged a VTK error"
+    assert made.GetName() == "Viridis" and made.GetColorName(0) == "Viridis0"
+    slicersOwn = slicer.vtkMRMLColorTableNode()  # as Slicer's colour logic adds ColorFiles/Viridis.txt
+    slicersOwn.SetName("Viridis")
+    slicersOwn.SetSingletonTag("FileViridis.txt")
+    scene.AddNode(slicersOwn)
+    assert slicersOwn.GetID() == "vtkMRMLColorTableNodeFileViridis.txt"
+    assert resultimport.perceptualColorNode(scene) is slicersOwn  # not the one made earlier with the same name
+
+
 def test_import_refuses_labels_on_another_grid_and_leaves_the_scene_alone(scene, job):
     writeLikeVolume(np.zeros((5, 12, 13), np.uint8), job["volume"], os.path.join(job["prediction"], "labels.nii.gz"))
     nodes = sceneNodes(scene)
