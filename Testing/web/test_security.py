@@ -106,8 +106,22 @@ def test_the_middleware_checks_token_host_and_origin():
         same = {"Upgrade": "websocket", "Origin": f"http://127.0.0.1:{port}"}
         assert _request(port, "/ws", headers=same)[0] == 200
         assert _request(port, "/ws", headers={**same, "Origin": "http://evil.example"})[0] == 403
+        # Any request that asks to upgrade meets the Origin rule, whatever the spelling of its value.
+        for upgrade in ({"Upgrade": "websocket\xa0"}, {"Upgrade": "WebSocket "}, {"Upgrade": "h2c"},
+                        {"Connection": "keep-alive, Upgrade"}):
+            assert _request(port, "/ws", headers={**upgrade, "Origin": "http://evil.example"})[0] == 403, upgrade
+            assert _request(port, "/ws", headers={**upgrade, "Origin": f"http://127.0.0.1:{port}"})[0] == 200, upgrade
+        assert _request(port, "/ws", headers={"Origin": "http://evil.example"})[0] == 200  # no upgrade asked
 
     _serve_app(_middleware_app(None, loopbackOnly=True), checkLoopback)
+
+
+@pytest.mark.parametrize(("headers", "upgrade"), [
+    ({"Upgrade": "websocket"}, True), ({"Upgrade": "websocket\xa0"}, True), ({"Upgrade": ""}, True),
+    ({"Connection": "Upgrade"}, True), ({"Connection": "keep-alive, upgrade "}, True),
+    ({"Connection": "keep-alive"}, False), ({}, False)])
+def test_what_asks_to_upgrade(headers, upgrade):
+    assert security.asksToUpgrade(headers) is upgrade
 
 
 def test_serving_beyond_loopback_without_a_token_refuses_to_start():

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-__all__ = ["COOKIE", "TokenRequired", "isLoopback", "generateToken", "resolveToken", "accessMiddleware"]
+__all__ = ["COOKIE", "TokenRequired", "isLoopback", "generateToken", "resolveToken", "asksToUpgrade", "accessMiddleware"]
 
 COOKIE = "semiseg_token"
 QUERY = "token"
@@ -85,6 +85,16 @@ def resolveToken(host: str, token: str | None = None, tokenFile: str | None = No
     return token, generated
 
 
+def asksToUpgrade(headers) -> bool:
+    """Whether a request asks to switch protocols: any ``Upgrade`` header, or ``upgrade`` among ``Connection``'s
+    tokens, whatever the value and its whitespace. The Origin rule applies to all of them, not only to a value
+    spelled exactly ``websocket`` (``websocket\\xa0`` would otherwise slip past the check and still be upgraded).
+    """
+    if "Upgrade" in headers:
+        return True
+    return any(token.strip().lower() == "upgrade" for token in headers.get("Connection", "").split(","))
+
+
 def _hostName(hostHeader: str) -> str:
     """The host part of a ``Host`` header (``[::1]:8080`` -> ``::1``)."""
     return urlsplit("//" + hostHeader).hostname or ""
@@ -125,7 +135,7 @@ def accessMiddleware(token: str | None, loopbackOnly: bool):
         if loopbackOnly and not isLoopback(_hostName(host)):
             return _refuse(403, f"this server answers only to a loopback host name, not {host!r}")
         origin = request.headers.get("Origin")
-        isWebSocket = request.headers.get("Upgrade", "").lower() == "websocket"
+        isWebSocket = asksToUpgrade(request.headers)
         if isWebSocket and origin is not None and urlsplit(origin).netloc.lower() != host.lower():
             return _refuse(403, f"WebSocket from another site ({origin}) refused")
         if token is not None:
