@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 
 import pytest
@@ -17,3 +18,21 @@ def chromium_path():
     if path is None:
         pytest.fail("Chromium is missing: run .ci/install-web.sh (apt-get install chromium)")
     return path
+
+
+def _digests(folder) -> dict:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def tracked_resources_stay_unchanged():
+    """The tests write screenshots to Testing/web/screenshots/ only: Resources/ (the README's images) is the
+    same after the run (``python Testing/web/readme_screenshot.py`` regenerates the README's image)."""
+    resources = webtesting.ROOT / "Resources"
+    before = _digests(resources)
+    yield
+    after = _digests(resources)
+    changed = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    if changed:
+        pytest.fail(f"the web tests rewrote tracked files in Resources/: {changed}")

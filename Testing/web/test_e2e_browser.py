@@ -5,8 +5,9 @@ load an ACDC volume from the page, paint two slices with the brush, train a few 
 (method chosen in the page), see the progress reach 100 %, see the pseudo-label and confidence layers
 in the slice view (screenshot pixels, not the DOM), jump to the least confident slice, accept it, and
 check in the labels exported from the server's scene that exactly that slice changed, to the
-pseudo-labels; then retrain and cancel. Screenshots of every step go to ``Testing/web/screenshots/``;
-one is copied to ``Resources/Screenshots/web_review.png``.
+pseudo-labels; then retrain and cancel. Screenshots of every step go to ``Testing/web/screenshots/``
+(ignored by git). The README's image is made from one of them by a separate command,
+``python Testing/web/readme_screenshot.py``: the test run never rewrites a tracked file.
 """
 
 from __future__ import annotations
@@ -20,11 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from cdp import Browser
-from webtesting import DATA, ROOT, SCREENSHOTS, ServerProcess
+from webtesting import DATA, RESULTS_SCREENSHOT, SCREENSHOTS, ServerProcess
 
 CASE = DATA / "acdc" / "images" / "patient003_frame01.nii.gz"
 VIEW = "#views"
-README_SCREENSHOT = ROOT / "Resources" / "Screenshots" / "web_review.png"
 
 
 def _pixels(png: bytes) -> np.ndarray:
@@ -196,6 +196,7 @@ def test_label_train_review_accept_in_the_browser(server, chromium_path):
         # The confidence layer appears in the slice view (pixels, not the DOM).
         results = page.settled_view(before)
         page.shot("results")
+        assert (shots / RESULTS_SCREENSHOT).is_file(), "readme_screenshot.py copies this one"
         assert _changed(results, before) > 0.2, "the confidence overlay did not change the slice view"
         assert _chroma(results) > _chroma(before) + 5, "no coloured (Viridis) overlay in the slice view"
 
@@ -255,7 +256,6 @@ def test_label_train_review_accept_in_the_browser(server, chromium_path):
         assert accepted.sum() > (predicted[least] > 0).sum(), "the brush correction was not accepted"
         info = json.loads(saved.with_name("patient003_frame01_labels.json").read_text())
         assert {first, second, least} <= set(info["labeled_slices"])
-        shutil.copyfile(shots / "04-results.png", README_SCREENSHOT)
 
         # Retrain warm-started, then cancel: the run stops and the labels are left as they were.
         browser.fill("#iterations", "5000")

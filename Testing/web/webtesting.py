@@ -13,7 +13,8 @@ from cdp import stop_process
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 DATA = ROOT.parent / "shared" / "data"
-SCREENSHOTS = HERE / "screenshots"
+SCREENSHOTS = HERE / "screenshots"  # the browser test's screenshots (ignored by git; the tests write nowhere else)
+RESULTS_SCREENSHOT = "04-results.png"  # the one after training, which readme_screenshot.py copies for the README
 
 for folder in (ROOT / "Web", ROOT / "SemiSegSlicer"):
     if str(folder) not in sys.path:
