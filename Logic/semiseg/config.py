@@ -13,7 +13,10 @@ from typing import Any, TypeVar
 
 from .errors import InputError
 
-__all__ = ["TrainConfig", "ModelConfig", "check_ranges", "from_dict", "to_dict"]
+__all__ = ["TrainConfig", "ModelConfig", "PRECISIONS", "check_ranges", "from_dict", "to_dict"]
+
+PRECISIONS = ("auto", "bf16", "fp32")
+"""Values of :attr:`TrainConfig.precision` (see :mod:`semiseg.models.precision`)."""
 
 T = TypeVar("T")
 
@@ -40,6 +43,9 @@ class TrainConfig:
         seed: seeds torch and the samplers; the same seed and thread count give the same run on the same device.
         device: ``"auto"`` (CUDA, else CPU), ``"cpu"``, ``"cuda"``, ``"mps"``.
         amp: mixed precision on CUDA.
+        precision: ``"auto"`` (bfloat16 forward passes on a CPU with native bf16 kernels, CUDA AMP
+            when ``amp``, else float32), ``"bf16"`` (bfloat16 even where it is emulated) or ``"fp32"``.
+            Losses, softmax and confidences are float32 in every case (:mod:`semiseg.models.precision`).
         val_every: validation period in iterations (0: never).
         checkpoint_every: checkpoint period in iterations (a checkpoint is always written at the end).
         min_val_slices: hold out labelled slices for validation only when at least this many
@@ -62,6 +68,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True
+    precision: str = "auto"
     val_every: int = 200
     checkpoint_every: int = 500
     min_val_slices: int = 6
@@ -81,6 +88,8 @@ class TrainConfig:
             raise InputError(f"optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.device not in ("auto", "cpu", "cuda", "mps"):
             raise InputError(f"device must be one of auto, cpu, cuda, mps, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 def check_ranges(config: Any, **intervals: str) -> None:

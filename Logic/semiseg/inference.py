@@ -23,7 +23,7 @@ import torch
 
 from .data import Volume, normalize_intensity, put_slices, resize_images, take_slices
 from .imageio import OUTPUT_FORMATS, read_image, volume_name, write_like
-from .models import UNet2D
+from .models import UNet2D, resolve_precision, set_precision
 from .training.checkpoint import load_checkpoint
 from .training.trainer import resolve_device
 from .errors import InputError
@@ -41,9 +41,12 @@ class Predictor:
         checkpoint: a run's ``checkpoint.pt``.
         device: ``auto``, ``cpu``, ``cuda`` or ``mps``.
         batch_size: slices per forward pass.
+        precision: ``"auto"`` (bfloat16 forward passes on a CPU with native bf16 kernels), ``"bf16"`` or
+            ``"fp32"`` (:mod:`semiseg.models.precision`); the weights stay float32 and the probabilities
+            are float32 in every case.
     """
 
-    def __init__(self, checkpoint: str | os.PathLike, device: str = "auto", batch_size: int = 16) -> None:
+    def __init__(self, checkpoint: str | os.PathLike, device: str = "auto", batch_size: int = 16, precision: str = "auto") -> None:
         state = load_checkpoint(checkpoint)
         self.device = resolve_device(device)
         mc = state["model_config"]
@@ -51,6 +54,8 @@ class Predictor:
         self.model = UNet2D(1, self.num_classes, mc["features"], mc["dropout"])
         self.model.load_state_dict(state["model"])
         self.model.to(self.device).eval()
+        self.precision = resolve_precision(precision, self.device)
+        set_precision([self.model], self.precision, self.device)
         self.size = int(state["train_config"]["size"])
         self.meta = dict(state.get("meta", {}))
         self.axis = int(self.meta.get("axis", 2))

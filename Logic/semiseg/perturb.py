@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["colour_jitter", "gaussian_blur", "strong_augment", "cutmix_mask", "cutmix", "mix_targets", "feature_dropout", "decode_with_dropout"]
+__all__ = ["colour_jitter", "gaussian_blur", "strong_augment", "cutmix_mask", "cutmix", "mix_targets", "StrongView", "strong_view",
+           "feature_dropout", "decode_with_dropout"]
 
 
 def _rand(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -205,6 +207,28 @@ def mix_targets(t: torch.Tensor, t_mix: torch.Tensor, mask: torch.Tensor) -> tor
     if t.shape != t_mix.shape:
         raise ValueError(f"targets to mix differ in shape: {tuple(t.shape)} and {tuple(t_mix.shape)}")
     return torch.where(_broadcast_mask(mask, t), t_mix, t)
+
+
+class StrongView(NamedTuple):
+    """A strong view of an unlabelled batch: ``image`` (B, 1, H, W), and ``box`` (B, H, W) bool, where
+    the second batch was pasted in (``None`` when the view is not CutMixed)."""
+
+    image: torch.Tensor
+    box: torch.Tensor | None = None
+
+
+def strong_view(x: torch.Tensor, x_mix: torch.Tensor | None = None, p: float = 0.5, generator: torch.Generator | None = None) -> StrongView:
+    """:func:`strong_augment` of ``x``, CutMixed (:func:`cutmix_mask` at probability ``p``) with
+    :func:`strong_augment` of ``x_mix`` unless ``x_mix`` is ``None``: UniMatch's strong stream.
+    At ``p = 0`` the box is empty and ``x_mix`` is not augmented."""
+    image = strong_augment(x, generator)
+    if x_mix is None:
+        return StrongView(image)
+    n, _, h, w = x.shape
+    if p == 0:
+        return StrongView(image, torch.zeros(n, h, w, dtype=torch.bool, device=x.device))
+    box = cutmix_mask(n, h, w, generator, p=p, device=x.device)
+    return StrongView(cutmix(image, strong_augment(x_mix, generator), box), box)
 
 
 def feature_dropout(feats: Sequence[torch.Tensor], p: float = 0.5) -> list[torch.Tensor]:

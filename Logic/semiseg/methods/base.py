@@ -16,10 +16,11 @@ import torch
 import torch.nn as nn
 
 from ..losses import SupervisedLoss
-from ..pseudo import EMATeacher, PseudoLabels, eval_logits
+from ..perturb import StrongView, strong_view
+from ..pseudo import EMATeacher, PseudoLabels, SemiConfig, eval_logits, unsup_weight
 from ..refbank import ReferenceGuidedLabeler, reference_labels
 
-__all__ = ["Batch", "LossOutput", "Method", "TrainProgress"]
+__all__ = ["Batch", "LossOutput", "Method", "StrongView", "TrainProgress"]
 
 
 @dataclasses.dataclass
@@ -31,12 +32,15 @@ class Batch:
         y_l: their labels (B_l, S, S) int64.
         x_u: unlabelled images, weak view (B_u, 1, S, S), or ``None`` for a supervised method.
         x_u2: a second unlabelled batch (B_u, 1, S, S) for CutMix, when the method asks for it.
+        strong: the method's strong views of ``x_u`` made ahead by :meth:`Method.prepare` (empty:
+            :meth:`Method.strong` makes them when asked).
     """
 
     x_l: torch.Tensor
     y_l: torch.Tensor
     x_u: torch.Tensor | None = None
     x_u2: torch.Tensor | None = None
+    strong: list[StrongView] = dataclasses.field(default_factory=list)
 
 
 @dataclasses.dataclass
@@ -69,9 +73,10 @@ class LossOutput:
 class Method(nn.Module):
     """Base class of every method.
 
-    Subclasses set ``name``, ``Config`` (a dataclass of hyper-parameters, paper defaults) and
+    Subclasses set ``name``, ``Config`` (a dataclass of hyper-parameters, paper defaults),
     ``unlabeled_batches`` (0 for supervised, 1 for a weak unlabelled batch, 2 with a second batch
-    for CutMix), and implement :meth:`loss`.
+    for CutMix) and ``strong_views`` (strong views of the unlabelled batch per step, each CutMixed
+    with the second batch at the config's ``cutmix_p``), and implement :meth:`loss`.
 
     Args:
         config: an instance of ``Config``.
@@ -82,6 +87,7 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object
     unlabeled_batches: ClassVar[int] = 0
+    strong_views: ClassVar[int] = 0
 
     def __init__(self, config, num_classes: int, model: nn.Module) -> None:
         super().__init__()
@@ -93,6 +99,32 @@ class Method(nn.Module):
         self.references = None  # ReferenceGuidedLabeler of a config with references=True
         if getattr(config, "references", False):
             self.references = ReferenceGuidedLabeler(num_classes, model.features[0])
+
+    def unsup_weight(self, progress: TrainProgress) -> float:
+        """Weight of the unsupervised losses at ``progress`` (:func:`~semiseg.pseudo.unsup_weight`; 0 without a :class:`SemiConfig`)."""
+        cfg = self.config
+        return unsup_weight(progress, cfg.warmup, cfg.rampup) if isinstance(cfg, SemiConfig) else 0.0
+
+    def uses_unlabeled(self, progress: TrainProgress) -> bool:
+        """Whether the step at ``progress`` reads unlabelled images (not during a supervised warm-up)."""
+        return self.unlabeled_batches > 0 and self.unsup_weight(progress) > 0.0
+
+    def prepare(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
+        """Make the batch's :attr:`Batch.strong` views ahead of the step, drawing with ``generator``.
+
+        Data work only (no network): the trainer runs it in its prefetch thread, off the optimiser's
+        critical path, while the previous step trains.
+        """
+        if self.strong_views and batch.x_u is not None:
+            p = float(getattr(self.config, "cutmix_p", 0.0))
+            batch.strong = [strong_view(batch.x_u, batch.x_u2, p, generator) for _ in range(self.strong_views)]
+        return batch
+
+    def strong(self, batch: Batch, i: int) -> StrongView:
+        """The ``i``-th strong view of ``batch.x_u``: the prepared one, else made now (global RNG)."""
+        if not batch.strong:
+            self.prepare(batch)
+        return batch.strong[i]
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """Parameters of the method's own modules that the optimiser updates (e.g. SemSim's SFM)."""

@@ -41,8 +41,8 @@ import torch.nn as nn
 
 from ..config import check_ranges
 from ..losses import masked_dice
-from ..perturb import cutmix, cutmix_mask, decode_with_dropout, strong_augment
-from ..pseudo import blend, PseudoLabels, SemiConfig, evaluating, unsup_weight
+from ..perturb import decode_with_dropout
+from ..pseudo import blend, PseudoLabels, SemiConfig, evaluating
 from .base import Batch, LossOutput, Method, TrainProgress
 
 __all__ = ["CrossMatch", "CrossMatchConfig"]
@@ -77,21 +77,20 @@ class CrossMatch(Method):
     name = "crossmatch"
     Config = CrossMatchConfig
     unlabeled_batches = 2
+    strong_views = 2
 
     def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
         cfg = self.config
-        w = unsup_weight(progress, cfg.warmup, cfg.rampup)
+        w = self.unsup_weight(progress)
         if w == 0.0 or batch.x_u is None or batch.x_u2 is None:
             return self.supervised_only(model, batch)
         x_l, x_u, x_m = batch.x_l, batch.x_u, batch.x_u2
-        n_l, (n_u, _, h, wd) = x_l.shape[0], x_u.shape
+        n_l, n_u = x_l.shape[0], x_u.shape[0]
         drops = (cfg.weak_dropout, cfg.strong_dropout)
         net = self.teacher_net(model)
         with evaluating(net):
             m_clean, m_weak, m_strong = map(PseudoLabels.from_logits, decode_with_dropout(net, net.encode(x_m), drops))
-        box1, box2 = (cutmix_mask(n_u, h, wd, p=cfg.cutmix_p, device=x_u.device) for _ in range(2))
-        s1 = cutmix(strong_augment(x_u), strong_augment(x_m), box1)
-        s2 = cutmix(strong_augment(x_u), strong_augment(x_m), box2)
+        (s1, box1), (s2, box2) = (self.strong(batch, i) for i in range(2))
 
         clean, u_weak, u_strong = decode_with_dropout(model, model.encode(torch.cat([x_l, x_u])), drops, start=n_l)
         pred_l, pred_w = clean.split([n_l, n_u])

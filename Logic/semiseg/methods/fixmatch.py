@@ -36,8 +36,7 @@ import torch.nn as nn
 
 from ..config import check_ranges
 from ..losses import masked_dice
-from ..perturb import cutmix, cutmix_mask, strong_augment
-from ..pseudo import blend, PseudoLabels, SemiConfig, forward_split, unsup_weight
+from ..pseudo import blend, PseudoLabels, SemiConfig, forward_split
 from .base import Batch, LossOutput, Method, TrainProgress
 
 __all__ = ["FixMatch", "FixMatchConfig"]
@@ -68,19 +67,16 @@ class FixMatch(Method):
     name = "fixmatch"
     Config = FixMatchConfig
     unlabeled_batches = 2
+    strong_views = 1
 
     def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
         cfg = self.config
-        w = unsup_weight(progress, cfg.warmup, cfg.rampup)
+        w = self.unsup_weight(progress)
         if w == 0.0 or batch.x_u is None:
             return self.supervised_only(model, batch)
         x_u, x_m = batch.x_u, batch.x_u2
-        x_s = strong_augment(x_u)
+        x_s, box = self.strong(batch, 0)
         mix = cfg.cutmix_p > 0 and x_m is not None
-        if mix:
-            n_u, _, h, wd = x_u.shape
-            box = cutmix_mask(n_u, h, wd, p=cfg.cutmix_p, device=x_u.device)
-            x_s = cutmix(x_s, strong_augment(x_m), box)
         if self.teacher is None:
             pred_l, pred_w, pred_s = forward_split(model, [batch.x_l, x_u, x_s])
         else:

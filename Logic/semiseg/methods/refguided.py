@@ -66,8 +66,8 @@ import torch.nn as nn
 from ..config import check_ranges
 from ..errors import InputError
 from ..losses import masked_cross_entropy, masked_dice
-from ..perturb import cutmix, cutmix_mask, mix_targets, strong_augment
-from ..pseudo import blend, SemiConfig, forward_split, pseudo_label, unsup_weight
+from ..perturb import mix_targets
+from ..pseudo import blend, SemiConfig, forward_split, pseudo_label
 from ..refbank import ReferenceGuidedLabeler, reference_labels
 from .base import Batch, LossOutput, Method, TrainProgress
 
@@ -151,6 +151,7 @@ class RefGuided(Method):
     name = "refguided"
     Config = RefGuidedConfig
     unlabeled_batches = 2
+    strong_views = 1
 
     def __init__(self, config: RefGuidedConfig, num_classes: int, model: nn.Module) -> None:
         super().__init__(config, num_classes, model)
@@ -167,7 +168,7 @@ class RefGuided(Method):
 
     def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
         cfg = self.config
-        w = unsup_weight(progress, cfg.warmup, cfg.rampup)
+        w = self.unsup_weight(progress)
         if w == 0.0 or batch.x_u is None:
             return self.supervised_only(model, batch)
         x_l, y_l, x_u, x_m = batch.x_l, batch.y_l, batch.x_u, batch.x_u2
@@ -176,12 +177,9 @@ class RefGuided(Method):
         label, margin, logits_t = self.pseudo_labels(model, x_l, y_l, queries)
         conf_t, label_t = pseudo_label(logits_t)
         target, mask = combine_labels(label, margin, label_t, conf_t, cfg.combine, cfg.min_margin, cfg.tau)
-        x_s = strong_augment(x_u)
+        x_s, box = self.strong(batch, 0)
         if mix:
-            n_u, _, h, wd = x_u.shape
-            box = cutmix_mask(n_u, h, wd, p=cfg.cutmix_p, device=x_u.device)
-            x_s = cutmix(x_s, strong_augment(x_m), box)
-            target, mask = (mix_targets(*t.split(n_u), box) for t in (target, mask))
+            target, mask = (mix_targets(*t.split(x_u.shape[0]), box) for t in (target, mask))
 
         logits_l, logits_s = forward_split(model, [x_l, x_s])
         sup = self.sup_loss(logits_l, y_l)

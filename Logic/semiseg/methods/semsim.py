@@ -55,9 +55,9 @@ from ..config import check_ranges
 from ..errors import InputError
 from ..losses import masked_cross_entropy, masked_dice
 from ..models.sfm import SpatialFusion
-from ..perturb import cutmix, cutmix_mask, decode_with_dropout, mix_targets, strong_augment
+from ..perturb import decode_with_dropout, mix_targets
 from ..prototypes import class_weights, local_prototypes, query, uncertainty_weight
-from ..pseudo import blend, PseudoLabels, SemiConfig, confidence_mask, evaluating, unsup_weight
+from ..pseudo import blend, PseudoLabels, SemiConfig, confidence_mask, evaluating
 from .base import Batch, LossOutput, Method, TrainProgress
 
 __all__ = ["SemSim", "SemSimConfig"]
@@ -115,6 +115,7 @@ class SemSim(Method):
     name = "semsim"
     Config = SemSimConfig
     unlabeled_batches = 2
+    strong_views = 2
 
     def __init__(self, config: SemSimConfig, num_classes: int, model: nn.Module) -> None:
         super().__init__(config, num_classes, model)
@@ -129,21 +130,18 @@ class SemSim(Method):
     def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
         cfg = self.config
         x_l, y_l, x_u, x_u2 = batch.x_l, batch.y_l, batch.x_u, batch.x_u2
+        weight = self.unsup_weight(progress)
+        if weight == 0.0:
+            return self.supervised_only(model, batch)
         if x_u is None or x_u2 is None:
             raise ValueError("semsim needs two unlabelled batches (x_u and x_u2)")
         nl, nu = x_l.shape[0], x_u.shape[0]
-        weight = unsup_weight(progress, cfg.warmup, cfg.rampup)
-        if weight == 0.0:
-            return self.supervised_only(model, batch)
 
         # second batch: pseudo-labels without gradient in eval mode (as UniMatch), encoder features kept
         with evaluating(model):
             feats2 = model.encode(x_u2)
             logits2 = model.decode(feats2)
-        h, w = x_u.shape[-2:]
-        mask1, mask2 = (cutmix_mask(nu, h, w, p=cfg.cutmix_p, device=x_u.device) for _ in range(2))
-        s1 = cutmix(strong_augment(x_u), strong_augment(x_u2), mask1)
-        s2 = cutmix(strong_augment(x_u), strong_augment(x_u2), mask2)
+        (s1, mask1), (s2, mask2) = (self.strong(batch, i) for i in range(2))
 
         feats = model.encode(torch.cat([x_l, x_u]))
         logits, logits_fp = decode_with_dropout(model, feats, (cfg.fp_dropout,), start=nl)

@@ -32,8 +32,8 @@ import torch.nn as nn
 
 from ..config import check_ranges
 from ..losses import masked_dice
-from ..perturb import cutmix, cutmix_mask, decode_with_dropout, strong_augment
-from ..pseudo import blend, PseudoLabels, SemiConfig, forward_split, unsup_weight
+from ..perturb import decode_with_dropout
+from ..pseudo import blend, PseudoLabels, SemiConfig, forward_split
 from .base import Batch, LossOutput, Method, TrainProgress
 
 __all__ = ["UniMatch", "UniMatchConfig"]
@@ -64,17 +64,17 @@ class UniMatch(Method):
     name = "unimatch"
     Config = UniMatchConfig
     unlabeled_batches = 2
+    strong_views = 2
 
     def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
         cfg = self.config
-        w = unsup_weight(progress, cfg.warmup, cfg.rampup)
+        w = self.unsup_weight(progress)
         if w == 0.0 or batch.x_u is None or batch.x_u2 is None:
             return self.supervised_only(model, batch)
         x_l, x_u, x_m = batch.x_l, batch.x_u, batch.x_u2
-        n_l, (n_u, _, h, wd) = x_l.shape[0], x_u.shape
+        n_l, n_u = x_l.shape[0], x_u.shape[0]
         y_m = PseudoLabels.from_logits(self.teacher_logits(model, x_m))
-        boxes = [cutmix_mask(n_u, h, wd, p=cfg.cutmix_p, device=x_u.device) for _ in range(2)]
-        s1, s2 = (cutmix(strong_augment(x_u), strong_augment(x_m), box) for box in boxes)
+        (s1, box1), (s2, box2) = (self.strong(batch, i) for i in range(2))
 
         clean, pred_fp = decode_with_dropout(model, model.encode(torch.cat([x_l, x_u])), (cfg.fp_dropout,), start=n_l)
         pred_l, pred_w = clean.split([n_l, n_u])
@@ -82,7 +82,7 @@ class UniMatch(Method):
         y_w = self.with_references(model, batch, PseudoLabels.from_logits(pred_w if self.teacher is None else self.teacher(x_u)))
 
         sup = self.sup_loss(pred_l, batch.y_l)
-        l_s = [masked_dice(pred, y.label, y.mask(cfg.tau)) for pred, y in zip((pred_s1, pred_s2), (y_w.mixed(y_m, b) for b in boxes))]
+        l_s = [masked_dice(pred, y.label, y.mask(cfg.tau)) for pred, y in zip((pred_s1, pred_s2), (y_w.mixed(y_m, b) for b in (box1, box2)))]
         l_fp = masked_dice(pred_fp, y_w.label, y_w.mask(cfg.tau))
         unsup = 0.25 * l_s[0] + 0.25 * l_s[1] + 0.5 * l_fp
         total = blend(sup, unsup, w)

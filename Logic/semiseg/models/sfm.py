@@ -32,6 +32,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .precision import MixedPrecision
+
 __all__ = ["SpatialFusion"]
 
 
@@ -58,7 +60,7 @@ class _Block(nn.Module):
         return x + self.mlp(self.norm2(x))
 
 
-class SpatialFusion(nn.Module):
+class SpatialFusion(MixedPrecision, nn.Module):
     """Spatial-aware Fusion Module: three encoder maps -> enhanced features (B, dim, h, w).
 
     Args:
@@ -90,8 +92,13 @@ class SpatialFusion(nn.Module):
         )
 
     def forward(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Fused features (B, dim, h, w), float32 whatever the compute dtype (see :mod:`semiseg.models.precision`)."""
         if len(feats) != 3:
             raise ValueError(f"three feature maps expected, got {len(feats)}")
+        with self.autocast(feats[0]):
+            return self._fuse(feats).float()
+
+    def _fuse(self, feats: Sequence[torch.Tensor]) -> torch.Tensor:
         coarse = feats[-1].shape[-2:]
         scales = []
         for f in feats:
@@ -106,7 +113,8 @@ class SpatialFusion(nn.Module):
         for k, (f, (sh, sw)) in enumerate(zip(feats, scales)):
             x = self.proj[k](f)
             wh, ww = self.window * sh, self.window * sw
-            x = F.pad(x, (0, gw * ww - x.shape[-1], 0, gh * wh - x.shape[-2]))
+            if (gw * ww, gh * wh) != (x.shape[-1], x.shape[-2]):
+                x = F.pad(x, (0, gw * ww - x.shape[-1], 0, gh * wh - x.shape[-2]))
             d = x.shape[1]
             # (B, D, gh, wh, gw, ww) -> (B * gh * gw, wh * ww, D)
             x = x.view(b, d, gh, wh, gw, ww).permute(0, 2, 4, 3, 5, 1).reshape(b * gh * gw, wh * ww, d)

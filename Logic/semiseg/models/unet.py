@@ -14,6 +14,11 @@ convolutions; measured here, that doubles the dropout/batch-norm variance shift 
 The network exposes :meth:`encode` and :meth:`decode` so that methods can perturb encoder
 features (UniMatch, CrossMatch), read the encoder stages (SemSim) or the decoder's last features
 (reference-guided pseudo-labels) without a model of their own.
+
+Its forward passes run in the precision the trainer sets (:mod:`semiseg.models.precision`): encoder
+features come in the compute dtype (bfloat16 under mixed precision), logits and decoder features
+always in float32. The decoder concatenates without MONAI's replicate pad (``is_pad=False``): the
+input sides are multiples of 16, so the pad is zero-width, yet it copied every upsampled map.
 """
 
 from __future__ import annotations
@@ -24,6 +29,8 @@ import torch
 import torch.nn as nn
 from monai.networks.blocks import Convolution
 from monai.networks.nets.basic_unet import UpCat
+
+from .precision import MixedPrecision
 
 __all__ = ["UNet2D"]
 
@@ -39,7 +46,7 @@ def encoder_block(in_channels: int, out_channels: int, dropout: float) -> nn.Seq
     )
 
 
-class UNet2D(nn.Module):
+class UNet2D(MixedPrecision, nn.Module):
     """2D UNet: (B, in_channels, H, W) -> logits (B, num_classes, H, W); H, W multiples of 16.
 
     Args:
@@ -66,28 +73,31 @@ class UNet2D(nn.Module):
         self.features = tuple(f)
         self.inc = encoder_block(in_channels, f[0], d[0])
         self.downs = nn.ModuleList(nn.Sequential(nn.MaxPool2d(2), encoder_block(f[i], f[i + 1], d[i + 1])) for i in range(4))
-        self.ups = nn.ModuleList(UpCat(2, f[i + 1], f[i], f[i], _ACT, _NORM, True, 0.0, upsample="deconv") for i in reversed(range(4)))
+        self.ups = nn.ModuleList(UpCat(2, f[i + 1], f[i], f[i], _ACT, _NORM, True, 0.0, upsample="deconv", is_pad=False) for i in reversed(range(4)))
         self.head = nn.Conv2d(f[0], num_classes, kernel_size=3, padding=1)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Encoder features of the five levels, finest first: [(B, 16, H, W), ..., (B, 256, H/16, W/16)]."""
-        feats = [self.inc(x)]
-        for down in self.downs:
-            feats.append(down(feats[-1]))
+        with self.autocast(x):
+            feats = [self.inc(self.layout(x))]
+            for down in self.downs:
+                feats.append(down(feats[-1]))
         return feats
 
     def decode(self, feats: Sequence[torch.Tensor], return_features: bool = False):
         """Decode encoder features to logits.
 
         Returns:
-            logits (B, num_classes, H, W), or ``(logits, features)`` with the decoder's last
+            float32 logits (B, num_classes, H, W), or ``(logits, features)`` with the decoder's last
             features (B, 16, H, W) before the classifier when ``return_features``.
         """
         x = feats[-1]
-        for up, skip in zip(self.ups, reversed(feats[:-1])):
-            x = up(x, skip)
-        logits = self.head(x)
-        return (logits, x) if return_features else logits
+        with self.autocast(x):
+            for up, skip in zip(self.ups, reversed(feats[:-1])):
+                x = up(x, skip)
+            logits = self.head(x)
+        logits = logits.float()
+        return (logits, x.float()) if return_features else logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))

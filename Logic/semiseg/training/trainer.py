@@ -8,12 +8,13 @@ resume and cancellation.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
@@ -24,8 +25,10 @@ from ..cpu import torch_default_threads, training_threads
 from ..data import SliceSet
 from ..errors import Cancelled, InputError
 from ..methods import Batch, Method, TrainProgress, build_method
-from ..models import UNet2D
+from ..models import UNet2D, resolve_precision, set_precision
+from .allocator import keep_freed_memory
 from .checkpoint import load_checkpoint, save_checkpoint
+from .prefetch import Prefetcher
 from .progress import ProgressLog
 
 __all__ = ["TrainData", "Trainer", "resolve_device", "poly_lr"]
@@ -115,17 +118,24 @@ class Trainer:
         self.method_name, self.method_options = method, dict(method_options or {})
         self.model.to(self.device)
         self.method.to(self.device)
+        self.precision = resolve_precision(config.precision, self.device, config.amp)  # the networks autocast themselves
+        set_precision([self.model, self.method], self.precision, self.device)
+        if self.device.type == "cpu":
+            keep_freed_memory()
         params = list(self.model.parameters()) + self.method.trainable_parameters()
         if config.optimizer == "sgd":
             self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
         else:
             self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-        self.amp = config.amp and self.device.type == "cuda"
+        self.amp = self.precision == "fp16"  # CUDA AMP: its loss scaling
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.meta = dict(meta or {})
         self.log = log or ProgressLog(self.run_dir / "progress.jsonl")
         self.cancel = cancel or CancelToken(self.run_dir / "cancel")
         self.iteration = 0
+        self._prefetch: Prefetcher | None = None
+        self._prefetch_data: TrainData | None = None
+        self._data_rng: torch.Tensor | None = None  # while prefetching: the data generator's state after the last batch used
 
     # -- state -------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -135,7 +145,7 @@ class Trainer:
             "model": self.model.state_dict(),
             "method": self.method.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "generator": self.generator.get_state(),
+            "generator": self.generator.get_state() if self._data_rng is None else self._data_rng,
             "torch_rng": torch.get_rng_state(),
             "method_name": self.method_name,
             "method_options": self.method_options,
@@ -173,19 +183,51 @@ class Trainer:
     def _sample(self, data: SliceSet, n: int) -> torch.Tensor:
         return torch.randint(0, len(data), (n,), generator=self.generator)
 
-    def _batch(self, data: TrainData) -> Batch:
+    def _batch(self, data: TrainData, iteration: int) -> Batch:
+        """The batch of ``iteration``, drawn with the data generator; no unlabelled images during a warm-up."""
         c = self.config
         i = self._sample(data.labeled, c.batch_labeled)
         x_l, y_l = weak_augment(data.labeled.images[i], data.labeled.labels[i], self.generator)  # type: ignore[index]
         batch = Batch(x_l, y_l)
         k = self.method.unlabeled_batches
-        if k:
+        if k and self.method.uses_unlabeled(TrainProgress(iteration, c.iterations)):
             if not len(data.unlabeled):
                 raise InputError(f"method {self.method_name!r} needs unlabelled slices, and there are none")
             batch.x_u = weak_augment(data.unlabeled.images[self._sample(data.unlabeled, c.batch_unlabeled)], None, self.generator)
             if k > 1:
                 batch.x_u2 = weak_augment(data.unlabeled.images[self._sample(data.unlabeled, c.batch_unlabeled)], None, self.generator)
+        return self.method.prepare(batch, self.generator)
+
+    def _prepared(self, data: TrainData, iteration: int) -> tuple[Batch, torch.Tensor]:
+        return self._batch(data, iteration), self.generator.get_state()
+
+    def _next_batch(self, data: TrainData) -> Batch:
+        """This step's batch: from the prefetch thread inside :meth:`fit`, else made now."""
+        if self._data_rng is None:
+            return self._batch(data, self.iteration)
+        if self._prefetch is None or self._prefetch.next != self.iteration or self._prefetch_data is not data:
+            self._stop_prefetch()
+            self._prefetch = Prefetcher(lambda i: self._prepared(data, i), self.iteration, self.config.iterations)
+            self._prefetch_data = data
+        batch, self._data_rng = self._prefetch.get()
         return batch
+
+    def _stop_prefetch(self) -> None:
+        """Join the prefetch thread and rewind the data generator to the state after the last batch used."""
+        if self._prefetch is not None:
+            self._prefetch.close()
+            self._prefetch = self._prefetch_data = None
+            self.generator.set_state(self._data_rng)
+
+    @contextlib.contextmanager
+    def prefetching(self) -> Iterator[None]:
+        """Steps inside the block take their batches from a prefetch thread, which stops with the block."""
+        self._data_rng = self.generator.get_state()
+        try:
+            yield
+        finally:
+            self._stop_prefetch()
+            self._data_rng = None
 
     def step(self, data: TrainData) -> dict[str, Any]:
         """One optimiser step; returns the loss terms and statistics."""
@@ -195,10 +237,9 @@ class Trainer:
             group["lr"] = lr
         self.model.train()
         self.method.train()
-        batch = self._batch(data)
+        batch = self._next_batch(data)
         progress = TrainProgress(self.iteration, c.iterations)
-        with torch.autocast(self.device.type, enabled=self.amp):
-            out = self.method.loss(self.model, batch, progress)
+        out = self.method.loss(self.model, batch, progress)
         if not torch.isfinite(out.total):
             raise FloatingPointError(f"loss is {float(out.total)} at iteration {self.iteration}; lower the learning rate")
         self.optimizer.zero_grad(set_to_none=True)
@@ -228,11 +269,19 @@ class Trainer:
 
         Raises:
             Cancelled: cancellation was requested; the last periodic checkpoint is left as it was.
+
+        The batches are prepared one step ahead in a thread (:class:`~semiseg.training.prefetch.Prefetcher`)
+        that stops when this returns or raises.
         """
+        with self.prefetching():
+            return self._fit(data, on_step)
+
+    def _fit(self, data: TrainData, on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
         c = self.config
         data = TrainData(data.labeled.to(self.device), data.val.to(self.device), data.unlabeled.to(self.device), data.num_classes)
         self.log.emit(
             "start", iterations=c.iterations, iteration=self.iteration, method=self.method_name, device=str(self.device), threads=self.threads,
+            precision=self.precision,
             labeled_slices=len(data.labeled), val_slices=len(data.val), unlabeled_slices=len(data.unlabeled),
         )
         t0, it0 = time.perf_counter(), self.iteration
