@@ -193,7 +193,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         pred = np.moveaxis(take_slices(pred, axis, args.slices), 0, 2 - axis)
         ref = np.moveaxis(take_slices(ref, axis, args.slices), 0, 2 - axis)
     num_classes = args.num_classes or int(max(pred.max(), ref.max())) + 1
-    print(json.dumps(to_jsonable(evaluate_volume(pred, ref, max(2, num_classes), spacing)), indent=1))
+    result = evaluate_volume(pred, ref, max(2, num_classes), spacing)
+    result["spacing"] = list(ref_img.GetSpacing())  # printed in IJK order, as everywhere else (computed in KJI)
+    print(json.dumps(to_jsonable(result), indent=1))
     return EXIT_OK
 
 

@@ -54,17 +54,34 @@ class ProgressLog:
             self._update_bar(record)
         return record
 
+    def _say(self, message: str) -> None:
+        """A line for the person at the terminal, printed above the bar (the JSON lines are not shown there)."""
+        if self._bar is not None:
+            self._bar.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
     def _update_bar(self, record: dict[str, Any]) -> None:
+        if record.get("warning"):
+            self._say(f"semiseg: warning: {record['warning']}")
         if record["event"] == "iteration":
             if self._bar is None:
                 from tqdm import tqdm
 
-                self._bar = tqdm(total=record["iterations"], file=sys.stderr, unit="it")
-            self._bar.n = record["iteration"]
+                # Counted from the first reported iteration: from 0, its first frame would show the steps
+                # done before the bar existed as made in microseconds (thousands of it/s).
+                self._bar = tqdm(total=record["iterations"], initial=record["iteration"], file=sys.stderr, unit="it")
+            else:
+                self._bar.update(record["iteration"] - self._bar.n)
             self._bar.set_postfix(loss=record.get("loss"))
         elif record["event"] in ("done", "error", "cancelled") and self._bar is not None:
             self._bar.close()
             self._bar = None
+        if record["event"] == "done":
+            seconds = record.get("seconds")
+            took = f" in {seconds:.0f} s" if isinstance(seconds, (int, float)) else ""
+            where = f"; results in {self.path.parent}" if self.path is not None else ""
+            self._say(f"semiseg: done, {record.get('iteration')} iterations{took}{where}")
 
     def close(self) -> None:
         if self._bar is not None:
