@@ -1,7 +1,10 @@
 """The ``semiseg`` command line: train, predict, evaluate, demo.
 
-Exit codes: 0 done, 1 internal error, 2 bad input (the message names the file and the problem),
-3 cancelled (SIGTERM or ``RUN_DIR/cancel``).
+Exit codes (:mod:`semiseg.contract`): 0 done, 1 internal error, 2 bad input (the message names the
+file and the problem), 3 cancelled (SIGTERM or ``RUN_DIR/cancel``).
+
+torch and MONAI are imported only once the arguments and the job are checked, so that ``--help``
+and bad input answer at once.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from .bench.common import key_value
-from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Cancelled, InputError
+from .contract import DEFAULT_METHOD, METHOD_LABELS
+from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, CancelToken, Cancelled, InputError
 from .recipes import RECIPES
 
 __all__ = ["main"]
@@ -35,9 +39,9 @@ def _axis(text: str) -> str | int:
     raise argparse.ArgumentTypeError(f"axis must be auto, 0, 1 or 2 (I, J, K), got {text!r}")
 
 
-def _parser() -> argparse.ArgumentParser:
-    from .methods import METHODS
-
+def _parser(with_bench: bool = True) -> argparse.ArgumentParser:
+    """The argument parser; the benchmarks' own options (their modules import torch) only ``with_bench``."""
+    METHODS = sorted(METHOD_LABELS)
     p = argparse.ArgumentParser(prog="semiseg", description="Semi-supervised 2D segmentation of volumes from a few labelled slices.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -49,7 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--unlabeled", nargs="*", default=[], help="extra volumes used as unlabelled data")
     t.add_argument("--axis", type=_axis, default="auto", help="slicing axis: auto, or 0/1/2 = I/J/K")
     t.add_argument("--classes", help="comma-separated class names, background first")
-    t.add_argument("--method", default="supervised", choices=sorted(METHODS), help="semi-supervised method")
+    t.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS, help=f"semi-supervised method (default {DEFAULT_METHOD})")
     t.add_argument("--option", type=key_value, action="append", default=[], metavar="KEY=VALUE", help="a method option (repeatable)")
     t.add_argument("--recipe", choices=RECIPES, default="auto",
                    help="defaults for what is not given: 'cpu' (ours: 1000 it, 128 px, batch 4+4, lr 0.03, warm-up/ramp-up), "
@@ -67,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--no-predict", action="store_true", help="train only")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     t.add_argument("--out", help="run folder (default with --job: JOB_DIR/run)")
+    t.add_argument("--allow-outside-run-dir", action="store_true",
+                   help="accept a job.json whose run_dir lies outside the job folder (absolute, or with ..)")
 
     r = sub.add_parser("predict", help="write labels, confidence, entropy and review.json for a scan")
     r.add_argument("--run", required=True, help="a run folder (or a checkpoint.pt)")
@@ -86,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="the main job on a sample that ships with the install (MNI152 template)")
     d.add_argument("--out", default="semiseg-demo", help="output folder")
     d.add_argument("--iterations", type=int, default=300)
-    d.add_argument("--method", default="supervised", choices=sorted(METHODS))
+    d.add_argument("--method", default="supervised", choices=METHODS)
     d.add_argument("--slices", type=int, default=3, help="labelled slices kept")
 
     b = sub.add_parser("bench", help="benchmarks (see benchmarks/ and docs/BENCHMARKS.md)")
@@ -96,17 +102,18 @@ def _parser() -> argparse.ArgumentParser:
     bt.add_argument("--batch", type=int, default=12)
     bt.add_argument("--steps", type=int, default=10)
     bt.add_argument("--slices", type=int, default=24)
-    bt.add_argument("--method", default="supervised", choices=sorted(METHODS))
+    bt.add_argument("--method", default="supervised", choices=METHODS)
     bt.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
-    from .bench import acdc as bench_acdc, clinician as bench_clinician, contention as bench_contention, scaling as bench_scaling
+    if with_bench:
+        from .bench import acdc as bench_acdc, clinician as bench_clinician, contention as bench_contention, scaling as bench_scaling
 
-    bench_acdc.add_arguments(bsub.add_parser("acdc", help="ACDC 3/7-labelled-patient protocol for every method, with a learning curve"))
-    bench_clinician.add_arguments(bsub.add_parser(
-        "clinician", help="k labelled slices per volume: contour interpolation vs supervised vs semi-supervised, Dice against k"))
-    bench_scaling.add_arguments(bsub.add_parser(
-        "scaling", help="per-method speed, FLOP utilisation, memory and their growth with volume size and count"))
-    bench_contention.add_arguments(bsub.add_parser(
-        "contention", help="training step time with other processes busy on the cores, per thread count and OpenMP wait policy"))
+        bench_acdc.add_arguments(bsub.add_parser("acdc", help="ACDC 3/7-labelled-patient protocol for every method, with a learning curve"))
+        bench_clinician.add_arguments(bsub.add_parser(
+            "clinician", help="k labelled slices per volume: contour interpolation vs supervised vs semi-supervised, Dice against k"))
+        bench_scaling.add_arguments(bsub.add_parser(
+            "scaling", help="per-method speed, FLOP utilisation, memory and their growth with volume size and count"))
+        bench_contention.add_arguments(bsub.add_parser(
+            "contention", help="training step time with other processes busy on the cores, per thread count and OpenMP wait policy"))
     w = sub.add_parser("serve", help="the label-train-review workflow in a web browser (needs the web extra)")
     w.add_argument("data", nargs="*", metavar="DATA", help="volumes to open: the first is segmented, others add unlabelled data")
     w.add_argument("--host", default="127.0.0.1", help="address to listen on; any but loopback needs an access token")
@@ -139,10 +146,11 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from .job import Job, load_job, run_job
-    from .training.trainer import CancelToken
 
+    cancel = CancelToken()  # SIGTERM is obeyed from here on, also while torch loads and the data are read
+    signal.signal(signal.SIGTERM, cancel.set)
     if args.job:
-        job = load_job(args.job)
+        job = load_job(args.job, allow_outside_run_dir=args.allow_outside_run_dir)
         if args.out:
             job.run_dir = str(Path(args.out).resolve())
     else:
@@ -156,8 +164,7 @@ def _train(args: argparse.Namespace) -> int:
                   recipe=args.recipe, train=train, method_options=dict(args.option), init_checkpoint=args.init_checkpoint,
                   run_dir=str(Path(args.out).resolve()), predict=not args.no_predict, output_format=args.output_format)
         job.check("command line")
-    cancel = CancelToken(Path(job.run_dir) / "cancel")
-    signal.signal(signal.SIGTERM, cancel.set)
+    cancel.cancel_file = Path(job.run_dir) / "cancel"
     run_job(job, resume=args.resume, cancel=cancel)
     return EXIT_OK
 
@@ -167,7 +174,19 @@ def _predict(args: argparse.Namespace) -> int:
 
     ckpt = Path(args.run)
     ckpt = ckpt / "checkpoint.pt" if ckpt.is_dir() else ckpt
-    predictor = Predictor(ckpt, args.device)
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise InputError("exists and is not a folder; --out names the folder the predictions go to", out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot make the output folder ({err.strerror or err})", out) from None
+    try:
+        predictor = Predictor(ckpt, args.device)
+    except InputError:
+        raise
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:  # a checkpoint edited to another model
+        raise InputError(f"checkpoint does not hold a usable model ({type(err).__name__}: {str(err)[:200]})", ckpt) from None
     out = write_prediction(predictor, args.image, args.out, None if args.axis == "auto" else args.axis, args.output_format)
     print(json.dumps({"event": "predicted", "dir": str(out)}))
     return EXIT_OK
@@ -212,7 +231,8 @@ def _bench(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(with_bench=bool(argv) and argv[0] == "bench").parse_args(argv)
     handlers = {"train": _train, "predict": _predict, "evaluate": _evaluate, "bench": _bench, "serve": _serve}
     try:
         if args.command == "demo":

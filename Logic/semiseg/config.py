@@ -9,6 +9,7 @@ never a subclass.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, TypeVar
 
 from .errors import InputError
@@ -90,6 +91,9 @@ class TrainConfig:
             raise InputError(f"device must be one of auto, cpu, cuda, mps, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        check_ranges(self, lr="(0, inf)", momentum="[0, 1)", weight_decay="[0, inf)", poly_power="[0, inf)",
+                     warmup_iterations="[0, inf)", seed="[0, 4294967295]", val_every="[0, inf)", checkpoint_every="[0, inf)",
+                     min_val_slices="[0, inf)", val_stride="[1, inf)", log_every="[1, inf)", threads="[0, 4096]")
 
 
 def check_ranges(config: Any, **intervals: str) -> None:
@@ -111,8 +115,11 @@ def from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "config"
     """Build dataclass ``cls`` from ``values``, refusing unknown keys.
 
     Raises:
-        InputError: a key that ``cls`` does not have, naming the valid ones.
+        InputError: not a dict, a key that ``cls`` does not have (naming the valid ones), or a value
+            whose type is not that of the field's default (``"300"`` or ``3.7`` or ``true`` for an integer).
     """
+    if values is not None and not isinstance(values, dict):
+        raise InputError(f"{where} settings must be an object of key: value, got {values!r}")
     values = dict(values or {})
     names = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(names))
@@ -120,9 +127,27 @@ def from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "config"
         raise InputError(f"unknown {where} key(s) {unknown}; valid keys: {sorted(names)}")
     for key, value in list(values.items()):
         default = names[key].default
+        if default is not dataclasses.MISSING and not _same_kind(value, default):
+            raise InputError(f"{where} {key!r} must be {_KIND_NAMES.get(type(default), type(default).__name__)}, got {value!r}")
         if isinstance(default, tuple) and isinstance(value, list):
             values[key] = tuple(value)
     return cls(**values)
+
+
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", tuple: "a list"}
+
+
+def _same_kind(value: Any, default: Any) -> bool:
+    """Whether ``value`` may stand for a field whose default is ``default`` (JSON types; an int is a float)."""
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, int):
+        return isinstance(value, int)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    if isinstance(default, tuple):
+        return isinstance(value, (list, tuple)) and (not default or all(_same_kind(v, default[0]) for v in value))
+    return default is None or isinstance(value, type(default))
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -115,7 +115,7 @@ def run_demo(out: str | Path = "semiseg-demo", iterations: int = 300, method: st
                   "optimizer": "sgd", "lr": 0.03, "val_every": 0, "checkpoint_every": 100},
         "run_dir": str(out / "run"),
     }, indent=1))
-    summary = run_job(load_job(job_dir))
+    summary = run_job(load_job(job_dir, allow_outside_run_dir=True))  # our own job: its run goes beside the job folder
     pred_dir = Path(summary["predictions"]["image"])
     pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / "labels.nii.gz")))
     conf = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / "confidence.nii.gz")))

@@ -1,17 +1,19 @@
 """Errors the engine raises for bad input.
 
 Every problem with the user's data is an :class:`InputError` whose message names the file and
-the problem, so that a front end can show it as it is. The CLI turns it into exit code 2.
+the problem, so that a front end can show it as it is. The CLI turns it into exit code 2. The exit
+codes are those of :mod:`semiseg.contract`, re-exported here.
 """
 
 from __future__ import annotations
 
-__all__ = ["InputError", "Cancelled", "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_CANCELLED"]
+import os
+from pathlib import Path
+from typing import Any
 
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_BAD_INPUT = 2
-EXIT_CANCELLED = 3
+__all__ = ["InputError", "Cancelled", "CancelToken", "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_CANCELLED"]
+
+from .contract import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK  # re-exported: defined once, in contract
 
 
 class InputError(ValueError):
@@ -29,3 +31,20 @@ class InputError(ValueError):
 
 class Cancelled(RuntimeError):
     """Training was cancelled (SIGTERM or a cancel file); the last good checkpoint is kept."""
+
+
+class CancelToken:
+    """Cancellation requested by a signal handler (:meth:`set`) or by a file (``RUN_DIR/cancel``).
+
+    Torch-free, so that the command line can take SIGTERM before it imports the engine.
+    """
+
+    def __init__(self, cancel_file: str | os.PathLike | None = None) -> None:
+        self.flag = False
+        self.cancel_file = None if cancel_file is None else Path(cancel_file)
+
+    def set(self, *_: Any) -> None:
+        self.flag = True
+
+    def requested(self) -> bool:
+        return self.flag or (self.cancel_file is not None and self.cancel_file.exists())

@@ -28,10 +28,100 @@ def volume_name(path: str | os.PathLike) -> str:
     return name
 
 
+def _open_check(path: Path) -> None:
+    """Refuse a path that cannot be opened, saying why (not "does not exist" for a permission problem)."""
+    try:
+        if path.is_dir():
+            os.listdir(path)
+        else:
+            with open(path, "rb") as f:
+                f.read(1)
+    except OSError as err:
+        raise InputError(f"cannot be read ({err.strerror or err})", path) from None
+
+
+_NIFTI_FLOATS = {16: "f4", 64: "f8", 32: "f4", 1792: "f8"}  # float32, float64, complex64, complex128 (as float pairs)
+
+
+def _nifti_layout(header: bytes) -> tuple[str, int, int, int] | None:
+    """``(endian, datatype, data bytes, data offset)`` declared by a NIfTI-1 or NIfTI-2 header, else ``None``."""
+    import struct
+
+    for endian in "<>":
+        if len(header) >= 348 and struct.unpack(endian + "i", header[:4])[0] == 348:
+            dims = struct.unpack(endian + "8h", header[40:56])
+            datatype, bitpix = struct.unpack(endian + "2h", header[70:74])
+            offset = max(int(struct.unpack(endian + "f", header[108:112])[0]), 352)
+            break
+        if len(header) >= 540 and struct.unpack(endian + "i", header[:4])[0] == 540:
+            datatype, bitpix = struct.unpack(endian + "2h", header[12:16])
+            dims = struct.unpack(endian + "8q", header[16:80])
+            offset = max(struct.unpack(endian + "q", header[168:176])[0], 544)
+            break
+    else:
+        return None
+    if not 1 <= dims[0] <= 7 or bitpix <= 0 or any(d < 1 for d in dims[1 : dims[0] + 1]):
+        return None  # SimpleITK says what is wrong
+    voxels = 1
+    for d in dims[1 : dims[0] + 1]:
+        voxels *= int(d)
+    return endian, int(datatype), voxels * int(bitpix) // 8, int(offset)
+
+
+def _check_nifti(path: Path, chunk: int = 1 << 24) -> None:
+    """Compare a NIfTI file's data with what its header declares, before SimpleITK reads it.
+
+    SimpleITK reads a truncated ``.nii``/``.nii.gz`` as a zero-filled volume, allocates whatever a
+    header declares (a 384-byte file may declare gigabytes), and turns NaN and infinite voxels into 0.
+    This streams the (decompressed) data once, in chunks, counting its bytes and non-finite values.
+
+    Raises:
+        InputError: truncated file or data, or NaN/infinite voxels.
+    """
+    import gzip
+    import zlib
+
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            header = f.read(540)
+            layout = _nifti_layout(header)
+            if layout is None:
+                return
+            endian, datatype, expected, offset = layout
+            if not path.name.lower().endswith(".gz") and path.stat().st_size < offset + expected:
+                raise InputError(f"is truncated: its header declares {offset + expected} bytes, the file has "
+                                 f"{path.stat().st_size}", path)
+            f.seek(offset)
+            dtype = np.dtype(endian + _NIFTI_FLOATS[datatype]) if datatype in _NIFTI_FLOATS else None
+            seen, bad, rest = 0, 0, b""
+            while seen < expected:
+                block = f.read(min(chunk, expected - seen))
+                if not block:
+                    break
+                seen += len(block)
+                if dtype is not None:
+                    block = rest + block
+                    whole = len(block) - len(block) % dtype.itemsize
+                    bad += int((~np.isfinite(np.frombuffer(block[:whole], dtype))).sum())
+                    rest = block[whole:]
+    except (EOFError, zlib.error, gzip.BadGzipFile) as err:
+        raise InputError(f"is truncated or damaged ({err})", path) from None
+    except OSError as err:
+        raise InputError(f"cannot be read ({err.strerror or err})", path) from None
+    if seen < expected:
+        raise InputError(f"is truncated: its header declares {expected} bytes of voxel data, the file holds {seen}", path)
+    if bad:
+        raise InputError(f"holds {bad} NaN or infinite voxel(s)", path)
+
+
 def _read(path: str | os.PathLike) -> sitk.Image:
     path = Path(path)
     if not path.exists():
         raise InputError("file not found", path)
+    _open_check(path)
+    if path.name.lower().endswith((".nii", ".nii.gz")) and path.is_file():
+        _check_nifti(path)
     try:
         if path.is_dir():
             reader = sitk.ImageSeriesReader()

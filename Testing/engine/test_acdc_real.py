@@ -33,7 +33,7 @@ def test_three_labelled_slices_lift_dice_on_hidden_slices(acdc, tmp_path):
     # Budget: 300 SGD steps (lr 0.03, poly), batch 4, 128x128, about a minute on 2 CPU cores.
     train = {"iterations": 300, "size": 128, "batch_labeled": 4, "lr": 0.03, "val_every": 0, "checkpoint_every": 1000, "device": "cpu"}
     (tmp_path / "job.json").write_text(json.dumps({"format_version": 1, "image": str(image), "labels": "labels.nii.gz",
-                                                     "classes": ["background", "RV", "Myo", "LV"], "train": train}))
+                                                     "classes": ["background", "RV", "Myo", "LV"], "method": "supervised", "train": train}))
     summary = run_job(load_job(tmp_path))
     assert summary["axis"] == 2
     pred = sitk.GetArrayFromImage(sitk.ReadImage(summary["predictions"]["patient003_frame01"] + "/labels.nii.gz"))

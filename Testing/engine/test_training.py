@@ -18,6 +18,7 @@ from semiseg.data import SliceSet
 from semiseg.errors import Cancelled, InputError
 from semiseg.job import load_job, run_job
 from semiseg.training import Trainer, TrainData, load_checkpoint
+from semiseg.training.checkpoint import save_checkpoint
 from semiseg.training.progress import ProgressLog
 from semiseg.training.trainer import CancelToken, poly_lr
 
@@ -74,7 +75,7 @@ def test_resume_refuses_other_method_and_warm_start_checks_classes(tmp_path):
     trainer.save()
     state = load_checkpoint(tmp_path / "a" / "checkpoint.pt")
     state["method_name"] = "other"
-    torch.save(state, tmp_path / "other.pt")
+    save_checkpoint(state, tmp_path / "other.pt")  # a consistent checkpoint of another method (checksum recomputed)
     with pytest.raises(InputError, match="of method 'other'"):
         _trainer(tmp_path / "b").resume(tmp_path / "other.pt")
     cfg = TrainConfig(iterations=1, size=32, device="cpu")
@@ -88,12 +89,12 @@ def test_newer_checkpoint_format_refused(tmp_path):
     trainer.save()
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     state["format"] = 7
-    torch.save(state, tmp_path / "new.pt")
+    torch.save(state, tmp_path / "new.pt")  # the format is checked before the checksum
     with pytest.raises(InputError, match=r"new\.pt: written by a newer SemiSegSlicer"):
         load_checkpoint(tmp_path / "new.pt")
 
 
-def test_cancel_file_stops_and_keeps_last_good_checkpoint(tmp_path):
+def test_cancel_file_stops_and_saves_a_checkpoint(tmp_path):
     trainer = _trainer(tmp_path, iterations=10)
     data = _data()
 
@@ -103,7 +104,7 @@ def test_cancel_file_stops_and_keeps_last_good_checkpoint(tmp_path):
 
     with pytest.raises(Cancelled):
         trainer.fit(data, on_step=cancel_at_3)
-    assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 2  # the periodic one before the cancel
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["iteration"] == 3  # saved on cancel, not the periodic one of 2
 
 
 def test_job_cancel_writes_status_and_keeps_previous_checkpoint(toy_case):

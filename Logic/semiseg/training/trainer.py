@@ -23,7 +23,7 @@ from ..augment import weak_augment
 from ..config import ModelConfig, TrainConfig, to_dict
 from ..cpu import torch_default_threads, training_threads
 from ..data import SliceSet
-from ..errors import Cancelled, InputError
+from ..errors import CancelToken, Cancelled, InputError  # CancelToken re-exported (torch-free, in errors)
 from ..methods import Batch, Method, TrainProgress, build_method
 from ..models import UNet2D, resolve_precision, set_precision
 from .allocator import keep_freed_memory
@@ -31,7 +31,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .prefetch import Prefetcher
 from .progress import ProgressLog
 
-__all__ = ["TrainData", "Trainer", "resolve_device", "poly_lr"]
+__all__ = ["TrainData", "Trainer", "CancelToken", "resolve_device", "poly_lr"]
 
 
 @dataclasses.dataclass
@@ -60,20 +60,6 @@ def poly_lr(base: float, iteration: int, total: int, power: float, warmup: int =
     if warmup and iteration < warmup:
         return base * (iteration + 1) / warmup
     return base * (1.0 - iteration / max(1, total)) ** power
-
-
-class CancelToken:
-    """Cancellation requested by a signal handler (:meth:`set`) or by a file in the run folder."""
-
-    def __init__(self, cancel_file: str | os.PathLike | None = None) -> None:
-        self.flag = False
-        self.cancel_file = None if cancel_file is None else Path(cancel_file)
-
-    def set(self, *_: Any) -> None:
-        self.flag = True
-
-    def requested(self) -> bool:
-        return self.flag or (self.cancel_file is not None and self.cancel_file.exists())
 
 
 class Trainer:
@@ -136,6 +122,7 @@ class Trainer:
         self._prefetch: Prefetcher | None = None
         self._prefetch_data: TrainData | None = None
         self._data_rng: torch.Tensor | None = None  # while prefetching: the data generator's state after the last batch used
+        self.saved_iteration: int | None = None  # the iteration of the last checkpoint written or loaded
 
     # -- state -------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -157,6 +144,7 @@ class Trainer:
 
     def save(self) -> Path:
         path = save_checkpoint(self.state(), self.checkpoint_path)
+        self.saved_iteration = self.iteration
         self.log.emit("checkpoint", iteration=self.iteration, path=path.name)
         return path
 
@@ -165,22 +153,33 @@ class Trainer:
         state = load_checkpoint(path, self.device)
         if state.get("method_name") != self.method_name:
             raise InputError(f"checkpoint is of method {state.get('method_name')!r}, not {self.method_name!r}", path)
-        self.model.load_state_dict(state["model"])
-        self.method.load_state_dict(state["method"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.generator.set_state(state["generator"])
-        torch.set_rng_state(state["torch_rng"])
-        self.iteration = int(state["iteration"])
+        if state.get("num_classes") != self.num_classes:
+            raise InputError(f"checkpoint has {state.get('num_classes')} classes, this run has {self.num_classes}", path)
+        try:
+            self.model.load_state_dict(state["model"])
+            self.method.load_state_dict(state["method"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.generator.set_state(state["generator"])
+            torch.set_rng_state(state["torch_rng"])
+            self.iteration = int(state["iteration"])
+        except (KeyError, RuntimeError, TypeError, ValueError) as err:
+            raise InputError(f"checkpoint does not fit this run ({type(err).__name__}: {str(err)[:200]})", path) from None
+        self.saved_iteration = self.iteration
 
     def warm_start(self, path: str | os.PathLike) -> None:
         """Start from the weights of an earlier run (retrain); the optimiser starts afresh."""
         state = load_checkpoint(path, self.device)
         if int(state.get("num_classes", -1)) != self.num_classes:
             raise InputError(f"checkpoint has {state.get('num_classes')} classes, this job has {self.num_classes}", path)
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except (KeyError, RuntimeError) as err:
+            raise InputError(f"checkpoint does not fit this run ({type(err).__name__}: {str(err)[:200]})", path) from None
 
     # -- loop --------------------------------------------------------------------------------
     def _sample(self, data: SliceSet, n: int) -> torch.Tensor:
+        if data.weights is not None:  # e.g. interpolated slices, rarer the farther from a labelled one
+            return torch.multinomial(data.weights, n, replacement=True, generator=self.generator)
         return torch.randint(0, len(data), (n,), generator=self.generator)
 
     def _batch(self, data: TrainData, iteration: int) -> Batch:
@@ -289,6 +288,8 @@ class Trainer:
         val_dice = float("nan")
         while self.iteration < c.iterations:
             if self.cancel.requested():
+                if self.iteration and self.saved_iteration != self.iteration:
+                    self.save()
                 self.log.emit("cancelled", iteration=self.iteration)
                 raise Cancelled(f"cancelled at iteration {self.iteration}")
             last = self.step(data)
