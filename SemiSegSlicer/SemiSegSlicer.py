@@ -33,6 +33,12 @@ from SemiSegSlicerLib import Session, cache, labeledslices, resultimport
 from SemiSegSlicerLib.curves import CurvePlot, TrainingCurves
 from SemiSegSlicerLib.mrmlio import firstScalarVolume, segmentsToArray
 
+try:  # the engine's contract (standard library only), installed with the extension beside this module
+    from semiseg.contract import DEFAULT_METHOD, METHOD_LABELS
+except ImportError:  # the module loaded from a source checkout: the engine is in ../Logic
+    sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Logic"))
+    from semiseg.contract import DEFAULT_METHOD, METHOD_LABELS
+
 ENGINE_MODULES = ("torch", "monai", "SimpleITK", "numpy", "scipy")
 
 
@@ -53,24 +59,20 @@ class SemiSegSlicer(ScriptedLoadableModule):
             "NeurIPS 2020), UniMatch (Yang et al., CVPR 2023), CrossMatch (Zhao et al., 2024) and SemSim.")
 
 
-class Method(enum.Enum):
-    SUPERVISED = "supervised"
-    FIXMATCH = "fixmatch"
-    UNIMATCH = "unimatch"
-    CROSSMATCH = "crossmatch"
-    SEMSIM = "semsim"
-    REFGUIDED = "refguided"
-
+class _MethodEnum(enum.Enum):
     def label(self):
-        return {"supervised": _("Supervised only"), "fixmatch": "FixMatch", "unimatch": "UniMatch",
-                "crossmatch": "CrossMatch", "semsim": "SemSim", "refguided": _("Reference-guided")}[self.value]
+        return _(METHOD_LABELS[self.value])
+
+
+# The engine's methods and default, from its torch-free contract (one place for every front end).
+Method = _MethodEnum("Method", [(name.upper(), name) for name in METHOD_LABELS], module=__name__)
 
 
 @parameterNodeWrapper
 class SemiSegSlicerParameterNode:
     inputVolume: vtkMRMLScalarVolumeNode
     segmentation: vtkMRMLSegmentationNode
-    method: Method = Method.UNIMATCH
+    method: Method = Method(DEFAULT_METHOD)
     iterations: Annotated[int, WithinRange(10, 100000)] = 1000
     size: Annotated[int, Choice([64, 128, 192, 256, 320, 384, 512])] = 128
     device: Annotated[str, Choice(["auto", "cpu", "cuda", "mps"])] = "auto"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import fakeengine
 from mrmltesting import HERE
+from semiseg.contract import METHOD_LABELS
 
 
 def test_module_logic_round(tmp_path):
@@ -36,5 +37,4 @@ def test_module_logic_round(tmp_path):
     assert seen["shown"] == [True, True, True] and abs(seen["opacity"] - 0.6) < 1e-9
     assert seen["cleared"][0] == 1 and seen["canRetrainAfterClear"] is False
     assert {"inputVolume", "segmentation", "method", "iterations", "size", "device"} <= set(seen["parameterFields"])
-    assert [value for value, _ in seen["methods"]] == ["supervised", "fixmatch", "unimatch", "crossmatch", "semsim",
-                                                       "refguided"]
+    assert seen["methods"] == [[value, label] for value, label in METHOD_LABELS.items()]  # the engine's catalogue, in order

@@ -7,18 +7,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["METHODS", "LAYOUTS", "SegmentItem", "ReviewRow", "PlotState", "TrainState", "ReviewState", "AppState"]
+from semiseg.contract import DEFAULT_METHOD, METHOD_LABELS as METHODS  # torch-free: the server never imports torch
 
-# The engine's registered methods (``semiseg.methods.METHODS``), named as the Slicer module names them.
-# Listed here so that the server never imports torch; a test checks them against the engine's registry.
-METHODS = {
-    "unimatch": "UniMatch",
-    "fixmatch": "FixMatch",
-    "crossmatch": "CrossMatch",
-    "semsim": "SemSim",
-    "refguided": "Reference-guided",
-    "supervised": "Supervised only",
-}
+__all__ = ["METHODS", "LAYOUTS", "SegmentItem", "ReviewRow", "PlotState", "TrainState", "ReviewState", "AppState"]
 
 LAYOUTS = {
     "axial": "Slices (one view)",
@@ -56,7 +47,7 @@ class PlotState:
 
 @dataclass
 class TrainState:
-    method: str = "unimatch"
+    method: str = DEFAULT_METHOD
     methods: list[dict] = field(default_factory=lambda: [{"value": k, "title": v} for k, v in METHODS.items()])
     iterations: int = 300
     size: int = 128
