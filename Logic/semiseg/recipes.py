@@ -6,7 +6,8 @@ method options the job leaves out. Whatever the job sets explicitly wins.
 - ``"paper"``: the papers' settings, i.e. the defaults of :class:`~semiseg.config.TrainConfig`
   (256x256, batch 12 + 12, SGD lr 0.01) and of each method's config (constant unsupervised
   weight 1 from the first iteration). They need tens of thousands of GPU iterations.
-- ``"cpu"`` (ours): 1000 iterations at 128x128, batch 4 + 4, SGD lr 0.03, and for the
+- ``"cpu"`` (ours): 1000 iterations at 128x128, batch 4 + 4, SGD lr 0.03, bfloat16 forward passes
+  where the CPU has native bf16 (``precision="auto"``, :mod:`semiseg.models.precision`), and for the
   semi-supervised methods a supervised warm-up of 20 % of the iterations followed by a ramp-up of
   the unsupervised weight over 30 % (:func:`~semiseg.pseudo.unsup_weight`). This is the budget of
   the ACDC benchmark in docs/BENCHMARKS.md (``semiseg bench acdc``), where these choices let the
@@ -30,7 +31,7 @@ __all__ = ["RECIPES", "CPU_TRAIN", "SHORT_BUDGET", "SHORT_RUN", "SHORT_RUN_ITERA
 
 RECIPES = ("auto", "cpu", "paper")
 
-CPU_TRAIN: dict[str, Any] = {"iterations": 1000, "size": 128, "batch_labeled": 4, "batch_unlabeled": 4, "lr": 0.03}
+CPU_TRAIN: dict[str, Any] = {"iterations": 1000, "size": 128, "batch_labeled": 4, "batch_unlabeled": 4, "lr": 0.03, "precision": "auto"}
 """Training settings of the ``"cpu"`` recipe (fields of :class:`~semiseg.config.TrainConfig`)."""
 
 SHORT_BUDGET: dict[str, float] = {"warmup": 0.2, "rampup": 0.3}
