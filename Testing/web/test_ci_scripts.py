@@ -1,10 +1,11 @@
-"""`bash .ci/run` says what it is about to do (a virtual environment, apt-get as root, the tests) before it
-does it, and `--dry-run` only says it: nothing is installed or created."""
+"""The test run and its scripts: `bash .ci/run` says what it is about to do (a virtual environment, apt-get as
+root, the tests) before it does it, and `--dry-run` only says it; the run hides only expected warnings."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
 
 from webtesting import ROOT
 
@@ -28,3 +29,33 @@ def test_the_readme_says_what_ci_run_installs_as_root():
     readme = (ROOT / "README.md").read_text()
     setup = readme[readme.index("bash .ci/run"):][:1500]
     assert "apt-get" in setup and "root" in setup and "Chromium" in setup and "--dry-run" in setup
+
+
+def test_the_test_run_hides_the_swig_warnings_of_itk_and_shows_others(tmp_path):
+    """ITK's SWIG wrappers warn ~990 times on import (expected, not ours); any other warning still shows."""
+    (tmp_path / "test_warnings.py").write_text(
+        "import warnings\n\n\n"
+        "def test_import_like_itk():\n"
+        "    for kind in ('SwigPyPacked', 'SwigPyObject', 'swigvarlink'):\n"
+        "        warnings.warn(f'builtin type {kind} has no __module__ attribute', DeprecationWarning)\n"
+        "    warnings.warn('a warning of ours', DeprecationWarning)\n")
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ROOT / "pyproject.toml"),
+                             "--rootdir", str(tmp_path), str(tmp_path / "test_warnings.py")],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "has no __module__ attribute" not in result.stdout
+    assert "a warning of ours" in result.stdout
+
+
+def test_the_screenshot_captions_match_the_run_that_makes_the_screenshot():
+    """README and docs/WEB.md describe the run of the browser test that readme_screenshot.py copies from."""
+    import re
+
+    test = (ROOT / "Testing" / "web" / "test_e2e_browser.py").read_text()
+    iterations = re.search(r'browser\.fill\("#iterations", "(\d+)"\)', test).group(1)
+    method = re.search(r'page\.choose\("#method", "(\w+)"\)', test).group(1)
+    for doc in ("README.md", "docs/WEB.md"):
+        text = " ".join((ROOT / doc).read_text().split())
+        assert f"{iterations} {method} iterations" in text, doc
+        assert "4-iteration" not in text and "uniformly dark" not in text, doc
+    assert "under a minute" not in (ROOT / "README.md").read_text()

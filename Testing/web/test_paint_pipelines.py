@@ -4,8 +4,11 @@ no browser: painting is driven through the view's interactor as a mouse would.""
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
+import vtk
 from webtesting import synthetic_volume
 
 from trame_slicer.core import SlicerApp
@@ -35,7 +38,13 @@ def _painted(app, segmentId):
 
 @pytest.fixture
 def app_with_late_view(tmp_path):
-    """The paint effect's parameters are in the scene before the slice view is built."""
+    """The paint effect's parameters are in the scene before the slice view is built.
+
+    Destroying a SlicerApp whose view still shows a volume makes VTK print ``No LookupTable was set`` and
+    ``Component 1/3 is not in input``: the scene's teardown removes the colour tables before the volume's
+    slice pipeline. That is trame-slicer's teardown order, after the test; the app is destroyed here with
+    VTK's warnings off, and every VTK message of the test itself is still shown.
+    """
     app = SlicerApp()
     volume = app.io_manager.load_volumes([str(synthetic_volume(tmp_path / "volume.nrrd"))])[0]
     editor = app.segmentation_editor
@@ -49,7 +58,14 @@ def app_with_late_view(tmp_path):
     view.set_background_volume_id(volume.GetID())
     view.fit_view_to_content()
     view.render()
-    return app, view, segmentId
+    yield app, view, segmentId
+    shown = vtk.vtkObject.GetGlobalWarningDisplay()
+    vtk.vtkObject.GlobalWarningDisplayOff()
+    try:
+        del app, view, volume, editor, segmentation
+        gc.collect()
+    finally:
+        vtk.vtkObject.SetGlobalWarningDisplay(shown)
 
 
 def test_a_pipeline_built_with_its_view_paints_nothing_until_reattached(app_with_late_view):

@@ -26,6 +26,14 @@ def web(tmp_path):
     app.shutdown()
 
 
+def test_building_the_views_prints_no_vtk_warning(capfd, web):
+    for layoutId in ("three", "threed", "axial"):
+        web.logic._onLayout(layoutId)
+    shown = capfd.readouterr().err
+    assert "WindowResizeEvent" not in shown and "Warning: In" not in shown, shown[-2000:]
+    assert web.slicerApp.view_manager.get_view("Yellow") is not None  # the views were built
+
+
 def test_open_step_check_and_save(web):
     logic, data = web.logic, web.logic.data
     logic.openPaths([synthetic_volume(web.tmp / "disc.nrrd")])

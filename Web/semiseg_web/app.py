@@ -53,7 +53,7 @@ class SemiSegWebApp:
         from trame_slicer.core import LayoutManager, SlicerApp
         from trame_slicer.rca_view import register_rca_factories
 
-        from .logic import SemiSegLogic
+        from .logic import SemiSegLogic, quietViewConstruction
         from .ui import SemiSegUI
 
         self.server = server or get_server("semiseg", client_type="vue3")
@@ -64,7 +64,8 @@ class SemiSegWebApp:
         self.layoutManager = LayoutManager(self.slicerApp.scene, self.slicerApp.view_manager, self.server)
         self.logic = SemiSegLogic(self.server, self.slicerApp, self.layoutManager, cacheDir or defaultCacheDir(), outDir,
                                   segmentNames)
-        self.ui = SemiSegUI(self.server, self.layoutManager, self.logic.typed)
+        with quietViewConstruction():  # the page's layout builds its first views
+            self.ui = SemiSegUI(self.server, self.layoutManager, self.logic.typed)
         self.logic.set_ui(self.ui)
 
     def shutdown(self) -> None:

@@ -8,6 +8,7 @@ the session, as the Slicer module's timer does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -35,6 +36,19 @@ __all__ = ["SemiSegLogic", "viewLayouts"]
 
 logger = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
+
+
+@contextlib.contextmanager
+def quietViewConstruction():
+    """VTK's warnings off while trame-slicer 2.0.0 builds views: each slice view observes its interactor's
+    WindowResizeEvent, which VTK 9.6 answers with a deprecation warning (expected, from the pinned
+    dependency, and harmless: the views resize). Everything else VTK says is shown as before."""
+    shown = vtk.vtkObject.GetGlobalWarningDisplay()
+    vtk.vtkObject.GlobalWarningDisplayOff()
+    try:
+        yield
+    finally:
+        vtk.vtkObject.SetGlobalWarningDisplay(shown)
 
 
 def viewLayouts() -> dict[str, Layout]:
@@ -111,7 +125,8 @@ class SemiSegLogic:
 
         for layoutId, layout in viewLayouts().items():
             layoutManager.register_layout(layoutId, layout, lazy_initialization=True)
-        layoutManager.set_layout(self.data.layout)
+        with quietViewConstruction():
+            layoutManager.set_layout(self.data.layout)
         self.typed.bind_changes({key: self._reported(action) for key, action in {
             self.name.tool: self._onTool,
             self.name.brush_size: self.brush.setSize,
@@ -247,7 +262,8 @@ class SemiSegLogic:
     def _onLayout(self, layoutId: str) -> None:
         if layoutId not in LAYOUTS:
             return
-        self.layoutManager.set_layout(layoutId)
+        with quietViewConstruction():
+            self.layoutManager.set_layout(layoutId)
         reattachEffectPipelines(self.app.segmentation_editor, self.app.view_manager)  # views built just now
         self.brush.setTool(self.brush.tool)
         if self.volume is not None:
