@@ -223,14 +223,20 @@ class RunLock:
         try:
             _lock(fd)
         except OSError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown process"
+            try:
+                os.lseek(fd, 0, os.SEEK_SET)
+                holder = os.read(fd, 200).decode(errors="replace").strip()
+            except OSError:  # Windows: the holder's locked byte cannot be read
+                holder = ""
             os.close(fd)
+            holder = holder or "another process"
             raise InputError(f"is in use by another training ({holder}); wait for it to end or cancel it", self.run_dir) from None
         try:
             import socket
 
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
         except OSError:  # a full disk: the lock holds all the same
             pass
         self._fd = fd
@@ -348,7 +354,7 @@ def prepare(job: Job) -> Prepared:
         if min(u.image.shape[2 - a] for a in range(3) if a != axis) < 8:
             raise InputError(f"too small to slice along axis {axis} (size {u.reference.GetSize()})", u.path)
     if job.init_checkpoint:
-        check_checkpoint(job.init_checkpoint, max(num_classes, 2))
+        check_checkpoint(job.init_checkpoint, num_classes)
     labeled, val, unl = build_slice_sets([volume], unlabeled, axis, config.size, config.min_val_slices, config.val_stride)
     names = list(job.classes) if job.classes else ["background"] + [f"class {c}" for c in range(1, num_classes)]
     return Prepared(volume, unlabeled, axis, num_classes, names, TrainData(labeled, val, unl, num_classes), config, recipe, options)
