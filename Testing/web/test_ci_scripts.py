@@ -59,3 +59,14 @@ def test_the_screenshot_captions_match_the_run_that_makes_the_screenshot():
         assert f"{iterations} {method} iterations" in text, doc
         assert "4-iteration" not in text and "uniformly dark" not in text, doc
     assert "under a minute" not in (ROOT / "README.md").read_text()
+
+
+def test_the_paint_tests_print_no_vtk_error():
+    """Their SlicerApp is torn down quietly: trame-slicer's teardown order made VTK print ``No LookupTable was
+    set`` and ``Component 3 is not in input`` after the tests had passed."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             str(ROOT / "Testing" / "web" / "test_paint_pipelines.py")],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-3000:]
+    shown = result.stdout + result.stderr
+    assert "ERR|" not in shown and "No LookupTable" not in shown and "is not in input" not in shown, shown[-3000:]
