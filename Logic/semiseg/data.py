@@ -8,7 +8,8 @@ loss.
 
 Preprocessing happens once, here: intensities are clipped to the 0.5-99.5 percentiles of the
 volume and scaled to [0, 1] (our choice; the papers feed ACDC already min-max scaled to [0, 1],
-on which this is nearly the identity), and slices are resized to ``size x size`` (bilinear for
+on which this is nearly the identity; CT is windowed from air to the body's brightest voxels
+instead, see :func:`normalize_intensity`), and slices are resized to ``size x size`` (bilinear for
 images, nearest for labels, as the papers' ``zoom`` does). Inference resizes the class
 probabilities back to each slice's own size, so every output lies on the input's grid.
 """
@@ -34,6 +35,7 @@ __all__ = [
     "labeled_slice_indices",
     "choose_axis",
     "normalize_intensity",
+    "looks_like_ct",
     "take_slices",
     "resize_images",
     "resize_labels",
@@ -70,9 +72,41 @@ class Volume:
         return self.image.shape[2 - axis]
 
 
+CT_AIR = -1024.0
+"""Hounsfield units of air; a CT volume's padding (often -2048 or -3024) is clipped to it."""
+
+
+def looks_like_ct(array: np.ndarray) -> bool:
+    """Whether intensities are Hounsfield units: whole numbers spanning air (<= -900) to bone (>= 300).
+
+    Our test, in the spirit of nnU-Net's "CT" normalisation scheme (Isensee et al., Nature Methods
+    2021), which a dataset declares; a single scan from a user declares nothing, so we look.
+    """
+    if array.size == 0:
+        return False
+    lo, hi = float(array.min()), float(array.max())
+    if lo > -900 or hi < 300:
+        return False
+    sample = array.ravel()[:: max(1, array.size // 100000)]
+    return bool(np.all(np.mod(sample, 1) == 0))
+
+
 def normalize_intensity(array: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
-    """Clip to the ``low``/``high`` percentiles and scale to [0, 1] (a constant volume gives 0)."""
-    lo, hi = np.percentile(array, [low, high])
+    """Scale intensities to [0, 1] on a window that the body, not the padding, decides.
+
+    MR and other relative scales: clip to the ``low``/``high`` percentiles of the volume (a
+    constant volume gives 0). CT (:func:`looks_like_ct`): the window runs from air
+    (:data:`CT_AIR`; the scanner's padding below it is clipped to air) to the 99.9th percentile of
+    the body's voxels (above -500 HU), so that bone keeps its contrast. With the volume's own
+    percentiles, the padding of a CT (a fifth of ``CTChest4.nrrd``) pulls the window down to
+    -3024..409 HU and clips most bone to one value.
+    """
+    array = np.asarray(array)
+    if looks_like_ct(array):
+        body = array[array > -500]
+        lo, hi = CT_AIR, float(np.percentile(body, 99.9)) if body.size else 0.0
+    else:
+        lo, hi = np.percentile(array, [low, high])
     if hi <= lo:
         return np.zeros_like(array, dtype=np.float32)
     return ((np.clip(array, lo, hi) - lo) / (hi - lo)).astype(np.float32)
@@ -155,18 +189,21 @@ class SliceSet:
         images: (N, 1, S, S) float32.
         labels: (N, S, S) int64, or ``None`` for unlabelled slices.
         origin: (volume name, slice index) of each slice.
+        weights: (N,) relative sampling weights, or ``None`` for uniform sampling (e.g. slices
+            labelled by interpolation weigh less the farther they lie from a labelled slice).
     """
 
     images: torch.Tensor
     labels: torch.Tensor | None
     origin: list[tuple[str, int]]
+    weights: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.images.shape[0]
 
     def to(self, device: torch.device) -> "SliceSet":
         labels = None if self.labels is None else self.labels.to(device)
-        return SliceSet(self.images.to(device), labels, self.origin)
+        return SliceSet(self.images.to(device), labels, self.origin, self.weights)
 
     @staticmethod
     def concat(sets: Sequence["SliceSet"], size: int, labeled: bool) -> "SliceSet":
@@ -174,7 +211,10 @@ class SliceSet:
         if not sets:
             return SliceSet(torch.zeros(0, 1, size, size), torch.zeros(0, size, size, dtype=torch.long) if labeled else None, [])
         labels = torch.cat([s.labels for s in sets]) if labeled else None  # type: ignore[misc]
-        return SliceSet(torch.cat([s.images for s in sets]), labels, [o for s in sets for o in s.origin])
+        weights = None
+        if any(s.weights is not None for s in sets):
+            weights = torch.cat([torch.ones(len(s)) if s.weights is None else s.weights.float() for s in sets])
+        return SliceSet(torch.cat([s.images for s in sets]), labels, [o for s in sets for o in s.origin], weights)
 
 
 def _slice_set(volume: Volume, axis: int, indices: Sequence[int], size: int, labeled: bool) -> SliceSet:

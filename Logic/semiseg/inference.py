@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,7 +28,10 @@ from .training.checkpoint import load_checkpoint
 from .training.trainer import resolve_device
 from .errors import InputError
 
-__all__ = ["Predictor", "predict_volume", "review_slices", "write_prediction", "REVIEW_STATISTIC", "ROI_CONFIDENCE"]
+if TYPE_CHECKING:
+    from .completion import ShapePrior
+
+__all__ = ["Predictor", "predict_volume", "outputs", "write_result", "review_slices", "write_prediction", "REVIEW_STATISTIC", "ROI_CONFIDENCE"]
 
 ROI_CONFIDENCE = 0.9
 REVIEW_STATISTIC = f"mean confidence over the slice's pixels predicted foreground or with confidence < {ROI_CONFIDENCE}"
@@ -61,6 +64,15 @@ class Predictor:
         self.axis = int(self.meta.get("axis", 2))
         self.batch_size = batch_size
 
+    @classmethod
+    def of_model(cls, model: torch.nn.Module, size: int, num_classes: int, axis: int, device: torch.device,
+                 batch_size: int = 16) -> "Predictor":
+        """A predictor over a network in memory (a training's previews); the caller sets its eval/train mode."""
+        self = cls.__new__(cls)
+        self.model, self.size, self.num_classes, self.axis = model, int(size), int(num_classes), int(axis)
+        self.device, self.batch_size, self.meta = device, batch_size, {"axis": axis}
+        return self
+
     @torch.no_grad()
     def probabilities(self, image: np.ndarray, axis: int | None = None) -> np.ndarray:
         """Class probabilities (C, K, J, I) of a normalised volume (K, J, I)."""
@@ -89,13 +101,49 @@ def review_slices(labels: np.ndarray, confidence: np.ndarray, axis: int, labeled
     return sorted(entries, key=lambda e: (e["confidence"], e["index"]))
 
 
-def predict_volume(predictor: Predictor, volume: Volume, axis: int | None = None) -> dict[str, np.ndarray]:
-    """Labels (uint8), confidence and entropy (float32), all (K, J, I) on the volume's grid."""
+def outputs(probs: np.ndarray) -> dict[str, np.ndarray]:
+    """Labels (uint8), confidence (max probability) and entropy (nats) of class probabilities (C, K, J, I)."""
+    return {"labels": probs.argmax(0).astype(np.uint8), "confidence": probs.max(0).astype(np.float32),
+            "entropy": (-(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(0)).astype(np.float32)}
+
+
+def predict_volume(predictor: Predictor, volume: Volume, axis: int | None = None, prior: "ShapePrior | None" = None) -> dict[str, np.ndarray]:
+    """Labels (uint8), confidence and entropy (float32), all (K, J, I) on the volume's grid.
+
+    With the ``prior`` of this volume's labelled slices (:class:`~semiseg.completion.ShapePrior`), the
+    network's probabilities are fused with it first, so confidence and entropy are those of what the
+    user sees.
+    """
     probs = predictor.probabilities(volume.image, axis)
-    labels = probs.argmax(0).astype(np.uint8)
-    confidence = probs.max(0).astype(np.float32)
-    entropy = (-(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(0)).astype(np.float32)
-    return {"labels": labels, "confidence": confidence, "entropy": entropy}
+    if prior is not None:
+        probs = prior.fuse(probs)
+    return outputs(probs)
+
+
+def write_result(result: dict[str, np.ndarray], reference: Any, out_dir: str | os.PathLike, axis: int,
+                 output_format: str = "nii.gz", labeled: set[int] | None = None, image: str = "") -> Path:
+    """Write ``labels``, ``confidence``, ``entropy`` and ``review.json`` of ``result`` to ``out_dir``.
+
+    Files are written under temporary names and renamed at the end (``review.json`` last), so a
+    failure writes nothing partial and a reader that waits for ``review.json`` sees a whole result.
+    """
+    if output_format not in OUTPUT_FORMATS:
+        raise InputError(f"output format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staged = []
+    for key, arr in result.items():
+        tmp = out_dir / f".{key}.tmp.{output_format}"
+        write_like(arr, reference, tmp)
+        staged.append((tmp, out_dir / f"{key}.{output_format}"))
+    review = {"axis": axis, "statistic": REVIEW_STATISTIC, "image": image,
+              "slices": review_slices(result["labels"], result["confidence"], axis, labeled)}
+    tmp_review = out_dir / ".review.tmp.json"
+    tmp_review.write_text(json.dumps(review, indent=1))
+    staged.append((tmp_review, out_dir / "review.json"))
+    for tmp, final in staged:
+        os.replace(tmp, final)
+    return out_dir
 
 
 def write_prediction(
@@ -105,29 +153,13 @@ def write_prediction(
     axis: int | None = None,
     output_format: str = "nii.gz",
     labeled: set[int] | None = None,
+    prior: "ShapePrior | None" = None,
 ) -> Path:
-    """Predict ``image_path`` and write ``labels``, ``confidence``, ``entropy`` and ``review.json`` to ``out_dir``.
-
-    Files are written under temporary names and renamed at the end, so a failure writes nothing partial.
-    """
+    """Predict ``image_path`` (fused with its ``prior``, if given) and write the result to ``out_dir`` (:func:`write_result`)."""
     if output_format not in OUTPUT_FORMATS:
         raise InputError(f"output format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
     array, reference = read_image(image_path)
     volume = Volume(volume_name(image_path), normalize_intensity(array), reference, path=str(image_path))
     axis = predictor.axis if axis is None else axis
-    result = predict_volume(predictor, volume, axis)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staged = []
-    for key, arr in result.items():
-        tmp = out_dir / f".{key}.tmp.{output_format}"
-        write_like(arr, reference, tmp)
-        staged.append((tmp, out_dir / f"{key}.{output_format}"))
-    review = {"axis": axis, "statistic": REVIEW_STATISTIC, "image": str(image_path),
-              "slices": review_slices(result["labels"], result["confidence"], axis, labeled)}
-    tmp_review = out_dir / ".review.tmp.json"
-    tmp_review.write_text(json.dumps(review, indent=1))
-    staged.append((tmp_review, out_dir / "review.json"))
-    for tmp, final in staged:
-        os.replace(tmp, final)
-    return out_dir
+    result = predict_volume(predictor, volume, axis, prior)
+    return write_result(result, reference, out_dir, axis, output_format, labeled, str(image_path))

@@ -25,6 +25,7 @@ from .imageio import OUTPUT_FORMATS
 from .recipes import RECIPES, apply_recipe
 
 if TYPE_CHECKING:  # torch is imported when a job runs, not when it is read and checked
+    from .completion import CompletionConfig, ShapePrior
     from .data import Volume
     from .training import TrainData
     from .training.progress import ProgressLog
@@ -58,6 +59,7 @@ FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "run_dir": (_path, "a folder path (a non-empty string)"),
     "predict": (lambda v: isinstance(v, bool), "true or false"),
     "output_format": (lambda v: isinstance(v, str), "a string"),
+    "completion": (lambda v: isinstance(v, dict), "an object of completion settings"),
 }
 """The type (and simple range) of every ``job.json`` key: what it must be, as the error message says it."""
 
@@ -81,6 +83,7 @@ class Job:
     run_dir: str = "run"
     predict: bool = True
     output_format: str = "nii.gz"
+    completion: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def check_fields(self, where: str) -> None:
         """Raise :class:`InputError` naming ``where`` and the first key whose value breaks :data:`FIELD_RULES`."""
@@ -116,6 +119,9 @@ class Job:
         _, train, options = apply_recipe(self.recipe, self.method, self.train, self.method_options)
         _named(where, lambda: from_dict(TrainConfig, train, where="train").validate())
         _named(where, lambda: from_dict(METHODS[self.method].Config, options, where=f"{self.method} option"))
+        from .completion import CompletionConfig
+
+        _named(where, lambda: from_dict(CompletionConfig, self.completion, where="completion").validate())
 
 
 def _named(where: str, check: Callable[[], Any]) -> None:
@@ -279,6 +285,8 @@ class Prepared:
     config: TrainConfig
     recipe: str
     method_options: dict[str, Any]
+    completion: "CompletionConfig"
+    prior: "ShapePrior | None"
 
 
 def check_axis(labels: np.ndarray, axis: int, path: str | os.PathLike) -> None:
@@ -325,6 +333,7 @@ def prepare(job: Job) -> Prepared:
     The job's recipe (:mod:`semiseg.recipes`) fills in the training settings and method options
     the job leaves out.
     """
+    from .completion import CompletionConfig, ShapePrior
     from .data import build_slice_sets, choose_axis, labeled_slice_indices, load_volume
     from .training import TrainData
 
@@ -357,7 +366,14 @@ def prepare(job: Job) -> Prepared:
         check_checkpoint(job.init_checkpoint, num_classes)
     labeled, val, unl = build_slice_sets([volume], unlabeled, axis, config.size, config.min_val_slices, config.val_stride)
     names = list(job.classes) if job.classes else ["background"] + [f"class {c}" for c in range(1, num_classes)]
-    return Prepared(volume, unlabeled, axis, num_classes, names, TrainData(labeled, val, unl, num_classes), config, recipe, options)
+    completion = from_dict(CompletionConfig, job.completion, where="completion")
+    completion.validate()
+    prior = None
+    if completion.enabled:  # the user's slices interpolated, to fuse with the network (semiseg.completion)
+        prior = ShapePrior.build(volume.labels, axis, labeled_slice_indices(volume.labels, axis, job.labeled_slices),
+                                 num_classes, completion)
+    return Prepared(volume, unlabeled, axis, num_classes, names, TrainData(labeled, val, unl, num_classes), config, recipe, options,
+                    completion, prior)
 
 
 def setup_report(prepared: Prepared) -> dict[str, Any]:
@@ -432,6 +448,7 @@ def run_job(job: Job, resume: bool = False, log: ProgressLog | None = None, canc
 
 def _run_locked(job: Job, prepared: Prepared, run_dir: Path, resume: bool, log: ProgressLog | None, cancel: CancelToken) -> dict[str, Any]:
     from .data import labeled_slice_indices
+    from .completion.preview import Previews
     from .inference import Predictor, write_prediction
     from .training import Trainer
     from .training.progress import ProgressLog
@@ -445,27 +462,37 @@ def _run_locked(job: Job, prepared: Prepared, run_dir: Path, resume: bool, log: 
         (run_dir / "config.json").write_text(json.dumps({**dataclasses.asdict(job), "axis_resolved": prepared.axis,
                                                          "recipe_resolved": prepared.recipe,
                                                          "train_resolved": to_dict(prepared.config), "method_options_resolved": prepared.method_options,
-                                                         "num_classes": prepared.num_classes}, indent=1))
+                                                         "num_classes": prepared.num_classes,
+                                                         "completion_resolved": to_dict(prepared.completion),
+                                                         "prior": prepared.prior.fit if prepared.prior else None}, indent=1))
         log.emit("setup", **setup_report(prepared))
         trainer = Trainer(prepared.config, job.method, prepared.method_options, prepared.num_classes, run_dir, meta=meta, log=log, cancel=cancel)
         if resume and trainer.checkpoint_path.exists():
             trainer.resume(trainer.checkpoint_path)
         elif job.init_checkpoint:
             trainer.warm_start(job.init_checkpoint)
-        summary = trainer.fit(prepared.data)
+        on_step = None
+        if prepared.prior is not None and prepared.completion.preview_every > 0:
+            previews = Previews(run_dir, _output_names(prepared)[0], prepared.volume, prepared.prior,
+                                prepared.completion.preview_every, log, job.output_format, set(meta["labeled_slices"]))
+            previews.first(prepared.config.iterations)
+
+            def on_step(iteration: int, _: dict[str, Any]) -> None:
+                if previews.due() and iteration < prepared.config.iterations:
+                    previews.network(trainer.model, prepared.config.size, prepared.num_classes, trainer.device, iteration,
+                                     prepared.config.iterations)
+
+        summary = trainer.fit(prepared.data, on_step=on_step)
         predictions = {}
         if job.predict:
             predictor = Predictor(trainer.checkpoint_path, prepared.config.device)
             predictor.model.register_forward_pre_hook(lambda *_: _obey(cancel, log, "predicting"))  # each batch of slices
             labeled = set(meta["labeled_slices"])
-            used: set[str] = set()
-            for vol, marks in [(prepared.volume, labeled)] + [(u, set()) for u in prepared.unlabeled]:
-                name, n = vol.name, 2
-                while name in used:
-                    name, n = f"{vol.name}_{n}", n + 1
-                used.add(name)
+            volumes = [(prepared.volume, labeled, prepared.prior)] + [(u, set(), None) for u in prepared.unlabeled]
+            for (vol, marks, prior), name in zip(volumes, _output_names(prepared)):
                 _obey(cancel, log, "predicting")
-                out = write_prediction(predictor, vol.path, run_dir / "predictions" / name, prepared.axis, job.output_format, marks)
+                out = write_prediction(predictor, vol.path, run_dir / "predictions" / name, prepared.axis, job.output_format, marks,
+                                       prior)
                 predictions[name] = str(out)
                 log.emit("predicted", name=name, dir=str(out.relative_to(run_dir)))
         log.emit("done", iteration=summary["iteration"], seconds=summary["seconds"])
@@ -487,6 +514,17 @@ def _run_locked(job: Job, prepared: Prepared, run_dir: Path, resume: bool, log: 
         raise
     finally:
         log.close()
+
+
+def _output_names(prepared: Prepared) -> list[str]:
+    """The output folder name of the labelled volume, then of each unlabelled one (file names made unique)."""
+    used: list[str] = []
+    for vol in [prepared.volume, *prepared.unlabeled]:
+        name, n = vol.name, 2
+        while name in used:
+            name, n = f"{vol.name}_{n}", n + 1
+        used.append(name)
+    return used
 
 
 def _obey(cancel: CancelToken, log: ProgressLog, phase: str) -> None:

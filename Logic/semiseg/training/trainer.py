@@ -267,7 +267,8 @@ class Trainer:
         """Train until ``config.iterations``; returns the final statistics.
 
         Raises:
-            Cancelled: cancellation was requested; the last periodic checkpoint is left as it was.
+            Cancelled: cancellation was requested; a checkpoint of the iterations done so far is saved
+                (unless the last one already holds them).
 
         The batches are prepared one step ahead in a thread (:class:`~semiseg.training.prefetch.Prefetcher`)
         that stops when this returns or raises.

@@ -1,0 +1,89 @@
+"""The shape prior of one labelled volume: its interpolation, the fitted fusion scale, and the fusion.
+
+:class:`ShapePrior` is what a run keeps of the user's labelled slices beyond the training data:
+built once from the labelled volume (:meth:`ShapePrior.build`), it gives the first result before any
+training (:meth:`ShapePrior.alone`) and turns the network's probabilities of that volume into the
+fused ones (:meth:`ShapePrior.fuse`) for every preview and for the final result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..data import put_slices, take_slices
+from .fusion import TEMPERATURE, fit_scale, fuse
+from .interpolation import Interpolation, interpolate_labels
+
+__all__ = ["ShapePrior", "CompletionConfig"]
+
+
+@dataclasses.dataclass
+class CompletionConfig:
+    """How a run completes the labelled volume from the user's slices (``job.json`` key ``"completion"``).
+
+    Args:
+        enabled: fuse the network with the interpolation of the labelled slices (off: the network alone).
+        interpolation: ``"auto"``, ``"shape"`` or ``"morphological"`` (:mod:`semiseg.completion.interpolation`).
+        temperature: exponent of the network's probabilities in the fusion (:mod:`semiseg.completion.fusion`).
+        preview_every: seconds between previews while training (0: no previews; the first one,
+            the prior alone, comes before training whenever previews are on).
+    """
+
+    enabled: bool = True
+    interpolation: str = "auto"
+    temperature: float = TEMPERATURE
+    preview_every: float = 10.0
+
+    def validate(self) -> None:
+        from ..config import check_ranges
+        from .interpolation import available_backend
+
+        available_backend(self.interpolation)
+        check_ranges(self, temperature="(0, 10]", preview_every="[0, 86400]")
+
+
+@dataclasses.dataclass
+class ShapePrior:
+    """The interpolation of a volume's labelled slices along ``axis``, and its fusion scale.
+
+    Attributes:
+        interpolation: in slice-stack order (:class:`~semiseg.completion.interpolation.Interpolation`).
+        scale: the fusion scale fitted on the labelled slices (:func:`~semiseg.completion.fusion.fit_scale`).
+        fit: what the fit used and found (for ``config.json`` and the progress log).
+        axis: the IJK slicing axis.
+        temperature: exponent of the network's probabilities.
+    """
+
+    interpolation: Interpolation
+    scale: float
+    fit: dict[str, Any]
+    axis: int
+    temperature: float = TEMPERATURE
+
+    @classmethod
+    def build(cls, labels: np.ndarray, axis: int, labeled: Sequence[int], num_classes: int,
+              config: CompletionConfig | None = None) -> "ShapePrior":
+        """The prior of a label map (K, J, I) whose slices ``labeled`` (along IJK ``axis``) the user labelled."""
+        config = config or CompletionConfig()
+        stack = np.asarray(take_slices(labels, axis))
+        interp = interpolate_labels(stack, labeled, num_classes, config.interpolation)
+        scale, fit = fit_scale(stack, labeled, num_classes, config.interpolation)
+        fit["backend"] = interp.backend
+        return cls(interp, scale, fit, axis, config.temperature)
+
+    def fuse(self, net_probs: np.ndarray) -> np.ndarray:
+        """Fused probabilities (C, K, J, I) of the network's (C, K, J, I) for this volume."""
+        stacked = np.stack([take_slices(p, self.axis) for p in net_probs])
+        fused = fuse(stacked, self.interpolation, self.scale, self.temperature)
+        return np.stack([put_slices(p, self.axis) for p in fused])
+
+    def alone(self) -> np.ndarray:
+        """The prior's own probabilities (C, K, J, I): the fusion with an uninformed network."""
+        c, n, rows, cols = self.interpolation.sdf.shape
+        uniform = np.full((c, n, rows, cols), 1.0 / c, np.float32)
+        fused = fuse(uniform, self.interpolation, self.scale, self.temperature)
+        return np.stack([put_slices(p, self.axis) for p in fused])
