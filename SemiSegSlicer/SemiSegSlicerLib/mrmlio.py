@@ -7,6 +7,7 @@ SimpleITK and Slicer order used by the job folder) is numpy axis ``2 - axis``.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -28,7 +29,20 @@ __all__ = [
     "numpyAxis",
     "removeNode",
     "firstScalarVolume",
+    "vtkMessagesOff",
 ]
+
+
+@contextlib.contextmanager
+def vtkMessagesOff():
+    """VTK's (and MRML's) warning and error messages off for the block, for failures that are expected and
+    handled (a reader catching a file being replaced); the previous setting is restored."""
+    shown = vtk.vtkObject.GetGlobalWarningDisplay()
+    vtk.vtkObject.GlobalWarningDisplayOff()
+    try:
+        yield
+    finally:
+        vtk.vtkObject.SetGlobalWarningDisplay(shown)
 
 
 def numpyAxis(axis: int) -> int:

@@ -2,7 +2,8 @@
 
 The pseudo-labels go into a NEW segmentation node with the segment IDs, names and colours of the
 user's segmentation and the volume as reference geometry; the user's own segmentation is never
-touched. The confidence map (max softmax probability) becomes a scalar volume shown as the
+touched. A preview written while training runs is imported the same way, marked preliminary; the
+next preview and then the final result update its nodes in place. The confidence map (max softmax probability) becomes a scalar volume shown as the
 foreground layer of every slice view, with a perceptual colour table (Viridis) at 40 % opacity.
 """
 
@@ -18,7 +19,8 @@ import vtk
 import slicer
 
 from .jobexport import ExportedJob
-from .mrmlio import ijkToRasMatrix, readVolume, removeNode
+from .mrmlio import arrayFromVolume, ijkToRasMatrix, readVolume, removeNode, writeSegmentArrays
+from .review import ReviewModel
 
 __all__ = [
     "PERCEPTUAL_COLOR_TABLES",
@@ -32,9 +34,12 @@ __all__ = [
     "hideConfidence",
     "setConfidenceOpacity",
     "importResults",
+    "previewText",
+    "PREVIEW_ATTRIBUTE",
 ]
 
 DEFAULT_OPACITY = 0.4
+PREVIEW_ATTRIBUTE = "SemiSegSlicer.PreviewIteration"  # on the nodes of a preview: its training iteration
 _EXTENSIONS = ("nrrd", "nii.gz", "mha", "nii")
 # Nine evenly spaced stops of matplotlib's perceptually uniform maps (van der Walt & Smith, 2015),
 # interpolated linearly to 256 entries when a scene has no such table (Slicer ships both).
@@ -50,6 +55,12 @@ class ImportedResult:
     confidenceNode: object | None
     review: dict | None
     predictionDir: str
+    iteration: int | None = None  # the training iteration of a preview; None for the final result
+
+    @property
+    def preliminary(self) -> bool:
+        """A preview written while training runs, which the final result replaces."""
+        return self.iteration is not None
 
 
 def predictionFile(predictionDir: str, stem: str) -> str:
@@ -178,29 +189,112 @@ def setConfidenceOpacity(scene, confidenceNode, opacity: float) -> None:
             composite.SetForegroundOpacity(float(opacity))
 
 
+def previewText(iteration) -> str:
+    """How a preview is marked wherever it is shown: ``preview at iteration 120 — preliminary``."""
+    return f"preview at iteration {iteration} — preliminary"
+
+
+def _resultName(baseName: str, iteration: int | None) -> str:
+    return baseName if iteration is None else f"{baseName} ({previewText(iteration)})"
+
+
+def _readReview(predictionDir: str) -> dict | None:
+    """``review.json`` of a prediction, checked to be a review list (None when there is none)."""
+    reviewPath = os.path.join(predictionDir, "review.json")
+    if not os.path.isfile(reviewPath):
+        return None
+    with open(reviewPath, encoding="utf-8") as f:
+        review = json.load(f)
+    ReviewModel(review)  # ValueError on a malformed list, before any node changes
+    return review
+
+
+def _readLabels(scene, labelsPath: str, volumeNode, numberOfSegments: int) -> np.ndarray:
+    """The label map at ``labelsPath`` as a (K, J, I) array, checked against the volume's grid and the segments."""
+    node = readVolume(scene, labelsPath, "SemiSegSlicerTemporaryPseudoLabels", "vtkMRMLLabelMapVolumeNode")
+    try:
+        node.SetHideFromEditors(True)
+        _checkSameGrid(node, volumeNode, f"label map {labelsPath}")
+        labels = arrayFromVolume(node)
+    finally:
+        removeNode(scene, node)
+    if labels.size and int(labels.max()) > numberOfSegments:
+        raise ValueError(f"{labelsPath} holds label {int(labels.max())} but only {numberOfSegments} segments were trained")
+    return labels
+
+
+def _readConfidenceImage(scene, confidencePath: str, volumeNode):
+    """The confidence map's ``vtkImageData``, checked against the volume's grid (no node is left in the scene)."""
+    node = readVolume(scene, confidencePath, "SemiSegSlicerTemporaryConfidence")
+    try:
+        node.SetHideFromEditors(True)
+        _checkSameGrid(node, volumeNode, f"confidence map {confidencePath}")
+        return node.GetImageData()
+    finally:
+        removeNode(scene, node)
+
+
+def _intact(scene, result: ImportedResult | None, segmentIds: list[str]) -> bool:
+    """The result's nodes are still in the scene with every trained segment (so they can be updated in place)."""
+    if result is None:
+        return False
+    nodes = (result.segmentationNode, result.confidenceNode)
+    if any(node is None or node.GetScene() is not scene for node in nodes):
+        return False
+    segmentation = result.segmentationNode.GetSegmentation()
+    return all(segmentation.GetSegment(sid) is not None for sid in segmentIds)
+
+
+def _markPreliminary(node, baseName: str, iteration: int | None) -> None:
+    node.SetName(_resultName(baseName, iteration))
+    if iteration is None:
+        node.RemoveAttribute(PREVIEW_ATTRIBUTE)
+    else:
+        node.SetAttribute(PREVIEW_ATTRIBUTE, str(iteration))
+
+
 def importResults(scene, exported: ExportedJob, name: str = "image", showOverlay: bool = True,
-                  opacity: float = DEFAULT_OPACITY) -> ImportedResult:
-    """Import the predictions of ``exported``'s run for the input called ``name`` ("image": the job's volume)."""
+                  opacity: float = DEFAULT_OPACITY, folder: str = "predictions", iteration: int | None = None,
+                  into: ImportedResult | None = None) -> ImportedResult:
+    """Import the predictions of ``exported``'s run for the input called ``name`` ("image": the job's volume).
+
+    Args:
+        folder: ``"predictions"`` (the final result) or ``"preview"`` (what the engine writes while it trains,
+            docs/JOB_FORMAT.md); the files are the same.
+        iteration: the training iteration of a preview: the result is marked preliminary (its nodes' names say
+            :func:`previewText`, attribute :data:`PREVIEW_ATTRIBUTE`). None for the final result.
+        into: a result whose nodes are updated in place (the previous preview of the same run, which the next
+            preview or the final result replaces), when they are still in the scene with every segment;
+            otherwise new nodes are made. ``showOverlay`` applies to new nodes only: an update keeps the display.
+
+    Every file is read and checked before a node is made or changed, so an unreadable or half-written
+    prediction raises and leaves the scene as it was.
+    """
     volumeNode = scene.GetNodeByID(exported.volumeNodeId if name == "image" else exported.unlabeled[name])
     if volumeNode is None:
         raise ValueError("the volume that was trained on is no longer in the scene")
-    predictionDir = os.path.join(exported.runDir, "predictions", name)
+    predictionDir = os.path.join(exported.runDir, folder, name)
     userSegmentation = scene.GetNodeByID(exported.segmentationNodeId)
     baseName = userSegmentation.GetName() if userSegmentation is not None else volumeNode.GetName()
-    segmentationNode = importPseudoLabels(scene, predictionFile(predictionDir, "labels"), volumeNode, exported.segments,
-                                          f"{baseName} pseudo-labels")
-    confidenceNode, review = None, None
-    try:
-        confidenceNode = importConfidence(scene, predictionFile(predictionDir, "confidence"), volumeNode,
-                                          f"{volumeNode.GetName()} confidence", len(exported.classes))
-        reviewPath = os.path.join(predictionDir, "review.json")
-        if os.path.isfile(reviewPath):
-            with open(reviewPath, encoding="utf-8") as f:
-                review = json.load(f)
-    except Exception:
-        for node in (segmentationNode, confidenceNode):
-            removeNode(scene, node)
-        raise
-    if showOverlay:
-        showConfidence(scene, confidenceNode, volumeNode, opacity)
-    return ImportedResult(segmentationNode, confidenceNode, review, predictionDir)
+    labelsPath, confidencePath = predictionFile(predictionDir, "labels"), predictionFile(predictionDir, "confidence")
+    review = _readReview(predictionDir)
+    if not _intact(scene, into, exported.segmentIds):
+        segmentationNode = importPseudoLabels(scene, labelsPath, volumeNode, exported.segments, f"{baseName} pseudo-labels")
+        try:
+            confidenceNode = importConfidence(scene, confidencePath, volumeNode, f"{volumeNode.GetName()} confidence",
+                                              len(exported.classes))
+        except Exception:
+            removeNode(scene, segmentationNode)
+            raise
+        if showOverlay:
+            showConfidence(scene, confidenceNode, volumeNode, opacity)
+    else:
+        labels = _readLabels(scene, labelsPath, volumeNode, len(exported.segments))
+        confidence = _readConfidenceImage(scene, confidencePath, volumeNode)
+        segmentationNode, confidenceNode = into.segmentationNode, into.confidenceNode
+        writeSegmentArrays(segmentationNode, {sid: labels == n + 1 for n, sid in enumerate(exported.segmentIds)},
+                           volumeNode)
+        confidenceNode.SetAndObserveImageData(confidence)
+    _markPreliminary(segmentationNode, f"{baseName} pseudo-labels", iteration)
+    _markPreliminary(confidenceNode, f"{volumeNode.GetName()} confidence", iteration)
+    return ImportedResult(segmentationNode, confidenceNode, review, predictionDir, iteration)

@@ -3,11 +3,18 @@
 The Slicer module's logic (and the web front end) hold one :class:`Session` and call one method per
 user action; a timer on the GUI thread calls :meth:`Session.poll`. Everything that touches the scene
 happens in these calls, on the caller's thread; the engine runs out of process (:class:`JobClient`).
+
+While training runs, the engine's ``preview`` events (docs/JOB_FORMAT.md) bring its pseudo-labels
+as they are: :meth:`Session.poll` imports the last one of each poll into the round's own pseudo-label
+and confidence nodes (made by the first preview, updated in place by the next ones), marked
+preliminary, and the final result replaces it in the same nodes. A preview that cannot be read
+(files being replaced) is skipped: the next one comes a few seconds later.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 
@@ -15,9 +22,12 @@ from . import review as reviewlib
 from .cache import latestCheckpoint, newJobDir
 from .jobclient import JobClient
 from .jobexport import ExportedJob, exportJob
-from .resultimport import ImportedResult, importResults
+from .mrmlio import vtkMessagesOff
+from .resultimport import ImportedResult, importResults, previewText
 
 __all__ = ["Session", "Progress", "progressText"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -30,6 +40,7 @@ class Progress:
     text: str  # iteration, loss, Dice, time left
     message: str = ""  # why a job failed or was cancelled
     imported: bool = False  # results were imported during this poll
+    previewed: bool = False  # a preview (preliminary pseudo-labels) was imported during this poll
 
     @property
     def warnings(self) -> list[str]:
@@ -72,6 +83,7 @@ class Session:
         self.review: reviewlib.ReviewModel | None = None
         self.history: list[reviewlib.AcceptRecord] = []
         self.lastRunDir: str | None = None
+        self.preview: ImportedResult | None = None  # this round's preview while it is shown (until the final result)
         self._handled = True
 
     # -- training ---------------------------------------------------------------------------------
@@ -97,7 +109,7 @@ class Session:
         except Exception:
             shutil.rmtree(jobDir, ignore_errors=True)  # no half-made job left in the cache
             raise
-        self.exported, self.client, self._handled = exported, client, False
+        self.exported, self.client, self._handled, self.preview = exported, client, False, None
         return exported
 
     def poll(self) -> Progress:
@@ -109,20 +121,28 @@ class Session:
         fraction = progress.get("iteration", 0) / max(1, progress.get("iterations") or 1)
         state = self.client.state()
         if state == "running" or self._handled:
-            return Progress(state, events, min(1.0, fraction), progressText(progress))
-        if not self.client.finished:  # exited; let the readers drain the last lines
-            return Progress("running", events, min(1.0, fraction), progressText(progress))
+            previewed = state == "running" and self._importPreview(events)
+            return Progress(state, events, min(1.0, fraction), self._text(progress), previewed=previewed)
+        if not self.client.finished:  # exited; let the readers drain the last lines (the final result follows)
+            return Progress("running", events, min(1.0, fraction), self._text(progress))
         events += self.client.poll()
         self._handled = True
+        shown = f" The pseudo-labels shown are the {previewText(self.preview.iteration)}." if self.preview else ""
         if state == "cancelled":
-            return Progress(state, events, fraction, progressText(progress), "Training was cancelled.")
+            return Progress(state, events, fraction, progressText(progress), "Training was cancelled." + shown)
         if state == "failed":
-            return Progress(state, events, fraction, progressText(progress), self.client.errorMessage())
+            return Progress(state, events, fraction, progressText(progress), self.client.errorMessage() + shown)
         try:
             self._importResults()
         except Exception as err:  # noqa: BLE001 - reported to the user, scene left as it was
-            return Progress("failed", events, 1.0, progressText(progress), f"Results could not be imported: {err}")
+            return Progress("failed", events, 1.0, progressText(progress), f"Results could not be imported: {err}{shown}")
         return Progress("done", events, 1.0, progressText(progress), imported=True)
+
+    def _text(self, progress: dict) -> str:
+        text = progressText(progress)
+        if self.preview is None:
+            return text
+        return f"{text} · {previewText(self.preview.iteration)}" if text else previewText(self.preview.iteration)
 
     def cancel(self, graceSeconds: float = 10.0) -> None:
         """Stop the running job and every process it started; the scene is not touched."""
@@ -130,11 +150,41 @@ class Session:
             self.client.cancel(graceSeconds)
 
     def _importResults(self) -> None:
-        result = importResults(self.scene, self.exported)
+        """The final result, into this round's preview nodes when there are some (it replaces the preview)."""
+        self._adopt(importResults(self.scene, self.exported, into=self.preview))
+        self.preview = None
+        self.lastRunDir = self.exported.runDir
+
+    def _importPreview(self, events: list) -> bool:
+        """Import the last preview of the job's image among ``events``; True when it is now shown."""
+        previews = [e for e in events if e.get("event") == "preview" and e.get("name") == "image"]
+        if not previews:
+            return False
+        iteration = previews[-1].get("iteration")
+        iteration = iteration if isinstance(iteration, int) and not isinstance(iteration, bool) else 0
+        try:
+            with vtkMessagesOff():  # a file caught while being replaced makes the readers complain
+                result = importResults(self.scene, self.exported, folder="preview", iteration=iteration,
+                                       into=self.preview)
+        except Exception as err:  # noqa: BLE001 - files being replaced: the next preview comes in seconds
+            logger.debug("preview at iteration %s skipped: %s", iteration, err)
+            return False
+        self._adopt(result, keepSlice=self.preview is not None)
+        self.preview = result
+        return True
+
+    def _adopt(self, result: ImportedResult, keepSlice: bool = False) -> None:
+        """Make ``result`` the one reviewed; ``keepSlice`` keeps the current review slice (a preview after another)."""
+        current = self.review.currentSlice if keepSlice and self.review is not None else None
         self.result = result
         self.review = reviewlib.ReviewModel(result.review) if result.review else None
-        self.history = []
-        self.lastRunDir = self.exported.runDir
+        if current is not None and self.review is not None:
+            try:
+                self.review.current = self.review.rowOfSlice(current["index"])
+            except KeyError:
+                pass
+        if not keepSlice:
+            self.history = []
 
     # -- review -----------------------------------------------------------------------------------
 

@@ -5,6 +5,15 @@
 - ``{"mode": "done"}``: progress lines (and one non-JSON line), then predictions as the engine writes
   them (labels = the job's labels with slice 0 also filled, a constant confidence, review.json),
   ``status.json`` done, exit 0;
+- ``{"mode": "preview", "previews": P, "gate": bool, "broken": [p...], "every": 10}``: as the engine's
+  live results (docs/JOB_FORMAT.md): P previews in ``RUN_DIR/preview/image/`` (the same files as a
+  prediction, each replaced atomically, review.json last), each followed by its ``preview`` line at
+  iteration ``every * p``, then the final result of ``done``. Preview ``p`` labels a disc of radius
+  ``0.15 + 0.1 p`` of the slice's size on every slice (label 2 inside half that radius when there are
+  two classes or more), with confidence ``0.5 + 0.1 p`` and a review list whose least confident slice
+  is slice ``p`` (modulo the slice count). With ``gate`` it waits for a file ``RUN_DIR/go`` (and
+  removes it) after each preview, so a test sees every preview; previews listed in ``broken`` are
+  announced over a half-written labels file, as a reader that catches the files being replaced sees them;
 - ``{"mode": "hang", "obey_sigterm": bool}``: starts a child process (reported as
   ``{"event": "child", "pid": N}``), then prints iterations forever; with ``obey_sigterm`` it stops
   on SIGTERM with status cancelled and exit 3 (after ``sigterm_seconds``, 0 by default, as the engine
@@ -42,11 +51,73 @@ def status(state, message, code):
     json.dump({"state": state, "message": message, "exit_code": code}, open(os.path.join(run_dir, "status.json"), "w"))
 
 
+def write_prediction(out, labels, confidence, review, like):
+    """labels, confidence, entropy and review.json in ``out``, each written under a temporary name and
+    moved into place (os.replace), review.json last: what the engine does."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    os.makedirs(out, exist_ok=True)
+    ext = job.get("output_format", "nii.gz")
+    entropy = -np.log(np.clip(confidence, 1e-6, 1.0)).astype(np.float32)
+    for stem, array in (("labels", labels.astype(np.uint8)), ("confidence", confidence.astype(np.float32)),
+                        ("entropy", entropy)):
+        image = sitk.GetImageFromArray(array)
+        image.CopyInformation(like)
+        temporary = os.path.join(out, f".{stem}.tmp.{ext}")
+        sitk.WriteImage(image, temporary)
+        os.replace(temporary, os.path.join(out, f"{stem}.{ext}"))
+    with open(os.path.join(out, ".review.tmp.json"), "w") as f:
+        json.dump(review, f)
+    os.replace(os.path.join(out, ".review.tmp.json"), os.path.join(out, "review.json"))
+
+
+def wait_for_gate():
+    gate = os.path.join(run_dir, "go")
+    while not os.path.exists(gate):
+        time.sleep(0.05)
+    os.remove(gate)
+
+
+def previews():
+    import numpy as np
+    import SimpleITK as sitk
+
+    image = sitk.ReadImage(os.path.join(job_dir, job["image"]))
+    shape = sitk.GetArrayFromImage(image).shape  # K, J, I
+    classes = len(job.get("classes") or ["background", "foreground"])
+    _, j, i = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]]
+    distance = np.hypot(j - (shape[1] - 1) / 2, i - (shape[2] - 1) / 2) / min(shape[1:])
+    every, out = fake.get("every", 10), os.path.join(run_dir, "preview", "image")
+    for p in range(fake.get("previews", 2)):
+        radius = 0.15 + 0.1 * p
+        labels = (distance < radius).astype(np.uint8)
+        if classes > 2:
+            labels[distance < radius / 2] = 2
+        order = [(p + k) % shape[0] for k in range(shape[0])]
+        review = {"axis": 2, "statistic": "fake preview", "slices": [
+            {"index": k, "confidence": 0.4 + 0.05 * rank, "foreground_fraction": float(labels[k].mean()), "labeled": False}
+            for rank, k in enumerate(order)]}
+        write_prediction(out, labels, np.full(shape, 0.5 + 0.1 * p, np.float32), review, image)
+        if p in fake.get("broken", []):
+            with open(os.path.join(out, "labels." + job.get("output_format", "nii.gz")), "r+b") as f:
+                f.truncate(120)  # half-written: the header only
+        say(event="iteration", iteration=every * p, iterations=every * fake.get("previews", 2), loss=1.0 / (p + 1),
+            terms={}, lr=0.01, seconds_left=1.0, elapsed=p)
+        say(event="preview", iteration=every * p, iterations=every * fake.get("previews", 2), name="image",
+            dir="preview/image", preliminary=True, seconds=0.1 * p)
+        if fake.get("gate"):
+            wait_for_gate()
+
+
 mode = fake["mode"]
 if mode == "hang" and fake.get("launcher") and not os.environ.get("FAKE_ENGINE_CHILD"):
     engine = subprocess.Popen([sys.executable, "-m", "semiseg"] + sys.argv[1:], env=dict(os.environ, FAKE_ENGINE_CHILD="1"))
     sys.exit(engine.wait())  # SIGTERM's default action ends the launcher at once
 say(event="start", iterations=3, method=job["method"], device="cpu", labeled_slices=2, unlabeled_slices=4)
+if mode == "preview":
+    previews()
+    mode = "done"
 if mode == "done":
     import numpy as np
     import SimpleITK as sitk
@@ -59,18 +130,10 @@ if mode == "done":
     labels = sitk.ReadImage(os.path.join(job_dir, job["labels"]))
     array = sitk.GetArrayFromImage(labels)
     array[0] = array.max(axis=0)
-    out = os.path.join(run_dir, "predictions", "image")
-    os.makedirs(out, exist_ok=True)
-    ext = job.get("output_format", "nii.gz")
-    predicted = sitk.GetImageFromArray(array.astype(np.uint8))
-    predicted.CopyInformation(labels)
-    sitk.WriteImage(predicted, os.path.join(out, "labels." + ext))
-    confidence = sitk.GetImageFromArray(np.full(array.shape, 0.8, np.float32))
-    confidence.CopyInformation(labels)
-    sitk.WriteImage(confidence, os.path.join(out, "confidence." + ext))
     slices = [{"index": k, "confidence": 0.5 + 0.01 * k, "foreground_fraction": 0.1, "labeled": False}
               for k in range(array.shape[0])]
-    json.dump({"axis": 2, "statistic": "fake", "slices": slices}, open(os.path.join(out, "review.json"), "w"))
+    write_prediction(os.path.join(run_dir, "predictions", "image"), array, np.full(array.shape, 0.8, np.float32),
+                     {"axis": 2, "statistic": "fake", "slices": slices}, labels)
     open(os.path.join(run_dir, "checkpoint.pt"), "wb").write(b"fake")
     say(event="predicted", name="image", dir="predictions/image")
     say(event="done", iteration=3, seconds=0.1)

@@ -26,7 +26,7 @@ from undo_stack import UndoStack
 from SemiSegSlicerLib import Session, labeledslices, resultimport
 from SemiSegSlicerLib import review as reviewlib
 from SemiSegSlicerLib.cache import latestCheckpoint
-from SemiSegSlicerLib.mrmlio import segmentsToArray, writeArrayAsVolume
+from SemiSegSlicerLib.mrmlio import segmentsToArray, vtkMessagesOff, writeArrayAsVolume
 
 from .painting import Brush, reattachEffectPipelines
 from .plot import Curves
@@ -43,12 +43,8 @@ def quietViewConstruction():
     """VTK's warnings off while trame-slicer 2.0.0 builds views: each slice view observes its interactor's
     WindowResizeEvent, which VTK 9.6 answers with a deprecation warning (expected, from the pinned
     dependency, and harmless: the views resize). Everything else VTK says is shown as before."""
-    shown = vtk.vtkObject.GetGlobalWarningDisplay()
-    vtk.vtkObject.GlobalWarningDisplayOff()
-    try:
+    with vtkMessagesOff():
         yield
-    finally:
-        vtk.vtkObject.SetGlobalWarningDisplay(shown)
 
 
 def viewLayouts() -> dict[str, Layout]:

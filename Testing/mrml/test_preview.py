@@ -1,0 +1,177 @@
+"""Live results: the engine's ``preview`` events (docs/JOB_FORMAT.md) update the pseudo-label layer and the
+review list while training runs, marked preliminary; the final result replaces them. Against the fake
+engine's preview mode (real files, written as the engine writes them), on a real MRML scene."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import fakeengine
+import numpy as np
+import pytest
+from mrmltesting import addSegmentation, addVolume, rotation, sceneNodes, segmentationSnapshot
+
+from SemiSegSlicerLib import resultimport
+from SemiSegSlicerLib.mrmlio import arrayFromVolume, segmentsToArray
+from SemiSegSlicerLib.session import Session
+
+SHAPE = (6, 20, 24)  # K, J, I
+
+
+@pytest.fixture
+def engine(tmp_path):
+    return fakeengine.install(tmp_path / "fake")
+
+
+@pytest.fixture
+def inputs(scene):
+    volume = addVolume(scene, np.random.default_rng(4).normal(size=SHAPE).astype(np.float32), (0.8, 0.9, 3.0),
+                       (4.0, -3.0, 2.0), rotation(20, "z"), name="scan")
+    heart = np.zeros(SHAPE, np.uint8)
+    heart[2, 5:15, 6:18] = 1
+    lung = np.zeros(SHAPE, np.uint8)
+    lung[2, 1:4, 1:4] = 1
+    user = addSegmentation(scene, volume, {"heart": ((1, 0.5, 0), heart), "lung": ((0, 0.5, 1), lung)})
+    return volume, user
+
+
+def _session(scene, tmp_path, engine, **fake):
+    env = dict(os.environ, FAKE_ENGINE=json.dumps({"mode": "preview", **fake}))
+    return Session(scene, sys.executable, str(tmp_path / "cache"), env=env, pythonPath=[engine])
+
+
+def _pollUntil(session, predicate, seconds=60.0):
+    """Poll until ``predicate(progress, events so far)``; returns the progress that met it and the events."""
+    deadline, events = time.monotonic() + seconds, []
+    while time.monotonic() < deadline:
+        progress = session.poll()
+        events += progress.events
+        if predicate(progress, events):
+            return progress, events
+        assert progress.state == "running", f"the job ended ({progress.state}: {progress.message}) before it was seen"
+        time.sleep(0.05)
+    raise AssertionError("not seen in time")
+
+
+def _open(session) -> None:
+    """Let the fake engine go on from the preview it is waiting at."""
+    Path(session.exported.runDir, "go").write_text("")
+
+
+def _fileLabels(folder) -> np.ndarray:
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(resultimport.predictionFile(str(folder), "labels")))
+
+
+def _fileReview(folder) -> dict:
+    return json.loads((Path(folder) / "review.json").read_text())
+
+
+def test_previews_update_the_pseudo_labels_live_and_the_final_result_replaces_them(scene, inputs, engine, tmp_path,
+                                                                                   capfd):
+    volume, user = inputs
+    userBefore = segmentationSnapshot(user)
+    session = _session(scene, tmp_path, engine, previews=3, gate=True, broken=[1])
+    exported = session.start(volume, user, train={"iterations": 30, "size": 32})
+    previewDir = Path(exported.runDir, "preview", "image")
+    nodesBefore = sceneNodes(scene)
+
+    # Preview 0 (iteration 0): a new pseudo-label node and confidence overlay, marked preliminary, while it trains.
+    progress, _ = _pollUntil(session, lambda p, e: p.previewed)
+    assert progress.state == "running" and session.running
+    result = session.result
+    assert result.preliminary and result.iteration == 0 and session.preview is result
+    pseudo, confidence = result.segmentationNode, result.confidenceNode
+    assert pseudo.GetID() != user.GetID()
+    assert pseudo.GetName() == "segmentation pseudo-labels (preview at iteration 0 — preliminary)"
+    assert pseudo.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) == "0"
+    assert "preview at iteration 0 — preliminary" in progress.text
+    first = segmentsToArray(pseudo, exported.segmentIds, volume)
+    np.testing.assert_array_equal(first, _fileLabels(previewDir))
+    assert first.max() == 2 and np.count_nonzero(first) > 0
+    assert arrayFromVolume(confidence) == pytest.approx(np.full(SHAPE, 0.5))
+    assert [s["index"] for s in session.review.slices][:2] == [0, 1]
+    composite = scene.GetNodesByClass("vtkMRMLSliceCompositeNode").GetItemAsObject(0)
+    assert composite.GetForegroundVolumeID() == confidence.GetID()
+    assert segmentationSnapshot(user) == userBefore
+    nodesWithPreview = sceneNodes(scene)
+    assert len(nodesWithPreview) > len(nodesBefore)
+    session.review.select(session.review.rowOfSlice(3))  # the user looks at slice 3 meanwhile
+
+    # Preview 1 is announced over a half-written labels file: skipped quietly, preview 0 stays.
+    capfd.readouterr()
+    _open(session)
+    progress, events = _pollUntil(session, lambda p, e: any(x["event"] == "preview" and x["iteration"] == 10 for x in e))
+    assert not progress.previewed and progress.state == "running" and progress.message == ""
+    assert "ERR|" not in capfd.readouterr().err, "the skipped preview printed the readers' errors"
+    assert session.result is result and result.iteration == 0
+    np.testing.assert_array_equal(segmentsToArray(pseudo, exported.segmentIds, volume), first)
+
+    # Preview 2 (iteration 20): the same nodes, updated in place; voxels, confidence and review list change.
+    _open(session)
+    progress, _ = _pollUntil(session, lambda p, e: p.previewed)
+    assert session.result.iteration == 20 and "preview at iteration 20 — preliminary" in progress.text
+    assert session.result.segmentationNode is pseudo and session.result.confidenceNode is confidence
+    assert sceneNodes(scene) == nodesWithPreview  # no node added or left behind
+    assert pseudo.GetName().endswith("(preview at iteration 20 — preliminary)")
+    second = segmentsToArray(pseudo, exported.segmentIds, volume)
+    np.testing.assert_array_equal(second, _fileLabels(previewDir))
+    assert np.count_nonzero(second != first) > 0 and np.count_nonzero(second) > np.count_nonzero(first)
+    assert arrayFromVolume(confidence) == pytest.approx(np.full(SHAPE, 0.7))
+    assert session.review.slices[0]["index"] == 2 and session.review.currentSlice["index"] == 3  # still on slice 3
+    assert segmentationSnapshot(user) == userBefore
+
+    # Training ends: the final result replaces the preview in the same nodes, no longer preliminary.
+    _open(session)
+    progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
+    assert progress.state == "done" and progress.imported, progress.message
+    final = session.result
+    assert not final.preliminary and session.preview is None
+    assert final.segmentationNode is pseudo and final.confidenceNode is confidence
+    assert pseudo.GetName() == "segmentation pseudo-labels" and confidence.GetName() == "scan confidence"
+    assert pseudo.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) is None
+    assert "preliminary" not in progress.text
+    predictions = Path(exported.runDir, "predictions", "image")
+    np.testing.assert_array_equal(segmentsToArray(pseudo, exported.segmentIds, volume), _fileLabels(predictions))
+    assert arrayFromVolume(confidence) == pytest.approx(np.full(SHAPE, 0.8))
+    assert session.review.slices == _fileReview(predictions)["slices"]
+    assert sceneNodes(scene) == nodesWithPreview
+    assert segmentationSnapshot(user) == userBefore  # training never touches the user's labels
+
+
+def test_a_cancelled_training_keeps_its_preview_marked_preliminary(scene, inputs, engine, tmp_path):
+    volume, user = inputs
+    userBefore = segmentationSnapshot(user)
+    session = _session(scene, tmp_path, engine, previews=2, gate=True, every=50)
+    session.start(volume, user)
+    _pollUntil(session, lambda p, e: p.previewed)
+    session.cancel(graceSeconds=2.0)
+    progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
+    assert progress.state == "cancelled"
+    assert "preview at iteration 0 — preliminary" in progress.message
+    assert session.result.preliminary and session.result.segmentationNode.GetScene() is scene
+    assert segmentationSnapshot(user) == userBefore
+
+
+def test_a_new_round_previews_into_new_nodes_and_a_deleted_preview_is_remade(scene, inputs, engine, tmp_path):
+    volume, user = inputs
+    session = _session(scene, tmp_path, engine, previews=2)
+    session.start(volume, user)
+    _pollUntil(session, lambda p, e: p.state != "running")
+    firstRound = session.result
+    assert not firstRound.preliminary
+
+    session.start(volume, user, retrain=True)
+    progress, _ = _pollUntil(session, lambda p, e: p.previewed or p.state != "running")
+    assert progress.previewed, "no preview was imported in the second round"
+    assert session.result.segmentationNode is not firstRound.segmentationNode  # the last round's result is kept
+    assert firstRound.segmentationNode.GetName() == "segmentation pseudo-labels"
+    scene.RemoveNode(session.result.segmentationNode)  # the user deletes the preview while training runs
+    progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
+    assert progress.state == "done", progress.message
+    assert session.result.segmentationNode.GetScene() is scene and not session.result.preliminary
