@@ -219,7 +219,11 @@ class SemiSegSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         for warning in progress.warnings:
             slicer.util.warningDisplay(warning, windowTitle=_("SemiSegSlicer"))
         if progress.text:
-            self.ui.statusLabel.text = progress.text
+            self.ui.statusLabel.text = progress.text  # says "preview at iteration N — preliminary" while one is shown
+        if progress.previewed:  # the engine's pseudo-labels so far, in their own nodes: table and overlay follow
+            self.showReviewTable()
+            if self._parameterNode:
+                self.onParameterChanged()
         if progress.state == "running":
             return True
         self.updateButtons()

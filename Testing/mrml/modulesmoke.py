@@ -81,7 +81,7 @@ class ModuleTest(unittest.TestCase):
 def installStandIns(scene, cacheDir):
     """Put stand-ins for what exists only inside the Slicer application in ``sys.modules`` and ``slicer``."""
     qt = types.ModuleType("qt")
-    qt.QTimer, qt.QTableWidgetItem = Timer, object
+    qt.QTimer, qt.QTableWidgetItem = Timer, str  # a table item: its text
     i18n = types.ModuleType("slicer.i18n")
     i18n.tr = lambda text: text
     i18n.translate = lambda context, text: text

@@ -41,6 +41,13 @@ def test_a_warning_dialog_does_not_make_the_poll_timer_re_enter(seen):
     assert seen["errors"] == []
 
 
+def test_a_preview_updates_the_review_table_while_training_runs(seen):
+    assert seen["runningWithoutPreview"] is True and seen["tableUpdatesWithoutPreview"] == 0
+    assert seen["runningWithPreview"] is True and seen["tableUpdatesWithPreview"] == 1
+    assert seen["tableRows"] == [2]
+    assert seen["statusWithPreview"] == "Iteration 10/20 · preview at iteration 10 — preliminary"
+
+
 def test_leaving_slicer_cancels_only_a_running_job(seen):
     assert seen["cancelsOfAnEndedJob"] == 0
     assert seen["cancelsOfARunningJob"] == 1

@@ -20,6 +20,7 @@ import numpy as np
 from modulesmoke import ModuleTest, Signal, installStandIns
 from mrmltesting import MODULE_DIR, SceneSetup, addSegmentation, addVolume, slicer
 
+from SemiSegSlicerLib.review import ReviewModel
 from SemiSegSlicerLib.session import Progress
 
 
@@ -154,6 +155,18 @@ def widgetChecks(module, scene, ui, factory, dialogs) -> dict:
     seen["polls"], seen["timerActiveInDialog"] = len(polls), activeInDialog
     seen["warnings"] = [text for kind, text in dialogs if kind == "warning"]
     seen["timerActiveAfter"] = widget._timer.isActive()
+
+    # A preview while training runs: the review table follows it and the status line says it is preliminary.
+    review = ReviewModel({"axis": 2, "slices": [{"index": 3, "confidence": 0.4}, {"index": 1, "confidence": 0.6}]})
+    widget.logic.session = types.SimpleNamespace(running=True, result=None, review=review)
+    text = "Iteration 10/20 · preview at iteration 10 — preliminary"
+    rows = ui.called("ui.reviewTable.setRowCount")
+    seen["runningWithoutPreview"] = widget.showProgress(Progress("running", [], 0.5, "Iteration 9/20"))
+    seen["tableUpdatesWithoutPreview"] = ui.called("ui.reviewTable.setRowCount") - rows
+    seen["runningWithPreview"] = widget.showProgress(Progress("running", [], 0.5, text, previewed=True))
+    seen["tableUpdatesWithPreview"] = ui.called("ui.reviewTable.setRowCount") - rows
+    seen["tableRows"] = [args for path, args in ui._calls if path == "ui.reviewTable.setRowCount"][-1]
+    seen["statusWithPreview"] = widget.ui.statusLabel.text
 
     # Leaving Slicer: a job that ended is not cancelled (its process group ID may be reused).
     cancels = []

@@ -55,15 +55,20 @@ class ServerProcess:
         args: extra command-line arguments.
         port: the port (default: a free one).
         timeout: seconds to wait for the ready line.
+        env: the server's environment (default: :func:`server_environment`).
+        launcher: what runs ``serve ARGS`` (default ``python -m semiseg``; ``[python, fakeserve.py, FAKE_DIR]``
+            serves with the fake engine).
     """
 
-    def __init__(self, args=(), port: int | None = None, timeout: float = 120.0, env: dict | None = None):
+    def __init__(self, args=(), port: int | None = None, timeout: float = 120.0, env: dict | None = None,
+                 launcher=None):
         import subprocess
         import threading
         import time
 
         self.port = port or free_port()
-        command = [sys.executable, "-m", "semiseg", "serve", "--port", str(self.port), *map(str, args)]
+        launcher = [str(part) for part in launcher] if launcher else [sys.executable, "-m", "semiseg"]
+        command = [*launcher, "serve", "--port", str(self.port), *map(str, args)]
         self.process = subprocess.Popen(command, cwd=str(ROOT), env=env or server_environment(), stdin=subprocess.DEVNULL,
                                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         self.lines: list[str] = []

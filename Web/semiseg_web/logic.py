@@ -234,7 +234,7 @@ class SemiSegLogic:
         self.data.train.can_retrain = False
         self.data.train.plot = PlotState()
         self.data.review.has_results, self.data.review.rows, self.data.review.current = False, [], -1
-        self.data.review.can_undo, self.data.review.edit_pseudo = False, False
+        self.data.review.can_undo, self.data.review.edit_pseudo, self.data.review.preview_text = False, False, ""
         self.data.message = f"Opened {self.volume.GetName()}: pick a segment, choose Paint and label a few slices."
         self._refreshSegments()
         self._refreshLabeled()
@@ -452,6 +452,8 @@ class SemiSegLogic:
         if progress.text:
             train.text = progress.text
         train.state = progress.state
+        if progress.previewed:
+            self._showResults()
         if progress.state == "running":
             return
         train.running = False
@@ -474,14 +476,20 @@ class SemiSegLogic:
     # -- review -----------------------------------------------------------------------------------
 
     def _showResults(self) -> None:
-        review = self.data.review
-        review.has_results, review.current, review.can_undo = True, -1, False
+        """The session's result in the page: a preview while training runs (marked preliminary), then the final one."""
+        review, result = self.data.review, self.session.result
+        preview = resultimport.previewText(result.iteration) if result.preliminary else ""
+        if not (preview and review.preview_text):  # a later preview keeps the slice the user is looking at
+            review.current = -1
+            self.data.message = (f"Pseudo-labels so far ({preview}): they follow the training and the final result "
+                                 "replaces them." if preview else
+                                 "Pseudo-labels and confidence (dark = unsure) are shown. Click a slice in the review "
+                                 "list, correct it if needed and accept it.")
+        review.has_results, review.can_undo, review.preview_text = True, bool(self.session.history), preview
         self._refreshReviewRows()
         self._applyResultDisplay()
         if review.edit_pseudo:
             self._attachBrush()
-        self.data.message = ("Pseudo-labels and confidence (dark = unsure) are shown. Click a slice in the review "
-                             "list, correct it if needed and accept it.")
 
     def _refreshReviewRows(self) -> None:
         model = self.session.review

@@ -70,6 +70,7 @@ class ReviewState:
     opacity: float = 0.4
     can_undo: bool = False
     edit_pseudo: bool = False  # the brush edits the pseudo-labels (to correct them before accepting)
+    preview_text: str = ""  # "preview at iteration N — preliminary" while the results shown are a preview
 
 
 @dataclass
