@@ -1,6 +1,6 @@
 """A whole round with the real engine on a real ACDC volume: scene -> job folder ->
-``python -m semiseg train --job`` (a few iterations, small size, CPU) -> pseudo-labels, confidence
-overlay and review list back in the scene -> accept a slice -> undo.
+``python -m semiseg train --job`` (a few iterations, small size, CPU) -> the engine's preview shown while
+it trains -> pseudo-labels, confidence overlay and review list back in the scene -> accept a slice -> undo.
 
 This is the one test of this folder that needs the engine (torch, MONAI). The engine is part of this
 repository (``pip install -e .``), so a missing engine fails here instead of skipping.
@@ -71,17 +71,24 @@ def test_whole_round_on_acdc(scene, acdcCase, enginePath, tmp_path):
                                     "batch_unlabeled": 2, "seed": 0})
     assert exported.labeledSlices == sorted({0, *keep})
     assert exported.job["axis"] == 2
-    deadline, events = time.monotonic() + 600, []
+    deadline, events, previews = time.monotonic() + 600, [], []
     while True:
         progress = session.poll()
         events += progress.events
+        if progress.previewed:
+            previews.append((session.result.iteration, session.result.segmentationNode, progress.text))
+            assert segmentationSnapshot(segmentation) == userBefore  # a preview never touches the user's labels
         if progress.state != "running":
             break
         assert time.monotonic() < deadline, "the engine did not finish a 4-iteration run in 10 minutes"
         time.sleep(0.2)
     assert progress.state == "done", progress.message
     kinds = [event["event"] for event in events]
-    assert kinds[:2] == ["setup", "start"] and "done" in kinds
+    assert kinds[0] == "setup" and "start" in kinds and "done" in kinds
+    # The engine's first preview (iteration 0: the interpolation of the labelled slices) was shown while it
+    # trained, marked preliminary; the final result then replaced it in the same node.
+    assert previews and previews[0][0] == 0 and "preview at iteration 0 — preliminary" in previews[0][2]
+    assert session.result.segmentationNode is previews[-1][1] and not session.result.preliminary
     assert events[0]["device"] == "cpu" and progress.warnings == []  # CPU asked for: nothing to warn about
     with open(f"{exported.runDir}/status.json") as f:
         assert json.load(f)["state"] == "done"

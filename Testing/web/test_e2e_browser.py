@@ -2,7 +2,8 @@
 ``semiseg serve`` started on a free local port:
 
 load an ACDC volume from the page, paint two slices with the brush, train a few iterations
-(method chosen in the page), see the progress reach 100 %, see the pseudo-label and confidence layers
+(method chosen in the page), see the engine's preview marked preliminary while it trains, see the progress
+reach 100 % and the final result replace the preview, see the pseudo-label and confidence layers
 in the slice view (screenshot pixels, not the DOM), jump to the least confident slice, accept it, and
 check in the labels exported from the server's scene that exactly that slice changed, to the
 pseudo-labels; then retrain and cancel. Screenshots of every step go to ``Testing/web/screenshots/``
@@ -186,11 +187,15 @@ def test_label_train_review_accept_in_the_browser(server, chromium_path):
         before = page.settled_view()
         browser.click("#train-button")
         page.wait_text("#progress-text", "Iteration", timeout=120)
+        # The engine's first preview (the interpolation of the painted slices) shows while it trains.
+        page.wait_text("#preview-marker", "preliminary", timeout=120)
         page.shot("training")
         page.wait_text("#progress-percent", "100 %", timeout=240)
+        page.wait_text("#progress-text", "Done", timeout=120)
         browser.wait_for("document.querySelectorAll('#review-table tbody tr').length === 10", timeout=60,
                          what="the review list")
-        assert "Done" in browser.text("#progress-text")
+        browser.wait_for("document.querySelector('#preview-marker') === null", timeout=10,
+                         what="the final result to replace the preview")
         assert browser.evaluate("document.querySelector('#loss-curve').getAttribute('points').split(' ').length") >= 2
 
         # The confidence layer appears in the slice view (pixels, not the DOM).
