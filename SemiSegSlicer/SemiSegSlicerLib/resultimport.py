@@ -2,9 +2,10 @@
 
 The pseudo-labels go into a NEW segmentation node with the segment IDs, names and colours of the
 user's segmentation and the volume as reference geometry; the user's own segmentation is never
-touched. A preview written while training runs is imported the same way, marked preliminary; the
-next preview and then the final result update its nodes in place. The confidence map (max softmax probability) becomes a scalar volume shown as the
+touched. The confidence map (max softmax probability) becomes a scalar volume shown as the
 foreground layer of every slice view, with a perceptual colour table (Viridis) at 40 % opacity.
+A preview written while training runs is imported the same way, marked preliminary; the next
+preview and then the final result update its nodes in place.
 """
 
 from __future__ import annotations
@@ -219,7 +220,8 @@ def _readLabels(scene, labelsPath: str, volumeNode, numberOfSegments: int) -> np
     finally:
         removeNode(scene, node)
     if labels.size and int(labels.max()) > numberOfSegments:
-        raise ValueError(f"{labelsPath} holds label {int(labels.max())} but only {numberOfSegments} segments were trained")
+        raise ValueError(f"{labelsPath} holds label {int(labels.max())} but only {numberOfSegments} segments "
+                         "were trained")
     return labels
 
 
@@ -279,7 +281,8 @@ def importResults(scene, exported: ExportedJob, name: str = "image", showOverlay
     labelsPath, confidencePath = predictionFile(predictionDir, "labels"), predictionFile(predictionDir, "confidence")
     review = _readReview(predictionDir)
     if not _intact(scene, into, exported.segmentIds):
-        segmentationNode = importPseudoLabels(scene, labelsPath, volumeNode, exported.segments, f"{baseName} pseudo-labels")
+        segmentationNode = importPseudoLabels(scene, labelsPath, volumeNode, exported.segments,
+                                              f"{baseName} pseudo-labels")
         try:
             confidenceNode = importConfidence(scene, confidencePath, volumeNode, f"{volumeNode.GetName()} confidence",
                                               len(exported.classes))

@@ -135,7 +135,8 @@ class Session:
         try:
             self._importResults()
         except Exception as err:  # noqa: BLE001 - reported to the user, scene left as it was
-            return Progress("failed", events, 1.0, progressText(progress), f"Results could not be imported: {err}{shown}")
+            return Progress("failed", events, 1.0, progressText(progress),
+                            f"Results could not be imported: {err}{shown}")
         return Progress("done", events, 1.0, progressText(progress), imported=True)
 
     def _text(self, progress: dict) -> str:

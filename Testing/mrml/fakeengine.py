@@ -96,8 +96,8 @@ def previews():
             labels[distance < radius / 2] = 2
         order = [(p + k) % shape[0] for k in range(shape[0])]
         review = {"axis": 2, "statistic": "fake preview", "slices": [
-            {"index": k, "confidence": 0.4 + 0.05 * rank, "foreground_fraction": float(labels[k].mean()), "labeled": False}
-            for rank, k in enumerate(order)]}
+            {"index": k, "confidence": 0.4 + 0.05 * rank, "foreground_fraction": float(labels[k].mean()),
+             "labeled": False} for rank, k in enumerate(order)]}
         write_prediction(out, labels, np.full(shape, 0.5 + 0.1 * p, np.float32), review, image)
         if p in fake.get("broken", []):
             with open(os.path.join(out, "labels." + job.get("output_format", "nii.gz")), "r+b") as f:

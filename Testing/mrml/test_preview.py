@@ -106,7 +106,7 @@ def test_previews_update_the_pseudo_labels_live_and_the_final_result_replaces_th
     # Preview 1 is announced over a half-written labels file: skipped quietly, preview 0 stays.
     capfd.readouterr()
     _open(session)
-    progress, events = _pollUntil(session, lambda p, e: any(x["event"] == "preview" and x["iteration"] == 10 for x in e))
+    progress, _ = _pollUntil(session, lambda p, e: any(x["event"] == "preview" and x["iteration"] == 10 for x in e))
     assert not progress.previewed and progress.state == "running" and progress.message == ""
     assert "ERR|" not in capfd.readouterr().err, "the skipped preview printed the readers' errors"
     assert session.result is result and result.iteration == 0

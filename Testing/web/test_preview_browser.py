@@ -41,7 +41,8 @@ def _openGate(server) -> None:
 
 
 def _rows(browser) -> list[str]:
-    return browser.evaluate("[...document.querySelectorAll('#review-table tbody tr td:first-child')].map(e => e.innerText)")
+    cells = "document.querySelectorAll('#review-table tbody tr td:first-child')"
+    return browser.evaluate(f"[...{cells}].map(e => e.innerText)")
 
 
 def test_previews_show_in_the_page_while_training_runs(server, chromium_path):

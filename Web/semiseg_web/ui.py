@@ -181,8 +181,8 @@ class SemiSegUI:
             html.Div("Train first: the pseudo-labels and the slices to review appear here.", v_if=(f"!{r.has_results}",),
                      classes="text-body-2 text-medium-emphasis")
             with html.Div(v_if=(r.has_results,)):
-                v.VChip("Pseudo-labels: {{ %s }}" % r.preview_text, v_if=(r.preview_text,), color="warning", size="small",
-                        prepend_icon="mdi-progress-clock", classes="mb-1", id="preview-marker")
+                v.VChip("Pseudo-labels: {{ %s }}" % r.preview_text, v_if=(r.preview_text,), color="warning",
+                        size="small", prepend_icon="mdi-progress-clock", classes="mb-1", id="preview-marker")
                 with html.Div(classes="d-flex align-center"):
                     v.VSwitch(v_model=(r.show_pseudo,), label="Pseudo-labels", hide_details=True, density="compact",
                               color="primary", classes="mr-3 flex-grow-0", id="show-pseudo")
