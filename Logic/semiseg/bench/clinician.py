@@ -40,10 +40,12 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..config import TrainConfig
-from ..data import Volume, build_slice_sets, labeled_slice_indices, load_volume
+from ..completion import ShapePrior
+from ..completion.interpolation import slice_distance
+from ..data import Volume, build_slice_sets, labeled_slice_indices, load_volume, take_slices
 from ..errors import InputError
 from ..imageio import volume_name
-from ..inference import Predictor, predict_volume
+from ..inference import Predictor
 from ..metrics import evaluate_volume
 from ..training import Trainer, TrainData
 from ..training.progress import ProgressLog
@@ -54,6 +56,10 @@ __all__ = ["keep_slices", "hidden_slices", "sparsify", "score_hidden", "contour_
            "run_case", "run", "summary_table", "add_arguments", "main"]
 
 INTERPOLATION = "interpolation"
+COMPLETION = "completion"
+"""The product's pipeline: ``supervised`` on the k slices, fused with their shape prior (:mod:`semiseg.completion`).
+It shares the ``supervised`` row's training (one network, scored twice: alone and fused)."""
+DISTANCE_BINS = ((1, 1, "1"), (2, 3, "2-3"), (4, 7, "4-7"), (8, 10**9, "8+"))
 DATASETS: dict[str, list[str]] = {"la": ["background", "LA"], "acdc": list(ACDC_CLASSES)}
 
 
@@ -154,6 +160,30 @@ def contour_interpolation(labels: np.ndarray, axis: int) -> np.ndarray:
     return result
 
 
+def slice_scores(pred: np.ndarray, ref: np.ndarray, confidence: np.ndarray, kept: Sequence[int], axis: int,
+                 distance: np.ndarray, inside: np.ndarray) -> dict[str, Any]:
+    """Per hidden slice that holds structure in ``pred`` or ``ref``: foreground Dice (all classes as one) by
+    distance to the nearest kept slice (:data:`DISTANCE_BINS`, and ``outside`` the kept range), and the
+    Spearman correlation between the slice's review confidence and its Dice (``review.json``'s statistic)."""
+    from scipy.stats import spearmanr
+
+    from ..inference import review_slices
+
+    p, r = take_slices(pred, axis), take_slices(ref, axis)
+    review = {e["index"]: e["confidence"] for e in review_slices(pred, confidence, axis)}
+    dice, conf, bins = [], [], {}
+    for i in range(p.shape[0]):
+        if i in kept or not (p[i].any() or r[i].any()):
+            continue
+        d = 2 * float(((p[i] == r[i]) & (r[i] > 0)).sum()) / float((p[i] > 0).sum() + (r[i] > 0).sum())
+        dice.append(d)
+        conf.append(review[i])
+        name = "outside" if not inside[i] else next(n for lo, hi, n in DISTANCE_BINS if lo <= distance[i] <= hi)
+        bins.setdefault(name, []).append(d)
+    rho = float(spearmanr(conf, dice)[0]) if len(dice) > 2 and np.ptp(conf) > 0 else None
+    return {"by_distance": {n: [float(np.mean(v)), len(v)] for n, v in bins.items()}, "spearman_confidence_dice": rho}
+
+
 def _train_predict(method: str, volume: Volume, sparse: Volume, others: list[Volume], config: TrainConfig,
                    options: dict[str, Any], num_classes: int, axis: int, run_dir: Path) -> tuple[np.ndarray, dict[str, float]]:
     unlabeled = others if method != "supervised" else []
@@ -166,8 +196,8 @@ def _train_predict(method: str, volume: Volume, sparse: Volume, others: list[Vol
     trainer.fit(data)
     train_s = time.perf_counter() - t
     t = time.perf_counter()
-    pred = predict_volume(Predictor(trainer.checkpoint_path, config.device), volume, axis)["labels"]
-    return pred, {"train_seconds": train_s, "predict_seconds": time.perf_counter() - t,
+    probs = Predictor(trainer.checkpoint_path, config.device).probabilities(volume.image, axis)
+    return probs, {"train_seconds": train_s, "predict_seconds": time.perf_counter() - t,
                   "labeled_slices": len(labeled), "unlabeled_slices": len(unl)}
 
 
@@ -186,23 +216,43 @@ def run_case(volume: Volume, others: list[Volume], k: int, rows: Sequence[str], 
     base = {"volume": volume.name, "k": k, "kept": kept, "hidden_slices": len(hidden),
             "hidden_structure_slices": len(set(structure) - set(kept))}
     records = []
+    shared: dict[str, Any] = {}  # the supervised network, for the completion row
     for row in rows:
         t = time.perf_counter()
         extra: dict[str, Any] = {}
+        confidence = None
         if row == INTERPOLATION:
             pred = contour_interpolation(sparse.labels, axis)  # type: ignore[arg-type]
+        elif row in ("supervised", COMPLETION) and shared:
+            probs, extra = shared["probs"], dict(shared["extra"])
         else:
             opts = {} if row == "supervised" else dict(options)
             tmp = tempfile.mkdtemp(prefix="semiseg-clin-") if run_root is None else None
             run_dir = Path(tmp) if tmp else Path(run_root) / volume.name / f"k{k}" / row  # type: ignore[arg-type]
+            method = "supervised" if row == COMPLETION else row
             try:
-                pred, extra = _train_predict(row, volume, sparse, others, config, opts, num_classes, axis, run_dir)
+                probs, extra = _train_predict(method, volume, sparse, others, config, opts, num_classes, axis, run_dir)
             finally:
                 if tmp:
                     shutil.rmtree(tmp, ignore_errors=True)
             extra["options"] = opts
+            if method == "supervised":
+                shared.update(probs=probs, extra=extra)
+        if row != INTERPOLATION:
+            if row == COMPLETION:
+                t_prior = time.perf_counter()
+                prior = ShapePrior.build(sparse.labels, axis, kept, num_classes)  # type: ignore[arg-type]
+                probs = prior.fuse(probs)
+                extra = {**extra, "prior": prior.fit, "prior_seconds": time.perf_counter() - t_prior}
+                distance, inside = prior.interpolation.distance, prior.interpolation.inside
+            pred = probs.argmax(0).astype(np.uint8)
+            confidence = probs.max(0)
         seconds = time.perf_counter() - t
         score = score_hidden(pred, volume.labels, kept, axis, num_classes, volume.spacing_kji, class_names)
+        if confidence is not None:
+            if row != COMPLETION:
+                distance, inside = slice_distance(volume.num_slices(axis), kept)
+            extra["slices"] = slice_scores(pred, volume.labels, confidence, kept, axis, distance, inside)
         records.append({**base, "row": row, **score, "seconds": seconds, **extra})
     return records
 
@@ -261,7 +311,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if any(r.get("budget") != json.loads(json.dumps(b)) for r in old):
         raise InputError("holds results of another budget; write to a new --out so every row shares one budget", out)
     done = {(r["volume"], r["k"], r["row"]) for r in old}
-    rows = [INTERPOLATION, "supervised"] + [m for m in args.methods if m != "supervised"]
+    rows = [INTERPOLATION, "supervised", COMPLETION] + [m for m in args.methods if m not in ("supervised", COMPLETION)]
     if INTERPOLATION in rows:  # fail early when ITK is missing, and keep its (slow, lazy) loading out of the timings
         toy = np.zeros((3, 8, 8), np.uint8)
         toy[[0, 2], 2:6, 2:6] = 1
@@ -304,7 +354,7 @@ def summary_table(records: Sequence[dict[str, Any]]) -> str:
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in records:
         groups.setdefault((r["row"], int(r["k"])), []).append(r)
-    order = {INTERPOLATION: 0, "supervised": 1}
+    order = {INTERPOLATION: 0, "supervised": 1, COMPLETION: 2}
     lines = []
     for (row, k), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 2), kv[0][0], kv[0][1])):
         d = np.array([r["dice"] for r in rs], dtype=float) * 100

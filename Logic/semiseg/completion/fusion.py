@@ -42,7 +42,7 @@ import numpy as np
 from .interpolation import Interpolation, interpolate_labels
 
 __all__ = ["interpolation_factors", "fuse", "fit_scale", "extrapolate", "SCALES", "DEFAULT_SCALE", "EPS",
-           "TEMPERATURE", "MIN_SHRINK", "DEFAULT_SHRINK"]
+           "TEMPERATURE", "SHARPEN", "MIN_SHRINK", "DEFAULT_SHRINK"]
 
 SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 """The grid :func:`fit_scale` searches (pixels of contour uncertainty per slice of distance)."""
@@ -52,10 +52,14 @@ DEFAULT_SCALE = 1.0
 
 EPS = 1e-3
 
-TEMPERATURE = 0.5
+TEMPERATURE = 0.25
 """Exponent of the network's probabilities in the product (chosen on development volumes, docs/BENCHMARKS.md section 2)."""
 
-MIN_SHRINK = 0.5
+SHARPEN = 0.5
+"""The fusion uses the fitted scale times this: the interpolation trusted twice as far as its leave-one-out
+likelihood alone says (chosen on development volumes with :data:`TEMPERATURE`, docs/BENCHMARKS.md section 2)."""
+
+MIN_SHRINK = 1.0
 DEFAULT_SHRINK = 1.0
 """Pixels per slice by which the outermost labelled shape shrinks beyond it (see module docstring)."""
 
@@ -122,7 +126,7 @@ def fuse(net_probs: np.ndarray, interp: Interpolation, scale: float, temperature
 
     ``net_probs`` may be uniform (an untrained network): the result is then the prior alone.
     """
-    q = interpolation_factors(interp, scale, beyond)
+    q = interpolation_factors(interp, scale * SHARPEN, beyond)
     num_classes = q.shape[0]
     log_not = np.log1p(-q[1:]).sum(0)  # sum over foreground classes of log(1 - q)
     log_p = temperature * np.log(np.clip(net_probs, 1e-8, 1.0))

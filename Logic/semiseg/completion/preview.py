@@ -9,6 +9,7 @@ says it is preliminary. The final result goes to ``RUN_DIR/predictions/<name>/``
 
 from __future__ import annotations
 
+import errno
 import time
 from pathlib import Path
 from typing import Any
@@ -47,8 +48,15 @@ class Previews:
         self.started = time.monotonic()
 
     def _write(self, probs: Any, iteration: int, iterations: int) -> None:
-        write_result(outputs(probs), self.volume.reference, self.dir, self.prior.axis, self.output_format, self.labeled,
-                     self.volume.path)
+        try:
+            write_result(outputs(probs), self.volume.reference, self.dir, self.prior.axis, self.output_format, self.labeled,
+                         self.volume.path)
+        except OSError as err:  # e.g. a front end holds the file open on Windows: the next preview will do
+            if err.errno == errno.ENOSPC:
+                raise
+            self.log.emit("preview_skipped", iteration=iteration, message=f"{type(err).__name__}: {err}")
+            self.last = time.monotonic()
+            return
         self.log.emit("preview", iteration=iteration, iterations=iterations, name=self.name,
                       dir=f"{PREVIEW_DIR}/{self.name}", preliminary=True, seconds=round(time.monotonic() - self.started, 3))
         self.last = time.monotonic()
