@@ -16,7 +16,7 @@ import copy
 import dataclasses
 import math
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar, Union
 
 import torch
 import torch.nn as nn
@@ -28,7 +28,10 @@ from .perturb import mix_targets
 if TYPE_CHECKING:  # imported for type hints only: methods import this module
     from .methods.base import TrainProgress
 
-__all__ = ["SemiConfig", "PseudoLabels", "pseudo_label", "confidence_mask", "unsup_weight", "blend", "EMATeacher", "forward_split", "evaluating", "eval_logits"]
+__all__ = [
+    "SemiConfig", "TeacherConfig", "PseudoLabels", "pseudo_label", "confidence_mask", "unsup_weight", "blend",
+    "Teacher", "StudentTeacher", "EMATeacher", "build_teacher", "forward_split", "evaluating", "eval_logits",
+]
 
 
 @dataclasses.dataclass
@@ -62,6 +65,22 @@ class SemiConfig:
         check_ranges(self, tau="[0, 1]")
         if self.warmup < 0 or self.rampup < 0 or self.warmup + self.rampup > 1:
             raise InputError(f"warmup and rampup must be >= 0 with warmup + rampup <= 1, got {self.warmup}, {self.rampup}")
+
+
+@dataclasses.dataclass
+class TeacherConfig(SemiConfig):
+    """:class:`SemiConfig` of a method whose pseudo-labels may come from an EMA teacher.
+
+    Args:
+        ema: EMA decay of the teacher that makes the pseudo-labels (0: the student itself, the
+            papers' choice; see :func:`build_teacher`).
+    """
+
+    ema: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_ranges(self, ema="[0, 1)")
 
 
 def pseudo_label(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,6 +172,8 @@ class EMATeacher(nn.Module):
         decay: EMA decay in (0, 1), e.g. 0.99.
     """
 
+    is_student: ClassVar[bool] = False
+
     def __init__(self, model: nn.Module, decay: float = 0.99) -> None:
         super().__init__()
         if not 0.0 < decay < 1.0:
@@ -176,6 +197,48 @@ class EMATeacher(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.model.eval()
         return self.model(x)
+
+    def net(self, model: nn.Module) -> nn.Module:
+        """The network that labels: the EMA copy (``model``, the student, is not used)."""
+        return self.model
+
+    def logits(self, model: nn.Module, x: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
+        """The EMA copy's no-grad logits of ``x`` (B, C, H, W); the student's ``model`` and ``own`` are not used."""
+        return self(x)
+
+
+class StudentTeacher(nn.Module):
+    """The student labels its own data: the papers' choice, no copy and no state.
+
+    The same interface as :class:`EMATeacher` (``is_student``, :meth:`net`, :meth:`logits`,
+    :meth:`update`), so a method asks its teacher without knowing which one it has.
+    """
+
+    is_student: ClassVar[bool] = True
+
+    def net(self, model: nn.Module) -> nn.Module:
+        """The network that labels: the student ``model`` itself."""
+        return model
+
+    def logits(self, model: nn.Module, x: torch.Tensor, own: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits that label ``x``: ``own``, the student's prediction of ``x`` from its training pass,
+        when given (the caller detaches it, e.g. :meth:`PseudoLabels.from_logits`); else a no-grad
+        eval-mode pass (:func:`eval_logits`), as UniMatch labels its CutMix batch."""
+        return own if own is not None else eval_logits(model, x)
+
+    def update(self, student: nn.Module) -> None:
+        """Nothing to follow: the student is the teacher."""
+
+
+Teacher = Union[StudentTeacher, EMATeacher]
+
+
+def build_teacher(config: object, model: nn.Module) -> Teacher:
+    """The pseudo-labelling teacher ``config`` asks for: an :class:`EMATeacher` of ``model`` for a
+    :class:`TeacherConfig` with ``ema > 0``, else the student itself (:class:`StudentTeacher`)."""
+    if isinstance(config, TeacherConfig) and config.ema > 0:
+        return EMATeacher(model, config.ema)
+    return StudentTeacher()
 
 
 def forward_split(model: nn.Module, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:

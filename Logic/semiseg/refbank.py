@@ -38,7 +38,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["ReferenceGuidedLabeler", "grid_references", "scores_to_label", "pool_embeddings", "upsample_scores", "reference_labels"]
+from .pseudo import SemiConfig, evaluating
+
+__all__ = [
+    "ReferenceGuidedLabeler", "grid_references", "scores_to_label", "pool_embeddings", "upsample_scores", "reference_labels",
+    "build_references",
+]
 
 
 def pool_embeddings(features: torch.Tensor, stride: int) -> torch.Tensor:
@@ -199,8 +204,6 @@ def reference_labels(labeler: ReferenceGuidedLabeler, net: nn.Module, x_l: torch
     Returns:
         ``(label (B, H, W), margin (B, H, W), net's logits of x_u (B, C, H, W))``.
     """
-    from .pseudo import evaluating
-
     with evaluating(net):
         logits, feats = net.decode(net.encode(torch.cat([x_l, x_u])), return_features=True)
     emb = pool_embeddings(feats, feature_stride)
@@ -217,3 +220,12 @@ def reference_labels(labeler: ReferenceGuidedLabeler, net: nn.Module, x_l: torch
         label = F.interpolate(label[:, None].float(), size=size, mode="nearest")[:, 0].long()
         margin = F.interpolate(margin[:, None], size=size, mode="nearest")[:, 0]
     return label, margin, logits[x_l.shape[0] :]
+
+
+def build_references(config: object, num_classes: int, model: nn.Module) -> ReferenceGuidedLabeler | None:
+    """The extra pseudo-label source ``config`` asks for: a :class:`ReferenceGuidedLabeler` over
+    ``model``'s last decoder features (``model.features[0]`` channels) for a
+    :class:`~semiseg.pseudo.SemiConfig` with ``references=True``, else ``None`` (no filter)."""
+    if isinstance(config, SemiConfig) and config.references:
+        return ReferenceGuidedLabeler(num_classes, model.features[0])
+    return None

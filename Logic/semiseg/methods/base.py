@@ -5,6 +5,14 @@ A method holds its hyper-parameters (a dataclass ``Config``), any modules or sta
 :meth:`Method.loss`, turning a labelled and an unlabelled batch into a total loss, its named terms
 and statistics. It never calls ``backward``, an optimiser, ``.to(device)``, autocast, a logger or
 ``torch.save``: the trainer does.
+
+:meth:`Method.loss` is a template: what every semi-supervised method does the same way (the
+supervised step while the unsupervised weight is 0 or the unlabelled batches are missing, the blend
+of L_sup and L_u by :func:`~semiseg.pseudo.blend`, the detached terms and the ``unsup_weight``
+statistic) is written here once; a method writes only :meth:`Method.unsupervised`, its own part.
+Its pseudo-label teacher (the student itself or an EMA copy) and the optional reference-guided
+filter are strategy objects built from its config (:func:`~semiseg.pseudo.build_teacher`,
+:func:`~semiseg.refbank.build_references`).
 """
 
 from __future__ import annotations
@@ -17,10 +25,10 @@ import torch.nn as nn
 
 from ..losses import SupervisedLoss
 from ..perturb import StrongView, strong_view
-from ..pseudo import EMATeacher, PseudoLabels, SemiConfig, eval_logits, unsup_weight
-from ..refbank import ReferenceGuidedLabeler, reference_labels
+from ..pseudo import PseudoLabels, SemiConfig, blend, build_teacher, unsup_weight
+from ..refbank import build_references, reference_labels
 
-__all__ = ["Batch", "LossOutput", "Method", "StrongView", "TrainProgress"]
+__all__ = ["Batch", "LossOutput", "LossParts", "Method", "StrongView", "TrainProgress"]
 
 
 @dataclasses.dataclass
@@ -70,13 +78,33 @@ class LossOutput:
     stats: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
+@dataclasses.dataclass
+class LossParts:
+    """A semi-supervised method's own part of a step (:meth:`Method.unsupervised`).
+
+    Attributes:
+        sup: L_sup of the labelled batch, a scalar; the method computes it because its labelled
+            logits usually come from the same forward pass as the unlabelled views.
+        unsup: L_u, the scalar unsupervised loss with the method's own term weights applied.
+        terms: L_u's named terms (scalar tensors, detached by the template) for the progress log.
+        stats: other statistics, e.g. ``mask_ratio``.
+    """
+
+    sup: torch.Tensor
+    unsup: torch.Tensor
+    terms: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    stats: dict[str, float] = dataclasses.field(default_factory=dict)
+
+
 class Method(nn.Module):
     """Base class of every method.
 
     Subclasses set ``name``, ``Config`` (a dataclass of hyper-parameters, paper defaults),
     ``unlabeled_batches`` (0 for supervised, 1 for a weak unlabelled batch, 2 with a second batch
-    for CutMix) and ``strong_views`` (strong views of the unlabelled batch per step, each CutMixed
-    with the second batch at the config's ``cutmix_p``), and implement :meth:`loss`.
+    for CutMix), ``required_unlabeled`` (how many of those the unsupervised part cannot do without:
+    1 when the second batch only feeds an optional CutMix) and ``strong_views`` (strong views of the
+    unlabelled batch per step, each CutMixed with the second batch at the config's ``cutmix_p``),
+    and implement :meth:`unsupervised` (or, for a method without unlabelled data, :meth:`loss`).
 
     Args:
         config: an instance of ``Config``.
@@ -87,6 +115,7 @@ class Method(nn.Module):
     name: ClassVar[str] = ""
     Config: ClassVar[type] = object
     unlabeled_batches: ClassVar[int] = 0
+    required_unlabeled: ClassVar[int] = 1
     strong_views: ClassVar[int] = 0
 
     def __init__(self, config, num_classes: int, model: nn.Module) -> None:
@@ -94,11 +123,8 @@ class Method(nn.Module):
         self.config = config
         self.num_classes = num_classes
         self.sup_loss = SupervisedLoss()
-        ema = float(getattr(config, "ema", 0.0) or 0.0)
-        self.teacher = EMATeacher(model, ema) if ema > 0 else None
-        self.references = None  # ReferenceGuidedLabeler of a config with references=True
-        if getattr(config, "references", False):
-            self.references = ReferenceGuidedLabeler(num_classes, model.features[0])
+        self.teacher = build_teacher(config, model)  # StudentTeacher, or EMATeacher for ema > 0
+        self.references = build_references(config, num_classes, model)  # ReferenceGuidedLabeler or None
 
     def unsup_weight(self, progress: TrainProgress) -> float:
         """Weight of the unsupervised losses at ``progress`` (:func:`~semiseg.pseudo.unsup_weight`; 0 without a :class:`SemiConfig`)."""
@@ -108,6 +134,10 @@ class Method(nn.Module):
     def uses_unlabeled(self, progress: TrainProgress) -> bool:
         """Whether the step at ``progress`` reads unlabelled images (not during a supervised warm-up)."""
         return self.unlabeled_batches > 0 and self.unsup_weight(progress) > 0.0
+
+    def has_unlabeled(self, batch: Batch) -> bool:
+        """Whether ``batch`` holds the ``required_unlabeled`` unlabelled batches the method cannot do without."""
+        return all(x is not None for x in (batch.x_u, batch.x_u2)[: self.required_unlabeled])
 
     def prepare(self, batch: Batch, generator: torch.Generator | None = None) -> Batch:
         """Make the batch's :attr:`Batch.strong` views ahead of the step, drawing with ``generator``.
@@ -131,22 +161,9 @@ class Method(nn.Module):
         return [p for p in self.parameters() if p.requires_grad]
 
     def after_step(self, model: nn.Module, progress: TrainProgress) -> None:
-        """Called by the trainer after each optimiser step: updates the EMA teacher, if any.
-
-        A method whose config has an ``ema`` decay > 0 gets ``self.teacher``, an
-        :class:`~semiseg.pseudo.EMATeacher` of the model; otherwise ``self.teacher`` is ``None``.
-        """
-        if self.teacher is not None:
-            self.teacher.update(model)
-
-    def teacher_net(self, model: nn.Module) -> nn.Module:
-        """The network that makes pseudo-labels: the EMA teacher's copy if there is one, else ``model``."""
-        return self.teacher.model if self.teacher is not None else model
-
-    def teacher_logits(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        """No-grad logits of ``x`` for pseudo-labels: the EMA teacher's if there is one, else the
-        model's own in eval mode (:func:`~semiseg.pseudo.eval_logits`), e.g. for a CutMix batch."""
-        return self.teacher(x) if self.teacher is not None else eval_logits(model, x)
+        """Called by the trainer after each optimiser step: the teacher follows the student
+        (an :class:`~semiseg.pseudo.EMATeacher` averages it; the student itself has nothing to do)."""
+        self.teacher.update(model)
 
     def with_references(self, model: nn.Module, batch: Batch, pseudo: PseudoLabels) -> PseudoLabels:
         """``pseudo`` (of ``batch.x_u``) kept only where reference-guided labels agree.
@@ -160,7 +177,7 @@ class Method(nn.Module):
         """
         if self.references is None or batch.x_u is None:
             return pseudo
-        label, _, _ = reference_labels(self.references, self.teacher_net(model), batch.x_l, batch.y_l, batch.x_u)
+        label, _, _ = reference_labels(self.references, self.teacher.net(model), batch.x_l, batch.y_l, batch.x_u)
         return pseudo.agreeing(label)
 
     def supervised_only(self, model: nn.Module, batch: Batch) -> LossOutput:
@@ -170,4 +187,27 @@ class Method(nn.Module):
         return LossOutput(sup, {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
 
     def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
+        """The step's loss: ``blend(L_sup, L_u, w)`` with ``w`` the unsupervised weight at ``progress``.
+
+        While ``w`` is 0 (a warm-up) or the batch lacks the unlabelled images the method requires,
+        L_sup alone (:meth:`supervised_only`; the unlabelled streams are not computed). Otherwise
+        :meth:`unsupervised` gives L_sup and L_u, blended by :func:`~semiseg.pseudo.blend`.
+
+        Returns:
+            the total; the terms ``sup`` then the method's own, detached floats; the method's
+            statistics then ``unsup_weight``.
+        """
+        w = self.unsup_weight(progress)
+        if w == 0.0 or not self.has_unlabeled(batch):
+            return self.supervised_only(model, batch)
+        parts = self.unsupervised(model, batch, progress)
+        terms = {"sup": parts.sup, **parts.terms}
+        return LossOutput(blend(parts.sup, parts.unsup, w), {k: float(v.detach()) for k, v in terms.items()},
+                          {**parts.stats, "unsup_weight": w})
+
+    def unsupervised(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossParts:
+        """The method's own part of a step that uses the unlabelled batches: L_sup, L_u, terms, stats.
+
+        Called by :meth:`loss` only with an unsupervised weight > 0 and the required unlabelled batches.
+        """
         raise NotImplementedError

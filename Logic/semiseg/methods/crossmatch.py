@@ -42,33 +42,32 @@ import torch.nn as nn
 from ..config import check_ranges
 from ..losses import masked_dice
 from ..perturb import decode_with_dropout
-from ..pseudo import blend, PseudoLabels, SemiConfig, evaluating
-from .base import Batch, LossOutput, Method, TrainProgress
+from ..pseudo import PseudoLabels, TeacherConfig, evaluating
+from .base import Batch, LossParts, Method, TrainProgress
 
 __all__ = ["CrossMatch", "CrossMatchConfig"]
 
 
 @dataclasses.dataclass
-class CrossMatchConfig(SemiConfig):
-    """CrossMatch settings: ``tau``, ``warmup``, ``rampup`` (see :class:`SemiConfig`) and
+class CrossMatchConfig(TeacherConfig):
+    """CrossMatch settings: ``tau``, ``warmup``, ``rampup``, ``references`` (see :class:`SemiConfig`),
+    ``ema`` (see :class:`TeacherConfig`; 0: off, the paper's choice) and
 
     Args:
         weak_dropout: channel dropout of the weakly perturbed decoder stream (0.25).
         strong_dropout: channel dropout of the strongly perturbed decoder stream (0.75).
         eta: share of the decoder distillation L_dkd in L_kd (0.3).
         cutmix_p: probability of a CutMix box per strong view (0.5).
-        ema: EMA decay of a pseudo-labelling teacher (0: off, the paper's choice).
     """
 
     weak_dropout: float = 0.25
     strong_dropout: float = 0.75
     eta: float = 0.3
     cutmix_p: float = 0.5
-    ema: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_ranges(self, weak_dropout="[0, 1)", strong_dropout="[0, 1)", eta="[0, 1]", cutmix_p="[0, 1]", ema="[0, 1)")
+        check_ranges(self, weak_dropout="[0, 1)", strong_dropout="[0, 1)", eta="[0, 1]", cutmix_p="[0, 1]")
 
 
 class CrossMatch(Method):
@@ -77,17 +76,15 @@ class CrossMatch(Method):
     name = "crossmatch"
     Config = CrossMatchConfig
     unlabeled_batches = 2
+    required_unlabeled = 2
     strong_views = 2
 
-    def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
+    def unsupervised(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossParts:
         cfg = self.config
-        w = self.unsup_weight(progress)
-        if w == 0.0 or batch.x_u is None or batch.x_u2 is None:
-            return self.supervised_only(model, batch)
         x_l, x_u, x_m = batch.x_l, batch.x_u, batch.x_u2
         n_l, n_u = x_l.shape[0], x_u.shape[0]
         drops = (cfg.weak_dropout, cfg.strong_dropout)
-        net = self.teacher_net(model)
+        net = self.teacher.net(model)
         with evaluating(net):
             m_clean, m_weak, m_strong = map(PseudoLabels.from_logits, decode_with_dropout(net, net.encode(x_m), drops))
         (s1, box1), (s2, box2) = (self.strong(batch, i) for i in range(2))
@@ -96,7 +93,7 @@ class CrossMatch(Method):
         pred_l, pred_w = clean.split([n_l, n_u])
         clean_s, s2_weak, s2_strong = decode_with_dropout(model, model.encode(torch.cat([s1, s2])), drops, start=n_u)
         pred_s1, pred_s2 = clean_s.split([n_u, n_u])
-        y_w = self.with_references(model, batch, PseudoLabels.from_logits(pred_w if self.teacher is None else self.teacher(x_u)))
+        y_w = self.with_references(model, batch, PseudoLabels.from_logits(self.teacher.logits(model, x_u, own=pred_w)))
         y_s1, y_s2 = y_w.mixed(m_clean, box1), y_w.mixed(m_clean, box2)
         y_weak2 = PseudoLabels.from_logits(u_weak).mixed(m_weak, box2)
         y_strong2 = PseudoLabels.from_logits(u_strong).mixed(m_strong, box2)
@@ -109,7 +106,5 @@ class CrossMatch(Method):
         l_tkd = (dice(u_weak, y_w) + dice(u_strong, y_w) + dice(s2_weak, y_s2) + dice(s2_strong, y_s2)) / 4
         l_dkd = (dice(s2_weak, y_weak2) + dice(s2_strong, y_strong2)) / 2
         l_kd = (1 - cfg.eta) * l_tkd + cfg.eta * l_dkd
-        total = blend(sup, 0.25 * l_s1 + 0.25 * l_s2 + 0.5 * l_kd, w)
-        terms = {name: float(v.detach()) for name, v in
-                 (("sup", sup), ("s1", l_s1), ("s2", l_s2), ("tkd", l_tkd), ("dkd", l_dkd))}
-        return LossOutput(total, terms, {"mask_ratio": float(y_w.mask(cfg.tau).mean()), "unsup_weight": w})
+        terms = {"s1": l_s1, "s2": l_s2, "tkd": l_tkd, "dkd": l_dkd}
+        return LossParts(sup, 0.25 * l_s1 + 0.25 * l_s2 + 0.5 * l_kd, terms, {"mask_ratio": float(y_w.mask(cfg.tau).mean())})

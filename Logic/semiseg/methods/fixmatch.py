@@ -36,29 +36,27 @@ import torch.nn as nn
 
 from ..config import check_ranges
 from ..losses import masked_dice
-from ..pseudo import blend, PseudoLabels, SemiConfig, forward_split
-from .base import Batch, LossOutput, Method, TrainProgress
+from ..pseudo import PseudoLabels, TeacherConfig, forward_split
+from .base import Batch, LossParts, Method, TrainProgress
 
 __all__ = ["FixMatch", "FixMatchConfig"]
 
 
 @dataclasses.dataclass
-class FixMatchConfig(SemiConfig):
-    """FixMatch settings: ``tau``, ``warmup``, ``rampup`` (see :class:`SemiConfig`) and
+class FixMatchConfig(TeacherConfig):
+    """FixMatch settings: ``tau``, ``warmup``, ``rampup``, ``references`` (see :class:`SemiConfig`),
+    ``ema`` (see :class:`TeacherConfig`; 0: the student's own weak prediction, the paper's choice) and
 
     Args:
         cutmix_p: probability of a CutMix box in the strong view (0.5, UniMatch's baseline; 0 =
             the original FixMatch).
-        ema: EMA decay of a teacher that makes the pseudo-labels (0: the student's own weak
-            prediction, the paper's choice).
     """
 
     cutmix_p: float = 0.5
-    ema: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_ranges(self, cutmix_p="[0, 1]", ema="[0, 1)")
+        check_ranges(self, cutmix_p="[0, 1]")
 
 
 class FixMatch(Method):
@@ -69,24 +67,16 @@ class FixMatch(Method):
     unlabeled_batches = 2
     strong_views = 1
 
-    def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
-        cfg = self.config
-        w = self.unsup_weight(progress)
-        if w == 0.0 or batch.x_u is None:
-            return self.supervised_only(model, batch)
+    def unsupervised(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossParts:
+        cfg, teacher = self.config, self.teacher
         x_u, x_m = batch.x_u, batch.x_u2
         x_s, box = self.strong(batch, 0)
         mix = cfg.cutmix_p > 0 and x_m is not None
-        if self.teacher is None:
+        if teacher.is_student:  # the weak view joins the labelled and strong ones in one forward
             pred_l, pred_w, pred_s = forward_split(model, [batch.x_l, x_u, x_s])
         else:
-            pred_l, pred_s = forward_split(model, [batch.x_l, x_s])
-            pred_w = self.teacher(x_u)
-        y_w = self.with_references(model, batch, PseudoLabels.from_logits(pred_w))
-        y_s = y_w.mixed(PseudoLabels.from_logits(self.teacher_logits(model, x_m)), box) if mix else y_w
-        mask = y_s.mask(cfg.tau)
-        sup = self.sup_loss(pred_l, batch.y_l)
-        unsup = masked_dice(pred_s, y_s.label, mask)
-        total = blend(sup, unsup, w)
-        terms = {"sup": float(sup.detach()), "u": float(unsup.detach())}
-        return LossOutput(total, terms, {"mask_ratio": float(y_w.mask(cfg.tau).mean()), "unsup_weight": w})
+            (pred_l, pred_s), pred_w = forward_split(model, [batch.x_l, x_s]), None
+        y_w = self.with_references(model, batch, PseudoLabels.from_logits(teacher.logits(model, x_u, own=pred_w)))
+        y_s = y_w.mixed(PseudoLabels.from_logits(teacher.logits(model, x_m)), box) if mix else y_w
+        unsup = masked_dice(pred_s, y_s.label, y_s.mask(cfg.tau))
+        return LossParts(self.sup_loss(pred_l, batch.y_l), unsup, {"u": unsup}, {"mask_ratio": float(y_w.mask(cfg.tau).mean())})

@@ -67,9 +67,9 @@ from ..config import check_ranges
 from ..errors import InputError
 from ..losses import masked_cross_entropy, masked_dice
 from ..perturb import mix_targets
-from ..pseudo import blend, SemiConfig, forward_split, pseudo_label
+from ..pseudo import TeacherConfig, forward_split, pseudo_label
 from ..refbank import ReferenceGuidedLabeler, reference_labels
-from .base import Batch, LossOutput, Method, TrainProgress
+from .base import Batch, LossParts, Method, TrainProgress
 
 __all__ = ["RefGuided", "RefGuidedConfig", "COMBINE", "combine_labels"]
 
@@ -77,7 +77,7 @@ COMBINE = ("alone", "agree", "union")
 
 
 @dataclasses.dataclass
-class RefGuidedConfig(SemiConfig):
+class RefGuidedConfig(TeacherConfig):
     """Reference-guided pseudo-labelling settings (all ours, see the module docstring).
 
     Args:
@@ -93,7 +93,8 @@ class RefGuidedConfig(SemiConfig):
         upsample: ``"bilinear"`` (score maps) or ``"nearest"`` (labels) (bilinear).
         combine: ``"alone"``, ``"agree"`` or ``"union"`` (agree).
         cutmix_p: probability of a CutMix box in the strong view (0.5; 0 = none).
-        ema: EMA decay of the teacher that computes the embeddings (0: the network itself).
+        ema: EMA decay of the teacher that computes the embeddings (0: the network itself; see
+            :class:`~semiseg.pseudo.TeacherConfig`).
     """
 
     warmup: float = 0.2
@@ -108,7 +109,6 @@ class RefGuidedConfig(SemiConfig):
     upsample: str = "bilinear"
     combine: str = "agree"
     cutmix_p: float = 0.5
-    ema: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -120,7 +120,7 @@ class RefGuidedConfig(SemiConfig):
             raise InputError("refguided makes reference labels itself: set combine instead of references")
         if self.feature_stride < 1 or self.chunk < 1:
             raise InputError("feature_stride and chunk must be >= 1")
-        check_ranges(self, min_purity="[0, 1]", cutmix_p="[0, 1]", ema="[0, 1)")
+        check_ranges(self, min_purity="[0, 1]", cutmix_p="[0, 1]")
 
 
 def combine_labels(label: torch.Tensor, margin: torch.Tensor, own: torch.Tensor, own_conf: torch.Tensor, combine: str, min_margin: float, tau: float):
@@ -164,13 +164,10 @@ class RefGuided(Method):
         Returns:
             ``(label (B, H, W), margin (B, H, W), teacher logits of x_u (B, C, H, W))``.
         """
-        return reference_labels(self.labeler, self.teacher_net(model), x_l, y_l, x_u, self.config.feature_stride, self.config.upsample, update)
+        return reference_labels(self.labeler, self.teacher.net(model), x_l, y_l, x_u, self.config.feature_stride, self.config.upsample, update)
 
-    def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
+    def unsupervised(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossParts:
         cfg = self.config
-        w = self.unsup_weight(progress)
-        if w == 0.0 or batch.x_u is None:
-            return self.supervised_only(model, batch)
         x_l, y_l, x_u, x_m = batch.x_l, batch.y_l, batch.x_u, batch.x_u2
         mix = cfg.cutmix_p > 0 and x_m is not None
         queries = torch.cat([x_u, x_m]) if mix else x_u
@@ -186,12 +183,9 @@ class RefGuided(Method):
         l_ce = masked_cross_entropy(logits_s, target, mask)
         l_dice = masked_dice(logits_s, target, mask)
         unsup = (l_ce + l_dice) / 2
-        total = blend(sup, cfg.weight_u * unsup, w)
-        terms = {"sup": float(sup.detach()), "ref_ce": float(l_ce.detach()), "ref_dice": float(l_dice.detach())}
         stats = {
             "mask_ratio": float(mask.mean()),
             "ref_agreement": float((label == label_t).float().mean()),
             "bank_fill": float(self.labeler.count.float().mean() / max(1, cfg.bank_size)),
-            "unsup_weight": w,
         }
-        return LossOutput(total, terms, stats)
+        return LossParts(sup, cfg.weight_u * unsup, {"ref_ce": l_ce, "ref_dice": l_dice}, stats)

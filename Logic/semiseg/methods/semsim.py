@@ -57,8 +57,8 @@ from ..losses import masked_cross_entropy, masked_dice
 from ..models.sfm import SpatialFusion
 from ..perturb import decode_with_dropout, mix_targets
 from ..prototypes import class_weights, local_prototypes, query, uncertainty_weight
-from ..pseudo import blend, PseudoLabels, SemiConfig, confidence_mask, evaluating
-from .base import Batch, LossOutput, Method, TrainProgress
+from ..pseudo import PseudoLabels, SemiConfig, confidence_mask, evaluating
+from .base import Batch, LossParts, Method, TrainProgress
 
 __all__ = ["SemSim", "SemSimConfig"]
 
@@ -115,6 +115,7 @@ class SemSim(Method):
     name = "semsim"
     Config = SemSimConfig
     unlabeled_batches = 2
+    required_unlabeled = 2
     strong_views = 2
 
     def __init__(self, config: SemSimConfig, num_classes: int, model: nn.Module) -> None:
@@ -127,14 +128,9 @@ class SemSim(Method):
     def _stages(self, feats: list[torch.Tensor]) -> list[torch.Tensor]:
         return [feats[i] for i in self.config.sfm_stages]
 
-    def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
+    def unsupervised(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossParts:
         cfg = self.config
         x_l, y_l, x_u, x_u2 = batch.x_l, batch.y_l, batch.x_u, batch.x_u2
-        weight = self.unsup_weight(progress)
-        if weight == 0.0:
-            return self.supervised_only(model, batch)
-        if x_u is None or x_u2 is None:
-            raise ValueError("semsim needs two unlabelled batches (x_u and x_u2)")
         nl, nu = x_l.shape[0], x_u.shape[0]
 
         # second batch: pseudo-labels without gradient in eval mode (as UniMatch), encoder features kept
@@ -188,11 +184,6 @@ class SemSim(Method):
         loss_cross = masked_cross_entropy(torch.log(q_s2.mean(1).clamp_min(1e-8)), pl_c, m_c, weight=u)
 
         unsup = cfg.weight_u * loss_u + cfg.weight_intra * loss_intra + cfg.weight_cross * loss_cross
-        total = blend(sup, unsup, weight)
-        terms = {
-            "sup": float(sup.detach()), "s1": float(loss_s[0].detach()), "s2": float(loss_s[1].detach()), "fp": float(loss_fp.detach()),
-            "intra": float(loss_intra.detach()), "cross": float(loss_cross.detach()),
-        }
-        stats = {"mask_ratio": float(m_w.mean()), "intra_mask_ratio": float(m_r.mean()), "cross_u": float((u * m_c).sum() / m_c.sum().clamp_min(1)),
-                 "unsup_weight": weight}
-        return LossOutput(total, terms, stats)
+        terms = {"s1": loss_s[0], "s2": loss_s[1], "fp": loss_fp, "intra": loss_intra, "cross": loss_cross}
+        stats = {"mask_ratio": float(m_w.mean()), "intra_mask_ratio": float(m_r.mean()), "cross_u": float((u * m_c).sum() / m_c.sum().clamp_min(1))}
+        return LossParts(sup, unsup, terms, stats)

@@ -33,29 +33,28 @@ import torch.nn as nn
 from ..config import check_ranges
 from ..losses import masked_dice
 from ..perturb import decode_with_dropout
-from ..pseudo import blend, PseudoLabels, SemiConfig, forward_split
-from .base import Batch, LossOutput, Method, TrainProgress
+from ..pseudo import PseudoLabels, TeacherConfig, forward_split
+from .base import Batch, LossParts, Method, TrainProgress
 
 __all__ = ["UniMatch", "UniMatchConfig"]
 
 
 @dataclasses.dataclass
-class UniMatchConfig(SemiConfig):
-    """UniMatch settings: ``tau``, ``warmup``, ``rampup`` (see :class:`SemiConfig`) and
+class UniMatchConfig(TeacherConfig):
+    """UniMatch settings: ``tau``, ``warmup``, ``rampup``, ``references`` (see :class:`SemiConfig`),
+    ``ema`` (see :class:`TeacherConfig`; 0: off, the paper's choice) and
 
     Args:
         fp_dropout: channel dropout of the feature-perturbed stream (0.5).
         cutmix_p: probability of a CutMix box per strong view (0.5).
-        ema: EMA decay of a pseudo-labelling teacher (0: off, the paper's choice).
     """
 
     fp_dropout: float = 0.5
     cutmix_p: float = 0.5
-    ema: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        check_ranges(self, fp_dropout="[0, 1)", cutmix_p="[0, 1]", ema="[0, 1)")
+        check_ranges(self, fp_dropout="[0, 1)", cutmix_p="[0, 1]")
 
 
 class UniMatch(Method):
@@ -64,27 +63,23 @@ class UniMatch(Method):
     name = "unimatch"
     Config = UniMatchConfig
     unlabeled_batches = 2
+    required_unlabeled = 2
     strong_views = 2
 
-    def loss(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossOutput:
+    def unsupervised(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossParts:
         cfg = self.config
-        w = self.unsup_weight(progress)
-        if w == 0.0 or batch.x_u is None or batch.x_u2 is None:
-            return self.supervised_only(model, batch)
         x_l, x_u, x_m = batch.x_l, batch.x_u, batch.x_u2
         n_l, n_u = x_l.shape[0], x_u.shape[0]
-        y_m = PseudoLabels.from_logits(self.teacher_logits(model, x_m))
+        y_m = PseudoLabels.from_logits(self.teacher.logits(model, x_m))
         (s1, box1), (s2, box2) = (self.strong(batch, i) for i in range(2))
 
         clean, pred_fp = decode_with_dropout(model, model.encode(torch.cat([x_l, x_u])), (cfg.fp_dropout,), start=n_l)
         pred_l, pred_w = clean.split([n_l, n_u])
         pred_s1, pred_s2 = forward_split(model, [s1, s2])
-        y_w = self.with_references(model, batch, PseudoLabels.from_logits(pred_w if self.teacher is None else self.teacher(x_u)))
+        y_w = self.with_references(model, batch, PseudoLabels.from_logits(self.teacher.logits(model, x_u, own=pred_w)))
 
         sup = self.sup_loss(pred_l, batch.y_l)
         l_s = [masked_dice(pred, y.label, y.mask(cfg.tau)) for pred, y in zip((pred_s1, pred_s2), (y_w.mixed(y_m, b) for b in (box1, box2)))]
         l_fp = masked_dice(pred_fp, y_w.label, y_w.mask(cfg.tau))
         unsup = 0.25 * l_s[0] + 0.25 * l_s[1] + 0.5 * l_fp
-        total = blend(sup, unsup, w)
-        terms = {"sup": float(sup.detach()), "s1": float(l_s[0].detach()), "s2": float(l_s[1].detach()), "fp": float(l_fp.detach())}
-        return LossOutput(total, terms, {"mask_ratio": float(y_w.mask(cfg.tau).mean()), "unsup_weight": w})
+        return LossParts(sup, unsup, {"s1": l_s[0], "s2": l_s[1], "fp": l_fp}, {"mask_ratio": float(y_w.mask(cfg.tau).mean())})
