@@ -57,6 +57,7 @@ def _parser(with_bench: bool = True) -> argparse.ArgumentParser:
     t.add_argument("--option", type=key_value, action="append", default=[], metavar="KEY=VALUE", help="a method option (repeatable)")
     t.add_argument("--recipe", choices=RECIPES, default="auto",
                    help="defaults for what is not given: 'cpu' (ours: 1000 it, 128 px, batch 4+4, lr 0.03, warm-up/ramp-up), "
+                        "'quick' (a first look in about a minute: 600 it at 96 px, else as cpu), "
                         "'paper' (the papers' settings), 'auto' (cpu on a CPU, else paper)")
     t.add_argument("--iterations", type=int, help="optimiser steps (papers: 30000)")
     t.add_argument("--size", type=int, help="training size in pixels (papers: 256)")

@@ -334,7 +334,9 @@ def prepare(job: Job) -> Prepared:
     the job leaves out.
     """
     from .completion import CompletionConfig, ShapePrior
-    from .data import build_slice_sets, choose_axis, labeled_slice_indices, load_volume
+    import torch
+
+    from .data import SliceSet, build_slice_sets, choose_axis, labeled_slice_indices, load_volume
     from .training import TrainData
 
     recipe, train, options = apply_recipe(job.recipe, job.method, job.train, job.method_options)
@@ -372,6 +374,9 @@ def prepare(job: Job) -> Prepared:
     if completion.enabled:  # the user's slices interpolated, to fuse with the network (semiseg.completion)
         prior = ShapePrior.build(volume.labels, axis, labeled_slice_indices(volume.labels, axis, job.labeled_slices),
                                  num_classes, completion)
+        if completion.pseudo_labels > 0:
+            extra = prior.pseudo_labeled(volume.image, volume.name, config.size, completion.pseudo_labels)
+            labeled = SliceSet.concat([dataclasses.replace(labeled, weights=torch.ones(len(labeled))), extra], config.size, True)
     return Prepared(volume, unlabeled, axis, num_classes, names, TrainData(labeled, val, unl, num_classes), config, recipe, options,
                     completion, prior)
 

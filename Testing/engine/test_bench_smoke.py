@@ -147,22 +147,30 @@ def test_clinician_refuses_to_mix_budgets_in_one_results_file(tmp_path):
 def test_clinician_benchmark_smoke(tmp_path):
     proc = _bench(["clinician", "--dataset", "la", "--data", str(DATA / "la"), "--volumes", "1", "--k", "1,2", "--iterations", "2",
                    "--size", "32", "--batch", "2", "--max-unlabeled", "1", "--methods", "fixmatch", "--option", "warmup=0.5",
-                   "--out", "res.jsonl", "--plot", "k.png"], tmp_path)
+                   "--candidates", "--out", "res.jsonl", "--plot", "k.png"], tmp_path)
     records = read_jsonl(tmp_path / "res.jsonl")
-    assert {(r["k"], r["row"]) for r in records} == {(k, row) for k in (1, 2) for row in ("interpolation", "supervised", "fixmatch")}
+    rows = ("interpolation", "supervised", "completion", "fixmatch", *clinician.CANDIDATES)
+    assert {(r["k"], r["row"]) for r in records} == {(k, row) for k in (1, 2) for row in rows}
     for r in records:
         assert {"volume", "k", "kept", "hidden_slices", "row", "dice", "hd95_vox", "hd95_mm", "classes", "seconds", "budget"} <= set(r)
         assert len(r["kept"]) == r["k"] and r["hidden_slices"] == 88 - r["k"] and 0.0 <= r["dice"] <= 1.0
         assert set(r["classes"]) == {"LA"} and r["budget"]["iterations"] == 2 and r["budget"]["size"] == 32
-        if r["row"] != "interpolation":
+        if r["row"] not in ("interpolation", "completion_pl"):
             assert r["labeled_slices"] == r["k"] and r["train_seconds"] > 0
-    assert r["row"] == "fixmatch" and r["unlabeled_slices"] == 88 - 2 + 88  # the volume's other slices + one other volume
+    fixmatch = [r for r in records if r["row"] == "fixmatch"][-1]
+    assert fixmatch["unlabeled_slices"] == 88 - 2 + 88  # the volume's other slices + one other volume
+    by = {(r["k"], r["row"]): r for r in records}
+    assert by[(2, "completion")]["train_seconds"] == by[(2, "supervised")]["train_seconds"]  # one network, scored twice
+    assert by[(2, "completion_pl")]["labeled_slices"] > 2  # trained with the interpolated slices too
+    assert by[(1, "prior")]["dice"] > 0.3  # one slice: the shrinking shape beyond it, no network
+    assert set(by[(2, "completion")]["slices"]["by_distance"]) <= {"1", "2-3", "4-7", "8+", "outside"}
     interp = {r["k"]: r["dice"] for r in records if r["row"] == "interpolation"}
     assert interp[1] == 0.0 and interp[2] > 0.3  # one slice: nothing between; two slices: the middle is filled
     assert (tmp_path / "k.png").read_bytes()[:8] == PNG
     assert "budget: 2 iterations, 32x32, batch 2+2" in proc.stdout and "warmup 0.5, rampup 0.3" in proc.stdout
     assert records[0]["budget"]["recipe"] == {"warmup": 0.5, "rampup": 0.3}  # --option over the recipe, stored with every row
-    _table_is_last(proc.stdout, "Dice %", "fixmatch")
+    assert "Dice %" in proc.stdout and "beats interpolation" in proc.stdout
+    assert "Spearman" in proc.stdout and proc.stdout.rstrip().splitlines()[-1].split()[0] == "supervised"  # tables last
 
 
 def test_acdc_protocol_smoke_with_learning_curve(tmp_path):

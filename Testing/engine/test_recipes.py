@@ -9,7 +9,7 @@ import torch
 
 from semiseg.errors import InputError
 from semiseg.job import Job, load_job, prepare, setup_report
-from semiseg.recipes import CPU_TRAIN, SHORT_BUDGET, SHORT_RUN, apply_recipe, resolve_recipe
+from semiseg.recipes import CPU_TRAIN, QUICK_TRAIN, SHORT_BUDGET, SHORT_RUN, apply_recipe, resolve_recipe
 
 from enginetesting import write_job
 
@@ -19,6 +19,15 @@ def test_cpu_recipe_fills_training_settings_and_semi_supervised_options():
     assert name == "cpu" and train == {**CPU_TRAIN, "device": "cpu"} and options == SHORT_BUDGET
     # supervised has no warm-up or ramp-up: it gets the training settings only
     assert apply_recipe("cpu", "supervised", {}, {})[2] == {}
+
+
+def test_quick_recipe_is_the_cpu_recipe_at_a_smaller_budget():
+    name, train, options = apply_recipe("quick", "unimatch", {}, {})
+    assert name == "quick" and train == QUICK_TRAIN and (train["iterations"], train["size"]) == (600, 96)
+    assert {k: v for k, v in train.items() if k not in ("iterations", "size")} == {k: v for k, v in CPU_TRAIN.items()
+                                                                                 if k not in ("iterations", "size")}
+    assert options == SHORT_BUDGET  # 600 iterations: the full warm-up schedule
+    assert apply_recipe("quick", "supervised", {"iterations": 50}, {})[1]["iterations"] == 50  # the job's own value wins
 
 
 def test_short_runs_warm_up_for_longer():

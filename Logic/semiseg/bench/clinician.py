@@ -2,13 +2,15 @@
 
 For each volume of a dataset (LA or ACDC) and each k, keep the labels of k slices only, chosen
 evenly among the slices that hold the structure (:func:`keep_slices`), and fill in the rest of the
-volume three ways:
+volume in several ways (rows):
 
 - ``interpolation``: what a Slicer user does today with the same k slices, "Fill between slices",
   i.e. ITK's ``MorphologicalContourInterpolator`` (Albu et al. 2008; the PyPI package
   ``itk-morphologicalcontourinterpolation``) with its default settings, along the slicing axis. It
   fills only *between* labelled slices (no extrapolation), so with k = 1 it adds nothing.
 - ``supervised``: the engine trained on the k slices alone (the other slices carry no loss).
+- ``completion``: the product's pipeline, the ``supervised`` network fused with the shape prior of
+  the k slices (:mod:`semiseg.completion`); ``--candidates`` adds the rows of :data:`CANDIDATES`;
 - one row per semi-supervised method (``--methods``, default ``unimatch``): the k slices labelled,
   every other slice of the volume and every slice of the dataset's other volumes unlabelled
   (those volumes are read without their labels).
@@ -38,14 +40,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+import torch
 
 from ..config import TrainConfig
 from ..completion import ShapePrior
-from ..completion.interpolation import slice_distance
-from ..data import Volume, build_slice_sets, labeled_slice_indices, load_volume, take_slices
+from ..completion.fusion import fuse
+from ..data import SliceSet, Volume, build_slice_sets, labeled_slice_indices, load_volume, put_slices, take_slices
 from ..errors import InputError
 from ..imageio import volume_name
 from ..inference import Predictor
+from ..methods import METHODS
 from ..metrics import evaluate_volume
 from ..training import Trainer, TrainData
 from ..training.progress import ProgressLog
@@ -59,6 +63,10 @@ INTERPOLATION = "interpolation"
 COMPLETION = "completion"
 """The product's pipeline: ``supervised`` on the k slices, fused with their shape prior (:mod:`semiseg.completion`).
 It shares the ``supervised`` row's training (one network, scored twice: alone and fused)."""
+CANDIDATES = ("prior", "completion_inside", "completion_pl")
+"""Rows that measure the pipeline's parts (``--candidates``): the prior alone (interpolation and the shrinking
+shapes beyond it, no network), the fusion without the shapes beyond the labelled range, and a network trained
+with the interpolated slices as weighted extra labels (``CompletionConfig.pseudo_labels`` 1), then fused."""
 DISTANCE_BINS = ((1, 1, "1"), (2, 3, "2-3"), (4, 7, "4-7"), (8, 10**9, "8+"))
 DATASETS: dict[str, list[str]] = {"la": ["background", "LA"], "acdc": list(ACDC_CLASSES)}
 
@@ -185,9 +193,12 @@ def slice_scores(pred: np.ndarray, ref: np.ndarray, confidence: np.ndarray, kept
 
 
 def _train_predict(method: str, volume: Volume, sparse: Volume, others: list[Volume], config: TrainConfig,
-                   options: dict[str, Any], num_classes: int, axis: int, run_dir: Path) -> tuple[np.ndarray, dict[str, float]]:
+                   options: dict[str, Any], num_classes: int, axis: int, run_dir: Path,
+                   extra_labeled: SliceSet | None = None) -> tuple[np.ndarray, dict[str, float]]:
     unlabeled = others if method != "supervised" else []
     labeled, _, unl = build_slice_sets([sparse], unlabeled, axis, config.size, min_val_slices=10**9)
+    if extra_labeled is not None and len(extra_labeled):
+        labeled = SliceSet.concat([dataclasses.replace(labeled, weights=torch.ones(len(labeled))), extra_labeled], config.size, True)
     empty = labeled.concat([], config.size, True)
     data = TrainData(labeled, empty, unl, num_classes)
     trainer = Trainer(config, method, options, num_classes, run_dir, meta={"axis": axis},
@@ -216,42 +227,47 @@ def run_case(volume: Volume, others: list[Volume], k: int, rows: Sequence[str], 
     base = {"volume": volume.name, "k": k, "kept": kept, "hidden_slices": len(hidden),
             "hidden_structure_slices": len(set(structure) - set(kept))}
     records = []
-    shared: dict[str, Any] = {}  # the supervised network, for the completion row
+    shared: dict[str, Any] = {}  # the supervised network, for the rows fused with the prior
+    prior = ShapePrior.build(sparse.labels, axis, kept, num_classes)  # type: ignore[arg-type]
     for row in rows:
         t = time.perf_counter()
         extra: dict[str, Any] = {}
         confidence = None
         if row == INTERPOLATION:
             pred = contour_interpolation(sparse.labels, axis)  # type: ignore[arg-type]
-        elif row in ("supervised", COMPLETION) and shared:
+        elif row in ("supervised", COMPLETION, "prior", "completion_inside") and shared:
             probs, extra = shared["probs"], dict(shared["extra"])
         else:
-            opts = {} if row == "supervised" else dict(options)
+            opts = {} if row in ("supervised", COMPLETION, "prior", "completion_inside", "completion_pl") else dict(options)
             tmp = tempfile.mkdtemp(prefix="semiseg-clin-") if run_root is None else None
             run_dir = Path(tmp) if tmp else Path(run_root) / volume.name / f"k{k}" / row  # type: ignore[arg-type]
-            method = "supervised" if row == COMPLETION else row
+            method = row if row in METHODS else "supervised"
+            labels_from_prior = prior.pseudo_labeled(volume.image, volume.name, config.size, 1.0) if row == "completion_pl" else None
             try:
-                probs, extra = _train_predict(method, volume, sparse, others, config, opts, num_classes, axis, run_dir)
+                probs, extra = _train_predict(method, volume, sparse, others, config, opts, num_classes, axis, run_dir,
+                                              labels_from_prior)
             finally:
                 if tmp:
                     shutil.rmtree(tmp, ignore_errors=True)
             extra["options"] = opts
-            if method == "supervised":
+            if row != "completion_pl" and method == "supervised":
                 shared.update(probs=probs, extra=extra)
+        distance, inside = prior.interpolation.distance, prior.interpolation.inside
         if row != INTERPOLATION:
-            if row == COMPLETION:
-                t_prior = time.perf_counter()
-                prior = ShapePrior.build(sparse.labels, axis, kept, num_classes)  # type: ignore[arg-type]
+            if row in (COMPLETION, "completion_pl"):
                 probs = prior.fuse(probs)
-                extra = {**extra, "prior": prior.fit, "prior_seconds": time.perf_counter() - t_prior}
-                distance, inside = prior.interpolation.distance, prior.interpolation.inside
+                extra = {**extra, "prior": prior.fit}
+            elif row == "completion_inside":
+                stacked = np.stack([take_slices(p, axis) for p in probs])
+                fused = fuse(stacked, prior.interpolation, prior.scale, prior.temperature, beyond=False)
+                probs = np.stack([put_slices(p, axis) for p in fused])
+            elif row == "prior":
+                probs = prior.alone()
             pred = probs.argmax(0).astype(np.uint8)
             confidence = probs.max(0)
         seconds = time.perf_counter() - t
         score = score_hidden(pred, volume.labels, kept, axis, num_classes, volume.spacing_kji, class_names)
         if confidence is not None:
-            if row != COMPLETION:
-                distance, inside = slice_distance(volume.num_slices(axis), kept)
             extra["slices"] = slice_scores(pred, volume.labels, confidence, kept, axis, distance, inside)
         records.append({**base, "row": row, **score, "seconds": seconds, **extra})
     return records
@@ -311,7 +327,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if any(r.get("budget") != json.loads(json.dumps(b)) for r in old):
         raise InputError("holds results of another budget; write to a new --out so every row shares one budget", out)
     done = {(r["volume"], r["k"], r["row"]) for r in old}
-    rows = [INTERPOLATION, "supervised", COMPLETION] + [m for m in args.methods if m not in ("supervised", COMPLETION)]
+    rows = [INTERPOLATION, "supervised", COMPLETION] + [m for m in args.methods if m != "supervised"]
+    rows += list(CANDIDATES) if args.candidates else []
     if INTERPOLATION in rows:  # fail early when ITK is missing, and keep its (slow, lazy) loading out of the timings
         toy = np.zeros((3, 8, 8), np.uint8)
         toy[[0, 2], 2:6, 2:6] = 1
@@ -354,7 +371,7 @@ def summary_table(records: Sequence[dict[str, Any]]) -> str:
     groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for r in records:
         groups.setdefault((r["row"], int(r["k"])), []).append(r)
-    order = {INTERPOLATION: 0, "supervised": 1, COMPLETION: 2}
+    order = {INTERPOLATION: 0, "supervised": 1, COMPLETION: 2, **{c: 3 + i for i, c in enumerate(CANDIDATES)}}
     lines = []
     for (row, k), rs in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 2), kv[0][0], kv[0][1])):
         d = np.array([r["dice"] for r in rs], dtype=float) * 100
@@ -362,6 +379,39 @@ def summary_table(records: Sequence[dict[str, Any]]) -> str:
         hmean = float(np.nanmean(h)) if np.isfinite(h).any() else None
         lines.append([row, k, len(rs), float(d.mean()), float(d.std()), hmean, float(np.mean([r["seconds"] for r in rs]))])
     return format_table(["row", "k", "volumes", "Dice %", "std", "HD95 vox", "seconds"], lines, ".1f")
+
+
+def wins_table(records: Sequence[dict[str, Any]], against: str = INTERPOLATION) -> str:
+    """Per row and k: on how many volumes the row's Dice beats ``against``'s."""
+    by = {(r["row"], int(r["k"]), r["volume"]): r["dice"] for r in records}
+    lines = []
+    for row in sorted({r for r, _, _ in by if r != against}):
+        for k in sorted({k for r, k, _ in by if r == row}):
+            vols = [v for r, kk, v in by if r == row and kk == k and (against, k, v) in by]
+            wins = sum(by[(row, k, v)] > by[(against, k, v)] for v in vols)
+            lines.append([row, k, f"{wins}/{len(vols)}"])
+    return format_table(["row", "k", f"beats {against}"], lines, ".1f")
+
+
+def slices_table(records: Sequence[dict[str, Any]]) -> str:
+    """Per row and k: mean per-slice Dice by distance to the nearest kept slice, and the mean Spearman
+    correlation between a slice's review confidence and its Dice (:func:`slice_scores`)."""
+    names = [n for _, _, n in DISTANCE_BINS] + ["outside"]
+    groups: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for r in records:
+        if "slices" in r:
+            groups.setdefault((r["row"], int(r["k"])), []).append(r["slices"])
+    lines = []
+    for (row, k), ss in sorted(groups.items()):
+        cells: list[Any] = [row, k]
+        for n in names:
+            total = sum(s["by_distance"][n][0] * s["by_distance"][n][1] for s in ss if n in s["by_distance"])
+            count = sum(s["by_distance"][n][1] for s in ss if n in s["by_distance"])
+            cells.append(100 * total / count if count else None)
+        rho = [s["spearman_confidence_dice"] for s in ss if s["spearman_confidence_dice"] is not None]
+        cells.append(float(np.mean(rho)) if rho else None)
+        lines.append(cells)
+    return format_table(["row", "k", *(f"d {n}" for n in names), "Spearman"], lines, ".2f")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -374,6 +424,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int_list, default=[1, 2, 3, 5], help="labelled slices kept per volume, e.g. 1,2,3,5")
     p.add_argument("--methods", type=str_list, default=["unimatch"],
                    help=f"semi-supervised rows (of {', '.join(sorted(METHODS))}); interpolation and supervised always run")
+    p.add_argument("--candidates", action="store_true", help=f"add the rows {', '.join(CANDIDATES)} (see CANDIDATES)")
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--batch", type=int, default=4, help="labelled and unlabelled slices per step")
@@ -398,4 +449,9 @@ def main(args: argparse.Namespace) -> int:
     print(budget_text(budget(args)))
     print(f"hidden-slice scores ({args.dataset.upper()}, mean over volumes; plot: {args.plot})")
     print(summary_table(records))
+    print("\nvolumes on which each row beats interpolation")
+    print(wins_table(records))
+    print("\nper-slice foreground Dice % by distance to the nearest kept slice (slices holding structure in either map), "
+          "and the mean Spearman correlation of slice confidence with slice Dice")
+    print(slices_table(records))
     return 0

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ..data import put_slices, take_slices
+import torch
+
+from ..data import SliceSet, put_slices, resize_images, resize_labels, take_slices
 from .fusion import TEMPERATURE, fit_scale, fuse
 from .interpolation import Interpolation, interpolate_labels
 
@@ -31,19 +33,24 @@ class CompletionConfig:
         temperature: exponent of the network's probabilities in the fusion (:mod:`semiseg.completion.fusion`).
         preview_every: seconds between previews while training (0: no previews; the first one,
             the prior alone, comes before training whenever previews are on).
+        pseudo_labels: weight of the interpolated slices as extra labelled training slices (0: off,
+            the default). A slice at distance ``d`` from the nearest labelled slice is drawn
+            ``pseudo_labels * 2 ** (-(d - 1) / 4)`` times as often as a labelled one. A candidate
+            that lost (docs/BENCHMARKS.md section 2), kept for the benchmark.
     """
 
     enabled: bool = True
     interpolation: str = "auto"
     temperature: float = TEMPERATURE
     preview_every: float = 10.0
+    pseudo_labels: float = 0.0
 
     def validate(self) -> None:
         from ..config import check_ranges
         from .interpolation import available_backend
 
         available_backend(self.interpolation)
-        check_ranges(self, temperature="(0, 10]", preview_every="[0, 86400]")
+        check_ranges(self, temperature="(0, 10]", preview_every="[0, 86400]", pseudo_labels="[0, 100]")
 
 
 @dataclasses.dataclass
@@ -80,6 +87,18 @@ class ShapePrior:
         stacked = np.stack([take_slices(p, self.axis) for p in net_probs])
         fused = fuse(stacked, self.interpolation, self.scale, self.temperature)
         return np.stack([put_slices(p, self.axis) for p in fused])
+
+    def pseudo_labeled(self, image: np.ndarray, name: str, size: int, weight: float) -> SliceSet:
+        """The interpolated slices of ``image`` (K, J, I) as weighted labelled training slices (see
+        :attr:`CompletionConfig.pseudo_labels`); the user's own slices are not among them."""
+        interp = self.interpolation
+        idx = [i for i in range(len(interp.distance)) if interp.inside[i] and interp.distance[i] > 0 and interp.labels[i].any()]
+        if not idx or weight <= 0:
+            return SliceSet.concat([], size, True)
+        images = resize_images(torch.from_numpy(np.ascontiguousarray(take_slices(image, self.axis, idx))), size)
+        labels = resize_labels(torch.from_numpy(interp.labels[idx].astype(np.int64)), size)
+        weights = torch.tensor([weight * 2.0 ** (-(float(interp.distance[i]) - 1) / 4) for i in idx])
+        return SliceSet(images, labels, [(name, i) for i in idx], weights)
 
     def alone(self) -> np.ndarray:
         """The prior's own probabilities (C, K, J, I): the fusion with an uninformed network."""
