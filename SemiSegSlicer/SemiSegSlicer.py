@@ -7,7 +7,6 @@ delegates to ``SemiSegSlicerLib`` (Qt-free, tested on the slicer-core wheel); th
 """
 
 import enum
-import importlib.metadata
 import importlib.util
 import logging
 import os
@@ -29,17 +28,16 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from SemiSegSlicerLib import Session, cache, labeledslices, resultimport
+from SemiSegSlicerLib import Session, cache, dependencies, labeledslices, resultimport
 from SemiSegSlicerLib.curves import CurvePlot, TrainingCurves
-from SemiSegSlicerLib.mrmlio import firstScalarVolume, segmentsToArray
+from SemiSegSlicerLib.mrmlio import firstScalarVolume
+from SemiSegSlicerLib.session import checkTrainRequest
 
 try:  # the engine's contract (standard library only), installed with the extension beside this module
     from semiseg.contract import DEFAULT_METHOD, METHOD_LABELS
 except ImportError:  # the module loaded from a source checkout: the engine is in ../Logic
     sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Logic"))
     from semiseg.contract import DEFAULT_METHOD, METHOD_LABELS
-
-ENGINE_MODULES = ("torch", "monai", "SimpleITK", "numpy", "scipy")
 
 
 class SemiSegSlicer(ScriptedLoadableModule):
@@ -218,8 +216,8 @@ class SemiSegSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.progressBar.value = int(round(100 * progress.fraction))
         for warning in progress.warnings:
             slicer.util.warningDisplay(warning, windowTitle=_("SemiSegSlicer"))
-        if progress.text:
-            self.ui.statusLabel.text = progress.text  # says "preview at iteration N — preliminary" while one is shown
+        if progress.status:
+            self.ui.statusLabel.text = progress.status  # says "preview at iteration N — preliminary" while one is shown
         if progress.previewed:  # the engine's pseudo-labels so far, in their own nodes: table and overlay follow
             self.showReviewTable()
             if self._parameterNode:
@@ -233,11 +231,8 @@ class SemiSegSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.onParameterChanged()
             if self.logic.review:  # show the least confident slice
                 self.onReviewStep(row=0)
-            self.ui.statusLabel.text = _("Done. {text}").format(text=progress.text)
-        elif progress.message:
-            self.ui.statusLabel.text = progress.message.splitlines()[0]
-            if progress.state == "failed":
-                slicer.util.errorDisplay(progress.message, windowTitle=_("SemiSegSlicer"))
+        elif progress.error:
+            slicer.util.errorDisplay(progress.error, windowTitle=_("SemiSegSlicer"))
         return False
 
     def onCancel(self):
@@ -340,43 +335,12 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def missingDependencies():
-        importlib.invalidate_caches()  # see packages installed since start-up
-        missing = [name for name in ENGINE_MODULES if importlib.util.find_spec(name) is None]
-        if importlib.util.find_spec("semiseg") is None:
-            missing.append("semiseg (the engine, installed with this extension)")
-        return missing
+        return dependencies.missingDependencies()
 
-    def installDependencies(self, requirementsPath, askConfirmation=True):
+    @staticmethod
+    def installDependencies(requirementsPath, askConfirmation=True):
         """torch through the PyTorch extension, the rest with pip, each only after the user agrees."""
-        if importlib.util.find_spec("torch") is None:
-            try:
-                torchLogic = slicer.util.getModuleLogic("PyTorchUtils")
-            except (AttributeError, RuntimeError):  # no PyTorch extension, or a Slicer without getModuleLogic
-                torchLogic = None
-            if torchLogic is None:
-                try:
-                    import PyTorchUtils
-                except ImportError:
-                    raise RuntimeError(_("Install the 'PyTorch' extension from the Extensions Manager, restart "
-                                         "Slicer and try again.")) from None
-                torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-            if torchLogic.installTorch(askConfirmation=askConfirmation, torchVersionRequirement=">=2.1") is None:
-                raise RuntimeError(_("PyTorch was not installed."))
-        packaging = _slicerPackaging()
-        if packaging is not None:  # Slicer >= 5.12
-            requirements = packaging.load_requirements(requirementsPath)
-            packaging.pip_ensure(requirements, requester="SemiSegSlicer", prompt_install=askConfirmation)
-            return
-        with open(requirementsPath, encoding="utf-8") as f:  # Slicer 5.10
-            lines = [line.split("#")[0].strip() for line in f]
-        missing = [line for line in lines if line and not _requirementMet(line)]
-        if not missing:
-            return
-        if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                _("SemiSegSlicer needs these Python packages:\n{packages}\nInstall them now?").format(
-                    packages="\n".join(missing))):
-            raise RuntimeError(_("Installation of the dependencies was cancelled."))
-        slicer.util.pip_install(missing)
+        dependencies.installDependencies(requirementsPath, askConfirmation)
 
     def clearCache(self):
         keep = [self.session.exported.jobDir] if self.running else []
@@ -395,13 +359,12 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
         return self.session is not None and cache.latestCheckpoint(self.session.lastRunDir) is not None
 
     def startTraining(self, parameters, unlabeledVolumes=(), retrain=False, methodOptions=None):
-        if not parameters.inputVolume or not parameters.segmentation:
-            raise ValueError(_("Select a volume and a segmentation."))
+        train = checkTrainRequest(parameters.inputVolume or None, parameters.segmentation or None, parameters.method.value,
+                                  {"iterations": parameters.iterations, "size": parameters.size, "device": parameters.device})
         missing = self.missingDependencies()
         if missing:
             raise RuntimeError(_("Missing Python packages: {names}. Press 'Install dependencies'.").format(
                 names=", ".join(missing)))
-        train = {"iterations": parameters.iterations, "size": parameters.size, "device": parameters.device}
         exported = self.getSession().start(parameters.inputVolume, parameters.segmentation,
                                            unlabeledVolumes=list(unlabeledVolumes), method=parameters.method.value,
                                            train=train, methodOptions=methodOptions, retrain=retrain)
@@ -456,13 +419,9 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
 
     def selectReviewSlice(self, row=None, step=0):
         """Make a review row current (by ``row`` or by ``step`` from the current one) and show it."""
-        if self.review is None:
+        if self.review is None:  # nothing to show yet: the buttons are off
             return None
-        if row is not None:
-            self.review.select(row)
-        elif step:
-            (self.review.next if step > 0 else self.review.previous)()
-        self.session.jumpToCurrent()
+        self.session.selectReview(row=row, step=step)
         return self.review.current
 
     def acceptCurrentSlice(self):
@@ -481,17 +440,7 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
             raise ValueError(_("The {view} view is oblique to the volume or outside it: use 'Rotate to volume "
                                "plane' in the view's menu and pick a slice.").format(view=sliceViewName))
         labeledslices.markChecked(segmentationNode, *where)
-        return self.labeledSlicesSummary(volumeNode, segmentationNode)
-
-    @staticmethod
-    def labeledSlicesSummary(volumeNode, segmentationNode):
-        segmentation = segmentationNode.GetSegmentation()
-        ids = [segmentation.GetNthSegmentID(n) for n in range(segmentation.GetNumberOfSegments())]
-        labels = segmentsToArray(segmentationNode, ids, volumeNode)
-        axis, checked = labeledslices.checkedSlices(segmentationNode)
-        axis = labeledslices.guessAxis(labels) if axis is None else axis
-        slices = labeledslices.labeledSlices(labels, axis, checked)
-        return _("Labelled slices along {axis}: {slices}").format(axis="IJK"[axis], slices=", ".join(map(str, slices)))
+        return labeledslices.labeledSlicesSummary(segmentationNode, volumeNode)
 
     def segmentEditorNode(self):
         node = slicer.mrmlScene.GetSingletonNode("SemiSegSlicer", "vtkMRMLSegmentEditorNode")
@@ -501,28 +450,6 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
             node.SetSingletonTag("SemiSegSlicer")
             node = slicer.mrmlScene.AddNode(node)
         return node
-
-
-def _slicerPackaging():
-    """``slicer.packaging`` (Slicer >= 5.12), or None on 5.10.
-
-    ``import slicer`` does not import this submodule, so ``slicer.packaging`` is not there until it is
-    imported by name.
-    """
-    try:
-        import slicer.packaging as packaging
-    except ImportError:
-        return None
-    return packaging if hasattr(packaging, "pip_ensure") else None
-
-
-def _requirementMet(line):
-    try:
-        from packaging.requirements import Requirement
-        requirement = Requirement(line)
-        return importlib.metadata.version(requirement.name) in requirement.specifier
-    except Exception:  # not installed, or no way to check: install it
-        return False
 
 
 class SemiSegSlicerTest(ScriptedLoadableModuleTest):

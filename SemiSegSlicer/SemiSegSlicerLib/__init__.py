@@ -12,6 +12,7 @@ shared with the web front end.
 - :mod:`.review`: stepping through the review list, accepting a slice and undoing it.
 - :mod:`.cache`: the folder of cached jobs.
 - :mod:`.curves`: the loss and validation Dice from the progress events, and their MRML plot.
+- :mod:`.dependencies`: the engine's Python packages inside Slicer (missing ones, installing them).
 - :mod:`.session`: one user's rounds (train, poll, import, review, accept, undo) for a front end.
 """
 

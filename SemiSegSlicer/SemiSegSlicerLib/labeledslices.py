@@ -20,6 +20,8 @@ from .mrmlio import ijkToRasMatrix, numpyAxis, segmentsToArray
 __all__ = [
     "ATTRIBUTE",
     "paintedSlices",
+    "labeledSlicesSummary",
+    "labeledSlicesText",
     "labeledSlices",
     "guessAxis",
     "checkedSlices",
@@ -145,3 +147,13 @@ def labeledSlicesOfSegmentation(segmentationNode, volumeNode) -> tuple[int, list
     axis, checked = checkedSlices(segmentationNode)
     axis = guessAxis(labels) if axis is None else axis
     return axis, labeledSlices(labels, axis, checked)
+
+
+def labeledSlicesText(axis: int, slices) -> str:
+    """``Labelled slices along K: 2, 4``: what a front end shows under "labelled slices"."""
+    return f"Labelled slices along {'IJK'[axis]}: {', '.join(map(str, slices))}"
+
+
+def labeledSlicesSummary(segmentationNode, volumeNode) -> str:
+    """:func:`labeledSlicesText` of :func:`labeledSlicesOfSegmentation`."""
+    return labeledSlicesText(*labeledSlicesOfSegmentation(segmentationNode, volumeNode))

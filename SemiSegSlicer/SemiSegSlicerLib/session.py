@@ -25,7 +25,7 @@ from .jobexport import ExportedJob, exportJob
 from .mrmlio import vtkMessagesOff
 from .resultimport import ImportedResult, importResults, previewText
 
-__all__ = ["Session", "Progress", "progressText"]
+__all__ = ["Session", "Progress", "progressText", "checkTrainRequest"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,29 @@ class Progress:
         """Warnings the engine sent with these events (e.g. no GPU found: training on the CPU)."""
         return [str(e["warning"]) for e in self.events if isinstance(e, dict) and e.get("warning")]
 
+    @property
+    def percent(self) -> float:
+        """:attr:`fraction` in percent, rounded to 0.1."""
+        return round(100.0 * self.fraction, 1)
+
+    @property
+    def status(self) -> str:
+        """The status line a front end shows after this poll ("" leaves the previous one).
+
+        While the job runs, :attr:`text`; once it ended, ``Done. <text>`` when the results were
+        imported, else the first line of :attr:`message` (why it failed or was cancelled), else :attr:`text`.
+        """
+        if self.imported:
+            return f"Done. {self.text}"
+        if self.state != "running" and self.message:
+            return self.message.splitlines()[0]
+        return self.text
+
+    @property
+    def error(self) -> str:
+        """The whole :attr:`message` when the job failed (to show in an error display), else ""."""
+        return self.message if self.state == "failed" else ""
+
 
 def progressText(progress: dict) -> str:
     """``Iteration 10/1000 · loss 0.710 · Dice 0.83 · ~2 min left`` from the last progress values."""
@@ -61,6 +84,32 @@ def progressText(progress: dict) -> str:
     if isinstance(left, (int, float)):
         parts.append(f"~{left / 60:.0f} min left" if left >= 90 else f"~{left:.0f} s left")
     return " · ".join(parts)
+
+
+MIN_SIZE = 32  # the front ends' smallest training size (a multiple of 16: the network's stride)
+
+
+def checkTrainRequest(volumeNode, segmentationNode, method: str, train: dict | None = None) -> dict:
+    """A front end's training request checked before anything is exported; returns ``train`` with
+    ``iterations`` and ``size`` as integers (where given).
+
+    Raises:
+        ValueError: no volume or segmentation, a method the engine does not have, fewer than one
+            iteration, or a size that is not a multiple of 16 of at least :data:`MIN_SIZE`.
+    """
+    from semiseg.contract import METHOD_LABELS  # torch-free; imported here: the module puts the engine on the path first
+
+    if volumeNode is None or segmentationNode is None:
+        raise ValueError("Select a volume and a segmentation.")
+    if method not in METHOD_LABELS:
+        raise ValueError(f"unknown method {method!r}")
+    train = dict(train or {})
+    for key in ("iterations", "size"):
+        if key in train:
+            train[key] = int(train[key] or 0)
+    if train.get("iterations", 1) < 1 or train.get("size", MIN_SIZE) < MIN_SIZE or train.get("size", MIN_SIZE) % 16:
+        raise ValueError(f"iterations must be at least 1 and the size a multiple of 16, at least {MIN_SIZE}")
+    return train
 
 
 class Session:
@@ -94,7 +143,13 @@ class Session:
 
     def start(self, volumeNode, segmentationNode, *, unlabeledVolumes=(), method: str = "unimatch",
               train: dict | None = None, methodOptions: dict | None = None, retrain: bool = False) -> ExportedJob:
-        """Export a job and start the engine on it. ``retrain`` warm-starts from the last run's checkpoint."""
+        """Export a job and start the engine on it. ``retrain`` warm-starts from the last run's checkpoint.
+
+        Raises:
+            ValueError: a request :func:`checkTrainRequest` refuses.
+            RuntimeError: a job is running, or ``retrain`` without a finished run.
+        """
+        train = checkTrainRequest(volumeNode, segmentationNode, method, train)
         if self.running:
             raise RuntimeError("a training job is already running; cancel it first")
         initCheckpoint = latestCheckpoint(self.lastRunDir) if retrain else None
@@ -198,6 +253,23 @@ class Session:
         if volume is None or user is None or pseudo is None or pseudo.GetScene() is not self.scene:
             raise RuntimeError("the volume, your segmentation or the pseudo-labels were removed from the scene")
         return volume, user, pseudo
+
+    def selectReview(self, row: int | None = None, step: int = 0) -> dict | None:
+        """Make a review row current and show it (:meth:`jumpToCurrent`); returns its entry.
+
+        ``row`` selects that row (a negative one counts from the end); else ``step`` moves that way
+        from the current row (wrapping round the list); else the current row is shown again.
+
+        Raises:
+            ValueError: there is no review list yet.
+        """
+        if self.review is None:
+            raise ValueError("there is no review list yet: train first")
+        if row is not None:
+            self.review.select(row % len(self.review) if row < 0 and len(self.review) else row)
+        elif step:
+            (self.review.next if step > 0 else self.review.previous)()
+        return self.jumpToCurrent()
 
     def jumpToCurrent(self) -> dict | None:
         """Show the current review slice in every slice view; returns its entry."""

@@ -1,8 +1,8 @@
 """What the page does: connects the UI's signals to SemiSegSlicerLib's :class:`Session` and the scene.
 
-One :class:`SemiSegLogic` per server. Everything that touches the scene runs on the server's event
-loop (trame's thread); the engine runs out of process and is followed by an asyncio task that polls
-the session, as the Slicer module's timer does.
+One :class:`SemiSegLogic` per server: volumes, views and labels here; training and review in
+:class:`~.training.TrainingAndReview`, which it takes in. Everything that touches the scene runs on
+the server's event loop (trame's thread).
 """
 
 from __future__ import annotations
@@ -23,19 +23,18 @@ from trame_server.utils.typed_state import TypedState
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 from undo_stack import UndoStack
 
-from SemiSegSlicerLib import Session, labeledslices, resultimport
+from SemiSegSlicerLib import Session, labeledslices
 from SemiSegSlicerLib import review as reviewlib
-from SemiSegSlicerLib.cache import latestCheckpoint
 from SemiSegSlicerLib.mrmlio import segmentsToArray, vtkMessagesOff, writeArrayAsVolume
 
 from .painting import Brush, reattachEffectPipelines
 from .plot import Curves
-from .state import LAYOUTS, METHODS, AppState, PlotState, ReviewRow, SegmentItem
+from .state import LAYOUTS, AppState, PlotState, SegmentItem
+from .training import TrainingAndReview
 
 __all__ = ["SemiSegLogic", "viewLayouts"]
 
 logger = logging.getLogger(__name__)
-POLL_SECONDS = 0.5
 
 
 @contextlib.contextmanager
@@ -82,7 +81,7 @@ def _safeFileName(name: str) -> str:
     return base.lstrip(".") or "volume"
 
 
-class SemiSegLogic:
+class SemiSegLogic(TrainingAndReview):
     """Args:
         server: the trame server.
         slicerApp: trame-slicer's :class:`SlicerApp` (scene, views, segmentation editor).
@@ -371,7 +370,7 @@ class SemiSegLogic:
             return
         axis, slices = labeledslices.labeledSlicesOfSegmentation(self.labels, self.volume)
         self.data.labeled_slices = slices
-        self.data.labeled_text = (f"Labelled slices along {'IJK'[axis]}: {', '.join(map(str, slices))}" if slices
+        self.data.labeled_text = (labeledslices.labeledSlicesText(axis, slices) if slices
                                   else "No labelled slice yet: paint a few slices (unpainted slices are not background).")
 
     def markChecked(self) -> None:
@@ -406,150 +405,3 @@ class SemiSegLogic:
         self.data.saved_path = path
         self.data.message = f"Saved your labels to {path} on the server."
         return path
-
-    # -- training ---------------------------------------------------------------------------------
-
-    def train(self, retrain: bool = False) -> None:
-        if self.volume is None or self.labels is None:
-            raise ValueError("open a volume first")
-        train = self.data.train
-        if train.method not in METHODS:
-            raise ValueError(f"unknown method {train.method!r}")
-        iterations, size = int(train.iterations or 0), int(train.size or 0)
-        if iterations < 1 or size < 32 or size % 16:
-            raise ValueError("iterations must be at least 1 and the size a multiple of 16, at least 32")
-        exported = self.session.start(self.volume, self.labels, unlabeledVolumes=self.unlabeled, method=train.method,
-                                      train={"iterations": iterations, "size": size, "device": train.device},
-                                      retrain=retrain)
-        self.curves = Curves()
-        train.running, train.state, train.percent, train.plot = True, "running", 0.0, PlotState()
-        train.text = f"Starting on {len(exported.labeledSlices)} labelled slices..."
-        self.data.message = ""
-        self._follower = asyncio.ensure_future(self._follow())
-
-    async def _follow(self) -> None:
-        while True:
-            try:
-                progress = self.session.poll()
-            except Exception as err:  # noqa: BLE001 - the job is lost; say why
-                logger.exception("poll failed")
-                with self.server.state:
-                    self.data.train.running, self.data.train.state, self.data.error = False, "failed", str(err)
-                return
-            with self.server.state:
-                self._showProgress(progress)
-            if progress.state != "running":
-                return
-            await asyncio.sleep(POLL_SECONDS)
-
-    def _showProgress(self, progress) -> None:
-        train = self.data.train
-        if self.curves.add(progress.events):
-            train.plot = self.curves.state()
-        train.percent = round(100.0 * progress.fraction, 1)
-        for warning in progress.warnings:
-            self.data.message = warning
-        if progress.text:
-            train.text = progress.text
-        train.state = progress.state
-        if progress.previewed:
-            self._showResults()
-        if progress.state == "running":
-            return
-        train.running = False
-        train.can_retrain = latestCheckpoint(self.session.lastRunDir) is not None
-        if progress.imported:
-            train.percent = 100.0
-            self._showResults()
-            train.text = f"Done. {progress.text}"
-        elif progress.message:
-            train.text = progress.message.splitlines()[0]
-            if progress.state == "failed":
-                self.data.error = progress.message
-
-    def cancel(self):
-        async def stop():
-            await asyncio.get_running_loop().run_in_executor(None, self.session.cancel, 10.0)
-
-        return stop()
-
-    # -- review -----------------------------------------------------------------------------------
-
-    def _showResults(self) -> None:
-        """The session's result in the page: a preview while training runs (marked preliminary), then the final one."""
-        review, result = self.data.review, self.session.result
-        preview = resultimport.previewText(result.iteration) if result.preliminary else ""
-        if not (preview and review.preview_text):  # a later preview keeps the slice the user is looking at
-            review.current = -1
-            self.data.message = (f"Pseudo-labels so far ({preview}): they follow the training and the final result "
-                                 "replaces them." if preview else
-                                 "Pseudo-labels and confidence (dark = unsure) are shown. Click a slice in the review "
-                                 "list, correct it if needed and accept it.")
-        review.has_results, review.can_undo, review.preview_text = True, bool(self.session.history), preview
-        self._refreshReviewRows()
-        self._applyResultDisplay()
-        if review.edit_pseudo:
-            self._attachBrush()
-
-    def _refreshReviewRows(self) -> None:
-        model = self.session.review
-        self.data.review.rows = [ReviewRow(row=row, index=e["index"], confidence=float(e.get("confidence", 0.0)),
-                                           foreground=100.0 * float(e.get("foreground_fraction", 0.0)),
-                                           labeled=bool(e.get("labeled"))) for row, e in enumerate(model.slices)] if model else []
-        self.data.review.current = model.current if model and self.data.review.current >= 0 else -1
-
-    def _applyResultDisplay(self) -> None:
-        result = self.session.result
-        if result is None:
-            return
-        review = self.data.review
-        pseudo = result.segmentationNode
-        if pseudo is not None and pseudo.GetScene() is self.scene and pseudo.GetDisplayNode() is not None:
-            pseudo.GetDisplayNode().SetVisibility(bool(review.show_pseudo))
-        confidence = result.confidenceNode
-        if confidence is not None and confidence.GetScene() is self.scene:
-            if review.show_confidence:
-                resultimport.showConfidence(self.scene, confidence, self.volume, float(review.opacity))
-            else:
-                resultimport.hideConfidence(self.scene, confidence)
-        self._render()
-
-    def selectReviewRow(self, row: int) -> None:
-        if self.session.review is None:
-            raise ValueError("there is no review list yet: train first")
-        self.session.review.select(int(row))
-        self._jumpToReview()
-
-    def stepReview(self, step: int) -> None:
-        if self.session.review is None:
-            raise ValueError("there is no review list yet: train first")
-        if self.data.review.current < 0:
-            self.session.review.select(0 if step > 0 else len(self.session.review) - 1)
-        else:
-            (self.session.review.next if int(step) > 0 else self.session.review.previous)()
-        self._jumpToReview()
-
-    def _jumpToReview(self) -> None:
-        entry = self.session.jumpToCurrent()
-        self.data.review.current = self.session.review.current
-        self._refreshCurrentSlice()
-        self._render()
-        if entry is not None:
-            self.data.message = f"Slice {entry['index']}: confidence {entry.get('confidence', float('nan')):.3f}."
-
-    def acceptSlice(self) -> None:
-        if self.session.running:
-            raise RuntimeError("wait for training to end (or cancel it) before accepting slices")
-        index = self.session.acceptCurrent()
-        self._afterReviewChange(f"Slice {index} copied from the pseudo-labels into your labels.")
-
-    def undoAccept(self) -> None:
-        index = self.session.undoAccept()
-        self._afterReviewChange(f"Slice {index} restored." if index is not None else "Nothing to undo.")
-
-    def _afterReviewChange(self, message: str) -> None:
-        self.data.review.can_undo = bool(self.session.history)
-        self._refreshReviewRows()
-        self._refreshLabeled()
-        self.data.message = message
-        self._render()
