@@ -15,7 +15,7 @@ from mrmltesting import addSegmentation, addVolume, rotation, sceneNodes, segmen
 
 from SemiSegSlicerLib import jobclient, jobexport
 from SemiSegSlicerLib.mrmlio import segmentsToArray
-from SemiSegSlicerLib.session import Progress, Session, progressText
+from SemiSegSlicerLib.session import Progress, Session, checkTrainRequest, progressText
 
 
 def _alive(pid: int) -> bool:
@@ -205,6 +205,29 @@ def test_progress_text():
     assert progressText({"iteration": 10, "iterations": 1000, "loss": 0.71, "dice": 0.834, "seconds_left": 125}) == \
         "Iteration 10/1000 · loss 0.710 · Dice 0.83 · ~2 min left"
     assert progressText({}) == ""
+
+
+@pytest.mark.parametrize("progress,status,error", [
+    (Progress("running", [], 0.5, "Iteration 9/20"), "Iteration 9/20", ""),
+    (Progress("done", [], 1.0, "Iteration 20/20", imported=True), "Done. Iteration 20/20", ""),
+    (Progress("failed", [], 0.4, "Iteration 8/20", "Out of memory.\nTraceback"), "Out of memory.", "Out of memory.\nTraceback"),
+    (Progress("cancelled", [], 0.4, "Iteration 8/20", "Training was cancelled."), "Training was cancelled.", ""),
+])
+def test_progress_status_line(progress, status, error):
+    """The status line and error every front end shows, from one poll."""
+    assert (progress.status, progress.error, progress.percent) == (status, error, round(100 * progress.fraction, 1))
+
+
+def test_train_request_is_checked_once_for_every_front_end():
+    volume, segmentation = object(), object()
+    assert checkTrainRequest(volume, segmentation, "unimatch", {"iterations": "5", "size": 64.0, "device": "cpu"}) == \
+        {"iterations": 5, "size": 64, "device": "cpu"}
+    for args, message in [((None, segmentation, "unimatch"), "Select a volume"), ((volume, segmentation, "magic"), "unknown method"),
+                          ((volume, segmentation, "unimatch", {"iterations": 0}), "at least 1"),
+                          ((volume, segmentation, "unimatch", {"size": 48 + 8}), "multiple of 16"),
+                          ((volume, segmentation, "unimatch", {"size": 16}), "at least 32")]:
+        with pytest.raises(ValueError, match=message):
+            checkTrainRequest(*args)
 
 
 def test_engine_warnings_reach_the_progress():
