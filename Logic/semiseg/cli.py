@@ -69,6 +69,9 @@ def _parser(with_bench: bool = True) -> argparse.ArgumentParser:
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
     t.add_argument("--init-checkpoint", help="warm start from this checkpoint (retrain)")
     t.add_argument("--format", dest="output_format", choices=["nii.gz", "nrrd", "mha"], default="nii.gz")
+    t.add_argument("--no-completion", action="store_true",
+                   help="the network alone on the labelled image (default: fused with the interpolation of the labelled slices)")
+    t.add_argument("--preview-every", type=float, help="seconds between previews while training (default 10; 0: none)")
     t.add_argument("--no-predict", action="store_true", help="train only")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     t.add_argument("--out", help="run folder (default with --job: JOB_DIR/run)")
@@ -163,7 +166,9 @@ def _train(args: argparse.Namespace) -> int:
         job = Job(image=args.image, labels=args.labels, unlabeled=list(args.unlabeled), labeled_slices=args.labeled_slices,
                   axis=args.axis, classes=args.classes.split(",") if args.classes else None, method=args.method,
                   recipe=args.recipe, train=train, method_options=dict(args.option), init_checkpoint=args.init_checkpoint,
-                  run_dir=str(Path(args.out).resolve()), predict=not args.no_predict, output_format=args.output_format)
+                  run_dir=str(Path(args.out).resolve()), predict=not args.no_predict, output_format=args.output_format,
+                  completion={k: v for k, v in (("enabled", False if args.no_completion else None),
+                                                ("preview_every", args.preview_every)) if v is not None})
         job.check("command line")
     cancel.cancel_file = Path(job.run_dir) / "cancel"
     run_job(job, resume=args.resume, cancel=cancel)

@@ -34,7 +34,7 @@ def test_train_predict_evaluate_cli(toy_case, tmp_path):
     proc = _semiseg("train", "--image", toy_case["image"], "--labels", toy_case["labels"], "--iterations", 3, "--size", 32,
                     "--batch-labeled", 2, "--device", "cpu", "--format", "nrrd", "--out", run)
     events = [json.loads(line)["event"] for line in proc.stdout.splitlines()]
-    assert events[:2] == ["setup", "start"] and events[-1] == "done" and "predicted" in events
+    assert events[0] == "setup" and events[1:3] == ["preview", "start"] and events[-1] == "done" and "predicted" in events
     assert json.loads((run / "config.json").read_text())["axis_resolved"] == 2
     assert json.loads((run / "status.json").read_text()) == {"state": "done", "message": "", "exit_code": 0}
     pred_dir = run / "predictions" / "image"
@@ -42,6 +42,7 @@ def test_train_predict_evaluate_cli(toy_case, tmp_path):
     for name in ("labels", "confidence", "entropy"):
         _same_grid(ref, sitk.ReadImage(str(pred_dir / f"{name}.nrrd")))  # rotated direction, anisotropic spacing kept
     labels = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / "labels.nrrd")))
+    sparse = sitk.GetArrayFromImage(sitk.ReadImage(str(toy_case["labels"])))
     conf = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / "confidence.nrrd")))
     ent = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / "entropy.nrrd")))
     assert labels.dtype == np.uint8 and labels.max() <= 2
@@ -51,10 +52,16 @@ def test_train_predict_evaluate_cli(toy_case, tmp_path):
     assert scores == sorted(scores) and len(scores) == 6 and review["axis"] == 2
     assert {s["index"] for s in review["slices"] if s["labeled"]} == {1, 4}
 
-    out = tmp_path / "again"
+    out = tmp_path / "again"  # predict knows no labelled slices: the network alone, as the run without completion
     _semiseg("predict", "--run", run, "--image", toy_case["image"], "--out", out)
     again = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labels.nii.gz")))
-    assert np.array_equal(again, labels)
+    assert not np.array_equal(again, labels) and np.array_equal(labels[[1, 4]], sparse[[1, 4]])  # the run's: fused
+    alone = tmp_path / "alone"
+    _semiseg("train", "--image", toy_case["image"], "--labels", toy_case["labels"], "--iterations", 3, "--size", 32,
+             "--batch-labeled", 2, "--device", "cpu", "--format", "nrrd", "--no-completion", "--out", alone)
+    assert not (alone / "preview").exists()
+    network = sitk.GetArrayFromImage(sitk.ReadImage(str(alone / "predictions" / "image" / "labels.nrrd")))
+    assert np.array_equal(again, network)
 
     ev = json.loads(_semiseg("evaluate", "--pred", pred_dir / "labels.nrrd", "--ref", toy_case["image"].parent / "labels.nrrd",
                              "--slices", "1,4", "--axis", 2).stdout)

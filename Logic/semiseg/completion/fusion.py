@@ -10,10 +10,13 @@ Neural Computation 2002): for each class ``c`` the interpolation gives a factor
 
 with ``sdf_c`` the signed distance (pixels) to the interpolated contour of class ``c`` and ``d``
 the slice's distance to the nearest labelled slice, and the fused probability of class ``c`` is
-proportional to ``p_net(c) * q_c * prod_{c' != c} (1 - q_c')``. The one parameter, ``scale``
-(pixels of contour uncertainty per slice of distance), is fitted on the labelled slices only:
-each interior labelled slice is left out, interpolated from its labelled neighbours, and scored by
-the likelihood of its true labels (:func:`fit_scale`). Choices left open, ours:
+proportional to ``p_net(c) ** T * q_c * prod_{c' != c} (1 - q_c')``. The volume's own parameter,
+``scale`` (pixels of contour uncertainty per slice of distance), is fitted on the labelled slices
+only: each interior labelled slice is left out, interpolated from its labelled neighbours, and
+scored by the likelihood of its true labels (:func:`fit_scale`); the fusion uses it times
+:data:`SHARPEN`. ``T`` (:data:`TEMPERATURE`), :data:`SHARPEN` and the shrink rates below are the
+same for every volume, chosen on the development volumes (LA) and kept in one place here.
+Choices left open, ours:
 
 - Beyond the first and the last labelled slice that hold a class, the interpolation has nothing;
   there the prior is the outermost labelled shape, shrinking by ``g`` pixels per slice (its
