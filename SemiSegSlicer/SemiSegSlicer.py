@@ -28,16 +28,17 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from SemiSegSlicerLib import Session, cache, dependencies, labeledslices, resultimport
-from SemiSegSlicerLib.curves import CurvePlot, TrainingCurves
-from SemiSegSlicerLib.mrmlio import firstScalarVolume
-from SemiSegSlicerLib.session import checkTrainRequest
-
-try:  # the engine's contract (standard library only), installed with the extension beside this module
+try:  # the engine's contract (standard library and numpy), installed with the extension beside this module
     from semiseg.contract import DEFAULT_METHOD, METHOD_LABELS
 except ImportError:  # the module loaded from a source checkout: the engine is in ../Logic
     sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Logic"))
     from semiseg.contract import DEFAULT_METHOD, METHOD_LABELS
+
+# SemiSegSlicerLib imports the contract too: after the engine is on the path
+from SemiSegSlicerLib import Session, cache, dependencies, labeledslices, resultimport  # noqa: E402
+from SemiSegSlicerLib.curves import CurvePlot, TrainingCurves  # noqa: E402
+from SemiSegSlicerLib.mrmlio import firstScalarVolume  # noqa: E402
+from SemiSegSlicerLib.session import checkTrainRequest  # noqa: E402
 
 
 class SemiSegSlicer(ScriptedLoadableModule):

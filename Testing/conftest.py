@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent / "engine"))
-from enginetesting import acdc_path, write_volume  # noqa: E402
+from enginetesting import acdc_path, write_volume  # Testing/engine is on pytest's pythonpath (pyproject.toml)
 
 
 @pytest.fixture

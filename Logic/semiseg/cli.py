@@ -14,7 +14,6 @@ import json
 import signal
 import sys
 from pathlib import Path
-from typing import Any
 
 from .bench.common import key_value
 from .contract import DEFAULT_METHOD, METHOD_LABELS
@@ -132,13 +131,7 @@ def _parser(with_bench: bool = True) -> argparse.ArgumentParser:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    """The web front end (Web/ on trame-slicer), imported only here: the engine never needs trame."""
-    import importlib.util
-
-    if importlib.util.find_spec("semiseg_web") is None:  # a checkout: Web/ beside Logic/
-        web = Path(__file__).resolve().parents[2] / "Web"
-        if (web / "semiseg_web").is_dir():
-            sys.path.insert(0, str(web))
+    """The web front end (``semiseg_web``, on trame-slicer), imported only here: the engine never needs trame."""
     try:
         import trame_slicer  # noqa: F401
 

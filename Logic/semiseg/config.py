@@ -12,6 +12,7 @@ import dataclasses
 import math
 from typing import Any, TypeVar
 
+from .contract import train_setting_problem
 from .errors import InputError
 
 __all__ = ["TrainConfig", "ModelConfig", "PRECISIONS", "check_ranges", "from_dict", "to_dict"]
@@ -79,10 +80,9 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`InputError` for values no run can use."""
-        if self.iterations < 1:
-            raise InputError(f"iterations must be >= 1, got {self.iterations}")
-        if self.size < 16 or self.size % 16:
-            raise InputError(f"size must be a multiple of 16 and >= 16 (the UNet pools 4 times), got {self.size}")
+        problem = train_setting_problem(self.iterations, self.size)  # the limits every front end offers
+        if problem:
+            raise InputError(problem)
         if self.batch_labeled < 1 or self.batch_unlabeled < 0:
             raise InputError("batch_labeled must be >= 1 and batch_unlabeled >= 0")
         if self.optimizer not in ("sgd", "adamw"):

@@ -1,19 +1,34 @@
 """What the engine and its front ends (CLI, job folder, Slicer module, web page) agree on, written once.
 
-This module imports nothing but the standard library, so the Slicer module and the web server can
-import it without torch or MONAI (``from semiseg.contract import DEFAULT_METHOD``).
+This module imports nothing but the standard library and numpy, so that the Slicer module
+(``SemiSegSlicerLib``) and the web server can import it without torch or MONAI
+(``from semiseg.contract import DEFAULT_METHOD``). It holds:
 
-- :data:`DEFAULT_METHOD`: the method a run uses when none is named (CLI, ``job.json``, the module's
-  and the web page's method choice). Change it here and every front end follows.
-- :data:`METHOD_LABELS`: the registered method names (``semiseg.methods.METHODS``; a test checks
-  that both list the same names) and how a front end shows them, in the order a menu lists them.
-- The exit codes of ``semiseg`` (also the ``exit_code`` of ``status.json``).
+- the method catalogue: :data:`METHOD_LABELS` (the registered method names, ``semiseg.methods.METHODS``,
+  and how a front end shows them, in the order a menu lists them) and :data:`DEFAULT_METHOD`;
+- the job folder: :data:`JOB_FORMAT_VERSION` and :class:`JobFields`, the keys of ``job.json`` and
+  their defaults (docs/JOB_FORMAT.md); the engine's :class:`semiseg.job.Job` adds the checks, a front
+  end writes ``dataclasses.asdict(JobFields(...))``;
+- the exit codes of ``semiseg`` (also the ``exit_code`` of ``status.json``) and what they mean;
+- the progress event names (:data:`EVENTS`), the ``event`` of each JSON line of progress;
+- the labelled-slice and axis rule (:func:`painted_slices`, :func:`labeled_slices`, :func:`choose_axis`);
+- the training-setting limits a front end offers and the engine accepts (:func:`train_setting_problem`).
 """
 
 from __future__ import annotations
 
-__all__ = ["DEFAULT_METHOD", "METHOD_LABELS", "JOB_FORMAT_VERSION",
-           "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_CANCELLED"]
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["DEFAULT_METHOD", "METHOD_LABELS", "JOB_FORMAT_VERSION", "JobFields", "REQUIRED_JOB_FIELDS",
+           "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_CANCELLED", "EXIT_MEANINGS", "EVENTS",
+           "painted_slices", "labeled_slices", "choose_axis",
+           "MIN_ITERATIONS", "SIZE_STEP", "MIN_SIZE", "train_setting_problem"]
+
+# -- methods ------------------------------------------------------------------------------------------
 
 METHOD_LABELS: dict[str, str] = {
     "unimatch": "UniMatch",
@@ -26,12 +41,123 @@ METHOD_LABELS: dict[str, str] = {
 
 DEFAULT_METHOD = "unimatch"
 
+# -- the job folder -----------------------------------------------------------------------------------
+
 JOB_FORMAT_VERSION = 1
 """The ``format_version`` of ``job.json`` this engine writes and reads (docs/JOB_FORMAT.md)."""
+
+
+@dataclasses.dataclass
+class JobFields:
+    """The keys of ``job.json`` and their defaults (docs/JOB_FORMAT.md); ``image`` and ``labels`` are required.
+
+    Paths are relative to the job folder unless absolute. The engine refuses any other key.
+    """
+
+    image: str
+    labels: str
+    format_version: int = JOB_FORMAT_VERSION
+    unlabeled: list[str] = dataclasses.field(default_factory=list)
+    labeled_slices: list[int] = dataclasses.field(default_factory=list)
+    axis: str | int = "auto"
+    classes: list[str] | None = None
+    method: str = DEFAULT_METHOD
+    recipe: str = "auto"
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)
+    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    init_checkpoint: str | None = None
+    run_dir: str = "run"
+    predict: bool = True
+    output_format: str = "nii.gz"
+    completion: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+REQUIRED_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(JobFields) if f.default is dataclasses.MISSING
+                            and f.default_factory is dataclasses.MISSING)
+
+# -- exit codes ---------------------------------------------------------------------------------------
 
 EXIT_OK = 0
 EXIT_INTERNAL = 1
 EXIT_BAD_INPUT = 2
 EXIT_CANCELLED = 3
+EXIT_MEANINGS = {EXIT_OK: "done", EXIT_INTERNAL: "internal error", EXIT_BAD_INPUT: "bad input",
+                 EXIT_CANCELLED: "cancelled"}
+
+# -- progress events ----------------------------------------------------------------------------------
+
+EVENTS = (
+    "setup",            # the job was read and checked: device, threads, labelled slices, warnings
+    "start",            # training starts (or resumes) at ``iteration`` of ``iterations``
+    "iteration",        # loss, its terms and statistics, learning rate, seconds left
+    "validation",       # Dice on the validation slices
+    "checkpoint",       # a checkpoint was saved
+    "preview",          # preliminary results of the labelled image in RUN_DIR/preview/<name>
+    "preview_skipped",  # a preview could not be written (a file held open); training goes on
+    "trained",          # training ended
+    "predicted",        # the results of one volume are in RUN_DIR/predictions/<name>
+    "cancelled",        # the run stopped on request; the last good checkpoint is kept
+    "done",             # the run finished
+    "error",            # the run failed: ``message``
+)
+"""The ``event`` of every JSON line of progress (stdout and ``RUN_DIR/progress.jsonl``), in the order they come."""
+
+# -- labelled slices and the slicing axis -------------------------------------------------------------
+# Volumes are (K, J, I) arrays; axes are IJK axes (0 = I, 1 = J, 2 = K), so IJK axis a is array axis 2 - a.
+
+
+def painted_slices(labels: np.ndarray, axis: int) -> list[int]:
+    """Indices along IJK ``axis`` of the slices of ``labels`` (K, J, I) that hold a label voxel."""
+    moved = np.moveaxis(np.asarray(labels), 2 - axis, 0)
+    return [int(i) for i in np.flatnonzero(moved.reshape(moved.shape[0], -1).any(axis=1))]
+
+
+def labeled_slices(labels: np.ndarray, axis: int, extra: Sequence[int] = ()) -> list[int]:
+    """The labelled slices along IJK ``axis``, sorted: the painted ones plus ``extra`` (checked and found empty).
+
+    An unpainted slice that is not listed is unlabelled, not background.
+
+    Raises:
+        ValueError: an ``extra`` index outside the volume along ``axis``.
+    """
+    n = np.asarray(labels).shape[2 - axis]
+    bad = [int(i) for i in extra if not 0 <= int(i) < n]
+    if bad:
+        raise ValueError(f"slice index(es) {bad} outside 0..{n - 1} along axis {axis}")
+    return sorted(set(painted_slices(labels, axis)) | {int(i) for i in extra})
+
+
+def choose_axis(labels: np.ndarray, spacing_kji: Sequence[float] = (1.0, 1.0, 1.0)) -> int:
+    """The IJK axis along which the labelled slices lie (``job.json``'s ``"axis": "auto"``).
+
+    It is the axis with the fewest painted slices; ties go to the axis of the coarsest spacing, then
+    to K, J, I in that order (K, the acquisition axis of a stack, first); without any label, K. Our
+    choice: a user labels a few whole slices in one view, so along that view's axis only those few
+    indices are labelled, while along the two other axes every row or column that crosses the
+    painted structure is (tens of indices for any structure worth segmenting). With dense labels the
+    shortest labelled extent wins, which for a stack of thick slices is its slice axis.
+    """
+    if not np.any(labels):
+        return 2
+    scores = [(len(painted_slices(labels, axis)), -float(spacing_kji[2 - axis]), -axis) for axis in (2, 1, 0)]
+    return -min(scores)[-1]
+
+
+# -- training settings --------------------------------------------------------------------------------
+
+MIN_ITERATIONS = 1
+SIZE_STEP = 16
+"""The training size (pixels a side) is a multiple of this: the UNet pools 4 times."""
+MIN_SIZE = 16
+
+
+def train_setting_problem(iterations: int | None = None, size: int | None = None) -> str | None:
+    """What is wrong with a number of iterations or a training size (``None`` when both are fine or absent)."""
+    if iterations is not None and iterations < MIN_ITERATIONS:
+        return f"iterations must be >= {MIN_ITERATIONS}, got {iterations}"
+    if size is not None and (size < MIN_SIZE or size % SIZE_STEP):
+        return f"size must be a multiple of {SIZE_STEP} and >= {MIN_SIZE} (the UNet pools 4 times), got {size}"
+    return None
+
 
 assert DEFAULT_METHOD in METHOD_LABELS, "the default method must be a registered one"

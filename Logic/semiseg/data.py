@@ -25,6 +25,7 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
+from .contract import choose_axis, labeled_slices
 from .errors import InputError
 from .imageio import check_same_geometry, read_image, read_labels, volume_name
 
@@ -33,7 +34,7 @@ __all__ = [
     "SliceSet",
     "load_volume",
     "labeled_slice_indices",
-    "choose_axis",
+    "choose_axis",  # the contract's rule, re-exported
     "normalize_intensity",
     "looks_like_ct",
     "take_slices",
@@ -142,32 +143,11 @@ def put_slices(stack: np.ndarray, axis: int) -> np.ndarray:
 
 
 def labeled_slice_indices(labels: np.ndarray, axis: int, extra: Sequence[int] = ()) -> list[int]:
-    """Indices along IJK ``axis`` of slices that hold a label voxel, plus ``extra`` (checked empty)."""
-    moved = np.moveaxis(labels, 2 - axis, 0)
-    painted = np.flatnonzero(moved.reshape(moved.shape[0], -1).any(axis=1))
-    n = moved.shape[0]
-    bad = [i for i in extra if not 0 <= int(i) < n]
-    if bad:
-        raise InputError(f"labelled slice index(es) {bad} outside 0..{n - 1} along axis {axis}")
-    return sorted(set(int(i) for i in painted) | set(int(i) for i in extra))
-
-
-def choose_axis(labels: np.ndarray, spacing_kji: Sequence[float] = (1.0, 1.0, 1.0)) -> int:
-    """The IJK axis along which the labelled slices lie.
-
-    It is the axis with the fewest labelled indices; ties go to the axis of the coarsest spacing,
-    then to K (the acquisition axis of a stack). Our choice: a user labels a few whole slices in one
-    view, so along that view's axis only those few indices are labelled, while along the two other
-    axes every row or column that crosses the painted structure is (tens of indices for any
-    structure worth segmenting). With dense labels the shortest labelled extent wins, which for
-    a stack of thick slices is its slice axis.
-    """
-    scores = []
-    for axis in (2, 1, 0):
-        moved = np.moveaxis(labels, 2 - axis, 0)
-        count = int(moved.reshape(moved.shape[0], -1).any(axis=1).sum())
-        scores.append((count, -float(spacing_kji[2 - axis]), -axis, axis))
-    return min(scores)[-1]
+    """:func:`semiseg.contract.labeled_slices` (painted slices plus ``extra``), an index out of range as an InputError."""
+    try:
+        return labeled_slices(labels, axis, extra)
+    except ValueError as err:
+        raise InputError(f"labelled {err}") from None
 
 
 def resize_images(stack: torch.Tensor, size: int) -> torch.Tensor:

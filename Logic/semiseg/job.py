@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from .config import TrainConfig, from_dict, to_dict
-from .contract import DEFAULT_METHOD, JOB_FORMAT_VERSION, METHOD_LABELS
+from .contract import JOB_FORMAT_VERSION, METHOD_LABELS, REQUIRED_JOB_FIELDS, JobFields
 from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, CancelToken, Cancelled, InputError
 from .imageio import OUTPUT_FORMATS
 from .recipes import RECIPES, apply_recipe
@@ -64,26 +64,9 @@ FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 """The type (and simple range) of every ``job.json`` key: what it must be, as the error message says it."""
 
 
-@dataclasses.dataclass
-class Job:
-    """What ``job.json`` holds (paths resolved against the job folder)."""
-
-    image: str
-    labels: str
-    format_version: int = JOB_FORMAT_VERSION
-    unlabeled: list[str] = dataclasses.field(default_factory=list)
-    labeled_slices: list[int] = dataclasses.field(default_factory=list)
-    axis: str | int = "auto"
-    classes: list[str] | None = None
-    method: str = DEFAULT_METHOD
-    recipe: str = "auto"
-    train: dict[str, Any] = dataclasses.field(default_factory=dict)
-    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    init_checkpoint: str | None = None
-    run_dir: str = "run"
-    predict: bool = True
-    output_format: str = "nii.gz"
-    completion: dict[str, Any] = dataclasses.field(default_factory=dict)
+class Job(JobFields):
+    """What ``job.json`` holds (the contract's :class:`~semiseg.contract.JobFields`; paths resolved against the
+    job folder), and its checks."""
 
     def check_fields(self, where: str) -> None:
         """Raise :class:`InputError` naming ``where`` and the first key whose value breaks :data:`FIELD_RULES`."""
@@ -161,7 +144,7 @@ def load_job(job_dir: str | os.PathLike, allow_outside_run_dir: bool = False) ->
     unknown = sorted(set(raw) - names)
     if unknown:
         raise InputError(f"unknown key(s) {unknown}; valid keys: {sorted(names)}", path)
-    for key in ("image", "labels"):
+    for key in REQUIRED_JOB_FIELDS:
         if key not in raw:
             raise InputError(f"needs an {key!r} field", path)
     job = Job(**raw)
@@ -354,7 +337,7 @@ def prepare(job: Job) -> Prepared:
     if not volume.labels.any() and not job.labeled_slices:
         raise InputError("no labelled slice: the label map is empty and no slice is listed as checked", job.labels)
     if job.axis == "auto":
-        axis = choose_axis(volume.labels, volume.spacing_kji) if volume.labels.any() else 2
+        axis = choose_axis(volume.labels, volume.spacing_kji)
     else:
         axis = int(job.axis)
         check_axis(volume.labels, axis, job.labels)

@@ -5,7 +5,7 @@ whole tree it may have started (data loader workers...). Reader threads parse th
 lines of stdout into a queue and keep the tail of stderr; the GUI thread calls :meth:`JobClient.poll`
 from a timer and never blocks. Nothing here touches Qt or MRML, so it is safe off the GUI thread.
 
-Exit codes (docs/JOB_FORMAT.md): 0 done, 1 internal error, 2 bad input, 3 cancelled.
+Exit codes (docs/JOB_FORMAT.md): those of the engine's contract (``semiseg.contract.EXIT_MEANINGS``).
 """
 
 from __future__ import annotations
@@ -19,10 +19,11 @@ import subprocess
 import threading
 import time
 
-__all__ = ["JobClient", "EXIT_CODES", "engineCommand", "hiddenConsoleOptions"]
+from semiseg.contract import EXIT_CANCELLED, EXIT_MEANINGS, EXIT_OK
 
-EXIT_CODES = {0: "done", 1: "internal error", 2: "bad input", 3: "cancelled"}
-_STATE_OF_EXIT = {0: "done", 3: "cancelled"}
+__all__ = ["JobClient", "engineCommand", "hiddenConsoleOptions"]
+
+_STATE_OF_EXIT = {EXIT_OK: "done", EXIT_CANCELLED: "cancelled"}
 _WINDOWS = os.name == "nt"
 
 
@@ -240,7 +241,7 @@ class JobClient:
         if code < 0:
             meaning = f"killed by signal {-code}"
         else:
-            meaning = EXIT_CODES.get(code, "unexpected exit code")
+            meaning = EXIT_MEANINGS.get(code, "unexpected exit code")
         lines = [f"Training failed ({meaning}, exit code {code})."]
         message = self.status().get("message") or (self.errorEvents[-1] if self.errorEvents else "")
         if message:

@@ -1,4 +1,4 @@
-"""Scene -> job folder (docs/JOB_FORMAT.md, format version 1).
+"""Scene -> job folder (docs/JOB_FORMAT.md; the keys and format version of the engine's contract).
 
 Writes the volume, a label map of the user's segments on the volume's grid (segment ``n`` of the
 exported list gets label ``n + 1``), the extra unlabelled volumes and ``job.json``. What the engine
@@ -14,12 +14,13 @@ import json
 import os
 import re
 
+from semiseg.contract import DEFAULT_METHOD, JobFields, choose_axis, labeled_slices, painted_slices
+
 from . import labeledslices
 from .mrmlio import checkSameTransform, segmentsToArray, writeArrayAsVolume, writeVolume
 
-__all__ = ["JOB_FORMAT_VERSION", "SIDECAR", "ExportedJob", "segmentList", "exportJob", "loadExportedJob"]
+__all__ = ["SIDECAR", "ExportedJob", "segmentList", "exportJob", "loadExportedJob"]
 
-JOB_FORMAT_VERSION = 1
 SIDECAR = "slicer.json"
 IMAGE_FILE = "image.nrrd"
 LABELS_FILE = "labels.nrrd"
@@ -65,7 +66,7 @@ def _safeName(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:40] or "volume"
 
 
-def exportJob(jobDir: str | os.PathLike, volumeNode, segmentationNode, *, unlabeledVolumes=(), method: str = "unimatch",
+def exportJob(jobDir: str | os.PathLike, volumeNode, segmentationNode, *, unlabeledVolumes=(), method: str = DEFAULT_METHOD,
               train: dict | None = None, methodOptions: dict | None = None, axis: int | None = None,
               initCheckpoint: str | None = None, outputFormat: str = "nrrd") -> ExportedJob:
     """Write a job folder for the engine from the scene; the scene is only read.
@@ -99,11 +100,11 @@ def exportJob(jobDir: str | os.PathLike, volumeNode, segmentationNode, *, unlabe
         if axis is not None and axis != checkedAxis:
             raise ValueError(f"axis {axis} was asked but the checked slices lie along axis {checkedAxis}")
         axis = checkedAxis
-    sliceAxis = axis if axis is not None else labeledslices.guessAxis(labels)
-    labeled = labeledslices.labeledSlices(labels, sliceAxis, checked)
+    sliceAxis = axis if axis is not None else choose_axis(labels, volumeNode.GetSpacing()[::-1])
+    labeled = labeled_slices(labels, sliceAxis, checked)
     if not labeled:
         raise ValueError("no labelled slice: paint at least one slice, or mark slices you checked as empty")
-    painted = set(labeledslices.paintedSlices(labels, sliceAxis))
+    painted = set(painted_slices(labels, sliceAxis))
 
     os.makedirs(jobDir, exist_ok=True)
     writeVolume(volumeNode, os.path.join(jobDir, IMAGE_FILE))
@@ -117,22 +118,19 @@ def exportJob(jobDir: str | os.PathLike, volumeNode, segmentationNode, *, unlabe
         unlabeled[name] = node.GetID()
         unlabeledFiles.append(name + ".nrrd")
 
-    job = {
-        "format_version": JOB_FORMAT_VERSION,
-        "image": IMAGE_FILE,
-        "labels": LABELS_FILE,
-        "unlabeled": unlabeledFiles,
-        "labeled_slices": sorted(set(checked) - painted),
-        "axis": axis if axis is not None else "auto",
-        "classes": ["background"] + [s["name"] for s in segments],
-        "method": method,
-        "train": {k: v for k, v in (train or {}).items() if v is not None},
-        "method_options": dict(methodOptions or {}),
-        "init_checkpoint": os.path.abspath(initCheckpoint) if initCheckpoint else None,
-        "run_dir": "run",
-        "predict": True,
-        "output_format": outputFormat,
-    }
+    job = dataclasses.asdict(JobFields(
+        image=IMAGE_FILE,
+        labels=LABELS_FILE,
+        unlabeled=unlabeledFiles,
+        labeled_slices=sorted(set(checked) - painted),
+        axis=axis if axis is not None else "auto",
+        classes=["background"] + [s["name"] for s in segments],
+        method=method,
+        train={k: v for k, v in (train or {}).items() if v is not None},
+        method_options=dict(methodOptions or {}),
+        init_checkpoint=os.path.abspath(initCheckpoint) if initCheckpoint else None,
+        output_format=outputFormat,
+    ))
     exported = ExportedJob(jobDir=jobDir, runDir=os.path.join(jobDir, job["run_dir"]), volumeNodeId=volumeNode.GetID(),
                            segmentationNodeId=segmentationNode.GetID(), segments=segments, classes=job["classes"],
                            axis=axis, labeledSlices=labeled, unlabeled=unlabeled, job=job)

@@ -1,8 +1,10 @@
-"""Which slices count as labelled.
+"""Which slices count as labelled, on a segmentation node.
 
 A slice counts as labelled when it holds any label voxel or when the user marked it "checked"
 (looked at it and found nothing to label, or accepted it as it is). Every other slice is
-unlabelled: an unpainted slice is not background (docs/JOB_FORMAT.md).
+unlabelled: an unpainted slice is not background (docs/JOB_FORMAT.md). The rule, and the choice of
+the axis when nothing is checked, are the engine's (``semiseg.contract.labeled_slices`` and
+``choose_axis``), so what a front end shows is what the engine will train on.
 
 The checked slices are kept on the segmentation node as the attribute :data:`ATTRIBUTE`
 (JSON ``{"axis": 2, "slices": [3, 7]}``), so they are saved with the scene and travel with the
@@ -14,16 +16,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from semiseg.contract import choose_axis, labeled_slices
 
 from .mrmlio import ijkToRasMatrix, numpyAxis, segmentsToArray
 
 __all__ = [
     "ATTRIBUTE",
-    "paintedSlices",
     "labeledSlicesSummary",
     "labeledSlicesText",
-    "labeledSlices",
-    "guessAxis",
     "checkedSlices",
     "setCheckedSlices",
     "markChecked",
@@ -32,38 +32,6 @@ __all__ = [
 ]
 
 ATTRIBUTE = "SemiSegSlicer.CheckedSlices"
-
-
-def paintedSlices(labels: np.ndarray, axis: int) -> list[int]:
-    """Indices along IJK ``axis`` of the slices of ``labels`` (K, J, I) holding any label voxel."""
-    along = numpyAxis(axis)
-    other = tuple(a for a in range(3) if a != along)
-    return [int(i) for i in np.flatnonzero(np.any(labels > 0, axis=other))]
-
-
-def labeledSlices(labels: np.ndarray, axis: int, checked=()) -> list[int]:
-    """The labelled slices along ``axis``: painted ones plus the ``checked`` ones, sorted."""
-    size = labels.shape[numpyAxis(axis)]
-    bad = [i for i in checked if not 0 <= int(i) < size]
-    if bad:
-        raise ValueError(f"checked slices {bad} are outside 0..{size - 1} along axis {axis}")
-    return sorted(set(paintedSlices(labels, axis)) | {int(i) for i in checked})
-
-
-def guessAxis(labels: np.ndarray, default: int = 2) -> int:
-    """The IJK axis along which the painted slices most likely lie.
-
-    A user paints a few slices in one view; each painted slice spans many slices along the other
-    two axes. The axis with the fewest painted slices is taken; ``default`` when there is no
-    label or on a tie that includes it.
-    """
-    if not np.any(labels > 0):
-        return default
-    counts = {axis: len(paintedSlices(labels, axis)) for axis in (0, 1, 2)}
-    best = min(counts.values())
-    if counts[default] == best:
-        return default
-    return min(axis for axis, count in counts.items() if count == best)
 
 
 def checkedSlices(segmentationNode) -> tuple[int | None, list[int]]:
@@ -137,7 +105,7 @@ def labeledSlicesOfSegmentation(segmentationNode, volumeNode) -> tuple[int, list
     """``(axis, slices)``: the slices of a segmentation that count as labelled, on ``volumeNode``'s grid.
 
     The axis is the one of the checked slices if any, else the one the painted slices lie along
-    (:func:`guessAxis`); the slices are the painted ones plus the checked ones. What a front end shows
+    (the engine's ``choose_axis``, with the volume's spacing); the slices are the painted ones plus the checked ones. What a front end shows
     under "labelled slices" and what :func:`~.jobexport.exportJob` will write agree.
     """
     segmentation = segmentationNode.GetSegmentation()
@@ -145,8 +113,8 @@ def labeledSlicesOfSegmentation(segmentationNode, volumeNode) -> tuple[int, list
     dims = volumeNode.GetImageData().GetDimensions()
     labels = segmentsToArray(segmentationNode, ids, volumeNode) if ids else np.zeros(dims[::-1], np.uint8)
     axis, checked = checkedSlices(segmentationNode)
-    axis = guessAxis(labels) if axis is None else axis
-    return axis, labeledSlices(labels, axis, checked)
+    axis = choose_axis(labels, volumeNode.GetSpacing()[::-1]) if axis is None else axis
+    return axis, labeled_slices(labels, axis, checked)
 
 
 def labeledSlicesText(axis: int, slices) -> str:

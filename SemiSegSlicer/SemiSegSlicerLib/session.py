@@ -18,6 +18,8 @@ import logging
 import os
 import shutil
 
+from semiseg.contract import METHOD_LABELS, train_setting_problem
+
 from . import review as reviewlib
 from .cache import latestCheckpoint, newJobDir
 from .jobclient import JobClient
@@ -86,19 +88,14 @@ def progressText(progress: dict) -> str:
     return " · ".join(parts)
 
 
-MIN_SIZE = 32  # the front ends' smallest training size (a multiple of 16: the network's stride)
-
-
 def checkTrainRequest(volumeNode, segmentationNode, method: str, train: dict | None = None) -> dict:
     """A front end's training request checked before anything is exported; returns ``train`` with
     ``iterations`` and ``size`` as integers (where given).
 
     Raises:
-        ValueError: no volume or segmentation, a method the engine does not have, fewer than one
-            iteration, or a size that is not a multiple of 16 of at least :data:`MIN_SIZE`.
+        ValueError: no volume or segmentation, a method the engine does not have, or iterations or a
+            size outside the engine's limits (``semiseg.contract.train_setting_problem``).
     """
-    from semiseg.contract import METHOD_LABELS  # torch-free; imported here: the module puts the engine on the path first
-
     if volumeNode is None or segmentationNode is None:
         raise ValueError("Select a volume and a segmentation.")
     if method not in METHOD_LABELS:
@@ -107,8 +104,9 @@ def checkTrainRequest(volumeNode, segmentationNode, method: str, train: dict | N
     for key in ("iterations", "size"):
         if key in train:
             train[key] = int(train[key] or 0)
-    if train.get("iterations", 1) < 1 or train.get("size", MIN_SIZE) < MIN_SIZE or train.get("size", MIN_SIZE) % 16:
-        raise ValueError(f"iterations must be at least 1 and the size a multiple of 16, at least {MIN_SIZE}")
+    problem = train_setting_problem(train.get("iterations"), train.get("size"))
+    if problem:
+        raise ValueError(problem)
     return train
 
 

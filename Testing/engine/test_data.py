@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from semiseg.contract import train_setting_problem
 import torch
 
 from semiseg.data import (
@@ -33,6 +35,22 @@ def test_auto_axis_dense_labels_prefers_coarse_spacing_then_k():
     lab = np.ones((10, 10, 10), np.uint8)
     assert choose_axis(lab) == 2
     assert choose_axis(lab, spacing_kji=(1.0, 3.0, 1.0)) == 1
+
+
+def test_auto_axis_one_tie_break_for_engine_and_front_ends():
+    """Ties go to the coarsest spacing, then K, J, I; without any label, K (semiseg.contract.choose_axis)."""
+    lab = np.zeros((10, 10, 10), np.uint8)
+    assert choose_axis(lab, spacing_kji=(1.0, 1.0, 3.0)) == 2
+    lab[:, 3, 4] = 1  # a line along K: one index along J and along I, ten along K
+    assert choose_axis(lab) == 1
+    assert choose_axis(lab, spacing_kji=(1.0, 1.0, 2.0)) == 0
+
+
+@pytest.mark.parametrize(("iterations", "size", "problem"), [
+    (1, 16, None), (None, None, None), (0, 64, "iterations must be >= 1"), (10, 8, ">= 16"), (10, 40, "multiple of 16")])
+def test_training_setting_limits(iterations, size, problem):
+    found = train_setting_problem(iterations, size)
+    assert found is None if problem is None else problem in found
 
 
 def test_listed_slice_out_of_range_raises():

@@ -413,12 +413,9 @@ def test_one_default_method_for_every_front_end():
     assert Job(image="a", labels="b").method == DEFAULT_METHOD
     train = _parser(with_bench=False).parse_args(["train", "--image", "a", "--labels", "b", "--out", "c"])
     assert train.method == DEFAULT_METHOD
-    sys.path.insert(0, str(ROOT / "Web"))
-    try:
-        from semiseg_web.state import METHODS as WEB_METHODS, TrainState
-    finally:
-        sys.path.remove(str(ROOT / "Web"))
-    assert TrainState().method == DEFAULT_METHOD and WEB_METHODS == METHOD_LABELS
+    from semiseg_web.state import TrainState
+
+    assert TrainState().method == DEFAULT_METHOD
     module = ast.parse((ROOT / "SemiSegSlicer" / "SemiSegSlicer.py").read_text())
     imported = {a.name for n in ast.walk(module) if isinstance(n, ast.ImportFrom) and n.module == "semiseg.contract" for a in n.names}
     assert {"DEFAULT_METHOD", "METHOD_LABELS"} <= imported

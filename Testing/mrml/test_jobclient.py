@@ -223,9 +223,9 @@ def test_train_request_is_checked_once_for_every_front_end():
     assert checkTrainRequest(volume, segmentation, "unimatch", {"iterations": "5", "size": 64.0, "device": "cpu"}) == \
         {"iterations": 5, "size": 64, "device": "cpu"}
     for args, message in [((None, segmentation, "unimatch"), "Select a volume"), ((volume, segmentation, "magic"), "unknown method"),
-                          ((volume, segmentation, "unimatch", {"iterations": 0}), "at least 1"),
+                          ((volume, segmentation, "unimatch", {"iterations": 0}), "iterations must be >= 1"),
                           ((volume, segmentation, "unimatch", {"size": 48 + 8}), "multiple of 16"),
-                          ((volume, segmentation, "unimatch", {"size": 16}), "at least 32")]:
+                          ((volume, segmentation, "unimatch", {"size": 0}), ">= 16")]:
         with pytest.raises(ValueError, match=message):
             checkTrainRequest(*args)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -9,11 +10,10 @@ import pytest
 import SimpleITK as sitk
 from mrmltesting import addSegmentation, addVolume, rotation, sceneNodes, segmentationSnapshot
 
+from semiseg.contract import JOB_FORMAT_VERSION, JobFields
 from SemiSegSlicerLib import jobexport, labeledslices
 from SemiSegSlicerLib.mrmlio import ijkToRasMatrix, readVolume
 
-JOB_KEYS = {"format_version", "image", "labels", "unlabeled", "labeled_slices", "axis", "classes", "method", "train",
-            "method_options", "init_checkpoint", "run_dir", "predict", "output_format"}
 
 SHAPE = (6, 9, 11)  # K, J, I
 SPACING = (0.7, 0.8, 2.5)
@@ -71,8 +71,8 @@ def test_export_keeps_rotated_geometry_and_labels(scene, rotated, tmp_path):
     scene.RemoveNode(reread)
 
     job = json.loads((tmp_path / "job" / "job.json").read_text())
-    assert set(job) == JOB_KEYS
-    assert job["format_version"] == 1
+    assert set(job) == {f.name for f in dataclasses.fields(JobFields)}
+    assert job["format_version"] == JOB_FORMAT_VERSION and job["recipe"] == "auto" and job["completion"] == {}
     assert job["classes"] == ["background", "right ventricle", "left ventricle"]
     assert job["method"] == "fixmatch"
     assert job["train"] == {"iterations": 7, "size": 64, "device": "cpu"}

@@ -16,24 +16,6 @@ def _labels():
     return labels
 
 
-@pytest.mark.parametrize(("axis", "expected"), [(2, [2, 5]), (1, list(range(5, 15))), (0, list(range(4, 20)))])
-def test_painted_slices_along_each_axis(axis, expected):
-    assert labeledslices.paintedSlices(_labels(), axis) == expected
-
-
-def test_labeled_slices_include_checked_empty_ones():
-    assert labeledslices.labeledSlices(_labels(), 2, checked=[7, 2]) == [2, 5, 7]
-    with pytest.raises(ValueError, match="outside"):
-        labeledslices.labeledSlices(_labels(), 2, checked=[8])
-
-
-def test_guess_axis_is_the_one_with_fewest_painted_slices():
-    assert labeledslices.guessAxis(_labels()) == 2
-    assert labeledslices.guessAxis(np.moveaxis(_labels(), 0, 2)) == 0  # painted along I now
-    assert labeledslices.guessAxis(np.zeros((3, 4, 5))) == 2
-    assert labeledslices.guessAxis(np.ones((3, 3, 3))) == 2  # tie including the default
-
-
 def test_checked_slices_live_on_the_segmentation(scene):
     volume = addVolume(scene, np.zeros((8, 20, 30), np.float32))
     segmentation = addSegmentation(scene, volume, {"organ": ((1, 1, 0), _labels() == 1)})

@@ -6,7 +6,7 @@ import hashlib
 import os
 
 import pytest
-import webtesting  # noqa: F401 - puts Web/ and SemiSegSlicer/ on sys.path
+import webtesting  # noqa: F401
 from cdp import find_chromium
 
 os.environ.setdefault("VTK_DEFAULT_OPENGL_WINDOW", "vtkEGLRenderWindow")  # offscreen views without X

@@ -17,7 +17,6 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "mrml"))
 
 import fakeengine  # noqa: E402
-import webtesting  # noqa: E402, F401 - puts Web/ and SemiSegSlicer/ on sys.path
 
 
 def main(fakeDir: str, argv: list[str]) -> int:

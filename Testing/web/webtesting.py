@@ -16,10 +16,6 @@ DATA = ROOT.parent / "shared" / "data"
 SCREENSHOTS = HERE / "screenshots"  # the browser test's screenshots (ignored by git; the tests write nowhere else)
 RESULTS_SCREENSHOT = "04-results.png"  # the one after training, which readme_screenshot.py copies for the README
 
-for folder in (ROOT / "Web", ROOT / "SemiSegSlicer"):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-
 
 def synthetic_volume(path: Path, shape=(8, 48, 40)) -> Path:
     """A small NRRD volume (K, J, I) with a bright disc, written with SimpleITK."""

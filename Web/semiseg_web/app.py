@@ -12,8 +12,6 @@ import atexit
 import logging
 import os
 import socket
-import sys
-from pathlib import Path
 
 from .security import TokenRequired, accessMiddleware, isLoopback, resolveToken
 
@@ -25,14 +23,6 @@ logger = logging.getLogger(__name__)
 def defaultCacheDir() -> str:
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     return os.path.join(base, "semiseg", "web")
-
-
-def _importPaths() -> None:
-    """Make SemiSegSlicerLib importable (it lives in the Slicer module's folder of a checkout)."""
-    root = Path(__file__).resolve().parents[2]
-    moduleDir = root / "SemiSegSlicer"
-    if (moduleDir / "SemiSegSlicerLib").is_dir() and str(moduleDir) not in sys.path:
-        sys.path.append(str(moduleDir))
 
 
 class SemiSegWebApp:
@@ -47,7 +37,6 @@ class SemiSegWebApp:
 
     def __init__(self, server=None, cacheDir: str | None = None, outDir: str = "semiseg-labels",
                  segmentNames=("Segment 1",)):
-        _importPaths()
         from trame.app import get_server
         from trame_slicer import module as trameSlicerModule
         from trame_slicer.core import LayoutManager, SlicerApp

@@ -13,6 +13,8 @@ from trame_server.utils.typed_state import TypedState
 from trame_slicer.app.ui import LoadVolumeUI
 from undo_stack import Signal
 
+from semiseg.contract import MIN_ITERATIONS, MIN_SIZE, SIZE_STEP
+
 from .plot import HEIGHT, WIDTH
 from .state import AppState
 
@@ -143,9 +145,9 @@ class SemiSegUI:
                       density="compact", hide_details=True, id="method")
             with html.Div(classes="d-flex mt-2"):
                 v.VTextField(v_model_number=(t.iterations,), type="number", label="Iterations", density="compact",
-                             hide_details=True, classes="mr-2", id="iterations", min=1, style="max-width: 120px;")
+                             hide_details=True, classes="mr-2", id="iterations", min=MIN_ITERATIONS, style="max-width: 120px;")
                 v.VTextField(v_model_number=(t.size,), type="number", label="Size (px)", density="compact",
-                             hide_details=True, classes="mr-2", id="size", min=32, step=16, style="max-width: 110px;")
+                             hide_details=True, classes="mr-2", id="size", min=MIN_SIZE, step=SIZE_STEP, style="max-width: 110px;")
                 v.VSelect(v_model=(t.device,), items=("['auto', 'cpu', 'cuda', 'mps']",), label="Device",
                           density="compact", hide_details=True, id="device", style="min-width: 110px;")
             with html.Div(classes="d-flex mt-2"):

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
+from ..contract import EVENTS
+
 __all__ = ["ProgressLog"]
 
 
@@ -42,6 +44,9 @@ class ProgressLog:
         self._bar = None
 
     def emit(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Write one event; ``event`` is one of :data:`semiseg.contract.EVENTS` (ValueError otherwise)."""
+        if event not in EVENTS:
+            raise ValueError(f"unknown progress event {event!r}; add it to semiseg.contract.EVENTS")
         record = _clean({"event": event, **fields})
         line = json.dumps(record)
         if self._file is not None:
