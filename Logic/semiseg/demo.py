@@ -4,6 +4,8 @@ The sample is the MNI152 2009a T1 template with its grey- and white-matter proba
 nilearn's package installs them (no download). The demo writes a job folder in which only a few
 axial slices keep their labels (grey matter, white matter), trains, predicts every slice,
 scores the slices that were hidden and draws a montage of image, pseudo-labels and confidence.
+It needs the ``demo`` extra (nilearn for the sample, matplotlib for the montage):
+``pip install -e ".[demo]"``.
 """
 
 from __future__ import annotations
@@ -14,17 +16,31 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .contract import JOB_FORMAT_VERSION
 from .errors import InputError
 
-__all__ = ["sample_paths", "make_demo_job", "run_demo", "save_montage"]
+__all__ = ["check_demo_dependencies", "sample_paths", "make_demo_job", "run_demo", "save_montage"]
+
+
+DEMO_EXTRA = ("nilearn", "matplotlib")
+"""The packages of the ``demo`` extra: the sample comes with nilearn, matplotlib draws the montage."""
+
+
+def check_demo_dependencies() -> None:
+    """Raise :class:`InputError` saying how to install the ``demo`` extra when one of its packages is missing."""
+    import importlib.util
+
+    missing = [name for name in DEMO_EXTRA if importlib.util.find_spec(name) is None]
+    if missing:
+        raise InputError(f"semiseg demo needs {' and '.join(missing)} (the demo extra): pip install -e '.[demo]' "
+                         f"in a checkout, or pip install {' '.join(missing)}")
 
 
 def sample_paths() -> dict[str, Path]:
     """Paths of the MNI152 template files inside the installed nilearn package."""
-    try:
-        import nilearn
-    except ImportError:
-        raise InputError("the demo sample comes with nilearn: pip install nilearn") from None
+    check_demo_dependencies()
+    import nilearn
+
     base = Path(nilearn.__file__).parent / "datasets" / "data"
     paths = {k: base / f"mni_icbm152_{k}_tal_nlin_sym_09a_converted.nii.gz" for k in ("t1", "gm", "wm")}
     for p in paths.values():
@@ -105,11 +121,12 @@ def run_demo(out: str | Path = "semiseg-demo", iterations: int = 300, method: st
     from .job import load_job, run_job
     from .metrics import evaluate_volume, to_jsonable
 
+    check_demo_dependencies()  # before training, not after it at the montage
     out = Path(out).resolve()
     made = make_demo_job(out, slices)
     job_dir = Path(made["job_dir"])  # type: ignore[arg-type]
     (job_dir / "job.json").write_text(json.dumps({
-        "format_version": 1, "image": "image.nii.gz", "labels": "labels.nii.gz", "axis": 2,
+        "format_version": JOB_FORMAT_VERSION, "image": "image.nii.gz", "labels": "labels.nii.gz", "axis": 2,
         "classes": ["background", "grey matter", "white matter"], "method": method,
         "train": {"iterations": iterations, "size": 128, "batch_labeled": 4, "batch_unlabeled": 4,
                   "optimizer": "sgd", "lr": 0.03, "val_every": 0, "checkpoint_every": 100},

@@ -31,10 +31,6 @@ def _rand(shape: Sequence[int], generator: torch.Generator | None, device: torch
     return torch.rand(tuple(shape), generator=generator, device=gen_device).to(device)
 
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
-    return low + (high - low) * _rand((n,), generator, device)
-
-
 def colour_jitter(
     x: torch.Tensor,
     generator: torch.Generator | None = None,

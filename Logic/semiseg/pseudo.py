@@ -51,7 +51,7 @@ class SemiConfig:
 
     The papers' defaults (0, 0) are kept here. Our short-CPU-budget recipe sets e.g. ``warmup=0.2,
     rampup=0.3``: pseudo-labels of an untrained network are noise, and with ~1000 iterations the
-    network has no time to recover from them (see METHODS.md). That recipe is our choice, to be
+    network has no time to recover from them (docs/BENCHMARKS.md section 1). That recipe is our choice, to be
     measured against the papers' defaults.
     """
 

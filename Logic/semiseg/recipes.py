@@ -13,10 +13,10 @@ method options the job leaves out. Whatever the job sets explicitly wins.
   the ACDC benchmark in docs/BENCHMARKS.md (``semiseg bench acdc``), where these choices let the
   semi-supervised methods beat the supervised baseline within minutes on a CPU.
   Runs shorter than 500 iterations warm up for half of them and ramp up over the next 20 %
-  (:data:`SHORT_RUN`): in the clinician benchmark on ACDC (8 volumes, k = 1, 2, 3, 5, 200
-  iterations at 96x96; docs/BENCHMARKS.md section 2) UniMatch with the 0.2/0.3 schedule, i.e. 40
-  supervised iterations before its own pseudo-labels count, fell to 28/33/35/32 % Dice against
-  31/42/48/48 % for ``supervised``; with 0.5/0.2 it scored 31/38/40/38 %: less harm, not a gain.
+  (:data:`SHORT_RUN`): with the 0.2/0.3 schedule, a 200-iteration run would count its own
+  pseudo-labels after 40 supervised iterations, when they are still poor; in the clinician
+  benchmark (docs/BENCHMARKS.md section 2, ``semiseg bench clinician``) the longer warm-up harms
+  less, without making the semi-supervised run beat ``supervised``.
 - ``"quick"`` (ours): the first look a user waits for at the screen, at most a minute on one CPU
   core for a left-atrium MRI volume (88 slices): 600 iterations at 96x96, otherwise as ``"cpu"``.
   With ``"supervised"`` and the completion of :mod:`semiseg.completion`, this is the quick budget

@@ -2,7 +2,7 @@
 
 Seibold, Reiß, Kleesiek, Stiefelhagen, "Reference-guided Pseudo-Label Generation for Medical
 Semantic Segmentation", AAAI 2022, arXiv 2112.00735. No public code; this is our reconstruction
-from the paper's abstract and method description (see METHODS.md, section refguided).
+from the paper's abstract and method description (choices below; :mod:`semiseg.methods.refguided`).
 
 :class:`ReferenceGuidedLabeler` is a pseudo-label *source* that any method can own: it keeps a
 class-balanced, bounded bank of recent labelled pixel embeddings (registered buffers, so it is

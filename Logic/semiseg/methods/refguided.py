@@ -1,9 +1,9 @@
 """Reference-guided pseudo-labels: unlabelled pixels take the class of their nearest labelled pixel.
 
 Seibold, Reiß, Kleesiek, Stiefelhagen, "Reference-guided Pseudo-Label Generation for Medical
-Semantic Segmentation", AAAI 2022, arXiv 2112.00735. No public code; our reconstruction (see
-METHODS.md, section refguided, and :mod:`semiseg.refbank`, which holds the labelling itself as a
-reusable pseudo-label source).
+Semantic Segmentation", AAAI 2022, arXiv 2112.00735. No public code; our reconstruction (its
+choices are listed below; :mod:`semiseg.refbank` holds the labelling itself as a reusable
+pseudo-label source).
 
 Per step, after a supervised warm-up, on an unlabelled batch u and a second unlabelled batch m:
 
@@ -35,15 +35,11 @@ Choices the paper leaves open (ours; all in :class:`RefGuidedConfig`):
 * Embedding grid 1/4 of the image (``feature_stride=4``), bank of 1024 embeddings per class with
   at most 256 new per class and step, ``min_purity=0.5`` for a reference cell.
 * ``combine="agree"`` (default) keeps only pixels where the reference label equals the teacher
-  network's own argmax, with no margin threshold (``min_margin=0``). Measured with
-  ``benchmarks/refguided_labels.py`` (ACDC: the slices of the 3 labelled patients as references,
-  the 120 slices of 6 other train patients as queries, 128x128, the UNet after 1000 supervised SGD
-  steps): reference labels reach Dice 0.43/0.37/0.60 (RV/Myo/LV), the network's argmax
-  0.50/0.53/0.62, and the two agree on 99 % of the pixels. Foreground margins are tiny (the decoder
-  features follow a LeakyReLU): an absolute ``margin >= 0.05`` kept 1/1/5 % of the foreground
-  pixels and almost all the background, so ``combine="alone"`` with that threshold trains the
-  network towards background; it collapsed (mean Dice 11.7 on the ACDC protocol,
-  docs/BENCHMARKS.md). Agreement keeps 39/26/40 % of the foreground at 49/70/98 % accuracy.
+  network's own argmax, with no margin threshold (``min_margin=0``). Foreground margins are tiny
+  (the decoder features follow a LeakyReLU): an absolute margin threshold keeps almost only the
+  background, so ``combine="alone"`` with one trains the network towards background, while
+  agreement keeps a good part of the foreground at a higher accuracy than either label alone
+  (measured by ``benchmarks/refguided_labels.py``: docs/BENCHMARKS.md section 1).
 * ``combine``: ``"alone"`` uses the reference labels by themselves where ``margin >= min_margin``
   (the paper's idea in its pure form); ``"agree"`` keeps only those that equal the teacher
   network's own argmax; ``"union"`` takes the network's label where its confidence is >= tau, the

@@ -2,7 +2,7 @@
 
 Xie et al., "SemSim: Revisiting Weak-to-Strong Consistency from a Semantic Similarity Perspective
 for Semi-supervised Medical Image Segmentation", arXiv 2410.13486, 2024. No public code; this is
-our implementation from the paper (see METHODS.md, section semsim).
+our implementation from the paper; its choices are listed below.
 
 Streams, as UniMatch (Yang et al., CVPR 2023): the weak view gives pseudo-labels (tau = 0.95);
 two strong views s1, s2 (colour jitter + blur, each CutMixed with a strong view of the second
@@ -27,8 +27,8 @@ Choices the paper leaves open (ours; all in :class:`SemSimConfig`):
 
 * The SFM reads ``sfm_stages``: 0-based indices into ``UNet2D.encode``, default (2, 3, 4), the
   64/128/256-channel stages at strides 4/8/16 (0.70 M SFM parameters, nearer the paper's 0.79 M
-  than the 1-based reading (1, 2, 3) at strides 2/4/8 with 0.67 M, and 2.4x cheaper: 0.74 vs
-  1.81 s per loss at 4+4 slices of 128x128 on 2 CPU threads). Its output lies on the middle
+  than the 1-based reading (1, 2, 3) at strides 2/4/8 with 0.67 M, and cheaper: its grids are
+  four times coarser). Its output lies on the middle
   stage's grid (stride 8): affinities and prototypes live there, predictions are area-pooled to
   it, ``L_intra``/``L_cross`` are computed there, and CutMix boxes are area-pooled to it (> 0.5).
 * The SFM runs twice per step: with gradient on the students (labelled images, s1, s2: the

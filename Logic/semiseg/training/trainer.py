@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import torch
-import torch.nn as nn
 
 from ..augment import weak_augment
 from ..config import ModelConfig, TrainConfig, to_dict
