@@ -17,15 +17,17 @@ import unittest
 from typing import Annotated
 
 import qt
-import vtk
-
 import slicer
+import vtk
 from slicer import vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode
-from slicer.i18n import tr as _
-from slicer.i18n import translate
+from slicer.i18n import tr as _, translate
 from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
-from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
-                                           ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
+from slicer.ScriptedLoadableModule import (
+    ScriptedLoadableModule,
+    ScriptedLoadableModuleLogic,
+    ScriptedLoadableModuleTest,
+    ScriptedLoadableModuleWidget,
+)
 from slicer.util import VTKObservationMixin
 
 try:  # the engine's contract (standard library and numpy), installed with the extension beside this module
@@ -360,15 +362,26 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
         return self.session is not None and cache.latestCheckpoint(self.session.lastRunDir) is not None
 
     def startTraining(self, parameters, unlabeledVolumes=(), retrain=False, methodOptions=None):
-        train = checkTrainRequest(parameters.inputVolume or None, parameters.segmentation or None, parameters.method.value,
-                                  {"iterations": parameters.iterations, "size": parameters.size, "device": parameters.device})
+        train = checkTrainRequest(
+            parameters.inputVolume or None,
+            parameters.segmentation or None,
+            parameters.method.value,
+            {"iterations": parameters.iterations, "size": parameters.size, "device": parameters.device},
+        )
         missing = self.missingDependencies()
         if missing:
-            raise RuntimeError(_("Missing Python packages: {names}. Press 'Install dependencies'.").format(
-                names=", ".join(missing)))
-        exported = self.getSession().start(parameters.inputVolume, parameters.segmentation,
-                                           unlabeledVolumes=list(unlabeledVolumes), method=parameters.method.value,
-                                           train=train, methodOptions=methodOptions, retrain=retrain)
+            raise RuntimeError(
+                _("Missing Python packages: {names}. Press 'Install dependencies'.").format(names=", ".join(missing))
+            )
+        exported = self.getSession().start(
+            parameters.inputVolume,
+            parameters.segmentation,
+            unlabeledVolumes=list(unlabeledVolumes),
+            method=parameters.method.value,
+            train=train,
+            methodOptions=methodOptions,
+            retrain=retrain,
+        )
         self.curves = TrainingCurves()
         if self.curvePlot is None or self.curvePlot.chartNode.GetScene() is not slicer.mrmlScene:
             self.curvePlot = CurvePlot(slicer.mrmlScene)
@@ -438,8 +451,12 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
             raise ValueError(_("There is no {view} slice view.").format(view=sliceViewName))
         where = labeledslices.viewAxisAndIndex(volumeNode, sliceNode)
         if where is None:
-            raise ValueError(_("The {view} view is oblique to the volume or outside it: use 'Rotate to volume "
-                               "plane' in the view's menu and pick a slice.").format(view=sliceViewName))
+            raise ValueError(
+                _(
+                    "The {view} view is oblique to the volume or outside it: use 'Rotate to volume "
+                    "plane' in the view's menu and pick a slice."
+                ).format(view=sliceViewName)
+            )
         labeledslices.markChecked(segmentationNode, *where)
         return labeledslices.labeledSlicesSummary(segmentationNode, volumeNode)
 
@@ -478,8 +495,10 @@ class SemiSegSlicerTest(ScriptedLoadableModuleTest):
         missing = logic.missingDependencies()
         notInstalled = [name for name in missing if name in ("torch", "monai")]
         if notInstalled:
-            self.skipTest(f"{' and '.join(notInstalled)} not installed (press 'Install dependencies' in the module "
-                          "to run this test)")
+            self.skipTest(
+                f"{' and '.join(notInstalled)} not installed (press 'Install dependencies' in the module "
+                "to run this test)"
+            )
         self.assertEqual(missing, [], "the engine's packages are incomplete")
 
     def syntheticInputs(self):
@@ -539,6 +558,8 @@ class SemiSegSlicerTest(ScriptedLoadableModuleTest):
         others = [s for s in range(before.shape[0]) if s != index]
         self.assertTrue(np.array_equal(before[others], after[others]))
         logic.undoAccept()
-        self.assertTrue(np.array_equal(before, slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume)))
+        self.assertTrue(
+            np.array_equal(before, slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, segmentId, volume))
+        )
         logging.info("SemiSegSlicer round test passed")
         self.delayDisplay("Test passed")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from enginetesting import acdc_path, write_volume  # Testing/engine is on pytest's pythonpath (pyproject.toml)
 
 
@@ -21,7 +22,9 @@ def toy_case(tmp_path):
     labels = np.zeros((6, 40, 36), np.uint8)
     labels[r < 8] = 1
     labels[(r >= 8) & (r < 12)] = 2
-    image = (0.2 + 0.6 * (labels == 1) + 0.35 * (labels == 2) + 0.05 * rng.standard_normal(labels.shape)).astype(np.float32)
+    image = (0.2 + 0.6 * (labels == 1) + 0.35 * (labels == 2) + 0.05 * rng.standard_normal(labels.shape)).astype(
+        np.float32
+    )
     sparse = np.zeros_like(labels)
     sparse[[1, 4]] = labels[[1, 4]]
     return {
@@ -30,5 +33,3 @@ def toy_case(tmp_path):
         "full_labels": labels,
         "dir": tmp_path,
     }
-
-

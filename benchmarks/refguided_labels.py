@@ -42,7 +42,10 @@ def slices(root: Path, patients: list[str], size: int) -> tuple[torch.Tensor, to
 
 
 def dice(pred: torch.Tensor, ref: torch.Tensor) -> list[float]:
-    return [float(2 * ((pred == c) & (ref == c)).sum() / ((pred == c).sum() + (ref == c).sum()).clamp_min(1)) for c in (1, 2, 3)]
+    return [
+        float(2 * ((pred == c) & (ref == c)).sum() / ((pred == c).sum() + (ref == c).sum()).clamp_min(1))
+        for c in (1, 2, 3)
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,11 +74,18 @@ def main(argv: list[str] | None = None) -> int:
         labeler.update(*refs)
         ref, margin = scores_to_label(upsample_scores(labeler.class_scores(e_u, chunk=4096), (size, size)))
     print(f"{x_l.shape[0]} reference slices, {x_u.shape[0]} query slices, {size}x{size}, stride {a.stride}")
-    print("Dice against the expert labels (RV/Myo/LV): reference labels", [round(v, 2) for v in dice(ref, y_u)],
-          "network argmax", [round(v, 2) for v in dice(own, y_u)], f"agree on {float((ref == own).float().mean()):.1%} of pixels")
+    print(
+        "Dice against the expert labels (RV/Myo/LV): reference labels",
+        [round(v, 2) for v in dice(ref, y_u)],
+        "network argmax",
+        [round(v, 2) for v in dice(own, y_u)],
+        f"agree on {float((ref == own).float().mean()):.1%} of pixels",
+    )
     rules = {
-        "alone, margin >= 0.05": (ref, margin >= 0.05), "alone, margin >= 0.02": (ref, margin >= 0.02),
-        "agree": (ref, ref == own), "agree, confidence >= 0.95": (ref, (ref == own) & (conf >= 0.95)),
+        "alone, margin >= 0.05": (ref, margin >= 0.05),
+        "alone, margin >= 0.02": (ref, margin >= 0.02),
+        "agree": (ref, ref == own),
+        "agree, confidence >= 0.95": (ref, (ref == own) & (conf >= 0.95)),
         "network, confidence >= 0.95": (own, conf >= 0.95),
     }
     print("| rule | pixels kept | " + " | ".join(f"{c} kept / accuracy / recall" for c in CLASSES) + " |")

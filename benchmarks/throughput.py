@@ -2,7 +2,8 @@
 
 Run: python benchmarks/throughput.py [--method supervised] [--size 256] [--batch 12] [--steps 10]
 (the same as `semiseg bench throughput`), or, for the table of docs/BENCHMARKS.md section 3,
-python benchmarks/throughput.py --methods supervised,fixmatch,unimatch,crossmatch,semsim,refguided --sizes 64,128,256 --batch 4 --steps 3
+python benchmarks/throughput.py --methods supervised,fixmatch,unimatch,crossmatch,semsim,refguided --sizes
+64,128,256 --batch 4 --steps 3
 """
 
 import argparse
@@ -25,4 +26,6 @@ if __name__ == "__main__":
         sizes = [int(s) for s in (a.sizes or str(a.size)).split(",")]
         print_table(compare_methods(a.methods.split(","), sizes, a.batch, a.steps, a.blocks, a.slices))
     else:
-        print_table(measure_throughput(a.size, a.batch, a.steps, a.slices, device=a.device, method=a.method, blocks=a.blocks))
+        print_table(
+            measure_throughput(a.size, a.batch, a.steps, a.slices, device=a.device, method=a.method, blocks=a.blocks)
+        )

@@ -16,8 +16,16 @@ import torch.nn.functional as F
 __all__ = ["random_affines", "apply_affine", "weak_augment"]
 
 
-def random_affines(n: int, generator: torch.Generator, device: torch.device, p_rot90: float = 0.5, p_rotate: float = 0.5, max_degrees: float = 20.0) -> torch.Tensor:
-    """(n, 2, 3) affine matrices for ``affine_grid``: rot90 + flip with ``p_rot90``, small rotation with ``p_rotate``."""
+def random_affines(
+    n: int,
+    generator: torch.Generator,
+    device: torch.device,
+    p_rot90: float = 0.5,
+    p_rotate: float = 0.5,
+    max_degrees: float = 20.0,
+) -> torch.Tensor:
+    """(n, 2, 3) affine matrices for ``affine_grid``: rot90 + flip with ``p_rot90``, small rotation with
+    ``p_rotate``."""
     u = torch.rand(n, 4, generator=generator)
     k = torch.randint(0, 4, (n,), generator=generator).float()
     use90 = (u[:, 0] < p_rot90).float()
@@ -38,7 +46,9 @@ def apply_affine(theta: torch.Tensor, images: torch.Tensor, labels: torch.Tensor
     out = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if labels is None:
         return out
-    lab = F.grid_sample(labels[:, None].to(images.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    lab = F.grid_sample(
+        labels[:, None].to(images.dtype), grid, mode="nearest", padding_mode="zeros", align_corners=False
+    )
     return out, lab[:, 0].round().long()
 
 

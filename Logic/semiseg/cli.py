@@ -17,7 +17,7 @@ from pathlib import Path
 
 from .bench.common import key_value
 from .contract import DEFAULT_METHOD, METHOD_LABELS
-from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, CancelToken, Cancelled, InputError
+from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Cancelled, CancelToken, InputError
 from .recipes import RECIPES
 
 __all__ = ["main"]
@@ -41,23 +41,40 @@ def _axis(text: str) -> str | int:
 def _parser(with_bench: bool = True) -> argparse.ArgumentParser:
     """The argument parser; the benchmarks' own options (their modules import torch) only ``with_bench``."""
     METHODS = sorted(METHOD_LABELS)
-    p = argparse.ArgumentParser(prog="semiseg", description="Semi-supervised 2D segmentation of volumes from a few labelled slices.")
+    p = argparse.ArgumentParser(
+        prog="semiseg", description="Semi-supervised 2D segmentation of volumes from a few labelled slices."
+    )
     sub = p.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train on a scan with a few labelled slices, then predict every slice")
     t.add_argument("--job", help="a job folder holding job.json (docs/JOB_FORMAT.md); replaces the options below")
     t.add_argument("--image", help="the scan (NIfTI, NRRD, MHA or a DICOM series folder)")
     t.add_argument("--labels", help="label map on the scan's grid; slices with any label voxel count as labelled")
-    t.add_argument("--labeled-slices", type=_int_list, default=[], help="slices that count as labelled although empty, e.g. 3,7")
+    t.add_argument(
+        "--labeled-slices", type=_int_list, default=[], help="slices that count as labelled although empty, e.g. 3,7"
+    )
     t.add_argument("--unlabeled", nargs="*", default=[], help="extra volumes used as unlabelled data")
     t.add_argument("--axis", type=_axis, default="auto", help="slicing axis: auto, or 0/1/2 = I/J/K")
     t.add_argument("--classes", help="comma-separated class names, background first")
-    t.add_argument("--method", default=DEFAULT_METHOD, choices=METHODS, help=f"semi-supervised method (default {DEFAULT_METHOD})")
-    t.add_argument("--option", type=key_value, action="append", default=[], metavar="KEY=VALUE", help="a method option (repeatable)")
-    t.add_argument("--recipe", choices=RECIPES, default="auto",
-                   help="defaults for what is not given: 'cpu' (ours: 1000 it, 128 px, batch 4+4, lr 0.03, warm-up/ramp-up), "
-                        "'quick' (a first look in about a minute: 600 it at 96 px, else as cpu), "
-                        "'paper' (the papers' settings), 'auto' (cpu on a CPU, else paper)")
+    t.add_argument(
+        "--method", default=DEFAULT_METHOD, choices=METHODS, help=f"semi-supervised method (default {DEFAULT_METHOD})"
+    )
+    t.add_argument(
+        "--option",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method option (repeatable)",
+    )
+    t.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        default="auto",
+        help="defaults for what is not given: 'cpu' (ours: 1000 it, 128 px, batch 4+4, lr 0.03, warm-up/ramp-up), "
+        "'quick' (a first look in about a minute: 600 it at 96 px, else as cpu), "
+        "'paper' (the papers' settings), 'auto' (cpu on a CPU, else paper)",
+    )
     t.add_argument("--iterations", type=int, help="optimiser steps (papers: 30000)")
     t.add_argument("--size", type=int, help="training size in pixels (papers: 256)")
     t.add_argument("--batch-labeled", type=int)
@@ -68,14 +85,20 @@ def _parser(with_bench: bool = True) -> argparse.ArgumentParser:
     t.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
     t.add_argument("--init-checkpoint", help="warm start from this checkpoint (retrain)")
     t.add_argument("--format", dest="output_format", choices=["nii.gz", "nrrd", "mha"], default="nii.gz")
-    t.add_argument("--no-completion", action="store_true",
-                   help="the network alone on the labelled image (default: fused with the interpolation of the labelled slices)")
+    t.add_argument(
+        "--no-completion",
+        action="store_true",
+        help="the network alone on the labelled image (default: fused with the interpolation of the labelled slices)",
+    )
     t.add_argument("--preview-every", type=float, help="seconds between previews while training (default 10; 0: none)")
     t.add_argument("--no-predict", action="store_true", help="train only")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     t.add_argument("--out", help="run folder (default with --job: JOB_DIR/run)")
-    t.add_argument("--allow-outside-run-dir", action="store_true",
-                   help="accept a job.json whose run_dir lies outside the job folder (absolute, or with ..)")
+    t.add_argument(
+        "--allow-outside-run-dir",
+        action="store_true",
+        help="accept a job.json whose run_dir lies outside the job folder (absolute, or with ..)",
+    )
 
     r = sub.add_parser("predict", help="write labels, confidence, entropy and review.json for a scan")
     r.add_argument("--run", required=True, help="a run folder (or a checkpoint.pt)")
@@ -108,17 +131,39 @@ def _parser(with_bench: bool = True) -> argparse.ArgumentParser:
     bt.add_argument("--method", default="supervised", choices=METHODS)
     bt.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
     if with_bench:
-        from .bench import acdc as bench_acdc, clinician as bench_clinician, contention as bench_contention, scaling as bench_scaling
+        from .bench import (
+            acdc as bench_acdc,
+            clinician as bench_clinician,
+            contention as bench_contention,
+            scaling as bench_scaling,
+        )
 
-        bench_acdc.add_arguments(bsub.add_parser("acdc", help="ACDC 3/7-labelled-patient protocol for every method, with a learning curve"))
-        bench_clinician.add_arguments(bsub.add_parser(
-            "clinician", help="k labelled slices per volume: contour interpolation vs supervised vs semi-supervised, Dice against k"))
-        bench_scaling.add_arguments(bsub.add_parser(
-            "scaling", help="per-method speed, FLOP utilisation, memory and their growth with volume size and count"))
-        bench_contention.add_arguments(bsub.add_parser(
-            "contention", help="training step time with other processes busy on the cores, per thread count and OpenMP wait policy"))
+        bench_acdc.add_arguments(
+            bsub.add_parser("acdc", help="ACDC 3/7-labelled-patient protocol for every method, with a learning curve")
+        )
+        bench_clinician.add_arguments(
+            bsub.add_parser(
+                "clinician",
+                help="k labelled slices per volume: contour interpolation vs supervised vs semi-supervised, "
+                "Dice against k",
+            )
+        )
+        bench_scaling.add_arguments(
+            bsub.add_parser(
+                "scaling", help="per-method speed, FLOP utilisation, memory and their growth with volume size and count"
+            )
+        )
+        bench_contention.add_arguments(
+            bsub.add_parser(
+                "contention",
+                help="training step time with other processes busy on the cores, per thread count and OpenMP "
+                "wait policy",
+            )
+        )
     w = sub.add_parser("serve", help="the label-train-review workflow in a web browser (needs the web extra)")
-    w.add_argument("data", nargs="*", metavar="DATA", help="volumes to open: the first is segmented, others add unlabelled data")
+    w.add_argument(
+        "data", nargs="*", metavar="DATA", help="volumes to open: the first is segmented, others add unlabelled data"
+    )
     w.add_argument("--host", default="127.0.0.1", help="address to listen on; any but loopback needs an access token")
     w.add_argument("--port", type=int, default=8080, help="port (0: any free port)")
     w.add_argument("--token", help="access token (visible to other users of this machine: prefer the two below)")
@@ -153,15 +198,41 @@ def _train(args: argparse.Namespace) -> int:
     else:
         if not (args.image and args.labels and args.out):
             raise InputError("train needs --job JOB_DIR, or --image, --labels and --out")
-        train = {k: v for k, v in (("iterations", args.iterations), ("size", args.size), ("batch_labeled", args.batch_labeled),
-                                     ("batch_unlabeled", args.batch_unlabeled), ("lr", args.lr), ("optimizer", args.optimizer),
-                                     ("seed", args.seed), ("device", args.device)) if v is not None}
-        job = Job(image=args.image, labels=args.labels, unlabeled=list(args.unlabeled), labeled_slices=args.labeled_slices,
-                  axis=args.axis, classes=args.classes.split(",") if args.classes else None, method=args.method,
-                  recipe=args.recipe, train=train, method_options=dict(args.option), init_checkpoint=args.init_checkpoint,
-                  run_dir=str(Path(args.out).resolve()), predict=not args.no_predict, output_format=args.output_format,
-                  completion={k: v for k, v in (("enabled", False if args.no_completion else None),
-                                                ("preview_every", args.preview_every)) if v is not None})
+        train = {
+            k: v
+            for k, v in (
+                ("iterations", args.iterations),
+                ("size", args.size),
+                ("batch_labeled", args.batch_labeled),
+                ("batch_unlabeled", args.batch_unlabeled),
+                ("lr", args.lr),
+                ("optimizer", args.optimizer),
+                ("seed", args.seed),
+                ("device", args.device),
+            )
+            if v is not None
+        }
+        job = Job(
+            image=args.image,
+            labels=args.labels,
+            unlabeled=list(args.unlabeled),
+            labeled_slices=args.labeled_slices,
+            axis=args.axis,
+            classes=args.classes.split(",") if args.classes else None,
+            method=args.method,
+            recipe=args.recipe,
+            train=train,
+            method_options=dict(args.option),
+            init_checkpoint=args.init_checkpoint,
+            run_dir=str(Path(args.out).resolve()),
+            predict=not args.no_predict,
+            output_format=args.output_format,
+            completion={
+                k: v
+                for k, v in (("enabled", False if args.no_completion else None), ("preview_every", args.preview_every))
+                if v is not None
+            },
+        )
         job.check("command line")
     cancel.cancel_file = Path(job.run_dir) / "cancel"
     run_job(job, resume=args.resume, cancel=cancel)
@@ -185,8 +256,12 @@ def _predict(args: argparse.Namespace) -> int:
     except InputError:
         raise
     except (KeyError, RuntimeError, TypeError, ValueError) as err:  # a checkpoint edited to another model
-        raise InputError(f"checkpoint does not hold a usable model ({type(err).__name__}: {str(err)[:200]})", ckpt) from None
-    out = write_prediction(predictor, args.image, args.out, None if args.axis == "auto" else args.axis, args.output_format)
+        raise InputError(
+            f"checkpoint does not hold a usable model ({type(err).__name__}: {str(err)[:200]})", ckpt
+        ) from None
+    out = write_prediction(
+        predictor, args.image, args.out, None if args.axis == "auto" else args.axis, args.output_format
+    )
     print(json.dumps({"event": "predicted", "dir": str(out)}))
     return EXIT_OK
 
@@ -221,11 +296,15 @@ def _bench(args: argparse.Namespace) -> int:
     if args.bench == "throughput":
         from .bench.throughput import measure_throughput, print_table
 
-        print_table(measure_throughput(args.size, args.batch, args.steps, args.slices, device=args.device, method=args.method))
+        print_table(
+            measure_throughput(args.size, args.batch, args.steps, args.slices, device=args.device, method=args.method)
+        )
         return EXIT_OK
     from .bench import acdc, clinician, contention, scaling
 
-    return {"acdc": acdc.main, "clinician": clinician.main, "contention": contention.main, "scaling": scaling.main}[args.bench](args)
+    return {"acdc": acdc.main, "clinician": clinician.main, "contention": contention.main, "scaling": scaling.main}[
+        args.bench
+    ](args)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,4 +333,3 @@ def main(argv: list[str] | None = None) -> int:
 
         traceback.print_exc()
         return EXIT_INTERNAL
-

@@ -91,9 +91,21 @@ class TrainConfig:
             raise InputError(f"device must be one of auto, cpu, cuda, mps, got {self.device!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        check_ranges(self, lr="(0, inf)", momentum="[0, 1)", weight_decay="[0, inf)", poly_power="[0, inf)",
-                     warmup_iterations="[0, inf)", seed="[0, 4294967295]", val_every="[0, inf)", checkpoint_every="[0, inf)",
-                     min_val_slices="[0, inf)", val_stride="[1, inf)", log_every="[1, inf)", threads="[0, 4096]")
+        check_ranges(
+            self,
+            lr="(0, inf)",
+            momentum="[0, 1)",
+            weight_decay="[0, inf)",
+            poly_power="[0, inf)",
+            warmup_iterations="[0, inf)",
+            seed="[0, 4294967295]",
+            val_every="[0, inf)",
+            checkpoint_every="[0, inf)",
+            min_val_slices="[0, inf)",
+            val_stride="[1, inf)",
+            log_every="[1, inf)",
+            threads="[0, 4096]",
+        )
 
 
 def check_ranges(config: Any, **intervals: str) -> None:
@@ -128,7 +140,9 @@ def from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "config"
     for key, value in list(values.items()):
         default = names[key].default
         if default is not dataclasses.MISSING and not _same_kind(value, default):
-            raise InputError(f"{where} {key!r} must be {_KIND_NAMES.get(type(default), type(default).__name__)}, got {value!r}")
+            raise InputError(
+                f"{where} {key!r} must be {_KIND_NAMES.get(type(default), type(default).__name__)}, got {value!r}"
+            )
         if isinstance(default, tuple) and isinstance(value, list):
             values[key] = tuple(value)
     return cls(**values)

@@ -32,7 +32,9 @@ def process_ticks(pid: int | str = "self") -> int:
 
     Raises ``OSError`` where there is no ``/proc``.
     """
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()  # after the command name, which may hold spaces
+    fields = (
+        Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    )  # after the command name, which may hold spaces
     return int(fields[11]) + int(fields[12])
 
 
@@ -74,14 +76,16 @@ def torch_default_threads() -> int:
     return _TORCH_DEFAULT
 
 
-def training_threads(requested: int, default: int, environ: MutableMapping[str, str] | None = None,
-                     busy: float | None = None) -> int:
+def training_threads(
+    requested: int, default: int, environ: MutableMapping[str, str] | None = None, busy: float | None = None
+) -> int:
     """The torch CPU threads of a training: ``requested`` if set (> 0), else the cores the others leave free.
 
     A thread that waits for a descheduled one wastes its core (see the module docstring). So, unless
     the user fixed the count (``requested``, or ``OMP_NUM_THREADS`` in the environment), the training
     takes ``default`` (torch's, one per core) minus the cores other processes kept busy while it
-    started (:func:`others_busy_cores`, rounded), and at least one. It is chosen once, at start: the count also fixes the order of floating-point
+    started (:func:`others_busy_cores`, rounded), and at least one. It is chosen once, at start: the count also
+    fixes the order of floating-point
     sums, and a run should not change it half-way.
     """
     environ = os.environ if environ is None else environ

@@ -143,7 +143,8 @@ def put_slices(stack: np.ndarray, axis: int) -> np.ndarray:
 
 
 def labeled_slice_indices(labels: np.ndarray, axis: int, extra: Sequence[int] = ()) -> list[int]:
-    """:func:`semiseg.contract.labeled_slices` (painted slices plus ``extra``), an index out of range as an InputError."""
+    """:func:`semiseg.contract.labeled_slices` (painted slices plus ``extra``), an index out of range as an
+    InputError."""
     try:
         return labeled_slices(labels, axis, extra)
     except ValueError as err:
@@ -189,7 +190,9 @@ class SliceSet:
     def concat(sets: Sequence["SliceSet"], size: int, labeled: bool) -> "SliceSet":
         sets = [s for s in sets if len(s)]
         if not sets:
-            return SliceSet(torch.zeros(0, 1, size, size), torch.zeros(0, size, size, dtype=torch.long) if labeled else None, [])
+            return SliceSet(
+                torch.zeros(0, 1, size, size), torch.zeros(0, size, size, dtype=torch.long) if labeled else None, []
+            )
         labels = torch.cat([s.labels for s in sets]) if labeled else None  # type: ignore[misc]
         weights = None
         if any(s.weights is not None for s in sets):
@@ -236,7 +239,9 @@ def build_slice_sets(
         unlabeled.append(_slice_set(vol, axis, rest, size, labeled=False))
     if not all_labeled:
         names = ", ".join(v.path or v.name for v in labeled_volumes)
-        raise InputError(f"no labelled slice along axis {axis} in {names}: paint at least one slice or list checked-empty slices")
+        raise InputError(
+            f"no labelled slice along axis {axis} in {names}: paint at least one slice or list checked-empty slices"
+        )
     held = set()
     if len(all_labeled) >= min_val_slices:
         held = set(range(val_stride - 1, len(all_labeled), val_stride))

@@ -64,7 +64,9 @@ def make_demo_job(out: str | Path, slices: int = 3, shrink: int = 2) -> dict[str
     Labels: 1 = grey matter, 2 = white matter where that map exceeds 50 % and the other.
     """
     paths = sample_paths()
-    t1, gm, wm = (sitk.Shrink(sitk.ReadImage(str(paths[k]), sitk.sitkFloat32), [shrink] * 3) for k in ("t1", "gm", "wm"))
+    t1, gm, wm = (
+        sitk.Shrink(sitk.ReadImage(str(paths[k]), sitk.sitkFloat32), [shrink] * 3) for k in ("t1", "gm", "wm")
+    )
     g, w = sitk.GetArrayFromImage(gm), sitk.GetArrayFromImage(wm)
     g, w = g / max(1.0, g.max()), w / max(1.0, w.max())
     labels = np.zeros(g.shape, np.uint8)
@@ -87,8 +89,15 @@ def make_demo_job(out: str | Path, slices: int = 3, shrink: int = 2) -> dict[str
     return {"job_dir": job_dir, "labeled": keep, "hidden": [int(i) for i in with_labels if i not in keep]}
 
 
-def save_montage(image: np.ndarray, labels: np.ndarray, confidence: np.ndarray, slices: list[int], path: str | Path,
-                 title: str = "", captions: dict[int, str] | None = None) -> Path:
+def save_montage(
+    image: np.ndarray,
+    labels: np.ndarray,
+    confidence: np.ndarray,
+    slices: list[int],
+    path: str | Path,
+    title: str = "",
+    captions: dict[int, str] | None = None,
+) -> Path:
     """A PNG with one row per slice (numpy axis 0): image, pseudo-labels over the image, confidence."""
     import matplotlib
 
@@ -99,7 +108,15 @@ def save_montage(image: np.ndarray, labels: np.ndarray, confidence: np.ndarray, 
     for row, k in enumerate(slices):
         axes[row, 0].imshow(image[k], cmap="gray", origin="lower")
         axes[row, 1].imshow(image[k], cmap="gray", origin="lower")
-        axes[row, 1].imshow(np.ma.masked_equal(labels[k], 0), cmap="tab10", vmin=0, vmax=9, alpha=0.6, origin="lower", interpolation="nearest")
+        axes[row, 1].imshow(
+            np.ma.masked_equal(labels[k], 0),
+            cmap="tab10",
+            vmin=0,
+            vmax=9,
+            alpha=0.6,
+            origin="lower",
+            interpolation="nearest",
+        )
         im = axes[row, 2].imshow(confidence[k], cmap="viridis", vmin=0, vmax=1, origin="lower")
         axes[row, 0].set_ylabel(f"slice {k}" + (f"\n{captions[k]}" if captions and k in captions else ""))
         for a in axes[row]:
@@ -116,7 +133,9 @@ def save_montage(image: np.ndarray, labels: np.ndarray, confidence: np.ndarray, 
     return path
 
 
-def run_demo(out: str | Path = "semiseg-demo", iterations: int = 300, method: str = "supervised", slices: int = 3) -> dict[str, object]:
+def run_demo(
+    out: str | Path = "semiseg-demo", iterations: int = 300, method: str = "supervised", slices: int = 3
+) -> dict[str, object]:
     """Make the demo job, train, predict, score the hidden slices, draw the montage; returns the scores."""
     from .job import load_job, run_job
     from .metrics import evaluate_volume, to_jsonable
@@ -125,13 +144,30 @@ def run_demo(out: str | Path = "semiseg-demo", iterations: int = 300, method: st
     out = Path(out).resolve()
     made = make_demo_job(out, slices)
     job_dir = Path(made["job_dir"])  # type: ignore[arg-type]
-    (job_dir / "job.json").write_text(json.dumps({
-        "format_version": JOB_FORMAT_VERSION, "image": "image.nii.gz", "labels": "labels.nii.gz", "axis": 2,
-        "classes": ["background", "grey matter", "white matter"], "method": method,
-        "train": {"iterations": iterations, "size": 128, "batch_labeled": 4, "batch_unlabeled": 4,
-                  "optimizer": "sgd", "lr": 0.03, "val_every": 0, "checkpoint_every": 100},
-        "run_dir": str(out / "run"),
-    }, indent=1))
+    (job_dir / "job.json").write_text(
+        json.dumps(
+            {
+                "format_version": JOB_FORMAT_VERSION,
+                "image": "image.nii.gz",
+                "labels": "labels.nii.gz",
+                "axis": 2,
+                "classes": ["background", "grey matter", "white matter"],
+                "method": method,
+                "train": {
+                    "iterations": iterations,
+                    "size": 128,
+                    "batch_labeled": 4,
+                    "batch_unlabeled": 4,
+                    "optimizer": "sgd",
+                    "lr": 0.03,
+                    "val_every": 0,
+                    "checkpoint_every": 100,
+                },
+                "run_dir": str(out / "run"),
+            },
+            indent=1,
+        )
+    )
     summary = run_job(load_job(job_dir, allow_outside_run_dir=True))  # our own job: its run goes beside the job folder
     pred_dir = Path(summary["predictions"]["image"])
     pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / "labels.nii.gz")))
@@ -139,18 +175,48 @@ def run_demo(out: str | Path = "semiseg-demo", iterations: int = 300, method: st
     ref_img = sitk.ReadImage(str(out / "reference_labels.nii.gz"))
     ref = sitk.GetArrayFromImage(ref_img)
     hidden = made["hidden"]
-    scores = to_jsonable(evaluate_volume(pred[hidden], ref[hidden], 3, tuple(reversed(ref_img.GetSpacing())), ["background", "grey matter", "white matter"]))
-    report = {"labeled_slices": made["labeled"], "hidden_slices": len(hidden), "method": method, "iterations": iterations,
-              "train_seconds": round(summary["seconds"], 1), "hidden_slice_scores": scores}
+    scores = to_jsonable(
+        evaluate_volume(
+            pred[hidden],
+            ref[hidden],
+            3,
+            tuple(reversed(ref_img.GetSpacing())),
+            ["background", "grey matter", "white matter"],
+        )
+    )
+    report = {
+        "labeled_slices": made["labeled"],
+        "hidden_slices": len(hidden),
+        "method": method,
+        "iterations": iterations,
+        "train_seconds": round(summary["seconds"], 1),
+        "hidden_slice_scores": scores,
+    }
     (out / "evaluation.json").write_text(json.dumps(report, indent=1))
     image = sitk.GetArrayFromImage(sitk.ReadImage(str(job_dir / "image.nii.gz")))
     review = json.loads((pred_dir / "review.json").read_text())
     least = [e["index"] for e in review["slices"] if not e["labeled"] and e["foreground_fraction"] > 0][:1]
     middle = hidden[len(hidden) // 2]
     captions = {made["labeled"][0]: "labelled", middle: "hidden", **{k: "least confident" for k in least}}
-    save_montage(image, pred, conf, sorted(captions), out / "montage.png",
-                 f"{method}, {len(made['labeled'])} labelled slices, {iterations} it: mean Dice on hidden slices {scores['mean']['dice']:.3f}",
-                 captions)
-    print(json.dumps({"event": "demo", "out": str(out), "montage": str(out / "montage.png"),
-                      "mean_dice_hidden_slices": scores["mean"]["dice"], "train_seconds": report["train_seconds"]}))
+    save_montage(
+        image,
+        pred,
+        conf,
+        sorted(captions),
+        out / "montage.png",
+        f"{method}, {len(made['labeled'])} labelled slices, {iterations} it: mean Dice on hidden slices "
+        f"{scores['mean']['dice']:.3f}",
+        captions,
+    )
+    print(
+        json.dumps(
+            {
+                "event": "demo",
+                "out": str(out),
+                "montage": str(out / "montage.png"),
+                "mean_dice_hidden_slices": scores["mean"]["dice"],
+                "train_seconds": report["train_seconds"],
+            }
+        )
+    )
     return report

@@ -110,7 +110,9 @@ def _check_nifti(path: Path, chunk: int = 1 << 24) -> None:
     except OSError as err:
         raise InputError(f"cannot be read ({err.strerror or err})", path) from None
     if seen < expected:
-        raise InputError(f"is truncated: its header declares {expected} bytes of voxel data, the file holds {seen}", path)
+        raise InputError(
+            f"is truncated: its header declares {expected} bytes of voxel data, the file holds {seen}", path
+        )
     if bad:
         raise InputError(f"holds {bad} NaN or infinite voxel(s)", path)
 
@@ -195,9 +197,7 @@ def read_labels(path: str | os.PathLike, num_classes: int | None = None) -> tupl
     array = array.astype(np.int64)
     if num_classes is not None and array.size and array.max() >= num_classes:
         found = sorted(int(v) for v in np.unique(array) if v >= num_classes)
-        raise InputError(
-            f"holds label value(s) {found} outside the declared classes 0..{num_classes - 1}", path
-        )
+        raise InputError(f"holds label value(s) {found} outside the declared classes 0..{num_classes - 1}", path)
     return array.astype(np.uint8 if array.max(initial=0) < 256 else np.int32), image
 
 

@@ -22,16 +22,25 @@ import numpy as np
 import torch
 
 from .data import Volume, normalize_intensity, put_slices, resize_images, take_slices
+from .errors import InputError
 from .imageio import OUTPUT_FORMATS, read_image, volume_name, write_like
 from .models import UNet2D, resolve_precision, set_precision
 from .training.checkpoint import load_checkpoint
 from .training.trainer import resolve_device
-from .errors import InputError
 
 if TYPE_CHECKING:
     from .completion import ShapePrior
 
-__all__ = ["Predictor", "predict_volume", "outputs", "write_result", "review_slices", "write_prediction", "REVIEW_STATISTIC", "ROI_CONFIDENCE"]
+__all__ = [
+    "Predictor",
+    "predict_volume",
+    "outputs",
+    "write_result",
+    "review_slices",
+    "write_prediction",
+    "REVIEW_STATISTIC",
+    "ROI_CONFIDENCE",
+]
 
 ROI_CONFIDENCE = 0.9
 REVIEW_STATISTIC = f"mean confidence over the slice's pixels predicted foreground or with confidence < {ROI_CONFIDENCE}"
@@ -49,7 +58,9 @@ class Predictor:
             are float32 in every case.
     """
 
-    def __init__(self, checkpoint: str | os.PathLike, device: str = "auto", batch_size: int = 16, precision: str = "auto") -> None:
+    def __init__(
+        self, checkpoint: str | os.PathLike, device: str = "auto", batch_size: int = 16, precision: str = "auto"
+    ) -> None:
         state = load_checkpoint(checkpoint)
         self.device = resolve_device(device)
         mc = state["model_config"]
@@ -65,8 +76,9 @@ class Predictor:
         self.batch_size = batch_size
 
     @classmethod
-    def of_model(cls, model: torch.nn.Module, size: int, num_classes: int, axis: int, device: torch.device,
-                 batch_size: int = 16) -> "Predictor":
+    def of_model(
+        cls, model: torch.nn.Module, size: int, num_classes: int, axis: int, device: torch.device, batch_size: int = 16
+    ) -> "Predictor":
         """A predictor over a network in memory (a training's previews); the caller sets its eval/train mode."""
         self = cls.__new__(cls)
         self.model, self.size, self.num_classes, self.axis = model, int(size), int(num_classes), int(axis)
@@ -89,25 +101,38 @@ class Predictor:
         return np.stack([put_slices(p, axis) for p in out])
 
 
-def review_slices(labels: np.ndarray, confidence: np.ndarray, axis: int, labeled: set[int] | None = None) -> list[dict[str, Any]]:
+def review_slices(
+    labels: np.ndarray, confidence: np.ndarray, axis: int, labeled: set[int] | None = None
+) -> list[dict[str, Any]]:
     """Per-slice review entries sorted from least to most confident (see module docstring)."""
     lab, conf = take_slices(labels, axis), take_slices(confidence, axis)
     entries = []
     for i in range(lab.shape[0]):
         roi = (lab[i] > 0) | (conf[i] < ROI_CONFIDENCE)
         score = float(conf[i][roi].mean()) if roi.any() else 1.0
-        entries.append({"index": i, "confidence": round(score, 6), "foreground_fraction": round(float((lab[i] > 0).mean()), 6),
-                        "labeled": bool(labeled and i in labeled)})
+        entries.append(
+            {
+                "index": i,
+                "confidence": round(score, 6),
+                "foreground_fraction": round(float((lab[i] > 0).mean()), 6),
+                "labeled": bool(labeled and i in labeled),
+            }
+        )
     return sorted(entries, key=lambda e: (e["confidence"], e["index"]))
 
 
 def outputs(probs: np.ndarray) -> dict[str, np.ndarray]:
     """Labels (uint8), confidence (max probability) and entropy (nats) of class probabilities (C, K, J, I)."""
-    return {"labels": probs.argmax(0).astype(np.uint8), "confidence": probs.max(0).astype(np.float32),
-            "entropy": (-(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(0)).astype(np.float32)}
+    return {
+        "labels": probs.argmax(0).astype(np.uint8),
+        "confidence": probs.max(0).astype(np.float32),
+        "entropy": (-(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(0)).astype(np.float32),
+    }
 
 
-def predict_volume(predictor: Predictor, volume: Volume, axis: int | None = None, prior: "ShapePrior | None" = None) -> dict[str, np.ndarray]:
+def predict_volume(
+    predictor: Predictor, volume: Volume, axis: int | None = None, prior: "ShapePrior | None" = None
+) -> dict[str, np.ndarray]:
     """Labels (uint8), confidence and entropy (float32), all (K, J, I) on the volume's grid.
 
     With the ``prior`` of this volume's labelled slices (:class:`~semiseg.completion.ShapePrior`), the
@@ -120,8 +145,15 @@ def predict_volume(predictor: Predictor, volume: Volume, axis: int | None = None
     return outputs(probs)
 
 
-def write_result(result: dict[str, np.ndarray], reference: Any, out_dir: str | os.PathLike, axis: int,
-                 output_format: str = "nii.gz", labeled: set[int] | None = None, image: str = "") -> Path:
+def write_result(
+    result: dict[str, np.ndarray],
+    reference: Any,
+    out_dir: str | os.PathLike,
+    axis: int,
+    output_format: str = "nii.gz",
+    labeled: set[int] | None = None,
+    image: str = "",
+) -> Path:
     """Write ``labels``, ``confidence``, ``entropy`` and ``review.json`` of ``result`` to ``out_dir``.
 
     Files are written under temporary names and renamed at the end (``review.json`` last), so a
@@ -136,8 +168,12 @@ def write_result(result: dict[str, np.ndarray], reference: Any, out_dir: str | o
         tmp = out_dir / f".{key}.tmp.{output_format}"
         write_like(arr, reference, tmp)
         staged.append((tmp, out_dir / f"{key}.{output_format}"))
-    review = {"axis": axis, "statistic": REVIEW_STATISTIC, "image": image,
-              "slices": review_slices(result["labels"], result["confidence"], axis, labeled)}
+    review = {
+        "axis": axis,
+        "statistic": REVIEW_STATISTIC,
+        "image": image,
+        "slices": review_slices(result["labels"], result["confidence"], axis, labeled),
+    }
     tmp_review = out_dir / ".review.tmp.json"
     tmp_review.write_text(json.dumps(review, indent=1))
     staged.append((tmp_review, out_dir / "review.json"))
@@ -155,7 +191,8 @@ def write_prediction(
     labeled: set[int] | None = None,
     prior: "ShapePrior | None" = None,
 ) -> Path:
-    """Predict ``image_path`` (fused with its ``prior``, if given) and write the result to ``out_dir`` (:func:`write_result`)."""
+    """Predict ``image_path`` (fused with its ``prior``, if given) and write the result to ``out_dir``
+    (:func:`write_result`)."""
     if output_format not in OUTPUT_FORMATS:
         raise InputError(f"output format must be one of {OUTPUT_FORMATS}, got {output_format!r}")
     array, reference = read_image(image_path)

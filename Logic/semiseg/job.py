@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import TrainConfig, from_dict, to_dict
 from .contract import JOB_FORMAT_VERSION, METHOD_LABELS, REQUIRED_JOB_FIELDS, JobFields
-from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, CancelToken, Cancelled, InputError
+from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Cancelled, CancelToken, InputError
 from .imageio import OUTPUT_FORMATS
 from .recipes import RECIPES, apply_recipe
 
@@ -84,17 +84,27 @@ class Job(JobFields):
         """
         self.check_fields(where)
         if self.format_version > JOB_FORMAT_VERSION:
-            raise InputError(f"written by a newer SemiSegSlicer (job format {self.format_version} > {JOB_FORMAT_VERSION}); update the engine", where)
+            raise InputError(
+                f"written by a newer SemiSegSlicer (job format {self.format_version} > {JOB_FORMAT_VERSION}); "
+                f"update the engine",
+                where,
+            )
         if self.method not in METHOD_LABELS:
-            raise InputError(f"unknown method {self.method!r}; valid methods: {', '.join(sorted(METHOD_LABELS))}", where)
+            raise InputError(
+                f"unknown method {self.method!r}; valid methods: {', '.join(sorted(METHOD_LABELS))}", where
+            )
         if self.classes is not None and len(self.classes) < 2:
-            raise InputError(f"fewer than 2 classes declared ({self.classes}); background and at least one class are needed", where)
+            raise InputError(
+                f"fewer than 2 classes declared ({self.classes}); background and at least one class are needed", where
+            )
         if self.output_format not in OUTPUT_FORMATS:
             raise InputError(f"output_format must be one of {OUTPUT_FORMATS}, got {self.output_format!r}", where)
         if self.recipe not in RECIPES:
             raise InputError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}", where)
         _named(where, lambda: from_dict(TrainConfig, self.train, where="train").validate())
-        for path in [self.image, self.labels, *self.unlabeled] + ([self.init_checkpoint] if self.init_checkpoint else []):
+        for path in [self.image, self.labels, *self.unlabeled] + (
+            [self.init_checkpoint] if self.init_checkpoint else []
+        ):
             if not Path(path).exists():
                 raise InputError("file not found", path)
         from .methods import METHODS  # torch
@@ -139,7 +149,11 @@ def load_job(job_dir: str | os.PathLike, allow_outside_run_dir: bool = False) ->
     if not isinstance(raw, dict) or "format_version" not in raw:
         raise InputError("needs a 'format_version' field", path)
     if _integer(raw["format_version"]) and raw["format_version"] > JOB_FORMAT_VERSION:
-        raise InputError(f"written by a newer SemiSegSlicer (job format {raw['format_version']} > {JOB_FORMAT_VERSION}); update the engine", path)
+        raise InputError(
+            f"written by a newer SemiSegSlicer (job format {raw['format_version']} > {JOB_FORMAT_VERSION}); "
+            f"update the engine",
+            path,
+        )
     names = {f.name for f in dataclasses.fields(Job)}
     unknown = sorted(set(raw) - names)
     if unknown:
@@ -158,8 +172,11 @@ def load_job(job_dir: str | os.PathLike, allow_outside_run_dir: bool = False) ->
     run_dir, job.run_dir = job.run_dir, resolve(job.run_dir)
     inside = Path(os.path.realpath(job.run_dir)).is_relative_to(os.path.realpath(job_dir))
     if not (inside or allow_outside_run_dir):
-        raise InputError(f"'run_dir' {run_dir!r} lies outside the job folder; name a folder inside it, or allow this "
-                         "with semiseg train --allow-outside-run-dir", path)
+        raise InputError(
+            f"'run_dir' {run_dir!r} lies outside the job folder; name a folder inside it, or allow this "
+            "with semiseg train --allow-outside-run-dir",
+            path,
+        )
     if job.init_checkpoint:
         job.init_checkpoint = resolve(job.init_checkpoint)
     job.check(str(path))
@@ -219,7 +236,9 @@ class RunLock:
                 holder = ""
             os.close(fd)
             holder = holder or "another process"
-            raise InputError(f"is in use by another training ({holder}); wait for it to end or cancel it", self.run_dir) from None
+            raise InputError(
+                f"is in use by another training ({holder}); wait for it to end or cancel it", self.run_dir
+            ) from None
         try:
             import socket
 
@@ -283,6 +302,7 @@ def check_axis(labels: np.ndarray, axis: int, path: str | os.PathLike) -> None:
     Raises:
         InputError: naming the label file, the axes and what to do.
     """
+
     def painted(a: int) -> np.ndarray:
         moved = np.moveaxis(labels, 2 - a, 0)
         return np.flatnonzero(moved.reshape(moved.shape[0], -1).any(axis=1))
@@ -294,9 +314,12 @@ def check_axis(labels: np.ndarray, axis: int, path: str | os.PathLike) -> None:
         if len(idx) and sparse and 4 * len(idx) <= mine:
             ijk = "IJK"
             raise InputError(
-                f"the labels lie on {len(idx)} slice(s) along axis {other} ({ijk[other]}), but axis {axis} ({ijk[axis]}) "
+                f"the labels lie on {len(idx)} slice(s) along axis {other} ({ijk[other]}), but axis {axis} "
+                f"({ijk[axis]}) "
                 f"was asked for: its {mine} slices crossing the labels are only partly painted, and their unpainted "
-                f"pixels would train as background. Use axis {other} or 'auto'", path)
+                f"pixels would train as background. Use axis {other} or 'auto'",
+                path,
+            )
 
 
 def check_checkpoint(path: str | os.PathLike, num_classes: int, method: str | None = None) -> None:
@@ -316,9 +339,9 @@ def prepare(job: Job) -> Prepared:
     The job's recipe (:mod:`semiseg.recipes`) fills in the training settings and method options
     the job leaves out.
     """
-    from .completion import CompletionConfig, ShapePrior
     import torch
 
+    from .completion import CompletionConfig, ShapePrior
     from .data import SliceSet, build_slice_sets, choose_axis, labeled_slice_indices, load_volume
     from .training import TrainData
 
@@ -331,7 +354,9 @@ def prepare(job: Job) -> Prepared:
     if declared is None:
         num_classes = int(volume.labels.max()) + 1
         if num_classes < 2 and job.labeled_slices:
-            raise InputError("fewer than 2 classes: the label map holds only background; paint at least one class", job.labels)
+            raise InputError(
+                "fewer than 2 classes: the label map holds only background; paint at least one class", job.labels
+            )
     else:
         num_classes = declared
     if not volume.labels.any() and not job.labeled_slices:
@@ -349,19 +374,35 @@ def prepare(job: Job) -> Prepared:
             raise InputError(f"too small to slice along axis {axis} (size {u.reference.GetSize()})", u.path)
     if job.init_checkpoint:
         check_checkpoint(job.init_checkpoint, num_classes)
-    labeled, val, unl = build_slice_sets([volume], unlabeled, axis, config.size, config.min_val_slices, config.val_stride)
+    labeled, val, unl = build_slice_sets(
+        [volume], unlabeled, axis, config.size, config.min_val_slices, config.val_stride
+    )
     names = list(job.classes) if job.classes else ["background"] + [f"class {c}" for c in range(1, num_classes)]
     completion = from_dict(CompletionConfig, job.completion, where="completion")
     completion.validate()
     prior = None
     if completion.enabled:  # the user's slices interpolated, to fuse with the network (semiseg.completion)
-        prior = ShapePrior.build(volume.labels, axis, labeled_slice_indices(volume.labels, axis, job.labeled_slices),
-                                 num_classes, completion)
+        prior = ShapePrior.build(
+            volume.labels, axis, labeled_slice_indices(volume.labels, axis, job.labeled_slices), num_classes, completion
+        )
         if completion.pseudo_labels > 0:
             extra = prior.pseudo_labeled(volume.image, volume.name, config.size, completion.pseudo_labels)
-            labeled = SliceSet.concat([dataclasses.replace(labeled, weights=torch.ones(len(labeled))), extra], config.size, True)
-    return Prepared(volume, unlabeled, axis, num_classes, names, TrainData(labeled, val, unl, num_classes), config, recipe, options,
-                    completion, prior)
+            labeled = SliceSet.concat(
+                [dataclasses.replace(labeled, weights=torch.ones(len(labeled))), extra], config.size, True
+            )
+    return Prepared(
+        volume,
+        unlabeled,
+        axis,
+        num_classes,
+        names,
+        TrainData(labeled, val, unl, num_classes),
+        config,
+        recipe,
+        options,
+        completion,
+        prior,
+    )
 
 
 def setup_report(prepared: Prepared) -> dict[str, Any]:
@@ -373,12 +414,20 @@ def setup_report(prepared: Prepared) -> dict[str, Any]:
 
     c = prepared.config
     device = resolve_device(c.device).type
-    report: dict[str, Any] = {"device": device, "recipe": prepared.recipe, "iterations": c.iterations, "size": c.size,
-                              "batch_labeled": c.batch_labeled, "batch_unlabeled": c.batch_unlabeled}
+    report: dict[str, Any] = {
+        "device": device,
+        "recipe": prepared.recipe,
+        "iterations": c.iterations,
+        "size": c.size,
+        "batch_labeled": c.batch_labeled,
+        "batch_unlabeled": c.batch_unlabeled,
+    }
     if c.device == "auto" and device == "cpu":
-        report["warning"] = (f"No GPU found: training runs on the CPU with the '{prepared.recipe}' recipe "
-                             f"({c.iterations} iterations at {c.size}x{c.size}, batch {c.batch_labeled} + {c.batch_unlabeled}); "
-                             "this takes minutes. Choose fewer iterations for a quicker first look.")
+        report["warning"] = (
+            f"No GPU found: training runs on the CPU with the '{prepared.recipe}' recipe "
+            f"({c.iterations} iterations at {c.size}x{c.size}, batch {c.batch_labeled} + {c.batch_unlabeled}); "
+            "this takes minutes. Choose fewer iterations for a quicker first look."
+        )
     return report
 
 
@@ -399,7 +448,9 @@ def _remove_temp_files(run_dir: Path) -> None:
             path.unlink(missing_ok=True)
 
 
-def _finish(run_dir: Path, log: ProgressLog, state: str, message: str, exit_code: int, event: str | None = None) -> None:
+def _finish(
+    run_dir: Path, log: ProgressLog, state: str, message: str, exit_code: int, event: str | None = None
+) -> None:
     """The last words of a run that did not finish: its ``error`` event, temporary files removed, its status.
 
     Each step is tried on its own, so that on a full disk the status is still written (see :func:`write_status`).
@@ -414,7 +465,9 @@ def _finish(run_dir: Path, log: ProgressLog, state: str, message: str, exit_code
             print(f"semiseg: could not record the {state} state in {run_dir}: {err}", file=sys.stderr)
 
 
-def run_job(job: Job, resume: bool = False, log: ProgressLog | None = None, cancel: CancelToken | None = None) -> dict[str, Any]:
+def run_job(
+    job: Job, resume: bool = False, log: ProgressLog | None = None, cancel: CancelToken | None = None
+) -> dict[str, Any]:
     """Train and (optionally) predict as ``job`` says; returns a summary.
 
     The run folder is locked (:class:`RunLock`) for the whole run. A cancel (``cancel``, SIGTERM
@@ -434,9 +487,11 @@ def run_job(job: Job, resume: bool = False, log: ProgressLog | None = None, canc
         return _run_locked(job, prepared, run_dir, resume, log, cancel or CancelToken(run_dir / "cancel"))
 
 
-def _run_locked(job: Job, prepared: Prepared, run_dir: Path, resume: bool, log: ProgressLog | None, cancel: CancelToken) -> dict[str, Any]:
-    from .data import labeled_slice_indices
+def _run_locked(
+    job: Job, prepared: Prepared, run_dir: Path, resume: bool, log: ProgressLog | None, cancel: CancelToken
+) -> dict[str, Any]:
     from .completion.preview import Previews
+    from .data import labeled_slice_indices
     from .inference import Predictor, write_prediction
     from .training import Trainer
     from .training.progress import ProgressLog
@@ -445,47 +500,92 @@ def _run_locked(job: Job, prepared: Prepared, run_dir: Path, resume: bool, log: 
     log = log or ProgressLog(run_dir / "progress.jsonl")
     try:
         write_status(run_dir, "running")
-        meta = {"axis": prepared.axis, "class_names": prepared.class_names, "image": job.image,
-                "labeled_slices": labeled_slice_indices(prepared.volume.labels, prepared.axis, job.labeled_slices)}
-        (run_dir / "config.json").write_text(json.dumps({**dataclasses.asdict(job), "axis_resolved": prepared.axis,
-                                                         "recipe_resolved": prepared.recipe,
-                                                         "train_resolved": to_dict(prepared.config), "method_options_resolved": prepared.method_options,
-                                                         "num_classes": prepared.num_classes,
-                                                         "completion_resolved": to_dict(prepared.completion),
-                                                         "prior": prepared.prior.fit if prepared.prior else None}, indent=1))
+        meta = {
+            "axis": prepared.axis,
+            "class_names": prepared.class_names,
+            "image": job.image,
+            "labeled_slices": labeled_slice_indices(prepared.volume.labels, prepared.axis, job.labeled_slices),
+        }
+        (run_dir / "config.json").write_text(
+            json.dumps(
+                {
+                    **dataclasses.asdict(job),
+                    "axis_resolved": prepared.axis,
+                    "recipe_resolved": prepared.recipe,
+                    "train_resolved": to_dict(prepared.config),
+                    "method_options_resolved": prepared.method_options,
+                    "num_classes": prepared.num_classes,
+                    "completion_resolved": to_dict(prepared.completion),
+                    "prior": prepared.prior.fit if prepared.prior else None,
+                },
+                indent=1,
+            )
+        )
         log.emit("setup", **setup_report(prepared))
-        trainer = Trainer(prepared.config, job.method, prepared.method_options, prepared.num_classes, run_dir, meta=meta, log=log, cancel=cancel)
+        trainer = Trainer(
+            prepared.config,
+            job.method,
+            prepared.method_options,
+            prepared.num_classes,
+            run_dir,
+            meta=meta,
+            log=log,
+            cancel=cancel,
+        )
         if resume and trainer.checkpoint_path.exists():
             trainer.resume(trainer.checkpoint_path)
         elif job.init_checkpoint:
             trainer.warm_start(job.init_checkpoint)
         on_step = None
         if prepared.prior is not None and prepared.completion.preview_every > 0:
-            previews = Previews(run_dir, _output_names(prepared)[0], prepared.volume, prepared.prior,
-                                prepared.completion.preview_every, log, job.output_format, set(meta["labeled_slices"]))
+            previews = Previews(
+                run_dir,
+                _output_names(prepared)[0],
+                prepared.volume,
+                prepared.prior,
+                prepared.completion.preview_every,
+                log,
+                job.output_format,
+                set(meta["labeled_slices"]),
+            )
             previews.first(prepared.config.iterations)
 
             def on_step(iteration: int, _: dict[str, Any]) -> None:
                 if previews.due() and iteration < prepared.config.iterations:
-                    previews.network(trainer.model, prepared.config.size, prepared.num_classes, trainer.device, iteration,
-                                     prepared.config.iterations)
+                    previews.network(
+                        trainer.model,
+                        prepared.config.size,
+                        prepared.num_classes,
+                        trainer.device,
+                        iteration,
+                        prepared.config.iterations,
+                    )
 
         summary = trainer.fit(prepared.data, on_step=on_step)
         predictions = {}
         if job.predict:
             predictor = Predictor(trainer.checkpoint_path, prepared.config.device)
-            predictor.model.register_forward_pre_hook(lambda *_: _obey(cancel, log, "predicting"))  # each batch of slices
+            predictor.model.register_forward_pre_hook(
+                lambda *_: _obey(cancel, log, "predicting")
+            )  # each batch of slices
             labeled = set(meta["labeled_slices"])
             volumes = [(prepared.volume, labeled, prepared.prior)] + [(u, set(), None) for u in prepared.unlabeled]
             for (vol, marks, prior), name in zip(volumes, _output_names(prepared)):
                 _obey(cancel, log, "predicting")
-                out = write_prediction(predictor, vol.path, run_dir / "predictions" / name, prepared.axis, job.output_format, marks,
-                                       prior)
+                out = write_prediction(
+                    predictor, vol.path, run_dir / "predictions" / name, prepared.axis, job.output_format, marks, prior
+                )
                 predictions[name] = str(out)
                 log.emit("predicted", name=name, dir=str(out.relative_to(run_dir)))
         log.emit("done", iteration=summary["iteration"], seconds=summary["seconds"])
         write_status(run_dir, "done", exit_code=EXIT_OK)
-        return {**summary, "run_dir": str(run_dir), "axis": prepared.axis, "predictions": predictions, "num_classes": prepared.num_classes}
+        return {
+            **summary,
+            "run_dir": str(run_dir),
+            "axis": prepared.axis,
+            "predictions": predictions,
+            "num_classes": prepared.num_classes,
+        }
     except Cancelled as err:
         _finish(run_dir, log, "cancelled", str(err), EXIT_CANCELLED)
         raise
@@ -497,8 +597,14 @@ def _run_locked(job: Job, prepared: Prepared, run_dir: Path, resume: bool, log: 
         if full is not None:
             _finish(run_dir, log, "failed", str(full), EXIT_BAD_INPUT, str(full))
             raise full from None
-        _finish(run_dir, log, "failed", f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=5)}", EXIT_INTERNAL,
-                f"{type(err).__name__}: {err}")
+        _finish(
+            run_dir,
+            log,
+            "failed",
+            f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=5)}",
+            EXIT_INTERNAL,
+            f"{type(err).__name__}: {err}",
+        )
         raise
     finally:
         log.close()

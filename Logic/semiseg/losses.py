@@ -20,11 +20,22 @@ class SupervisedLoss(torch.nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.dice_ce = DiceCELoss(softmax=True, to_onehot_y=True, include_background=True, lambda_dice=0.5, lambda_ce=0.5, smooth_nr=1e-5, smooth_dr=1e-5)
+        self.dice_ce = DiceCELoss(
+            softmax=True,
+            to_onehot_y=True,
+            include_background=True,
+            lambda_dice=0.5,
+            lambda_ce=0.5,
+            smooth_nr=1e-5,
+            smooth_dr=1e-5,
+        )
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         if logits.ndim != 4 or target.shape != (logits.shape[0], *logits.shape[2:]):
-            raise ValueError(f"logits (B, C, H, W) and target (B, H, W) expected, got {tuple(logits.shape)} and {tuple(target.shape)}")
+            raise ValueError(
+                f"logits (B, C, H, W) and target (B, H, W) expected, got {tuple(logits.shape)} and "
+                f"{tuple(target.shape)}"
+            )
         return self.dice_ce(logits.float(), target[:, None])
 
 
@@ -49,7 +60,9 @@ def masked_dice(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, 
     return (1.0 - (2.0 * inter + smooth) / (denom + smooth)).mean()
 
 
-def masked_cross_entropy(logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+def masked_cross_entropy(
+    logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor, weight: torch.Tensor | None = None
+) -> torch.Tensor:
     """Cross-entropy averaged over the pixels where ``mask`` is 1 (optionally weighted per pixel).
 
     Shapes as :func:`masked_dice`; ``weight`` (B, H, W) multiplies each pixel's loss.

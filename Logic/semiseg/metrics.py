@@ -175,7 +175,9 @@ def surface_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | N
     return _directed(_surface(pa[box]), _surface(pb[box]), sampling)
 
 
-def _both_directions(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None) -> tuple[np.ndarray, np.ndarray] | float:
+def _both_directions(
+    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None
+) -> tuple[np.ndarray, np.ndarray] | float:
     """``(d(pred->ref), d(ref->pred))``, or the conventional value (0.0 / NaN) when a mask is empty."""
     p, r = _as_masks(pred, ref)
     sampling = _spacing(spacing, p.ndim)
@@ -346,9 +348,7 @@ def evaluate_volume(
     else:
         names = [str(n) for n in class_names]
         if len(names) < num_classes:
-            raise InputError(
-                f"{len(names)} class names {names} for {num_classes} classes (background must come first)"
-            )
+            raise InputError(f"{len(names)} class names {names} for {num_classes} classes (background must come first)")
         if len(set(names[1:num_classes])) != num_classes - 1:
             raise InputError(f"class names {names[1:num_classes]} are not unique")
 

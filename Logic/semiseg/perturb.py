@@ -21,8 +21,18 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["colour_jitter", "gaussian_blur", "strong_augment", "cutmix_mask", "cutmix", "mix_targets", "StrongView", "strong_view",
-           "feature_dropout", "decode_with_dropout"]
+__all__ = [
+    "colour_jitter",
+    "gaussian_blur",
+    "strong_augment",
+    "cutmix_mask",
+    "cutmix",
+    "mix_targets",
+    "StrongView",
+    "strong_view",
+    "feature_dropout",
+    "decode_with_dropout",
+]
 
 
 def _rand(shape: Sequence[int], generator: torch.Generator | None, device: torch.device) -> torch.Tensor:
@@ -213,7 +223,9 @@ class StrongView(NamedTuple):
     box: torch.Tensor | None = None
 
 
-def strong_view(x: torch.Tensor, x_mix: torch.Tensor | None = None, p: float = 0.5, generator: torch.Generator | None = None) -> StrongView:
+def strong_view(
+    x: torch.Tensor, x_mix: torch.Tensor | None = None, p: float = 0.5, generator: torch.Generator | None = None
+) -> StrongView:
     """:func:`strong_augment` of ``x``, CutMixed (:func:`cutmix_mask` at probability ``p``) with
     :func:`strong_augment` of ``x_mix`` unless ``x_mix`` is ``None``: UniMatch's strong stream.
     At ``p = 0`` the box is empty and ``x_mix`` is not augmented."""
@@ -241,7 +253,9 @@ def feature_dropout(feats: Sequence[torch.Tensor], p: float = 0.5) -> list[torch
     return [F.dropout2d(f, p, training=True) for f in feats]
 
 
-def decode_with_dropout(model: nn.Module, feats: Sequence[torch.Tensor], ps: Sequence[float], start: int = 0) -> list[torch.Tensor]:
+def decode_with_dropout(
+    model: nn.Module, feats: Sequence[torch.Tensor], ps: Sequence[float], start: int = 0
+) -> list[torch.Tensor]:
     """Decode clean features and their channel-dropped copies in one decoder pass, split back.
 
     The decoder (``model.decode``, see :class:`~semiseg.models.UNet2D`) sees the clean features of

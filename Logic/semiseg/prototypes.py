@@ -60,7 +60,9 @@ def region_index(h: int, w: int, regions: int, device: torch.device | None = Non
     return rows[:, None] * regions + cols[None, :]
 
 
-def local_prototypes(features: torch.Tensor, weights: torch.Tensor, regions: int = 2) -> tuple[torch.Tensor, torch.Tensor]:
+def local_prototypes(
+    features: torch.Tensor, weights: torch.Tensor, regions: int = 2
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per image, block and class masked-mean prototypes, with the whole-image fallback.
 
     Args:
@@ -89,7 +91,9 @@ def local_prototypes(features: torch.Tensor, weights: torch.Tensor, regions: int
     return protos, img_mass > 1e-6
 
 
-def query(features: torch.Tensor, prototypes: torch.Tensor, valid: torch.Tensor, regions: int = 2, temperature: float = 1.0) -> torch.Tensor:
+def query(
+    features: torch.Tensor, prototypes: torch.Tensor, valid: torch.Tensor, regions: int = 2, temperature: float = 1.0
+) -> torch.Tensor:
     """Per labelled image class distributions m_j of every unlabelled position.
 
     Args:
@@ -104,7 +108,9 @@ def query(features: torch.Tensor, prototypes: torch.Tensor, valid: torch.Tensor,
     bu, d, h, w = features.shape
     bl, r, c, d2 = prototypes.shape
     if d2 != d or r != regions * regions:
-        raise ValueError(f"prototypes {tuple(prototypes.shape)} do not match features {tuple(features.shape)} / regions {regions}")
+        raise ValueError(
+            f"prototypes {tuple(prototypes.shape)} do not match features {tuple(features.shape)} / regions {regions}"
+        )
     f = F.normalize(features.float(), dim=1)
     p = F.normalize(prototypes.float(), dim=-1)
     scores = torch.einsum("udhw,jrcd->ujrchw", f, p)  # (B_u, B_l, R, C, h, w)

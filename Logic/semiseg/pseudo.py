@@ -64,7 +64,9 @@ class SemiConfig:
         """Raises :class:`~semiseg.errors.InputError` (a ``ValueError``) for values no run can use."""
         check_ranges(self, tau="[0, 1]")
         if self.warmup < 0 or self.rampup < 0 or self.warmup + self.rampup > 1:
-            raise InputError(f"warmup and rampup must be >= 0 with warmup + rampup <= 1, got {self.warmup}, {self.rampup}")
+            raise InputError(
+                f"warmup and rampup must be >= 0 with warmup + rampup <= 1, got {self.warmup}, {self.rampup}"
+            )
 
 
 @dataclasses.dataclass
@@ -118,7 +120,9 @@ class PseudoLabels:
 
     def mixed(self, other: "PseudoLabels", box: torch.Tensor) -> "PseudoLabels":
         """``other``'s labels and confidences inside ``box`` (B, H, W) bool, ours outside."""
-        return PseudoLabels(mix_targets(self.confidence, other.confidence, box), mix_targets(self.label, other.label, box))
+        return PseudoLabels(
+            mix_targets(self.confidence, other.confidence, box), mix_targets(self.label, other.label, box)
+        )
 
     def agreeing(self, other_label: torch.Tensor) -> "PseudoLabels":
         """The same labels with confidence 0 (so below any threshold tau > 0) where ``other_label`` differs."""

@@ -31,11 +31,27 @@ from typing import Any
 
 from .errors import InputError
 
-__all__ = ["RECIPES", "CPU_TRAIN", "QUICK_TRAIN", "SHORT_BUDGET", "SHORT_RUN", "SHORT_RUN_ITERATIONS", "resolve_recipe", "apply_recipe"]
+__all__ = [
+    "RECIPES",
+    "CPU_TRAIN",
+    "QUICK_TRAIN",
+    "SHORT_BUDGET",
+    "SHORT_RUN",
+    "SHORT_RUN_ITERATIONS",
+    "resolve_recipe",
+    "apply_recipe",
+]
 
 RECIPES = ("auto", "cpu", "quick", "paper")
 
-CPU_TRAIN: dict[str, Any] = {"iterations": 1000, "size": 128, "batch_labeled": 4, "batch_unlabeled": 4, "lr": 0.03, "precision": "auto"}
+CPU_TRAIN: dict[str, Any] = {
+    "iterations": 1000,
+    "size": 128,
+    "batch_labeled": 4,
+    "batch_unlabeled": 4,
+    "lr": 0.03,
+    "precision": "auto",
+}
 """Training settings of the ``"cpu"`` recipe (fields of :class:`~semiseg.config.TrainConfig`)."""
 
 QUICK_TRAIN: dict[str, Any] = {**CPU_TRAIN, "iterations": 600, "size": 96}
@@ -58,11 +74,15 @@ def resolve_recipe(recipe: str, device: str = "auto") -> str:
         return recipe
     from .training.trainer import resolve_device
 
-    on_cpu = device == "cpu" or (device == "auto" and resolve_device("auto").type == "cpu")  # a missing GPU asked for fails later
+    on_cpu = device == "cpu" or (
+        device == "auto" and resolve_device("auto").type == "cpu"
+    )  # a missing GPU asked for fails later
     return "cpu" if on_cpu else "paper"
 
 
-def apply_recipe(recipe: str, method: str, train: dict[str, Any], options: dict[str, Any]) -> tuple[str, dict[str, Any], dict[str, Any]]:
+def apply_recipe(
+    recipe: str, method: str, train: dict[str, Any], options: dict[str, Any]
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """The resolved recipe name, training settings and method options of a job.
 
     Args:
@@ -76,7 +96,11 @@ def apply_recipe(recipe: str, method: str, train: dict[str, Any], options: dict[
     name = resolve_recipe(recipe, str(train.get("device", "auto")))
     if name == "paper":
         return name, dict(train), dict(options)
-    fields = {f.name for f in dataclasses.fields(METHODS[method].Config)} if dataclasses.is_dataclass(METHODS[method].Config) else set()
+    fields = (
+        {f.name for f in dataclasses.fields(METHODS[method].Config)}
+        if dataclasses.is_dataclass(METHODS[method].Config)
+        else set()
+    )
     train = {**(QUICK_TRAIN if name == "quick" else CPU_TRAIN), **train}
     schedule = SHORT_RUN if int(train["iterations"]) < SHORT_RUN_ITERATIONS else SHORT_BUDGET
     extra = {k: v for k, v in schedule.items() if k in fields}

@@ -41,7 +41,12 @@ import torch.nn.functional as F
 from .pseudo import SemiConfig, evaluating
 
 __all__ = [
-    "ReferenceGuidedLabeler", "grid_references", "scores_to_label", "pool_embeddings", "upsample_scores", "reference_labels",
+    "ReferenceGuidedLabeler",
+    "grid_references",
+    "scores_to_label",
+    "pool_embeddings",
+    "upsample_scores",
+    "reference_labels",
     "build_references",
 ]
 
@@ -53,7 +58,9 @@ def pool_embeddings(features: torch.Tensor, stride: int) -> torch.Tensor:
     return F.normalize(features.float(), dim=1)
 
 
-def grid_references(features: torch.Tensor, labels: torch.Tensor, num_classes: int, min_purity: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
+def grid_references(
+    features: torch.Tensor, labels: torch.Tensor, num_classes: int, min_purity: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Labelled references on the embedding grid.
 
     Args:
@@ -103,11 +110,27 @@ class ReferenceGuidedLabeler(nn.Module):
     ``(label, margin)``; the bank travels with the owning method's ``state_dict``.
     """
 
-    def __init__(self, num_classes: int, dim: int, bank_size: int = 1024, per_update: int = 256, chunk: int | None = 4096, min_purity: float = 0.5) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        dim: int,
+        bank_size: int = 1024,
+        per_update: int = 256,
+        chunk: int | None = 4096,
+        min_purity: float = 0.5,
+    ) -> None:
         super().__init__()
         if bank_size < 0 or per_update < 1 or (chunk is not None and chunk < 1):
-            raise ValueError(f"bank_size >= 0, per_update >= 1 and chunk >= 1 expected, got {bank_size}, {per_update}, {chunk}")
-        self.num_classes, self.dim, self.bank_size, self.per_update, self.chunk = num_classes, dim, bank_size, per_update, chunk
+            raise ValueError(
+                f"bank_size >= 0, per_update >= 1 and chunk >= 1 expected, got {bank_size}, {per_update}, {chunk}"
+            )
+        self.num_classes, self.dim, self.bank_size, self.per_update, self.chunk = (
+            num_classes,
+            dim,
+            bank_size,
+            per_update,
+            chunk,
+        )
         self.min_purity = min_purity
         self.register_buffer("bank", torch.zeros(num_classes, bank_size, dim))
         self.register_buffer("count", torch.zeros(num_classes, dtype=torch.long))
@@ -151,7 +174,9 @@ class ReferenceGuidedLabeler(nn.Module):
         return refs
 
     @torch.no_grad()
-    def class_scores(self, features: torch.Tensor, extra: tuple[torch.Tensor, torch.Tensor] | None = None, chunk: int | None = -1) -> torch.Tensor:
+    def class_scores(
+        self, features: torch.Tensor, extra: tuple[torch.Tensor, torch.Tensor] | None = None, chunk: int | None = -1
+    ) -> torch.Tensor:
         """Best cosine similarity to each class's references.
 
         Args:
@@ -165,7 +190,11 @@ class ReferenceGuidedLabeler(nn.Module):
         """
         chunk = self.chunk if chunk == -1 else chunk
         spatial = features.ndim == 4
-        q = features.detach().float().permute(0, 2, 3, 1).reshape(-1, features.shape[1]) if spatial else features.detach().float()
+        q = (
+            features.detach().float().permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+            if spatial
+            else features.detach().float()
+        )
         q = F.normalize(q, dim=1)
         step = q.shape[0] if chunk is None else chunk
         best = torch.full((q.shape[0], self.num_classes), float("-inf"), device=q.device)
@@ -180,7 +209,9 @@ class ReferenceGuidedLabeler(nn.Module):
             return best.view(b, h, w, self.num_classes).permute(0, 3, 1, 2)
         return best
 
-    def label(self, features: torch.Tensor, extra: tuple[torch.Tensor, torch.Tensor] | None = None, chunk: int | None = -1) -> tuple[torch.Tensor, torch.Tensor]:
+    def label(
+        self, features: torch.Tensor, extra: tuple[torch.Tensor, torch.Tensor] | None = None, chunk: int | None = -1
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(label, margin)`` of each query embedding (shapes of :meth:`class_scores` without C)."""
         return scores_to_label(self.class_scores(features, extra, chunk))
 
@@ -193,8 +224,16 @@ def upsample_scores(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor
 
 
 @torch.no_grad()
-def reference_labels(labeler: ReferenceGuidedLabeler, net: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor,
-                     feature_stride: int = 4, upsample: str = "bilinear", update: bool = True):
+def reference_labels(
+    labeler: ReferenceGuidedLabeler,
+    net: nn.Module,
+    x_l: torch.Tensor,
+    y_l: torch.Tensor,
+    x_u: torch.Tensor,
+    feature_stride: int = 4,
+    upsample: str = "bilinear",
+    update: bool = True,
+):
     """Reference-guided labels of ``x_u`` at full resolution, from ``net``'s decoder features.
 
     One eval-mode pass of ``net`` over ``x_l`` and ``x_u``; references = the labelled batch's grid

@@ -97,7 +97,9 @@ class CurvePlot:
     def points(self, key: str) -> list[tuple[float, float]]:
         """What the ``"loss"`` or ``"dice"`` table node holds, as ``(iteration, value)`` pairs."""
         table = self.tables[key].GetTable()
-        return [(table.GetValue(r, 0).ToDouble(), table.GetValue(r, 1).ToDouble()) for r in range(table.GetNumberOfRows())]
+        return [
+            (table.GetValue(r, 0).ToDouble(), table.GetValue(r, 1).ToDouble()) for r in range(table.GetNumberOfRows())
+        ]
 
     def remove(self) -> None:
         for node in [self.viewNode, self.chartNode, *self.series.values(), *self.tables.values()]:

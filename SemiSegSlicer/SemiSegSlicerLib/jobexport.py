@@ -66,9 +66,19 @@ def _safeName(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:40] or "volume"
 
 
-def exportJob(jobDir: str | os.PathLike, volumeNode, segmentationNode, *, unlabeledVolumes=(), method: str = DEFAULT_METHOD,
-              train: dict | None = None, methodOptions: dict | None = None, axis: int | None = None,
-              initCheckpoint: str | None = None, outputFormat: str = "nrrd") -> ExportedJob:
+def exportJob(
+    jobDir: str | os.PathLike,
+    volumeNode,
+    segmentationNode,
+    *,
+    unlabeledVolumes=(),
+    method: str = DEFAULT_METHOD,
+    train: dict | None = None,
+    methodOptions: dict | None = None,
+    axis: int | None = None,
+    initCheckpoint: str | None = None,
+    outputFormat: str = "nrrd",
+) -> ExportedJob:
     """Write a job folder for the engine from the scene; the scene is only read.
 
     Args:
@@ -118,22 +128,33 @@ def exportJob(jobDir: str | os.PathLike, volumeNode, segmentationNode, *, unlabe
         unlabeled[name] = node.GetID()
         unlabeledFiles.append(name + ".nrrd")
 
-    job = dataclasses.asdict(JobFields(
-        image=IMAGE_FILE,
-        labels=LABELS_FILE,
-        unlabeled=unlabeledFiles,
-        labeled_slices=sorted(set(checked) - painted),
-        axis=axis if axis is not None else "auto",
-        classes=["background"] + [s["name"] for s in segments],
-        method=method,
-        train={k: v for k, v in (train or {}).items() if v is not None},
-        method_options=dict(methodOptions or {}),
-        init_checkpoint=os.path.abspath(initCheckpoint) if initCheckpoint else None,
-        output_format=outputFormat,
-    ))
-    exported = ExportedJob(jobDir=jobDir, runDir=os.path.join(jobDir, job["run_dir"]), volumeNodeId=volumeNode.GetID(),
-                           segmentationNodeId=segmentationNode.GetID(), segments=segments, classes=job["classes"],
-                           axis=axis, labeledSlices=labeled, unlabeled=unlabeled, job=job)
+    job = dataclasses.asdict(
+        JobFields(
+            image=IMAGE_FILE,
+            labels=LABELS_FILE,
+            unlabeled=unlabeledFiles,
+            labeled_slices=sorted(set(checked) - painted),
+            axis=axis if axis is not None else "auto",
+            classes=["background"] + [s["name"] for s in segments],
+            method=method,
+            train={k: v for k, v in (train or {}).items() if v is not None},
+            method_options=dict(methodOptions or {}),
+            init_checkpoint=os.path.abspath(initCheckpoint) if initCheckpoint else None,
+            output_format=outputFormat,
+        )
+    )
+    exported = ExportedJob(
+        jobDir=jobDir,
+        runDir=os.path.join(jobDir, job["run_dir"]),
+        volumeNodeId=volumeNode.GetID(),
+        segmentationNodeId=segmentationNode.GetID(),
+        segments=segments,
+        classes=job["classes"],
+        axis=axis,
+        labeledSlices=labeled,
+        unlabeled=unlabeled,
+        job=job,
+    )
     _writeJson(os.path.join(jobDir, SIDECAR), exported.sidecar())
     _writeJson(os.path.join(jobDir, "job.json"), job)  # last: a folder with job.json is complete
     return exported

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+
 from semiseg.contract import choose_axis, labeled_slices
 
 from .mrmlio import ijkToRasMatrix, numpyAxis, segmentsToArray
@@ -105,7 +106,8 @@ def labeledSlicesOfSegmentation(segmentationNode, volumeNode) -> tuple[int, list
     """``(axis, slices)``: the slices of a segmentation that count as labelled, on ``volumeNode``'s grid.
 
     The axis is the one of the checked slices if any, else the one the painted slices lie along
-    (the engine's ``choose_axis``, with the volume's spacing); the slices are the painted ones plus the checked ones. What a front end shows
+    (the engine's ``choose_axis``, with the volume's spacing); the slices are the painted ones plus the checked
+    ones. What a front end shows
     under "labelled slices" and what :func:`~.jobexport.exportJob` will write agree.
     """
     segmentation = segmentationNode.GetSegmentation()

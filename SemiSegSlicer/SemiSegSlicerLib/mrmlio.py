@@ -11,10 +11,9 @@ import contextlib
 import os
 
 import numpy as np
+import slicer
 import vtk
 from vtk.util import numpy_support
-
-import slicer
 
 __all__ = [
     "ijkToRasMatrix",

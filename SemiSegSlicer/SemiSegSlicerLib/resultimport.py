@@ -15,9 +15,8 @@ import json
 import os
 
 import numpy as np
-import vtk
-
 import slicer
+import vtk
 
 from .jobexport import ExportedJob
 from .mrmlio import arrayFromVolume, ijkToRasMatrix, readVolume, removeNode, writeSegmentArrays
@@ -103,7 +102,9 @@ def importPseudoLabels(scene, labelsPath: str, volumeNode, segments: list[dict],
         for segment in segments:
             segmentationNode.GetSegmentation().AddEmptySegment(segment["id"], segment["name"], segment["color"])
             ids.InsertNextValue(segment["id"])
-        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(labelmapNode, segmentationNode, ids):
+        if not slicer.vtkSlicerSegmentationsModuleLogic.ImportLabelmapToSegmentationNode(
+            labelmapNode, segmentationNode, ids
+        ):
             raise RuntimeError(f"{labelsPath} could not be imported into a segmentation")
         displayNode = segmentationNode.GetDisplayNode()
         if displayNode is not None:
@@ -129,7 +130,7 @@ def perceptualColorNode(scene, name: str = "Viridis"):
     nodes = scene.GetNodesByClassByName("vtkMRMLColorNode", name)
     if nodes.GetNumberOfItems():
         return nodes.GetItemAsObject(0)
-    stops = np.array([[int(h[i:i + 2], 16) / 255.0 for i in (0, 2, 4)] for h in PERCEPTUAL_COLOR_TABLES[name]])
+    stops = np.array([[int(h[i : i + 2], 16) / 255.0 for i in (0, 2, 4)] for h in PERCEPTUAL_COLOR_TABLES[name]])
     positions = np.linspace(0.0, 1.0, len(stops))
     colorNode = slicer.vtkMRMLColorTableNode()
     colorNode.SetName(name)
@@ -143,8 +144,9 @@ def perceptualColorNode(scene, name: str = "Viridis"):
     return colorNode
 
 
-def importConfidence(scene, confidencePath: str, volumeNode, name: str, numberOfClasses: int = 2,
-                     colorTable: str = "Viridis"):
+def importConfidence(
+    scene, confidencePath: str, volumeNode, name: str, numberOfClasses: int = 2, colorTable: str = "Viridis"
+):
     """A scalar volume node of the confidence map, coloured from ``1/C`` (dark) to 1 (bright)."""
     node = readVolume(scene, confidencePath, name)
     try:
@@ -220,8 +222,9 @@ def _readLabels(scene, labelsPath: str, volumeNode, numberOfSegments: int) -> np
     finally:
         removeNode(scene, node)
     if labels.size and int(labels.max()) > numberOfSegments:
-        raise ValueError(f"{labelsPath} holds label {int(labels.max())} but only {numberOfSegments} segments "
-                         "were trained")
+        raise ValueError(
+            f"{labelsPath} holds label {int(labels.max())} but only {numberOfSegments} segments were trained"
+        )
     return labels
 
 
@@ -255,9 +258,16 @@ def _markPreliminary(node, baseName: str, iteration: int | None) -> None:
         node.SetAttribute(PREVIEW_ATTRIBUTE, str(iteration))
 
 
-def importResults(scene, exported: ExportedJob, name: str = "image", showOverlay: bool = True,
-                  opacity: float = DEFAULT_OPACITY, folder: str = "predictions", iteration: int | None = None,
-                  into: ImportedResult | None = None) -> ImportedResult:
+def importResults(
+    scene,
+    exported: ExportedJob,
+    name: str = "image",
+    showOverlay: bool = True,
+    opacity: float = DEFAULT_OPACITY,
+    folder: str = "predictions",
+    iteration: int | None = None,
+    into: ImportedResult | None = None,
+) -> ImportedResult:
     """Import the predictions of ``exported``'s run for the input called ``name`` ("image": the job's volume).
 
     Args:
@@ -281,11 +291,13 @@ def importResults(scene, exported: ExportedJob, name: str = "image", showOverlay
     labelsPath, confidencePath = predictionFile(predictionDir, "labels"), predictionFile(predictionDir, "confidence")
     review = _readReview(predictionDir)
     if not _intact(scene, into, exported.segmentIds):
-        segmentationNode = importPseudoLabels(scene, labelsPath, volumeNode, exported.segments,
-                                              f"{baseName} pseudo-labels")
+        segmentationNode = importPseudoLabels(
+            scene, labelsPath, volumeNode, exported.segments, f"{baseName} pseudo-labels"
+        )
         try:
-            confidenceNode = importConfidence(scene, confidencePath, volumeNode, f"{volumeNode.GetName()} confidence",
-                                              len(exported.classes))
+            confidenceNode = importConfidence(
+                scene, confidencePath, volumeNode, f"{volumeNode.GetName()} confidence", len(exported.classes)
+            )
         except Exception:
             removeNode(scene, segmentationNode)
             raise
@@ -295,8 +307,9 @@ def importResults(scene, exported: ExportedJob, name: str = "image", showOverlay
         labels = _readLabels(scene, labelsPath, volumeNode, len(exported.segments))
         confidence = _readConfidenceImage(scene, confidencePath, volumeNode)
         segmentationNode, confidenceNode = into.segmentationNode, into.confidenceNode
-        writeSegmentArrays(segmentationNode, {sid: labels == n + 1 for n, sid in enumerate(exported.segmentIds)},
-                           volumeNode)
+        writeSegmentArrays(
+            segmentationNode, {sid: labels == n + 1 for n, sid in enumerate(exported.segmentIds)}, volumeNode
+        )
         confidenceNode.SetAndObserveImageData(confidence)
     _markPreliminary(segmentationNode, f"{baseName} pseudo-labels", iteration)
     _markPreliminary(confidenceNode, f"{volumeNode.GetName()} confidence", iteration)

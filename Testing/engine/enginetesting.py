@@ -22,7 +22,9 @@ def acdc_path(kind: str, case: str = "patient003_frame01") -> Path:
 ROTATED = (0.0, -1.0, 0.0, 0.8, 0.0, -0.6, 0.6, 0.0, 0.8)  # a proper rotation, not axis-aligned
 
 
-def write_volume(path: Path, array: np.ndarray, spacing=(0.8, 0.9, 2.5), origin=(-10.0, 20.0, 5.0), direction=ROTATED) -> Path:
+def write_volume(
+    path: Path, array: np.ndarray, spacing=(0.8, 0.9, 2.5), origin=(-10.0, 20.0, 5.0), direction=ROTATED
+) -> Path:
     import SimpleITK as sitk
 
     image = sitk.GetImageFromArray(array)
@@ -34,8 +36,19 @@ def write_volume(path: Path, array: np.ndarray, spacing=(0.8, 0.9, 2.5), origin=
 
 
 def write_job(job_dir: Path, **fields) -> Path:
-    job = {"format_version": 1, "image": "image.nrrd", "labels": "labels.nrrd",
-           "train": {"iterations": 2, "size": 32, "batch_labeled": 2, "batch_unlabeled": 2, "val_every": 0, "checkpoint_every": 1}}
+    job = {
+        "format_version": 1,
+        "image": "image.nrrd",
+        "labels": "labels.nrrd",
+        "train": {
+            "iterations": 2,
+            "size": 32,
+            "batch_labeled": 2,
+            "batch_unlabeled": 2,
+            "val_every": 0,
+            "checkpoint_every": 1,
+        },
+    }
     job.update(fields)
     (job_dir / "job.json").write_text(json.dumps(job))
     return job_dir

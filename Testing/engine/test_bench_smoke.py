@@ -25,12 +25,17 @@ from semiseg.errors import InputError
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 HAVE_ITK = importlib.util.find_spec("itk") is not None
-needs_itk = pytest.mark.skipif(not HAVE_ITK, reason="contour interpolation needs the bench extra: pip install itk-morphologicalcontourinterpolation")
+needs_itk = pytest.mark.skipif(
+    not HAVE_ITK,
+    reason="contour interpolation needs the bench extra: pip install itk-morphologicalcontourinterpolation",
+)
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def _bench(args: list[str], cwd) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "semiseg", "bench", *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(
+        [sys.executable, "-m", "semiseg", "bench", *args], cwd=cwd, capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 
@@ -114,7 +119,12 @@ def test_contour_interpolation_fills_between_two_labelled_slices():
 # -- shared pieces --------------------------------------------------------------------------
 def test_linear_fit_reports_lines_flat_series_and_too_few_points():
     fit = linear_fit([10, 40, 160], [1 + 2 * 10, 1 + 2 * 40, 1 + 2 * 160])
-    assert fit["a"] == pytest.approx(1) and fit["b"] == pytest.approx(2) and fit["r2"] == pytest.approx(1) and fit["verdict"] == "linear"
+    assert (
+        fit["a"] == pytest.approx(1)
+        and fit["b"] == pytest.approx(2)
+        and fit["r2"] == pytest.approx(1)
+        and fit["verdict"] == "linear"
+    )
     assert 1.8 < fit["ratio_per_doubling"] < 2.0 and 0.9 < fit["exponent"] <= 1.0
     assert linear_fit([1, 2, 4], [5.0, 5.01, 5.02])["verdict"] == "flat"
     assert linear_fit([1, 2], [1.0, 3.0])["verdict"] == "too few points to test"
@@ -122,8 +132,14 @@ def test_linear_fit_reports_lines_flat_series_and_too_few_points():
 
 
 def test_plots_draw_the_best_method_and_dice_against_k(tmp_path):
-    rows = [{"row": r, "scores": {"mean": {"dice": d}}, "curve": [{"iteration": 10, "minutes": 0.5, "dice": d / 2}, {"iteration": 20, "minutes": 1.0, "dice": d}]}
-            for r, d in (("supervised", 0.4), ("fixmatch", 0.6), ("unimatch", 0.7), ("full", 0.9))]
+    rows = [
+        {
+            "row": r,
+            "scores": {"mean": {"dice": d}},
+            "curve": [{"iteration": 10, "minutes": 0.5, "dice": d / 2}, {"iteration": 20, "minutes": 1.0, "dice": d}],
+        }
+        for r, d in (("supervised", 0.4), ("fixmatch", 0.6), ("unimatch", 0.7), ("full", 0.9))
+    ]
     assert best_row(rows)["row"] == "unimatch"
     assert plot_learning_curve(rows, tmp_path / "c.png").read_bytes()[:8] == PNG
     recs = [{"row": "interpolation", "k": k, "dice": 0.1 * k + 0.01 * v} for k in (1, 2) for v in (0, 2)]
@@ -134,7 +150,9 @@ def test_plots_draw_the_best_method_and_dice_against_k(tmp_path):
 
 def test_clinician_refuses_to_mix_budgets_in_one_results_file(tmp_path):
     out = tmp_path / "r.jsonl"
-    out.write_text(json.dumps({"dataset": "la", "volume": "x", "k": 1, "row": "supervised", "budget": {"iterations": 1}}) + "\n")
+    out.write_text(
+        json.dumps({"dataset": "la", "volume": "x", "k": 1, "row": "supervised", "budget": {"iterations": 1}}) + "\n"
+    )
     p = argparse.ArgumentParser()
     clinician.add_arguments(p)
     args = p.parse_args(["--dataset", "la", "--data", str(DATA / "la"), "--out", str(out), "--iterations", "5"])
@@ -145,14 +163,54 @@ def test_clinician_refuses_to_mix_budgets_in_one_results_file(tmp_path):
 # -- smoke runs of the commands ---------------------------------------------------------------
 @needs_itk
 def test_clinician_benchmark_smoke(tmp_path):
-    proc = _bench(["clinician", "--dataset", "la", "--data", str(DATA / "la"), "--volumes", "1", "--k", "1,2", "--iterations", "2",
-                   "--size", "32", "--batch", "2", "--max-unlabeled", "1", "--methods", "fixmatch", "--option", "warmup=0.5",
-                   "--candidates", "--out", "res.jsonl", "--plot", "k.png"], tmp_path)
+    proc = _bench(
+        [
+            "clinician",
+            "--dataset",
+            "la",
+            "--data",
+            str(DATA / "la"),
+            "--volumes",
+            "1",
+            "--k",
+            "1,2",
+            "--iterations",
+            "2",
+            "--size",
+            "32",
+            "--batch",
+            "2",
+            "--max-unlabeled",
+            "1",
+            "--methods",
+            "fixmatch",
+            "--option",
+            "warmup=0.5",
+            "--candidates",
+            "--out",
+            "res.jsonl",
+            "--plot",
+            "k.png",
+        ],
+        tmp_path,
+    )
     records = read_jsonl(tmp_path / "res.jsonl")
     rows = ("interpolation", "supervised", "completion", "fixmatch", *clinician.CANDIDATES)
     assert {(r["k"], r["row"]) for r in records} == {(k, row) for k in (1, 2) for row in rows}
     for r in records:
-        assert {"volume", "k", "kept", "hidden_slices", "row", "dice", "hd95_vox", "hd95_mm", "classes", "seconds", "budget"} <= set(r)
+        assert {
+            "volume",
+            "k",
+            "kept",
+            "hidden_slices",
+            "row",
+            "dice",
+            "hd95_vox",
+            "hd95_mm",
+            "classes",
+            "seconds",
+            "budget",
+        } <= set(r)
         assert len(r["kept"]) == r["k"] and r["hidden_slices"] == 88 - r["k"] and 0.0 <= r["dice"] <= 1.0
         assert set(r["classes"]) == {"LA"} and r["budget"]["iterations"] == 2 and r["budget"]["size"] == 32
         if r["row"] not in ("interpolation", "completion_pl"):
@@ -168,38 +226,117 @@ def test_clinician_benchmark_smoke(tmp_path):
     assert interp[1] == 0.0 and interp[2] > 0.3  # one slice: nothing between; two slices: the middle is filled
     assert (tmp_path / "k.png").read_bytes()[:8] == PNG
     assert "budget: 2 iterations, 32x32, batch 2+2" in proc.stdout and "warmup 0.5, rampup 0.3" in proc.stdout
-    assert records[0]["budget"]["recipe"] == {"warmup": 0.5, "rampup": 0.3}  # --option over the recipe, stored with every row
+    assert records[0]["budget"]["recipe"] == {
+        "warmup": 0.5,
+        "rampup": 0.3,
+    }  # --option over the recipe, stored with every row
     assert "Dice %" in proc.stdout and "beats interpolation" in proc.stdout
     assert "Spearman" in proc.stdout and proc.stdout.rstrip().splitlines()[-1].split()[0] == "supervised"  # tables last
 
 
 def test_acdc_protocol_smoke_with_learning_curve(tmp_path):
-    proc = _bench(["acdc", "--data", str(DATA / "acdc"), "--methods", "supervised,fixmatch", "--iterations", "2", "--size", "32",
-                   "--batch", "2", "--curve-every", "1", "--max-unlabeled", "1", "--max-val", "1", "--out", "a.jsonl",
-                   "--runs", "runs", "--plot", "curve.png"], tmp_path)
+    proc = _bench(
+        [
+            "acdc",
+            "--data",
+            str(DATA / "acdc"),
+            "--methods",
+            "supervised,fixmatch",
+            "--iterations",
+            "2",
+            "--size",
+            "32",
+            "--batch",
+            "2",
+            "--curve-every",
+            "1",
+            "--max-unlabeled",
+            "1",
+            "--max-val",
+            "1",
+            "--out",
+            "a.jsonl",
+            "--runs",
+            "runs",
+            "--plot",
+            "curve.png",
+        ],
+        tmp_path,
+    )
     rows = read_jsonl(tmp_path / "a.jsonl")
     assert [r["row"] for r in rows] == ["supervised", "fixmatch"]
     for r in rows:
         assert set(r["scores"]["classes"]) == {"RV", "Myo", "LV"} and r["scores"]["volumes"] == 2
-        assert {"dice", "jaccard", "hd95_vox", "asd_vox"} <= set(r["scores"]["mean"]) and 0.0 <= r["scores"]["mean"]["dice"] <= 1.0
-        assert [p["iteration"] for p in r["curve"]] == [1, 2] and r["curve"][-1]["dice"] == round(r["scores"]["mean"]["dice"], 4)
-        assert r["budget"]["iterations"] == 2 and r["options"] == ({} if r["row"] == "supervised" else {"warmup": 0.2, "rampup": 0.3})
+        assert {"dice", "jaccard", "hd95_vox", "asd_vox"} <= set(r["scores"]["mean"]) and 0.0 <= r["scores"]["mean"][
+            "dice"
+        ] <= 1.0
+        assert [p["iteration"] for p in r["curve"]] == [1, 2] and r["curve"][-1]["dice"] == round(
+            r["scores"]["mean"]["dice"], 4
+        )
+        assert r["budget"]["iterations"] == 2 and r["options"] == (
+            {} if r["row"] == "supervised" else {"warmup": 0.2, "rampup": 0.3}
+        )
     assert (tmp_path / "curve.png").read_bytes()[:8] == PNG
     _table_is_last(proc.stdout, "mean", "fixmatch")
     # the per-class table: Dice, Jaccard, HD95 and ASD of each class, as stored
     rv = rows[0]["scores"]["classes"]["RV"]
     line = next(l for l in proc.stdout.splitlines() if l.startswith("| supervised |"))
-    shown = ["-" if v is None or v != v else f"{v * scale:.1f}" for v, scale in
-             ((rv["dice"], 100), (rv["jaccard"], 100), (rv["hd95_vox"], 1), (rv["asd_vox"], 1))]  # no distance to an empty mask: "-"
+    shown = [
+        "-" if v is None or v != v else f"{v * scale:.1f}"
+        for v, scale in ((rv["dice"], 100), (rv["jaccard"], 100), (rv["hd95_vox"], 1), (rv["asd_vox"], 1))
+    ]  # no distance to an empty mask: "-"
     assert line.split(" | ")[1] == " / ".join(shown)
 
 
 def test_scaling_benchmark_smoke(tmp_path):
-    proc = _bench(["scaling", "--methods", "supervised", "--train-sizes", "32", "--steps", "1", "--plane", "48", "--slices", "4",
-                   "--labeled", "2", "--batch", "2", "--volume-methods", "supervised", "--train-volumes", "1,2", "--volume-size", "32",
-                   "--infer-size", "32", "--infer-slices", "2,4", "--infer-volumes", "1", "--infer-volume-slices", "2",
-                   "--data", str(DATA / "acdc"), "--usable-methods", "supervised", "--usable-iterations", "2", "--usable-every", "1",
-                   "--usable-size", "32", "--usable-unlabeled", "1", "--out", "s.jsonl"], tmp_path)
+    proc = _bench(
+        [
+            "scaling",
+            "--methods",
+            "supervised",
+            "--train-sizes",
+            "32",
+            "--steps",
+            "1",
+            "--plane",
+            "48",
+            "--slices",
+            "4",
+            "--labeled",
+            "2",
+            "--batch",
+            "2",
+            "--volume-methods",
+            "supervised",
+            "--train-volumes",
+            "1,2",
+            "--volume-size",
+            "32",
+            "--infer-size",
+            "32",
+            "--infer-slices",
+            "2,4",
+            "--infer-volumes",
+            "1",
+            "--infer-volume-slices",
+            "2",
+            "--data",
+            str(DATA / "acdc"),
+            "--usable-methods",
+            "supervised",
+            "--usable-iterations",
+            "2",
+            "--usable-every",
+            "1",
+            "--usable-size",
+            "32",
+            "--usable-unlabeled",
+            "1",
+            "--out",
+            "s.jsonl",
+        ],
+        tmp_path,
+    )
     recs = read_jsonl(tmp_path / "s.jsonl")
     kinds = [r["kind"] for r in recs]
     assert kinds == ["machine", "baseline", "train", "train", "infer", "infer", "first_usable", "summary"]
@@ -212,10 +349,14 @@ def test_scaling_benchmark_smoke(tmp_path):
         assert 0 < r["flop_utilisation"] < 5 and r["peak_rss_mb"] >= base["peak_rss_mb"] * 0.9
     assert [r["volumes"] for r in recs if r["kind"] == "train"] == [1, 2]
     for r in (r for r in recs if r["kind"] == "infer"):
-        assert r["predict_seconds_per_volume"] > 0 and r["end_to_end_seconds_per_volume"] > 0 and r["flop_utilisation"] > 0
+        assert (
+            r["predict_seconds_per_volume"] > 0 and r["end_to_end_seconds_per_volume"] > 0 and r["flop_utilisation"] > 0
+        )
     usable = recs[6]
     assert usable["method"] == "supervised" and len(usable["curve"]) == 2 and 0.0 <= usable["final_dice"] <= 1.0
-    assert usable["usable_threshold"] >= 0.5 and (usable["time_to_usable_seconds"] is None) == (usable["usable_iteration"] is None)
+    assert usable["usable_threshold"] >= 0.5 and (usable["time_to_usable_seconds"] is None) == (
+        usable["usable_iteration"] is None
+    )
     growth = recs[-1]["growth"]
     assert "inference seconds vs slices per volume" in growth and "supervised: s/iteration vs volumes" in growth
     assert all("verdict" in g for g in growth.values())
@@ -246,10 +387,36 @@ def test_each_wait_policy_sets_only_its_own_variable():
 
 
 def test_contention_benchmark_smoke(tmp_path):
-    proc = _bench(["contention", "--size", "32", "--batch", "2", "--steps", "1", "--plane", "48", "--slices", "4", "--labeled", "2",
-                   "--busy", "0,1", "--threads", "1,2,0", "--policies", "spin=7", "--out", "c.jsonl"], tmp_path)
+    proc = _bench(
+        [
+            "contention",
+            "--size",
+            "32",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--plane",
+            "48",
+            "--slices",
+            "4",
+            "--labeled",
+            "2",
+            "--busy",
+            "0,1",
+            "--threads",
+            "1,2,0",
+            "--policies",
+            "spin=7",
+            "--out",
+            "c.jsonl",
+        ],
+        tmp_path,
+    )
     recs = read_jsonl(tmp_path / "c.jsonl")
-    assert [(r["busy"], r["threads"], r["policy"]) for r in recs] == [(b, t, p) for b in (0, 1) for t, p in ((1, "-"), (2, "spin=7"), (0, "-"))]
+    assert [(r["busy"], r["threads"], r["policy"]) for r in recs] == [
+        (b, t, p) for b in (0, 1) for t, p in ((1, "-"), (2, "spin=7"), (0, "-"))
+    ]
     # each child saw the OpenMP environment of its row
     assert {r["policy"]: r["child_openmp"] for r in recs} == {"-": {}, "spin=7": {"GOMP_SPINCOUNT": "7"}}
     assert all(r["seconds_per_iteration"] > 0 for r in recs)

@@ -8,10 +8,11 @@ import json
 import re
 
 import numpy as np
-from enginetesting import write_volume
 
 from semiseg import cli
 from semiseg.training.progress import ProgressLog
+
+from enginetesting import write_volume
 
 
 def test_on_a_terminal_the_warning_and_the_results_line_show_beside_the_bar(tmp_path, monkeypatch):

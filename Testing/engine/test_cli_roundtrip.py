@@ -12,11 +12,14 @@ import SimpleITK as sitk
 
 from semiseg.inference import review_slices
 from semiseg.job import load_job, run_job
+
 from enginetesting import write_job
 
 
 def _semiseg(*args, check=True):
-    proc = subprocess.run([sys.executable, "-m", "semiseg", *map(str, args)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "semiseg", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
     if check:
         assert proc.returncode == 0, proc.stderr
     return proc
@@ -31,10 +34,29 @@ def _same_grid(a: sitk.Image, b: sitk.Image):
 
 def test_train_predict_evaluate_cli(toy_case, tmp_path):
     run = tmp_path / "run"
-    proc = _semiseg("train", "--image", toy_case["image"], "--labels", toy_case["labels"], "--iterations", 3, "--size", 32,
-                    "--batch-labeled", 2, "--device", "cpu", "--format", "nrrd", "--out", run)
+    proc = _semiseg(
+        "train",
+        "--image",
+        toy_case["image"],
+        "--labels",
+        toy_case["labels"],
+        "--iterations",
+        3,
+        "--size",
+        32,
+        "--batch-labeled",
+        2,
+        "--device",
+        "cpu",
+        "--format",
+        "nrrd",
+        "--out",
+        run,
+    )
     events = [json.loads(line)["event"] for line in proc.stdout.splitlines()]
-    assert events[0] == "setup" and events[1:3] == ["preview", "start"] and events[-1] == "done" and "predicted" in events
+    assert (
+        events[0] == "setup" and events[1:3] == ["preview", "start"] and events[-1] == "done" and "predicted" in events
+    )
     assert json.loads((run / "config.json").read_text())["axis_resolved"] == 2
     assert json.loads((run / "status.json").read_text()) == {"state": "done", "message": "", "exit_code": 0}
     pred_dir = run / "predictions" / "image"
@@ -46,7 +68,9 @@ def test_train_predict_evaluate_cli(toy_case, tmp_path):
     conf = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / "confidence.nrrd")))
     ent = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / "entropy.nrrd")))
     assert labels.dtype == np.uint8 and labels.max() <= 2
-    assert conf.min() >= 1 / 3 - 1e-5 and conf.max() <= 1 + 1e-5 and ent.min() >= -1e-6 and ent.max() <= np.log(3) + 1e-5
+    assert (
+        conf.min() >= 1 / 3 - 1e-5 and conf.max() <= 1 + 1e-5 and ent.min() >= -1e-6 and ent.max() <= np.log(3) + 1e-5
+    )
     review = json.loads((pred_dir / "review.json").read_text())
     scores = [s["confidence"] for s in review["slices"]]
     assert scores == sorted(scores) and len(scores) == 6 and review["axis"] == 2
@@ -57,14 +81,43 @@ def test_train_predict_evaluate_cli(toy_case, tmp_path):
     again = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labels.nii.gz")))
     assert not np.array_equal(again, labels) and np.array_equal(labels[[1, 4]], sparse[[1, 4]])  # the run's: fused
     alone = tmp_path / "alone"
-    _semiseg("train", "--image", toy_case["image"], "--labels", toy_case["labels"], "--iterations", 3, "--size", 32,
-             "--batch-labeled", 2, "--device", "cpu", "--format", "nrrd", "--no-completion", "--out", alone)
+    _semiseg(
+        "train",
+        "--image",
+        toy_case["image"],
+        "--labels",
+        toy_case["labels"],
+        "--iterations",
+        3,
+        "--size",
+        32,
+        "--batch-labeled",
+        2,
+        "--device",
+        "cpu",
+        "--format",
+        "nrrd",
+        "--no-completion",
+        "--out",
+        alone,
+    )
     assert not (alone / "preview").exists()
     network = sitk.GetArrayFromImage(sitk.ReadImage(str(alone / "predictions" / "image" / "labels.nrrd")))
     assert np.array_equal(again, network)
 
-    ev = json.loads(_semiseg("evaluate", "--pred", pred_dir / "labels.nrrd", "--ref", toy_case["image"].parent / "labels.nrrd",
-                             "--slices", "1,4", "--axis", 2).stdout)
+    ev = json.loads(
+        _semiseg(
+            "evaluate",
+            "--pred",
+            pred_dir / "labels.nrrd",
+            "--ref",
+            toy_case["image"].parent / "labels.nrrd",
+            "--slices",
+            "1,4",
+            "--axis",
+            2,
+        ).stdout
+    )
     assert set(ev["classes"]) == {"1", "2"} and 0.0 <= ev["mean"]["dice"] <= 1.0
 
 

@@ -15,6 +15,7 @@ from semiseg.completion import ShapePrior
 from semiseg.completion.fusion import fit_scale, fuse
 from semiseg.completion.interpolation import interpolate_labels, slice_distance
 from semiseg.data import looks_like_ct, normalize_intensity
+
 from enginetesting import write_job, write_volume
 
 BACKENDS = ["shape", "morphological"]  # the ITK wheel is in the test extra
@@ -111,7 +112,8 @@ def test_beyond_the_labelled_range_the_prior_shrinks_and_the_network_decides():
     assert area[1] < area[2] and area[0] <= area[1]
     net = np.zeros((2, *stack.shape), np.float32)
     net[0] = 1.0
-    net[1, 19], net[0, 19] = 1.0, 0.0  # a sure network paints slice 19 whole: far outside the shrunk shape it is overruled
+    # a sure network paints slice 19 whole: far outside the shrunk shape it is overruled
+    net[1, 19], net[0, 19] = 1.0, 0.0
     fused = fuse(net, interp, 1.0).argmax(0)
     assert (fused[19] == 1)[32, 32] and not (fused[19] == 1)[0, 0]
 
@@ -126,15 +128,22 @@ def test_previews_in_the_progress_stream_of_a_cli_training(tmp_path):
     sparse[[2, 6, 9]] = labels[[2, 6, 9]]
     write_volume(tmp_path / "image.nrrd", image)
     write_volume(tmp_path / "labels.nrrd", sparse)
-    write_job(tmp_path, method="supervised", completion={"preview_every": 0.001},
-              train={"iterations": 6, "size": 32, "batch_labeled": 2, "val_every": 0, "threads": 1})
-    proc = subprocess.run([sys.executable, "-m", "semiseg", "train", "--job", str(tmp_path)], capture_output=True, text=True,
-                          timeout=600)
+    write_job(
+        tmp_path,
+        method="supervised",
+        completion={"preview_every": 0.001},
+        train={"iterations": 6, "size": 32, "batch_labeled": 2, "val_every": 0, "threads": 1},
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "semiseg", "train", "--job", str(tmp_path)], capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr
     events = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     names = [e["event"] for e in events]
     previews = [e for e in events if e["event"] == "preview"]
-    assert previews[0]["iteration"] == 0 and names.index("preview") < names.index("start")  # within seconds, before training
+    assert previews[0]["iteration"] == 0 and names.index("preview") < names.index(
+        "start"
+    )  # within seconds, before training
     assert len(previews) >= 3 and all(p["preliminary"] for p in previews)
     assert [p["iteration"] for p in previews] == sorted(p["iteration"] for p in previews)
     assert names.index("trained") > names.index("preview") and names[-1] == "done"
@@ -175,10 +184,16 @@ def test_ct_air_and_bone_painted_on_three_slices_come_out_on_them_and_their_neig
     labels = sitk.GetImageFromArray(sparse)
     labels.CopyInformation(image)
     sitk.WriteImage(labels, str(tmp_path / "labels.nrrd"))
-    write_job(tmp_path, method="supervised", classes=["background", "air", "bone"], completion={"enabled": False},
-              train={"iterations": 500, "size": 128, "batch_labeled": 4, "val_every": 0, "threads": 1, "seed": 0})
-    proc = subprocess.run([sys.executable, "-m", "semiseg", "train", "--job", str(tmp_path)], capture_output=True, text=True,
-                          timeout=900)
+    write_job(
+        tmp_path,
+        method="supervised",
+        classes=["background", "air", "bone"],
+        completion={"enabled": False},
+        train={"iterations": 500, "size": 128, "batch_labeled": 4, "val_every": 0, "threads": 1, "seed": 0},
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "semiseg", "train", "--job", str(tmp_path)], capture_output=True, text=True, timeout=900
+    )
     assert proc.returncode == 0, proc.stderr
     pred = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "run" / "predictions" / "image" / "labels.nii.gz")))
 

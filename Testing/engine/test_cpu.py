@@ -65,8 +65,14 @@ def test_a_trainer_without_a_thread_count_leaves_the_busy_cores_to_others(tmp_pa
         cfg = TrainConfig(iterations=1, size=32, batch_labeled=1, batch_unlabeled=0, val_every=0, device="cpu")
         trainer = Trainer(cfg, "supervised", {}, 2, tmp_path, log=ProgressLog(tmp_path / "progress.jsonl", stream=None))
         assert trainer.threads == torch.get_num_threads() == 1
-        fixed = Trainer(TrainConfig(iterations=1, size=32, val_every=0, device="cpu", threads=2), "supervised", {}, 2, tmp_path / "b",
-                        log=ProgressLog(None, stream=None))
+        fixed = Trainer(
+            TrainConfig(iterations=1, size=32, val_every=0, device="cpu", threads=2),
+            "supervised",
+            {},
+            2,
+            tmp_path / "b",
+            log=ProgressLog(None, stream=None),
+        )
         assert fixed.threads == 2  # a job that sets its count gets it, busy or not
         from semiseg.data import SliceSet
         from semiseg.training import TrainData

@@ -2,12 +2,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from semiseg.contract import train_setting_problem
 import torch
 
+from semiseg.contract import train_setting_problem
 from semiseg.data import (
-    Volume, build_slice_sets, choose_axis, labeled_slice_indices, normalize_intensity, put_slices, resize_labels, take_slices,
+    Volume,
+    build_slice_sets,
+    choose_axis,
+    labeled_slice_indices,
+    normalize_intensity,
+    put_slices,
+    resize_labels,
+    take_slices,
 )
 from semiseg.errors import InputError
 
@@ -46,8 +52,16 @@ def test_auto_axis_one_tie_break_for_engine_and_front_ends():
     assert choose_axis(lab, spacing_kji=(1.0, 1.0, 2.0)) == 0
 
 
-@pytest.mark.parametrize(("iterations", "size", "problem"), [
-    (1, 16, None), (None, None, None), (0, 64, "iterations must be >= 1"), (10, 8, ">= 16"), (10, 40, "multiple of 16")])
+@pytest.mark.parametrize(
+    ("iterations", "size", "problem"),
+    [
+        (1, 16, None),
+        (None, None, None),
+        (0, 64, "iterations must be >= 1"),
+        (10, 8, ">= 16"),
+        (10, 40, "multiple of 16"),
+    ],
+)
 def test_training_setting_limits(iterations, size, problem):
     found = train_setting_problem(iterations, size)
     assert found is None if problem is None else problem in found

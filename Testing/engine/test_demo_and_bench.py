@@ -9,11 +9,10 @@ import sys
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from semiseg.bench.flops import forward_flops
 from semiseg.models import UNet2D
-
-import torch
 
 
 def test_demo_runs_on_the_installed_sample(tmp_path):
@@ -43,11 +42,31 @@ def test_forward_flops_counts_convolutions_exactly():
 
 
 def test_throughput_benchmark_smoke():
-    proc = subprocess.run([sys.executable, "-m", "semiseg", "bench", "throughput", "--size", "32", "--batch", "2", "--steps", "1", "--slices", "2"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "semiseg",
+            "bench",
+            "throughput",
+            "--size",
+            "32",
+            "--batch",
+            "2",
+            "--steps",
+            "1",
+            "--slices",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout.splitlines()[0])
-    assert result["train_images_per_s"] > 0 and result["inference_slices_per_s"] > 0 and result["matmul_peak_gflops"] > 0
+    assert (
+        result["train_images_per_s"] > 0 and result["inference_slices_per_s"] > 0 and result["matmul_peak_gflops"] > 0
+    )
     assert proc.stdout.strip().splitlines()[-1].startswith("inference_flop_utilisation")
 
 

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from enginetesting import write_job, write_volume
 from semiseg.errors import InputError
 from semiseg.job import load_job, run_job
+
+from enginetesting import write_job, write_volume
 
 
 def _run(job_dir):
@@ -80,7 +80,9 @@ def test_label_outside_declared_classes(case):
     lab[1, 5:9, 5:9] = 7
     write_volume(case["labels"], lab)
     write_job(case["dir"], classes=["background", "a", "b"])
-    with pytest.raises(InputError, match=r"labels\.nrrd: holds label value\(s\) \[7\] outside the declared classes 0\.\.2"):
+    with pytest.raises(
+        InputError, match=r"labels\.nrrd: holds label value\(s\) \[7\] outside the declared classes 0\.\.2"
+    ):
         _run(case["dir"])
     _assert_nothing_written(case["dir"])
 
@@ -163,14 +165,17 @@ def test_cli_reports_bad_input_with_exit_code_2(case, capsys):
     assert "image.nrrd: file not found" in err
 
 
-@pytest.mark.parametrize("method, options, message", [
-    ("fixmatch", {"cutmix_p": 1.5}, r"cutmix_p must be in \[0, 1\], got 1.5"),
-    ("unimatch", {"fp_dropout": 1.0}, r"fp_dropout must be in \[0, 1\), got 1.0"),
-    ("crossmatch", {"eta": -0.1}, r"eta must be in \[0, 1\], got -0.1"),
-    ("semsim", {"query_temperature": 0}, r"query_temperature must be in \(0, inf\), got 0"),
-    ("refguided", {"combine": "vote"}, r"combine must be one of"),
-    ("unimatch", {"tau": 2}, r"tau must be in \[0, 1\], got 2"),
-])
+@pytest.mark.parametrize(
+    "method, options, message",
+    [
+        ("fixmatch", {"cutmix_p": 1.5}, r"cutmix_p must be in \[0, 1\], got 1.5"),
+        ("unimatch", {"fp_dropout": 1.0}, r"fp_dropout must be in \[0, 1\), got 1.0"),
+        ("crossmatch", {"eta": -0.1}, r"eta must be in \[0, 1\], got -0.1"),
+        ("semsim", {"query_temperature": 0}, r"query_temperature must be in \(0, inf\), got 0"),
+        ("refguided", {"combine": "vote"}, r"combine must be one of"),
+        ("unimatch", {"tau": 2}, r"tau must be in \[0, 1\], got 2"),
+    ],
+)
 def test_method_option_out_of_range(case, capsys, method, options, message):
     from semiseg.cli import main
 

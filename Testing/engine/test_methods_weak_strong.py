@@ -41,7 +41,12 @@ def discs(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 def test_registry_and_configs():
     assert set(NAMES) <= set(METHODS)
-    assert METHODS["fixmatch"].unlabeled_batches == METHODS["unimatch"].unlabeled_batches == METHODS["crossmatch"].unlabeled_batches == 2
+    assert (
+        METHODS["fixmatch"].unlabeled_batches
+        == METHODS["unimatch"].unlabeled_batches
+        == METHODS["crossmatch"].unlabeled_batches
+        == 2
+    )
     assert METHODS["fixmatch"].Config().cutmix_p == METHODS["unimatch"].Config().cutmix_p == 0.5
     for name in NAMES:
         cfg = METHODS[name].Config()
@@ -51,9 +56,15 @@ def test_registry_and_configs():
     assert METHODS["unimatch"].Config().fp_dropout == 0.5
     with pytest.raises(InputError, match="valid keys"):
         build_method("unimatch", {"taus": 0.9}, 3, UNet2D(1, 3))
-    for name, bad in [("fixmatch", {"tau": 2.0}), ("fixmatch", {"ema": 1.0}), ("unimatch", {"fp_dropout": 1.0}),
-                      ("unimatch", {"warmup": 0.8, "rampup": 0.5}), ("crossmatch", {"strong_dropout": 1.2}),
-                      ("crossmatch", {"eta": -0.1}), ("crossmatch", {"cutmix_p": 1.5})]:
+    for name, bad in [
+        ("fixmatch", {"tau": 2.0}),
+        ("fixmatch", {"ema": 1.0}),
+        ("unimatch", {"fp_dropout": 1.0}),
+        ("unimatch", {"warmup": 0.8, "rampup": 0.5}),
+        ("crossmatch", {"strong_dropout": 1.2}),
+        ("crossmatch", {"eta": -0.1}),
+        ("crossmatch", {"cutmix_p": 1.5}),
+    ]:
         with pytest.raises(InputError):
             build_method(name, bad, 3, UNet2D(1, 3))
 
@@ -97,10 +108,17 @@ LAYOUT = {
 }
 
 
-@pytest.mark.parametrize("name, options", [
-    ("fixmatch", {"cutmix_p": 0.0}), ("fixmatch", {"cutmix_p": 1.0}), ("unimatch", {"cutmix_p": 0.0}), ("unimatch", {"cutmix_p": 1.0}),
-    ("crossmatch", {"cutmix_p": 0.0}), ("crossmatch", {"cutmix_p": 1.0}),
-])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("fixmatch", {"cutmix_p": 0.0}),
+        ("fixmatch", {"cutmix_p": 1.0}),
+        ("unimatch", {"cutmix_p": 0.0}),
+        ("unimatch", {"cutmix_p": 1.0}),
+        ("crossmatch", {"cutmix_p": 0.0}),
+        ("crossmatch", {"cutmix_p": 1.0}),
+    ],
+)
 def test_pixels_below_tau_contribute_nothing_in_methods(name, options):
     """Changing a student's logits on unconfident pixels changes neither the loss nor the gradient there.
 
@@ -113,7 +131,9 @@ def test_pixels_below_tau_contribute_nothing_in_methods(name, options):
     for k, rows in sources.items():
         for r in rows:
             tables[k][r] = confident_left()
-    batch = Batch(torch.rand(n_l, 1, S, S), torch.randint(0, 3, (n_l, S, S)), torch.rand(n_u, 1, S, S), torch.rand(n_u, 1, S, S))
+    batch = Batch(
+        torch.rand(n_l, 1, S, S), torch.randint(0, 3, (n_l, S, S)), torch.rand(n_u, 1, S, S), torch.rand(n_u, 1, S, S)
+    )
     results = []
     for change in (False, True):
         t = {k: v.clone() for k, v in tables.items()}
@@ -176,7 +196,9 @@ def test_warmup_trains_labelled_only(name):
     method = build_method(name, {"warmup": 0.5, "rampup": 0.2}, 3, model)
     out = method.loss(model, batch, TrainProgress(4, 10))
     assert set(out.terms) == {"sup"} and out.stats["unsup_weight"] == 0.0
-    assert float(out.total.detach()) == pytest.approx(out.terms["sup"])  # the warm-up is the supervised baseline (pseudo.blend)
+    assert float(out.total.detach()) == pytest.approx(
+        out.terms["sup"]
+    )  # the warm-up is the supervised baseline (pseudo.blend)
     out = method.loss(model, batch, TrainProgress(6, 10))
     assert out.stats["unsup_weight"] == pytest.approx(math.exp(-5 * 0.5**2))
     assert UNSUP_TERMS[name] <= set(out.terms)
@@ -213,8 +235,18 @@ def tiny_data(size: int = 32) -> TrainData:
 
 
 def tiny_config(**kw) -> TrainConfig:
-    return TrainConfig(iterations=2, size=32, batch_labeled=2, batch_unlabeled=2, device="cpu", amp=False,
-                       val_every=2, checkpoint_every=0, log_every=1, **kw)
+    return TrainConfig(
+        iterations=2,
+        size=32,
+        batch_labeled=2,
+        batch_unlabeled=2,
+        device="cpu",
+        amp=False,
+        val_every=2,
+        checkpoint_every=0,
+        log_every=1,
+        **kw,
+    )
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -273,7 +305,9 @@ def test_references_option_keeps_a_subset_of_the_pseudo_labels(name):
         assert torch.isfinite(out.total)
         ratios[references] = out.stats["mask_ratio"]
         if references:
-            assert int(method.references.count.sum()) > 0 and any(k.startswith("references.") for k in method.state_dict())
+            assert int(method.references.count.sum()) > 0 and any(
+                k.startswith("references.") for k in method.state_dict()
+            )
         else:
             assert method.references is None
     assert ratios[False] == 1.0 and ratios[True] < 0.9

@@ -12,6 +12,7 @@ import threading
 import numpy as np
 import pytest
 import torch
+from test_methods_weak_strong import tiny_config, tiny_data
 
 import semiseg.models.precision as precision_mod
 from semiseg.errors import Cancelled, InputError
@@ -20,7 +21,6 @@ from semiseg.models import UNet2D, resolve_precision, set_precision
 from semiseg.training.prefetch import Prefetcher
 from semiseg.training.progress import ProgressLog
 from semiseg.training.trainer import CancelToken, TrainData, Trainer
-from test_methods_weak_strong import tiny_config, tiny_data
 
 
 def prefetch_threads() -> list[threading.Thread]:
@@ -29,7 +29,9 @@ def prefetch_threads() -> list[threading.Thread]:
 
 def trainer(tmp_path, method="unimatch", cancel=None, **kw) -> Trainer:
     cfg = dataclasses.replace(tiny_config(threads=1), **{"iterations": 3, **kw})
-    return Trainer(cfg, method, {}, 3, tmp_path, log=ProgressLog(tmp_path / "progress.jsonl", stream=None), cancel=cancel)
+    return Trainer(
+        cfg, method, {}, 3, tmp_path, log=ProgressLog(tmp_path / "progress.jsonl", stream=None), cancel=cancel
+    )
 
 
 def events(tmp_path, name: str) -> list[dict]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 
@@ -26,7 +25,9 @@ def test_quick_recipe_is_the_cpu_recipe_at_a_smaller_budget():
     assert {k: v for k, v in train.items() if k not in ("iterations", "size")} == {k: v for k, v in CPU_TRAIN.items()
                                                                                  if k not in ("iterations", "size")}
     assert options == SHORT_BUDGET  # 600 iterations: the full warm-up schedule
-    assert apply_recipe("quick", "supervised", {"iterations": 50}, {})[1]["iterations"] == 50  # the job's own value wins
+    assert (
+        apply_recipe("quick", "supervised", {"iterations": 50}, {})[1]["iterations"] == 50
+    )  # the job's own value wins
 
 
 def test_short_runs_warm_up_for_longer():
@@ -63,7 +64,11 @@ def test_prepare_resolves_the_recipe_of_a_job(toy_case):
     job = load_job(write_job(toy_case["dir"], method="fixmatch", train={"device": "cpu", "iterations": 3}))
     prepared = prepare(job)
     assert prepared.recipe == "cpu"
-    assert (prepared.config.size, prepared.config.batch_labeled, prepared.config.iterations) == (CPU_TRAIN["size"], CPU_TRAIN["batch_labeled"], 3)
+    assert (prepared.config.size, prepared.config.batch_labeled, prepared.config.iterations) == (
+        CPU_TRAIN["size"],
+        CPU_TRAIN["batch_labeled"],
+        3,
+    )
     assert prepared.method_options == SHORT_RUN  # 3 iterations: a short run
     paper = prepare(Job(**{**job.__dict__, "recipe": "paper"}))
     assert paper.config.size == 256 and paper.method_options == {}

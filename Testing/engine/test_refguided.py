@@ -12,10 +12,9 @@ from semiseg.data import SliceSet
 from semiseg.inference import Predictor
 from semiseg.methods import METHODS, Batch, TrainProgress, build_method
 from semiseg.methods.refguided import combine_labels
-from semiseg.refbank import upsample_scores
 from semiseg.models import UNet2D
-from semiseg.refbank import ReferenceGuidedLabeler, grid_references, scores_to_label
-from semiseg.training import Trainer, TrainData
+from semiseg.refbank import ReferenceGuidedLabeler, grid_references, scores_to_label, upsample_scores
+from semiseg.training import TrainData, Trainer
 from semiseg.training.progress import ProgressLog
 
 
@@ -142,7 +141,12 @@ def _batch(size=32, n=2, seed=0):
     lab[:, size // 4 : size // 2, size // 4 : 3 * size // 4] = 1
     lab[:, size // 2 : 3 * size // 4, size // 4 : 3 * size // 4] = 2
     img = lab.float()[:, None] / 3 + 0.05 * torch.rand(n, 1, size, size, generator=g)
-    return Batch(img, lab, img.flip(-1) + 0.05 * torch.rand(n, 1, size, size, generator=g), img.flip(-2) + 0.05 * torch.rand(n, 1, size, size, generator=g))
+    return Batch(
+        img,
+        lab,
+        img.flip(-1) + 0.05 * torch.rand(n, 1, size, size, generator=g),
+        img.flip(-2) + 0.05 * torch.rand(n, 1, size, size, generator=g),
+    )
 
 
 def test_refguided_registered_with_two_unlabelled_batches():
@@ -155,7 +159,16 @@ def test_refguided_registered_with_two_unlabelled_batches():
 def test_refguided_loss_is_finite_and_falls_on_a_fixed_batch(combine, cutmix_p):
     torch.manual_seed(0)
     model = UNet2D(1, 3)
-    opts = {"warmup": 0.0, "rampup": 0.0, "min_margin": 0.0, "combine": combine, "bank_size": 64, "per_update": 16, "tau": 0.0, "cutmix_p": cutmix_p}
+    opts = {
+        "warmup": 0.0,
+        "rampup": 0.0,
+        "min_margin": 0.0,
+        "combine": combine,
+        "bank_size": 64,
+        "per_update": 16,
+        "tau": 0.0,
+        "cutmix_p": cutmix_p,
+    }
     method = build_method("refguided", opts, 3, model)
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     batch, losses = _batch(), []
@@ -205,11 +218,22 @@ def _data(n=6, size=32, classes=3):
     lab = torch.randint(0, classes, (n, size, size), generator=g)
     img = lab.float()[:, None] / classes + 0.1 * torch.rand(n, 1, size, size, generator=g)
     val = SliceSet(img[:2].clone(), lab[:2].clone(), [("v", i) for i in range(2)])
-    return TrainData(SliceSet(img, lab, [("t", i) for i in range(n)]), val, SliceSet(img.flip(-1).clone(), None, []), classes)
+    return TrainData(
+        SliceSet(img, lab, [("t", i) for i in range(n)]), val, SliceSet(img.flip(-1).clone(), None, []), classes
+    )
 
 
 def test_refguided_trains_two_steps_and_predicts(tmp_path):
-    cfg = TrainConfig(iterations=2, size=32, batch_labeled=2, batch_unlabeled=2, val_every=1, checkpoint_every=0, device="cpu", amp=False)
+    cfg = TrainConfig(
+        iterations=2,
+        size=32,
+        batch_labeled=2,
+        batch_unlabeled=2,
+        val_every=1,
+        checkpoint_every=0,
+        device="cpu",
+        amp=False,
+    )
     opts = {"warmup": 0.0, "rampup": 0.0, "bank_size": 32, "ema": 0.9}
     trainer = Trainer(cfg, "refguided", opts, 3, tmp_path, log=ProgressLog(tmp_path / "progress.jsonl", stream=None))
     result = trainer.fit(_data())

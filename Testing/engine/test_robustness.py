@@ -22,14 +22,23 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from enginetesting import ROOT, write_job
 from semiseg.contract import DEFAULT_METHOD, METHOD_LABELS
 from semiseg.errors import Cancelled, CancelToken, InputError
 from semiseg.job import Job, RunLock, check_axis, load_job, run_job
 from semiseg.training.checkpoint import load_checkpoint, save_checkpoint
 from semiseg.training.progress import ProgressLog
 
-FAST = {"iterations": 2, "size": 32, "batch_labeled": 2, "batch_unlabeled": 2, "val_every": 0, "checkpoint_every": 1, "device": "cpu"}
+from enginetesting import ROOT, write_job
+
+FAST = {
+    "iterations": 2,
+    "size": 32,
+    "batch_labeled": 2,
+    "batch_unlabeled": 2,
+    "val_every": 0,
+    "checkpoint_every": 1,
+    "device": "cpu",
+}
 
 
 @pytest.fixture
@@ -39,7 +48,9 @@ def case(toy_case):
 
 
 def _cli(*args: object) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "semiseg", *map(str, args)], capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "semiseg", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
 
 
 def _nifti_copy(case, name: str) -> tuple[Path, bytes]:
@@ -51,6 +62,7 @@ def _nifti_copy(case, name: str) -> tuple[Path, bytes]:
 
 
 # -- 13, 14, 15: damaged NIfTI files -------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", ["image.nii.gz", "image.nii"])
 def test_truncated_nifti_is_refused(case, acdc, name):
@@ -102,28 +114,32 @@ def test_nan_and_inf_in_nifti_are_refused(case, name):
 
 # -- 16, 19: job.json values ---------------------------------------------------------------------
 
-@pytest.mark.parametrize("fields, key", [
-    ({"train": {**FAST, "iterations": "300"}}, "iterations"),
-    ({"train": {**FAST, "iterations": 3.7}}, "iterations"),
-    ({"train": {**FAST, "iterations": True}}, "iterations"),
-    ({"train": {**FAST, "size": "64"}}, "size"),
-    ({"train": {**FAST, "lr": "fast"}}, "lr"),
-    ({"train": {**FAST, "lr": -1}}, "lr"),
-    ({"train": {**FAST, "log_every": 0}}, "log_every"),
-    ({"train": {**FAST, "checkpoint_every": -1}}, "checkpoint_every"),
-    ({"train": {**FAST, "threads": -3}}, "threads"),
-    ({"train": {**FAST, "amp": "yes"}}, "amp"),
-    ({"predict": "no"}, "predict"),
-    ({"classes": "abc"}, "classes"),
-    ({"train": []}, "train"),
-    ({"labeled_slices": "3,7"}, "labeled_slices"),
-    ({"labeled_slices": [1, -2]}, "labeled_slices"),
-    ({"format_version": "1"}, "format_version"),
-    ({"axis": True}, "axis"),
-    ({"unlabeled": "extra.nii.gz"}, "unlabeled"),
-    ({"method_options": {"tau": "high"}, "method": "fixmatch"}, "tau"),
-    ({"run_dir": 5}, "run_dir"),
-])
+
+@pytest.mark.parametrize(
+    "fields, key",
+    [
+        ({"train": {**FAST, "iterations": "300"}}, "iterations"),
+        ({"train": {**FAST, "iterations": 3.7}}, "iterations"),
+        ({"train": {**FAST, "iterations": True}}, "iterations"),
+        ({"train": {**FAST, "size": "64"}}, "size"),
+        ({"train": {**FAST, "lr": "fast"}}, "lr"),
+        ({"train": {**FAST, "lr": -1}}, "lr"),
+        ({"train": {**FAST, "log_every": 0}}, "log_every"),
+        ({"train": {**FAST, "checkpoint_every": -1}}, "checkpoint_every"),
+        ({"train": {**FAST, "threads": -3}}, "threads"),
+        ({"train": {**FAST, "amp": "yes"}}, "amp"),
+        ({"predict": "no"}, "predict"),
+        ({"classes": "abc"}, "classes"),
+        ({"train": []}, "train"),
+        ({"labeled_slices": "3,7"}, "labeled_slices"),
+        ({"labeled_slices": [1, -2]}, "labeled_slices"),
+        ({"format_version": "1"}, "format_version"),
+        ({"axis": True}, "axis"),
+        ({"unlabeled": "extra.nii.gz"}, "unlabeled"),
+        ({"method_options": {"tau": "high"}, "method": "fixmatch"}, "tau"),
+        ({"run_dir": 5}, "run_dir"),
+    ],
+)
 def test_job_values_are_type_checked_naming_the_key(case, fields, key):
     """Items 16 and 19: each was a traceback, a silent reinterpretation, or an error after the run folder was made."""
     write_job(case["dir"], **{"method": "supervised", "train": dict(FAST), **fields})
@@ -151,10 +167,13 @@ def test_bad_init_checkpoint_is_refused_before_the_run_folder_is_made(case):
 
 # -- 17: run_dir inside the job folder -----------------------------------------------------------
 
+
 @pytest.mark.parametrize("run_dir", ["../../..", "../elsewhere", "/tmp/semiseg-escaped-run"])
 def test_run_dir_outside_the_job_folder_is_refused_unless_allowed(case, run_dir):
     write_job(case["dir"], method="supervised", train=dict(FAST), run_dir=run_dir)
-    with pytest.raises(InputError, match=r"job\.json: 'run_dir' .* lies outside the job folder.*--allow-outside-run-dir"):
+    with pytest.raises(
+        InputError, match=r"job\.json: 'run_dir' .* lies outside the job folder.*--allow-outside-run-dir"
+    ):
         load_job(case["dir"])
     proc = _cli("train", "--job", case["dir"])
     assert proc.returncode == 2 and "outside the job folder" in proc.stderr
@@ -175,6 +194,7 @@ def test_run_dir_inside_the_job_folder_is_accepted(case):
 
 
 # -- 18: clear errors instead of tracebacks --------------------------------------------------------
+
 
 def test_unwritable_train_out_exits_2(case):
     blocker = case["dir"] / "a_file"
@@ -212,7 +232,9 @@ def test_resume_with_another_class_count_exits_2(trained):
     proc = _cli("train", "--job", trained["dir"], "--resume")
     assert proc.returncode == 2, proc.stderr
     assert "checkpoint.pt: checkpoint has 3 classes, this job has 4" in proc.stderr and "Traceback" not in proc.stderr
-    assert json.loads((trained["dir"] / "run" / "status.json").read_text())["state"] == "done"  # the finished run untouched
+    assert (
+        json.loads((trained["dir"] / "run" / "status.json").read_text())["state"] == "done"
+    )  # the finished run untouched
 
 
 def test_unreadable_file_is_not_reported_as_missing(case, monkeypatch):
@@ -235,11 +257,19 @@ def test_unreadable_file_is_not_reported_as_missing(case, monkeypatch):
 
 # -- 20: one training per run folder ---------------------------------------------------------------
 
+
 def test_second_training_on_a_run_folder_is_refused_naming_the_holder(case):
     run_dir = case["dir"] / "run"
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from semiseg.job import RunLock; "
-                               f"lock = RunLock({str(run_dir)!r}).acquire(); print('locked', flush=True); time.sleep(60)"],
-                              stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from semiseg.job import RunLock; "
+            f"lock = RunLock({str(run_dir)!r}).acquire(); print('locked', flush=True); time.sleep(60)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         proc = _cli("train", "--job", case["dir"])
@@ -261,6 +291,7 @@ def test_lock_is_exclusive_within_one_process_too(tmp_path):
 
 
 # -- 21, 30: cancel in every phase, with a checkpoint -----------------------------------------------
+
 
 class _CancelOn(ProgressLog):
     """A progress log that creates the run's cancel file when it sees ``event`` (optionally at ``iteration``)."""
@@ -307,7 +338,9 @@ def test_sigterm_token_is_obeyed_while_predicting(case):
 
 def test_cancel_before_the_first_periodic_checkpoint_keeps_one(case):
     """Item 30: checkpoint_every 500 of 1000 and a cancel at iteration 3 kept nothing."""
-    write_job(case["dir"], method="supervised", train={**FAST, "iterations": 1000, "checkpoint_every": 500, "log_every": 1})
+    write_job(
+        case["dir"], method="supervised", train={**FAST, "iterations": 1000, "checkpoint_every": 500, "log_every": 1}
+    )
     run_dir = case["dir"] / "run"
     with pytest.raises(Cancelled):
         run_job(load_job(case["dir"]), log=_CancelOn(run_dir, "iteration", 3))
@@ -319,12 +352,19 @@ def test_cancel_before_the_first_periodic_checkpoint_keeps_one(case):
 
 # -- 22: full disk ---------------------------------------------------------------------------------
 
+
 @contextlib.contextmanager
 def _small_disk(path: Path, size: int, monkeypatch):
-    """A tmpfs of ``size`` bytes at ``path`` where mounting works (root), else a disk that fills on the second checkpoint."""
+    """A tmpfs of ``size`` bytes at ``path`` where mounting works (root), else a disk that fills on the second
+    checkpoint."""
     path.mkdir()
     try:
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True).returncode == 0
+        mounted = (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True
+            ).returncode
+            == 0
+        )
     except OSError:  # no mount command
         mounted = False
     if not mounted:
@@ -366,6 +406,7 @@ def test_full_disk_fails_cleanly_keeping_the_last_good_checkpoint(case, tmp_path
 
 # -- 23: checkpoint checksum -------------------------------------------------------------------------
 
+
 def test_checkpoint_with_one_flipped_byte_is_refused(trained, tmp_path):
     path = trained["dir"] / "run" / "checkpoint.pt"
     weight = load_checkpoint(path)["model"]
@@ -376,7 +417,9 @@ def test_checkpoint_with_one_flipped_byte_is_refused(trained, tmp_path):
     raw[at + 1000] ^= 0x01
     damaged = tmp_path / "damaged.pt"
     damaged.write_bytes(bytes(raw))
-    assert torch.load(damaged, weights_only=True)["model"][name].flatten()[250] != weight[name].flatten()[250]  # loads silently
+    assert (
+        torch.load(damaged, weights_only=True)["model"][name].flatten()[250] != weight[name].flatten()[250]
+    )  # loads silently
     with pytest.raises(InputError, match=r"damaged\.pt: is damaged or was edited"):
         load_checkpoint(damaged)
     proc = _cli("predict", "--run", damaged, "--image", trained["image"], "--out", tmp_path / "pred")
@@ -385,10 +428,13 @@ def test_checkpoint_with_one_flipped_byte_is_refused(trained, tmp_path):
 
 # -- 25: the slicing axis ----------------------------------------------------------------------------
 
+
 def test_axis_across_painted_slices_is_refused(case):
     """Item 25: labels on K slices 1 and 4 with axis 0 made 24 partly painted I slices 'labelled'."""
     write_job(case["dir"], method="supervised", train=dict(FAST), axis=0)
-    with pytest.raises(InputError, match=r"labels\.nrrd: the labels lie on 2 slice\(s\) along axis 2 \(K\), but axis 0 \(I\)"):
+    with pytest.raises(
+        InputError, match=r"labels\.nrrd: the labels lie on 2 slice\(s\) along axis 2 \(K\), but axis 0 \(I\)"
+    ):
         run_job(load_job(case["dir"]))
     assert not (case["dir"] / "run").exists()
 
@@ -405,6 +451,7 @@ def test_axis_of_dense_labels_is_the_users_choice(toy_case):
 
 # -- 26: one default method ----------------------------------------------------------------------------
 
+
 def test_one_default_method_for_every_front_end():
     from semiseg.cli import _parser
     from semiseg.methods import METHODS
@@ -417,7 +464,12 @@ def test_one_default_method_for_every_front_end():
 
     assert TrainState().method == DEFAULT_METHOD
     module = ast.parse((ROOT / "SemiSegSlicer" / "SemiSegSlicer.py").read_text())
-    imported = {a.name for n in ast.walk(module) if isinstance(n, ast.ImportFrom) and n.module == "semiseg.contract" for a in n.names}
+    imported = {
+        a.name
+        for n in ast.walk(module)
+        if isinstance(n, ast.ImportFrom) and n.module == "semiseg.contract"
+        for a in n.names
+    }
     assert {"DEFAULT_METHOD", "METHOD_LABELS"} <= imported
     literals = {n.value for n in ast.walk(module) if isinstance(n, ast.Constant)}
     assert not literals & (set(METHOD_LABELS) - {"supervised"}), "the module names no method itself"
@@ -425,20 +477,31 @@ def test_one_default_method_for_every_front_end():
 
 # -- 31: --help and bad input without torch --------------------------------------------------------------
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["train", "--job", "{missing}"], ["train", "--job", "{typo}"]])
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["train", "--help"], ["train", "--job", "{missing}"], ["train", "--job", "{typo}"]]
+)
 def test_help_and_bad_input_do_not_import_torch(tmp_path, argv):
     (tmp_path / "typo").mkdir()
-    (tmp_path / "typo" / "job.json").write_text(json.dumps({"format_version": 1, "image": "i.nii", "labels": "l.nii",
-                                                            "train": {"iterations": "300"}}))
+    (tmp_path / "typo" / "job.json").write_text(
+        json.dumps({"format_version": 1, "image": "i.nii", "labels": "l.nii", "train": {"iterations": "300"}})
+    )
     argv = [a.format(missing=tmp_path / "missing", typo=tmp_path / "typo") for a in argv]
-    code = ("import sys\nfrom semiseg.cli import main\ntry:\n    code = main(%r)\nexcept SystemExit as e:\n    code = e.code\n"
-            "print(code, sorted(m for m in ('torch', 'monai') if m in sys.modules))" % argv)
+    code = (
+        "import sys\nfrom semiseg.cli import main\ntry:\n    code = main(%r)\nexcept SystemExit as e:\n    code "
+        "= e.code\n"
+        "print(code, sorted(m for m in ('torch', 'monai') if m in sys.modules))" % argv
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     last = proc.stdout.strip().splitlines()[-1]
     assert last in ("0 []", "2 []"), (last, proc.stderr)
 
 
 def test_contract_is_torch_free():
-    proc = subprocess.run([sys.executable, "-c", "import sys, semiseg.contract, semiseg.errors; print('torch' in sys.modules)"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys, semiseg.contract, semiseg.errors; print('torch' in sys.modules)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.stdout.strip() == "False", proc.stderr

@@ -15,7 +15,7 @@ from semiseg.methods import METHODS, Batch, TrainProgress, build_method
 from semiseg.models import UNet2D
 from semiseg.models.sfm import SpatialFusion
 from semiseg.prototypes import class_weights, local_prototypes, query, region_index, uncertainty_weight
-from semiseg.training import Trainer, TrainData
+from semiseg.training import TrainData, Trainer
 from semiseg.training.progress import ProgressLog
 
 
@@ -178,11 +178,21 @@ def _data(n=6, size=32, classes=3):
     lab = torch.randint(0, classes, (n, size, size), generator=g)
     img = lab.float()[:, None] / classes + 0.1 * torch.rand(n, 1, size, size, generator=g)
     val = SliceSet(img[:2].clone(), lab[:2].clone(), [("v", i) for i in range(2)])
-    return TrainData(SliceSet(img, lab, [("t", i) for i in range(n)]), val, SliceSet(img.flip(-1).clone(), None, []), classes)
+    return TrainData(SliceSet(img, lab, [("t", i) for i in range(n)]), val, SliceSet(img.flip(-1).clone(), None,
+    []), classes)
 
 
 def test_semsim_trains_two_steps_and_predicts(tmp_path):
-    cfg = TrainConfig(iterations=2, size=32, batch_labeled=2, batch_unlabeled=2, val_every=1, checkpoint_every=0, device="cpu", amp=False)
+    cfg = TrainConfig(
+        iterations=2,
+        size=32,
+        batch_labeled=2,
+        batch_unlabeled=2,
+        val_every=1,
+        checkpoint_every=0,
+        device="cpu",
+        amp=False,
+    )
     trainer = Trainer(cfg, "semsim", {}, 3, tmp_path, log=ProgressLog(tmp_path / "progress.jsonl", stream=None))
     result = trainer.fit(_data())
     assert result["iteration"] == 2 and np.isfinite(result["loss"])

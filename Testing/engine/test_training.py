@@ -11,15 +11,16 @@ import time
 import pytest
 import torch
 
-from enginetesting import write_job
 from semiseg.config import TrainConfig
 from semiseg.data import SliceSet
 from semiseg.errors import Cancelled, InputError
 from semiseg.job import load_job, run_job
-from semiseg.training import Trainer, TrainData, load_checkpoint
+from semiseg.training import TrainData, Trainer, load_checkpoint
 from semiseg.training.checkpoint import save_checkpoint
 from semiseg.training.progress import ProgressLog
 from semiseg.training.trainer import CancelToken, poly_lr
+
+from enginetesting import write_job
 
 
 def _data(n=6, size=32, classes=3):
@@ -31,13 +32,22 @@ def _data(n=6, size=32, classes=3):
 
 
 def _trainer(tmp_path, iterations=4, **kw):
-    cfg = TrainConfig(iterations=iterations, size=32, batch_labeled=2, batch_unlabeled=2, val_every=0, checkpoint_every=2, device="cpu", **kw)
+    cfg = TrainConfig(
+        iterations=iterations,
+        size=32,
+        batch_labeled=2,
+        batch_unlabeled=2,
+        val_every=0,
+        checkpoint_every=2,
+        device="cpu",
+        **kw,
+    )
     return Trainer(cfg, "supervised", {}, 3, tmp_path, log=ProgressLog(tmp_path / "progress.jsonl", stream=None))
 
 
 def test_poly_schedule():
     assert poly_lr(0.01, 0, 100, 0.9) == pytest.approx(0.01)
-    assert poly_lr(0.01, 50, 100, 0.9) == pytest.approx(0.01 * 0.5 ** 0.9)
+    assert poly_lr(0.01, 50, 100, 0.9) == pytest.approx(0.01 * 0.5**0.9)
     assert poly_lr(0.01, 0, 100, 0.9, warmup=10) == pytest.approx(0.001)
 
 
@@ -107,7 +117,10 @@ def test_cancel_file_stops_and_saves_a_checkpoint(tmp_path):
 
 
 def test_job_cancel_writes_status_and_keeps_previous_checkpoint(toy_case):
-    job_dir = write_job(toy_case["dir"], train={"iterations": 50, "size": 32, "batch_labeled": 2, "val_every": 0, "checkpoint_every": 1000})
+    job_dir = write_job(
+        toy_case["dir"],
+        train={"iterations": 50, "size": 32, "batch_labeled": 2, "val_every": 0, "checkpoint_every": 1000},
+    )
     job = load_job(job_dir)
     token = CancelToken()
     token.set()
@@ -120,8 +133,23 @@ def test_job_cancel_writes_status_and_keeps_previous_checkpoint(toy_case):
 
 
 def test_sigterm_cancels_cli_with_exit_code_3(toy_case):
-    job_dir = write_job(toy_case["dir"], train={"iterations": 100000, "size": 32, "batch_labeled": 2, "val_every": 0, "checkpoint_every": 5, "log_every": 1})
-    proc = subprocess.Popen([sys.executable, "-m", "semiseg", "train", "--job", str(job_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job_dir = write_job(
+        toy_case["dir"],
+        train={
+            "iterations": 100000,
+            "size": 32,
+            "batch_labeled": 2,
+            "val_every": 0,
+            "checkpoint_every": 5,
+            "log_every": 1,
+        },
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "semiseg", "train", "--job", str(job_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     ckpt = job_dir / "run" / "checkpoint.pt"
     deadline = time.time() + 120
     while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
@@ -138,4 +166,6 @@ def test_sigterm_cancels_cli_with_exit_code_3(toy_case):
     status = json.loads((job_dir / "run" / "status.json").read_text())
     assert status["state"] == "cancelled"
     events = [e["event"] for e in lines]
-    assert events[0] == "setup" and events.index("preview") < events.index("start")  # the prior's preview, then training
+    assert events[0] == "setup" and events.index("preview") < events.index(
+        "start"
+    )  # the prior's preview, then training

@@ -112,7 +112,8 @@ def previews():
 
 mode = fake["mode"]
 if mode == "hang" and fake.get("launcher") and not os.environ.get("FAKE_ENGINE_CHILD"):
-    engine = subprocess.Popen([sys.executable, "-m", "semiseg"] + sys.argv[1:], env=dict(os.environ, FAKE_ENGINE_CHILD="1"))
+    engine = subprocess.Popen([sys.executable, "-m", "semiseg"] + sys.argv[1:], env=dict(os.environ,
+    FAKE_ENGINE_CHILD="1"))
     sys.exit(engine.wait())  # SIGTERM's default action ends the launcher at once
 say(event="start", iterations=3, method=job["method"], device="cpu", labeled_slices=2, unlabeled_slices=4)
 if mode == "preview":
@@ -141,7 +142,8 @@ if mode == "done":
     sys.exit(0)
 if mode == "hang":
     obey = fake.get("obey_sigterm", True)
-    child_code = "import signal, time\n" + ("" if obey else "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n") + "time.sleep(600)"
+    ignore = "" if obey else "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+    child_code = "import signal, time\n" + ignore + "time.sleep(600)"
     child = subprocess.Popen([sys.executable, "-c", child_code])
     say(event="child", pid=child.pid)
 
@@ -154,7 +156,8 @@ if mode == "hang":
     it = 0
     while True:
         it += 1
-        say(event="iteration", iteration=it, iterations=10**6, loss=0.5, terms={}, lr=0.01, seconds_left=1e6, elapsed=it)
+        say(event="iteration", iteration=it, iterations=10**6, loss=0.5, terms={}, lr=0.01, seconds_left=1e6,
+        elapsed=it)
         if os.path.exists(os.path.join(run_dir, "cancel")) and fake.get("obey_cancel_file", False):
             status("cancelled", "cancel file", 3)
             sys.exit(3)

@@ -16,6 +16,7 @@ import types
 import unittest
 
 import numpy as np
+
 from mrmltesting import SceneSetup, addSegmentation, addVolume, slicer
 
 
@@ -134,8 +135,12 @@ def main(fakeEngineDir: str, cacheDir: str) -> dict:
     progress = logic.waitForJob(120, processEvents=True)
     seen["state"], seen["message"], seen["text"] = progress.state, progress.message, progress.text
     plot = logic.curvePlot
-    seen["curves"] = {"loss": plot.points("loss"), "dice": plot.points("dice"), "inScene": plot.chartNode.GetScene() is slicer.mrmlScene,
-                      "viewShowsChart": plot.viewNode.GetPlotChartNodeID() == plot.chartNode.GetID()}
+    seen["curves"] = {
+        "loss": plot.points("loss"),
+        "dice": plot.points("dice"),
+        "inScene": plot.chartNode.GetScene() is slicer.mrmlScene,
+        "viewShowsChart": plot.viewNode.GetPlotChartNodeID() == plot.chartNode.GetID(),
+    }
     seen["reviewLength"] = len(logic.review) if logic.review else 0
     seen["canRetrain"] = logic.canRetrain
     seen["row"] = logic.selectReviewSlice(row=1)

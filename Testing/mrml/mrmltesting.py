@@ -29,6 +29,7 @@ DATA = ROOT.parent / "shared" / "data"
 
 
 import slicer  # noqa: E402 - the slicer-core wheel; a missing wheel is an error, never a skip
+
 if str(MODULE_DIR) not in sys.path:
     sys.path.insert(0, str(MODULE_DIR))
 

@@ -15,11 +15,12 @@ import time
 
 import numpy as np
 import pytest
-from mrmltesting import DATA, ROOT, addSegmentation, segmentationSnapshot
 
 from SemiSegSlicerLib import labeledslices, resultimport
 from SemiSegSlicerLib.mrmlio import arrayFromVolume, readVolume, segmentsToArray
 from SemiSegSlicerLib.session import Session
+
+from mrmltesting import DATA, ROOT, addSegmentation, segmentationSnapshot
 
 pytestmark = pytest.mark.engine
 
@@ -38,7 +39,9 @@ def enginePath():
 def acdcCase(scene):
     image, labels = DATA / "acdc" / "images" / f"{CASE}.nii.gz", DATA / "acdc" / "labels" / f"{CASE}.nii.gz"
     if not image.is_file() or not labels.is_file():
-        pytest.fail(f"real ACDC data missing at {image.parent.parent}: the tests need ../shared/data beside the checkout")
+        pytest.fail(
+            f"real ACDC data missing at {image.parent.parent}: the tests need ../shared/data beside the checkout"
+        )
     volume = readVolume(scene, image, CASE)
     labelNode = readVolume(scene, labels, "reference", "vtkMRMLLabelMapVolumeNode")
     reference = arrayFromVolume(labelNode)
@@ -53,9 +56,9 @@ def acdcCase(scene):
 
 
 def test_module_methods_are_registered_in_the_engine(enginePath):
-    from semiseg.methods import METHODS
-
     import test_extension_structure
+
+    from semiseg.methods import METHODS
 
     missing = test_extension_structure.METHODS - set(METHODS)
     assert not missing, f"the module offers methods the engine does not register: {sorted(missing)}"
@@ -66,9 +69,12 @@ def test_whole_round_on_acdc(scene, acdcCase, enginePath, tmp_path):
     labeledslices.markChecked(segmentation, 2, 0)  # the basal slice, checked and empty
     userBefore = segmentationSnapshot(segmentation)
     session = Session(scene, sys.executable, str(tmp_path / "cache"), pythonPath=enginePath)
-    exported = session.start(volume, segmentation, method="unimatch",
-                             train={"iterations": 4, "size": 64, "device": "cpu", "batch_labeled": 2,
-                                    "batch_unlabeled": 2, "seed": 0})
+    exported = session.start(
+        volume,
+        segmentation,
+        method="unimatch",
+        train={"iterations": 4, "size": 64, "device": "cpu", "batch_labeled": 2, "batch_unlabeled": 2, "seed": 0},
+    )
     assert exported.labeledSlices == sorted({0, *keep})
     assert exported.job["axis"] == 2
     deadline, events, previews = time.monotonic() + 600, [], []

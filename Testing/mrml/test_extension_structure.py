@@ -9,16 +9,23 @@ import sys
 import xml.etree.ElementTree as ET
 
 import pytest
-from mrmltesting import ROOT
 from PIL import Image
+
 from semiseg.contract import DEFAULT_METHOD, METHOD_LABELS
+
+from mrmltesting import ROOT
 
 MODULE = ROOT / "SemiSegSlicer"
 MODULE_FILE = MODULE / "SemiSegSlicer.py"
 LIB = MODULE / "SemiSegSlicerLib"
 UI_FILE = MODULE / "Resources" / "UI" / "SemiSegSlicer.ui"
 FILE_SCOPE_ALLOWED = {"slicer", "qt", "ctk", "vtk", "numpy", "SemiSegSlicerLib", "semiseg.contract"}
-LIB_ALLOWED = {"slicer", "vtk", "numpy", "semiseg.contract"}  # the engine's torch-free contract, shared by every front end
+LIB_ALLOWED = {
+    "slicer",
+    "vtk",
+    "numpy",
+    "semiseg.contract",
+}  # the engine's torch-free contract, shared by every front end
 # Installing the engine's packages inside Slicer (imported when called): the PyTorch extension and pip's packaging.
 LIB_ALLOWED_IN = {"dependencies.py": {"PyTorchUtils", "packaging"}}
 METHODS = set(METHOD_LABELS)
@@ -40,9 +47,14 @@ def test_top_level_cmakelists_has_the_index_metadata():
     assert fields["EXTENSION_CATEGORY"] == "Segmentation"
     assert fields["EXTENSION_DEPENDS"] == "PyTorch"
     assert fields["EXTENSION_ICONURL"].endswith("Resources/Icons/SemiSegSlicer.png")
-    for line in ("find_package(Slicer REQUIRED)", "include(${Slicer_USE_FILE})", "add_subdirectory(SemiSegSlicer)",
-                 "add_subdirectory(Logic)", "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
-                 "include(${Slicer_EXTENSION_CPACK})"):
+    for line in (
+        "find_package(Slicer REQUIRED)",
+        "include(${Slicer_USE_FILE})",
+        "add_subdirectory(SemiSegSlicer)",
+        "add_subdirectory(Logic)",
+        "include(${Slicer_EXTENSION_GENERATE_CONFIG})",
+        "include(${Slicer_EXTENSION_CPACK})",
+    ):
         assert line in text
 
 
@@ -53,8 +65,9 @@ def test_module_cmakelists_lists_every_script_and_resource():
     resources = _cmakeList(text, "MODULE_PYTHON_RESOURCES")
     for name in scripts + resources:
         assert (MODULE / name).is_file(), f"{name} is listed in SemiSegSlicer/CMakeLists.txt but missing"
-    onDisk = {str(p.relative_to(MODULE)) for p in MODULE.glob("*.py")} | \
-        {str(p.relative_to(MODULE)) for p in LIB.glob("*.py")}
+    onDisk = {str(p.relative_to(MODULE)) for p in MODULE.glob("*.py")} | {
+        str(p.relative_to(MODULE)) for p in LIB.glob("*.py")
+    }
     assert onDisk == set(scripts), "every .py of the module and of SemiSegSlicerLib must be listed"
     assert {str(p.relative_to(MODULE)) for p in (MODULE / "Resources").rglob("*") if p.is_file()} == set(resources)
     assert not [p for p in LIB.rglob("*") if p.is_dir() and p.name != "__pycache__"], "SemiSegSlicerLib is flat"
@@ -101,9 +114,14 @@ def test_module_imports_only_slicer_qt_ctk_vtk_numpy_and_stdlib_at_file_scope():
 
 @pytest.mark.parametrize("path", sorted(LIB.glob("*.py")), ids=lambda p: p.name)
 def test_lib_is_qt_free(path):
-    bad = [(m, line) for m, line in _imports(ast.parse(path.read_text()), fileScopeOnly=False)
-           if not _allowed(m, LIB_ALLOWED | LIB_ALLOWED_IN.get(path.name, set()))]
-    assert not bad, f"SemiSegSlicerLib may import only vtk, slicer (MRML), numpy, semiseg.contract and the standard library: {bad}"
+    bad = [
+        (m, line)
+        for m, line in _imports(ast.parse(path.read_text()), fileScopeOnly=False)
+        if not _allowed(m, LIB_ALLOWED | LIB_ALLOWED_IN.get(path.name, set()))
+    ]
+    assert not bad, (
+        f"SemiSegSlicerLib may import only vtk, slicer (MRML), numpy, semiseg.contract and the standard library: {bad}"
+    )
 
 
 def _parameterFields():
@@ -115,8 +133,16 @@ def _parameterFields():
 
 def test_parameter_node_and_method_enum():
     fields = _parameterFields()
-    assert {"inputVolume", "segmentation", "method", "iterations", "size", "device", "showConfidence",
-            "confidenceOpacity"} <= set(fields)
+    assert {
+        "inputVolume",
+        "segmentation",
+        "method",
+        "iterations",
+        "size",
+        "device",
+        "showConfidence",
+        "confidenceOpacity",
+    } <= set(fields)
     assert ast.unparse(fields["method"].value) == "Method(DEFAULT_METHOD)" and DEFAULT_METHOD in METHODS
     assert ast.unparse(fields["showConfidence"].annotation) == "bool"  # a real bool, not a string
     assert ast.literal_eval(fields["confidenceOpacity"].value) == 0.4
@@ -132,16 +158,39 @@ def test_ui_has_every_widget_the_module_uses_and_binds_only_parameters():
     assert used <= set(widgets), f"widgets missing from the .ui: {sorted(used - set(widgets))}"
     bound = {p.find("string").text for p in root.iter("property") if p.get("name") == "SlicerParameterName"}
     assert bound <= set(_parameterFields())
-    assert {"inputVolume", "segmentation", "method", "iterations", "device", "showConfidence",
-            "confidenceOpacity"} <= bound
+    assert {
+        "inputVolume",
+        "segmentation",
+        "method",
+        "iterations",
+        "device",
+        "showConfidence",
+        "confidenceOpacity",
+    } <= bound
     classes = set(widgets.values())
-    for needed in ("qMRMLNodeComboBox", "qMRMLCheckableNodeComboBox", "qMRMLSegmentEditorWidget", "ctkSliderWidget",
-                   "QProgressBar", "QTableWidget", "QComboBox", "QSpinBox", "QCheckBox"):
+    for needed in (
+        "qMRMLNodeComboBox",
+        "qMRMLCheckableNodeComboBox",
+        "qMRMLSegmentEditorWidget",
+        "ctkSliderWidget",
+        "QProgressBar",
+        "QTableWidget",
+        "QComboBox",
+        "QSpinBox",
+        "QCheckBox",
+    ):
         assert needed in classes
     declared = {c.find("class").text for c in root.iter("customwidget")}
     assert {c for c in classes if not c.startswith("Q")} <= declared
-    for name in ("trainButton", "cancelButton", "retrainButton", "acceptSliceButton", "installDependenciesButton",
-                 "clearCacheButton", "statusLabel"):
+    for name in (
+        "trainButton",
+        "cancelButton",
+        "retrainButton",
+        "acceptSliceButton",
+        "installDependenciesButton",
+        "clearCacheButton",
+        "statusLabel",
+    ):
         assert name in widgets
 
 
@@ -159,8 +208,11 @@ def test_module_has_a_test_case():
     assert any(isinstance(f, ast.FunctionDef) and f.name == "runTest" for f in test.body)
 
 
-@pytest.mark.parametrize("path", [MODULE / "Resources" / "Icons" / "SemiSegSlicer.png",
-                                  ROOT / "Resources" / "Icons" / "SemiSegSlicer.png"], ids=["module", "extension"])
+@pytest.mark.parametrize(
+    "path",
+    [MODULE / "Resources" / "Icons" / "SemiSegSlicer.png", ROOT / "Resources" / "Icons" / "SemiSegSlicer.png"],
+    ids=["module", "extension"],
+)
 def test_icons_are_128_px_png(path):
     with Image.open(path) as icon:
         assert icon.format == "PNG" and icon.size == (128, 128)
@@ -169,7 +221,9 @@ def test_icons_are_128_px_png(path):
 def test_requirements_have_no_torch():
     from packaging.requirements import Requirement
 
-    lines = [line.split("#")[0].strip() for line in (MODULE / "Resources" / "requirements.txt").read_text().splitlines()]
+    lines = [
+        line.split("#")[0].strip() for line in (MODULE / "Resources" / "requirements.txt").read_text().splitlines()
+    ]
     requirements = [Requirement(line) for line in lines if line]
     names = {r.name.lower() for r in requirements}
     assert {"monai", "simpleitk", "numpy", "scipy"} <= names
@@ -181,7 +235,6 @@ def test_requirements_have_no_torch():
 def test_no_dependency_that_nothing_imports():
     """scikit-image was installed into Slicer but imported nowhere: it is listed nowhere either."""
     import tomllib
-
     from packaging.requirements import Requirement
 
     sources = [p for folder in ("Logic", "SemiSegSlicer", "Web", "benchmarks") for p in (ROOT / folder).rglob("*.py")]
@@ -196,13 +249,21 @@ def test_no_dependency_that_nothing_imports():
 
 def test_catalog_entry_matches_the_cmakelists():
     entry = json.loads((ROOT / "Resources" / "SemiSegSlicer.json").read_text())
-    assert set(entry) <= {"$schema", "build_dependencies", "build_subdirectory", "category", "scm_revision",
-                          "scm_type", "scm_url", "tier"}
+    assert set(entry) <= {
+        "$schema",
+        "build_dependencies",
+        "build_subdirectory",
+        "category",
+        "scm_revision",
+        "scm_type",
+        "scm_url",
+        "tier",
+    }
     assert entry["category"] == "Segmentation" and entry["build_dependencies"] == ["PyTorch"]
     assert entry["scm_url"].startswith("https://") and entry["scm_revision"] and entry["tier"] in (1, 3, 5)
 
 
-REPOSITORY = "SemiSegSlicer/SlicerSemiSeg"  # where the extension is published (the Index wants a name starting with Slicer)
+REPOSITORY = "SemiSegSlicer/SlicerSemiSeg"
 
 
 def _ourUrls():
@@ -219,8 +280,10 @@ def test_every_url_names_the_published_repository_and_an_existing_file():
     for where, url in urls:
         if url.startswith("https://raw.githubusercontent.com/Slicer/Slicer/"):
             continue  # the catalog schema, in Slicer's repository
-        match = re.fullmatch(r"https://(?:raw\.githubusercontent\.com/([^/]+/[^/]+)/[^/]+/(.+)|github\.com/([^/]+/[^/]+?)(?:\.git)?/?)",
-                             url)
+        match = re.fullmatch(
+            r"https://(?:raw\.githubusercontent\.com/([^/]+/[^/]+)/[^/]+/(.+)|github\.com/([^/]+/[^/]+?)(?:\.git)?/?)",
+            url,
+        )
         assert match, f"{where}: {url} points neither to the repository nor to a file in it"
         assert (match.group(1) or match.group(3)) == REPOSITORY, f"{where}: {url} names another repository"
         if match.group(2):  # the Index downloads icons and screenshots: each must be in the repository

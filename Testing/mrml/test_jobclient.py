@@ -8,14 +8,15 @@ import os
 import sys
 import time
 
-import fakeengine
 import numpy as np
 import pytest
-from mrmltesting import addSegmentation, addVolume, rotation, sceneNodes, segmentationSnapshot
 
 from SemiSegSlicerLib import jobclient, jobexport
 from SemiSegSlicerLib.mrmlio import segmentsToArray
 from SemiSegSlicerLib.session import Progress, Session, checkTrainRequest, progressText
+
+import fakeengine
+from mrmltesting import addSegmentation, addVolume, rotation, sceneNodes, segmentationSnapshot
 
 
 def _alive(pid: int) -> bool:
@@ -64,7 +65,14 @@ def scene_with_labels(scene):
 
 
 def test_command_is_an_argument_list():
-    assert jobclient.engineCommand("/x/PythonSlicer", "/j") == ["/x/PythonSlicer", "-m", "semiseg", "train", "--job", "/j"]
+    assert jobclient.engineCommand("/x/PythonSlicer", "/j") == [
+        "/x/PythonSlicer",
+        "-m",
+        "semiseg",
+        "train",
+        "--job",
+        "/j",
+    ]
 
 
 def test_progress_lines_are_parsed(engine, jobDir):
@@ -150,8 +158,13 @@ class _HiddenWindowRecorder:
 
         self.calls.append((args, kwargs))
         codes = iter([None])
-        return types.SimpleNamespace(pid=4242, stdout=io.StringIO(""), stderr=io.StringIO(""),
-                                     poll=lambda: next(codes, 3), wait=lambda timeout=None: 3)
+        return types.SimpleNamespace(
+            pid=4242,
+            stdout=io.StringIO(""),
+            stderr=io.StringIO(""),
+            poll=lambda: next(codes, 3),
+            wait=lambda timeout=None: 3,
+        )
 
     def run(self, args, **kwargs):
         self.calls.append((args, kwargs))
@@ -202,17 +215,26 @@ def test_missing_python_is_an_oserror(jobDir):
 
 
 def test_progress_text():
-    assert progressText({"iteration": 10, "iterations": 1000, "loss": 0.71, "dice": 0.834, "seconds_left": 125}) == \
-        "Iteration 10/1000 · loss 0.710 · Dice 0.83 · ~2 min left"
+    assert (
+        progressText({"iteration": 10, "iterations": 1000, "loss": 0.71, "dice": 0.834, "seconds_left": 125})
+        == "Iteration 10/1000 · loss 0.710 · Dice 0.83 · ~2 min left"
+    )
     assert progressText({}) == ""
 
 
-@pytest.mark.parametrize("progress,status,error", [
-    (Progress("running", [], 0.5, "Iteration 9/20"), "Iteration 9/20", ""),
-    (Progress("done", [], 1.0, "Iteration 20/20", imported=True), "Done. Iteration 20/20", ""),
-    (Progress("failed", [], 0.4, "Iteration 8/20", "Out of memory.\nTraceback"), "Out of memory.", "Out of memory.\nTraceback"),
-    (Progress("cancelled", [], 0.4, "Iteration 8/20", "Training was cancelled."), "Training was cancelled.", ""),
-])
+@pytest.mark.parametrize(
+    "progress,status,error",
+    [
+        (Progress("running", [], 0.5, "Iteration 9/20"), "Iteration 9/20", ""),
+        (Progress("done", [], 1.0, "Iteration 20/20", imported=True), "Done. Iteration 20/20", ""),
+        (
+            Progress("failed", [], 0.4, "Iteration 8/20", "Out of memory.\nTraceback"),
+            "Out of memory.",
+            "Out of memory.\nTraceback",
+        ),
+        (Progress("cancelled", [], 0.4, "Iteration 8/20", "Training was cancelled."), "Training was cancelled.", ""),
+    ],
+)
 def test_progress_status_line(progress, status, error):
     """The status line and error every front end shows, from one poll."""
     assert (progress.status, progress.error, progress.percent) == (status, error, round(100 * progress.fraction, 1))
@@ -220,19 +242,27 @@ def test_progress_status_line(progress, status, error):
 
 def test_train_request_is_checked_once_for_every_front_end():
     volume, segmentation = object(), object()
-    assert checkTrainRequest(volume, segmentation, "unimatch", {"iterations": "5", "size": 64.0, "device": "cpu"}) == \
-        {"iterations": 5, "size": 64, "device": "cpu"}
-    for args, message in [((None, segmentation, "unimatch"), "Select a volume"), ((volume, segmentation, "magic"), "unknown method"),
-                          ((volume, segmentation, "unimatch", {"iterations": 0}), "iterations must be >= 1"),
-                          ((volume, segmentation, "unimatch", {"size": 48 + 8}), "multiple of 16"),
-                          ((volume, segmentation, "unimatch", {"size": 0}), ">= 16")]:
+    assert checkTrainRequest(volume, segmentation, "unimatch", {"iterations": "5", "size": 64.0, "device": "cpu"}) == {
+        "iterations": 5,
+        "size": 64,
+        "device": "cpu",
+    }
+    for args, message in [
+        ((None, segmentation, "unimatch"), "Select a volume"),
+        ((volume, segmentation, "magic"), "unknown method"),
+        ((volume, segmentation, "unimatch", {"iterations": 0}), "iterations must be >= 1"),
+        ((volume, segmentation, "unimatch", {"size": 48 + 8}), "multiple of 16"),
+        ((volume, segmentation, "unimatch", {"size": 0}), ">= 16"),
+    ]:
         with pytest.raises(ValueError, match=message):
             checkTrainRequest(*args)
 
 
 def test_engine_warnings_reach_the_progress():
-    events = [{"event": "setup", "device": "cpu", "warning": "No GPU found: training runs on the CPU"},
-              {"event": "iteration", "iteration": 1, "iterations": 10}]
+    events = [
+        {"event": "setup", "device": "cpu", "warning": "No GPU found: training runs on the CPU"},
+        {"event": "iteration", "iteration": 1, "iterations": 10},
+    ]
     assert Progress("running", events, 0.1, "").warnings == ["No GPU found: training runs on the CPU"]
     assert Progress("running", events[1:], 0.1, "").warnings == []
 

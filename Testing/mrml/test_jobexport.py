@@ -8,12 +8,12 @@ import json
 import numpy as np
 import pytest
 import SimpleITK as sitk
-from mrmltesting import addSegmentation, addVolume, rotation, sceneNodes, segmentationSnapshot
 
 from semiseg.contract import JOB_FORMAT_VERSION, JobFields
 from SemiSegSlicerLib import jobexport, labeledslices
 from SemiSegSlicerLib.mrmlio import ijkToRasMatrix, readVolume
 
+from mrmltesting import addSegmentation, addVolume, rotation, sceneNodes, segmentationSnapshot
 
 SHAPE = (6, 9, 11)  # K, J, I
 SPACING = (0.7, 0.8, 2.5)
@@ -35,7 +35,9 @@ def rotated(scene):
     image = np.random.default_rng(0).normal(size=SHAPE).astype(np.float32)
     volume = addVolume(scene, image, SPACING, ORIGIN, DIRECTION, name="scan")
     rv, lv = _masks()
-    segmentation = addSegmentation(scene, volume, {"right ventricle": ((1, 0, 0), rv), "left ventricle": ((0, 0, 1), lv)})
+    segmentation = addSegmentation(
+        scene, volume, {"right ventricle": ((1, 0, 0), rv), "left ventricle": ((0, 0, 1), lv)}
+    )
     return volume, segmentation, image
 
 
@@ -50,8 +52,13 @@ def test_export_keeps_rotated_geometry_and_labels(scene, rotated, tmp_path):
     volume, segmentation, image = rotated
     before = segmentationSnapshot(segmentation)
     nodesBefore = sceneNodes(scene)
-    exported = jobexport.exportJob(tmp_path / "job", volume, segmentation, method="fixmatch",
-                                   train={"iterations": 7, "size": 64, "device": "cpu", "seed": None})
+    exported = jobexport.exportJob(
+        tmp_path / "job",
+        volume,
+        segmentation,
+        method="fixmatch",
+        train={"iterations": 7, "size": 64, "device": "cpu", "seed": None},
+    )
 
     spacing, origin, direction = _lpsGeometry(volume)
     rv, lv = _masks()

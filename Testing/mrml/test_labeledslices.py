@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mrmltesting import addSegmentation, addVolume, rotation, sliceNode
 
 from SemiSegSlicerLib import labeledslices
+
+from mrmltesting import addSegmentation, addVolume, rotation, sliceNode
 
 
 def _labels():

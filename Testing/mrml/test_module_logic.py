@@ -9,9 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from semiseg.contract import METHOD_LABELS
+
 import fakeengine
 from mrmltesting import HERE
-from semiseg.contract import METHOD_LABELS
 
 
 def test_module_logic_round(tmp_path):
@@ -28,7 +29,9 @@ def test_module_logic_round(tmp_path):
     assert seen["runningAfterStart"] is True
     assert seen["state"] == "done", seen["message"]
     # the loss and validation Dice of the fake engine's three iterations, in the scene's plot nodes
-    assert seen["curves"]["loss"] == [[1.0, 1.0], [2.0, 0.5], [3.0, 1.0 / 3]] and seen["curves"]["dice"] == [[3.0, 0.75]]
+    assert seen["curves"]["loss"] == [[1.0, 1.0], [2.0, 0.5], [3.0, 1.0 / 3]] and seen["curves"]["dice"] == [
+        [3.0, 0.75]
+    ]
     assert seen["curves"]["inScene"] and seen["curves"]["viewShowsChart"]
     assert seen["reviewLength"] == 5 and seen["canRetrain"] is True
     assert (seen["row"], seen["nextRow"]) == (1, 2)
@@ -37,4 +40,6 @@ def test_module_logic_round(tmp_path):
     assert seen["shown"] == [True, True, True] and abs(seen["opacity"] - 0.6) < 1e-9
     assert seen["cleared"][0] == 1 and seen["canRetrainAfterClear"] is False
     assert {"inputVolume", "segmentation", "method", "iterations", "size", "device"} <= set(seen["parameterFields"])
-    assert seen["methods"] == [[value, label] for value, label in METHOD_LABELS.items()]  # the engine's catalogue, in order
+    assert seen["methods"] == [
+        [value, label] for value, label in METHOD_LABELS.items()
+    ]  # the engine's catalogue, in order

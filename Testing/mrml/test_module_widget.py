@@ -7,8 +7,9 @@ import json
 import subprocess
 import sys
 
-import fakeengine
 import pytest
+
+import fakeengine
 from mrmltesting import HERE
 
 

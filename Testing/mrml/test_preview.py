@@ -10,14 +10,15 @@ import sys
 import time
 from pathlib import Path
 
-import fakeengine
 import numpy as np
 import pytest
-from mrmltesting import addSegmentation, addVolume, rotation, sceneNodes, segmentationSnapshot
 
 from SemiSegSlicerLib import resultimport
 from SemiSegSlicerLib.mrmlio import arrayFromVolume, segmentsToArray
 from SemiSegSlicerLib.session import Session
+
+import fakeengine
+from mrmltesting import addSegmentation, addVolume, rotation, sceneNodes, segmentationSnapshot
 
 SHAPE = (6, 20, 24)  # K, J, I
 

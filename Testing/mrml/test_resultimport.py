@@ -7,11 +7,11 @@ import os
 
 import numpy as np
 import pytest
-from mrmltesting import (addSegmentation, addVolume, rotation, sceneNodes, segmentationSnapshot, slicer,
-                         writeLikeVolume)
 
 from SemiSegSlicerLib import jobexport, resultimport
 from SemiSegSlicerLib.mrmlio import segmentsToArray
+
+from mrmltesting import addSegmentation, addVolume, rotation, sceneNodes, segmentationSnapshot, slicer, writeLikeVolume
 
 SHAPE = (5, 12, 14)  # K, J, I
 

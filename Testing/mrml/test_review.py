@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from mrmltesting import addSegmentation, addVolume, rotation, sliceNode, writeLikeVolume
 
 from SemiSegSlicerLib import jobexport, labeledslices, review
 from SemiSegSlicerLib.mrmlio import segmentsToArray
 from SemiSegSlicerLib.resultimport import importPseudoLabels
+
+from mrmltesting import addSegmentation, addVolume, rotation, sliceNode, writeLikeVolume
 
 SHAPE = (6, 10, 12)  # K, J, I
 REVIEW = {"axis": 2, "statistic": "mean confidence", "slices": [

@@ -17,11 +17,12 @@ import types
 import unittest
 
 import numpy as np
-from modulesmoke import ModuleTest, Signal, installStandIns
-from mrmltesting import MODULE_DIR, SceneSetup, addSegmentation, addVolume, slicer
 
 from SemiSegSlicerLib.review import ReviewModel
 from SemiSegSlicerLib.session import Progress
+
+from modulesmoke import ModuleTest, Signal, installStandIns
+from mrmltesting import MODULE_DIR, SceneSetup, addSegmentation, addVolume, slicer
 
 
 class Recorder:

@@ -76,7 +76,9 @@ class Browser:
             self.ws = websocket.create_connection(self._pageSocket(port), timeout=timeout, suppress_origin=True)
             for domain in ("Page", "Runtime", "DOM"):
                 self.send(f"{domain}.enable")
-            self.send("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False)
+            self.send(
+                "Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1, mobile=False
+            )
         except Exception:
             self.close()
             raise
@@ -88,8 +90,10 @@ class Browser:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise CdpError(f"chromium exited with code {self.process.returncode}: "
-                               f"{self.process.stderr.read().decode(errors='replace')[-2000:]}")
+                raise CdpError(
+                    f"chromium exited with code {self.process.returncode}: "
+                    f"{self.process.stderr.read().decode(errors='replace')[-2000:]}"
+                )
             if portFile.is_file():
                 lines = portFile.read_text().split()
                 if lines:
@@ -157,8 +161,10 @@ class Browser:
         """The value of a JavaScript expression in the page (promises are awaited)."""
         result = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
         if "exceptionDetails" in result:
-            raise CdpError(f"{expression[:80]}: {result['exceptionDetails'].get('text')} "
-                           f"{result['exceptionDetails'].get('exception', {}).get('description', '')}")
+            raise CdpError(
+                f"{expression[:80]}: {result['exceptionDetails'].get('text')} "
+                f"{result['exceptionDetails'].get('exception', {}).get('description', '')}"
+            )
         return result.get("result", {}).get("value")
 
     def wait_for(self, expression: str, timeout: float = 30.0, interval: float = 0.2, what: str | None = None):
@@ -170,15 +176,17 @@ class Browser:
             if value:
                 return value
             time.sleep(interval)
-        raise TimeoutError(f"waited {timeout} s for {what or expression!r}; last value {value!r}; "
-                           f"console: {self.console[-5:]}")
+        raise TimeoutError(
+            f"waited {timeout} s for {what or expression!r}; last value {value!r}; console: {self.console[-5:]}"
+        )
 
     def rect(self, selector: str, index: int = 0) -> dict:
         """The bounding box (CSS pixels) of the ``index``-th element matching ``selector``."""
         rect = self.evaluate(
             f"(() => {{ const e = document.querySelectorAll({json.dumps(selector)})[{int(index)}]; if (!e) return null;"
             " e.scrollIntoView({block: 'nearest', inline: 'nearest'});"
-            " const r = e.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; })()")
+            " const r = e.getBoundingClientRect(); return {x: r.x, y: r.y, width: r.width, height: r.height}; })()"
+        )
         if not rect:
             raise CdpError(f"no element matches {selector!r}")
         return rect
@@ -189,8 +197,16 @@ class Browser:
     # -- input ------------------------------------------------------------------------------------
 
     def mouse(self, kind: str, x: float, y: float, button: str = "none", buttons: int = 0, **extra) -> None:
-        self.send("Input.dispatchMouseEvent", type=kind, x=float(x), y=float(y), button=button, buttons=buttons,
-                  clickCount=1 if kind in ("mousePressed", "mouseReleased") else 0, **extra)
+        self.send(
+            "Input.dispatchMouseEvent",
+            type=kind,
+            x=float(x),
+            y=float(y),
+            button=button,
+            buttons=buttons,
+            clickCount=1 if kind in ("mousePressed", "mouseReleased") else 0,
+            **extra,
+        )
 
     def click(self, selector: str, index: int = 0) -> None:
         """A real left click in the middle of the (``index``-th) element matching ``selector``."""
@@ -215,7 +231,9 @@ class Browser:
     def fill(self, selector: str, text: str) -> None:
         """Replace the text of an input as a user would: focus, select all, type."""
         self.click(selector)
-        self.evaluate(f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.focus(); e.select(); }})()")
+        self.evaluate(
+            f"(() => {{ const e = document.querySelector({json.dumps(selector)}); e.focus(); e.select(); }})()"
+        )
         self.send("Input.insertText", text=str(text))
         self.send("Input.dispatchKeyEvent", type="keyDown", key="Tab", code="Tab", windowsVirtualKeyCode=9)
         self.send("Input.dispatchKeyEvent", type="keyUp", key="Tab", code="Tab", windowsVirtualKeyCode=9)

@@ -6,6 +6,7 @@ import hashlib
 import os
 
 import pytest
+
 import webtesting  # noqa: F401
 from cdp import find_chromium
 

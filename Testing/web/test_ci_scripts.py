@@ -39,9 +39,24 @@ def test_the_test_run_hides_the_swig_warnings_of_itk_and_shows_others(tmp_path):
         "    for kind in ('SwigPyPacked', 'SwigPyObject', 'swigvarlink'):\n"
         "        warnings.warn(f'builtin type {kind} has no __module__ attribute', DeprecationWarning)\n"
         "    warnings.warn('a warning of ours', DeprecationWarning)\n")
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ROOT / "pyproject.toml"),
-                             "--rootdir", str(tmp_path), str(tmp_path / "test_warnings.py")],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-c",
+            str(ROOT / "pyproject.toml"),
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path / "test_warnings.py"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "has no __module__ attribute" not in result.stdout
     assert "a warning of ours" in result.stdout
@@ -64,9 +79,21 @@ def test_the_screenshot_captions_match_the_run_that_makes_the_screenshot():
 def test_the_paint_tests_print_no_vtk_error():
     """Their SlicerApp is torn down quietly: trame-slicer's teardown order made VTK print ``No LookupTable was
     set`` and ``Component 3 is not in input`` after the tests had passed."""
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             str(ROOT / "Testing" / "web" / "test_paint_pipelines.py")],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(ROOT / "Testing" / "web" / "test_paint_pipelines.py"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stdout[-3000:]
     shown = result.stdout + result.stderr
     assert "ERR|" not in shown and "No LookupTable" not in shown and "is not in input" not in shown, shown[-3000:]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from cdp import Browser
 from webtesting import DATA, RESULTS_SCREENSHOT, SCREENSHOTS, ServerProcess
 
@@ -101,7 +102,8 @@ class Page:
         """Pick ``title`` in a Vuetify select, as a user does: open the menu, click the item."""
         items = ".v-overlay--active .v-list-item"
         self.b.click(select)
-        find = f"[...document.querySelectorAll({json.dumps(items)})].findIndex(e => e.innerText.trim() === {json.dumps(title)})"
+        find = (f"[...document.querySelectorAll({json.dumps(items)})]"
+                f".findIndex(e => e.innerText.trim() === {json.dumps(title)})")
         try:
             index = self.b.wait_for(f"{find} + 1", timeout=10, what=f"{title!r} in the menu of {select}") - 1
         except TimeoutError:
@@ -116,8 +118,11 @@ class Page:
             time.sleep(0.15)
         self.b.click(items, index)
         self.b.wait_for(f"document.querySelectorAll({json.dumps(items)}).length === 0", timeout=10)
-        self.b.wait_for(f"document.querySelector({json.dumps(select)}).value === {json.dumps(title)}", timeout=10,
-                        what=f"{select} to show {title!r}")
+        self.b.wait_for(
+            f"document.querySelector({json.dumps(select)}).value === {json.dumps(title)}",
+            timeout=10,
+            what=f"{select} to show {title!r}",
+        )
 
     def save_labels(self, path: Path) -> np.ndarray:
         """Press "Save labels" and read what the server exported from its scene."""
@@ -130,15 +135,19 @@ class Page:
     def wait_text(self, selector: str, contains: str, timeout: float = 30.0) -> str:
         return self.b.wait_for(
             f"(() => {{ const t = (document.querySelector({json.dumps(selector)}) || {{}}).innerText || '';"
-            f" return t.includes({json.dumps(contains)}) ? t : null; }})()", timeout=timeout,
-            what=f"{selector} to contain {contains!r}")
+            f" return t.includes({json.dumps(contains)}) ? t : null; }})()",
+            timeout=timeout,
+            what=f"{selector} to contain {contains!r}",
+        )
 
 
 @pytest.fixture
 def server(tmp_path):
     if not CASE.is_file():
         pytest.fail(f"real ACDC data missing at {CASE}: the tests need ../shared/data beside the checkout")
-    with ServerProcess(["--segments", "left ventricle", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out"]) as process:
+    with ServerProcess(
+        ["--segments", "left ventricle", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out"]
+    ) as process:
         process.tmp = tmp_path
         yield process
         print("---- semiseg serve output ----\n" + process.output(200))
@@ -192,10 +201,14 @@ def test_label_train_review_accept_in_the_browser(server, chromium_path):
         page.shot("training")
         page.wait_text("#progress-percent", "100 %", timeout=240)
         page.wait_text("#progress-text", "Done", timeout=120)
-        browser.wait_for("document.querySelectorAll('#review-table tbody tr').length === 10", timeout=60,
-                         what="the review list")
-        browser.wait_for("document.querySelector('#preview-marker') === null", timeout=10,
-                         what="the final result to replace the preview")
+        browser.wait_for(
+            "document.querySelectorAll('#review-table tbody tr').length === 10", timeout=60, what="the review list"
+        )
+        browser.wait_for(
+            "document.querySelector('#preview-marker') === null",
+            timeout=10,
+            what="the final result to replace the preview",
+        )
         assert browser.evaluate("document.querySelector('#loss-curve').getAttribute('points').split(' ').length") >= 2
 
         # The confidence layer appears in the slice view (pixels, not the DOM).
@@ -213,7 +226,9 @@ def test_label_train_review_accept_in_the_browser(server, chromium_path):
         no_pseudo = page.settled_view(results)
         assert _changed(no_pseudo, results) > 0.002, "hiding the pseudo-labels changed nothing in the slice view"
         browser.click("#show-pseudo")
-        assert _changed(page.settled_view(no_pseudo), results) < 0.002, "showing the pseudo-labels again did not restore the view"
+        assert _changed(page.settled_view(no_pseudo), results) < 0.002, (
+            "showing the pseudo-labels again did not restore the view"
+        )
 
         # Jump to the least confident slice.
         least = int(browser.text("#review-table tbody tr:first-child td:first-child"))

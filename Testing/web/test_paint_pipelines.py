@@ -9,13 +9,13 @@ import gc
 import numpy as np
 import pytest
 import vtk
-from webtesting import synthetic_volume
-
 from trame_slicer.core import SlicerApp
 from trame_slicer.segmentation import SegmentationEffectPaint
 from trame_slicer.views import DirectViewFactory, ViewLayoutDefinition
 
 from semiseg_web.painting import Brush, reattachEffectPipelines
+
+from webtesting import synthetic_volume
 
 
 def _stroke(view):

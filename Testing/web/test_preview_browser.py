@@ -14,8 +14,9 @@ import shutil
 import sys
 
 import pytest
-from cdp import Browser
 from test_e2e_browser import Page, _changed, _chroma
+
+from cdp import Browser
 from webtesting import HERE, SCREENSHOTS, ServerProcess, server_environment, synthetic_volume
 
 SLICES = 8

@@ -13,9 +13,10 @@ import sys
 import time
 
 import pytest
-from webtesting import ROOT, ServerProcess, free_port, server_environment, synthetic_volume
 
 from semiseg_web import security
+
+from webtesting import ROOT, ServerProcess, free_port, server_environment, synthetic_volume
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -162,14 +163,18 @@ def test_on_loopback_the_volumes_of_the_command_line_are_opened(tmp_path, chromi
     from cdp import Browser
 
     volume = synthetic_volume(tmp_path / "disc.nrrd")
-    with ServerProcess([volume, "--segments", "disc,ring", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out"]) as server:
+    with ServerProcess([volume, "--segments", "disc,ring", "--cache-dir", tmp_path / "cache", "--out", tmp_path /
+    "out"]) as server:
         assert server.url == f"http://127.0.0.1:{server.port}/"
         assert _request(server.port, "/index.html")[0] == 200
         assert _request(server.port, "/index.html", headers={"Host": f"attacker.example:{server.port}"})[0] == 403
         with Browser(chromium_path) as browser:
             browser.navigate(server.url)
-            browser.wait_for("(document.querySelector('#volume-name') || {}).innerText === 'disc'", timeout=60,
-                             what="the volume given on the command line")
+            browser.wait_for(
+                "(document.querySelector('#volume-name') || {}).innerText === 'disc'",
+                timeout=60,
+                what="the volume given on the command line",
+            )
             assert browser.wait_for("document.querySelectorAll('#segments .v-chip').length") == 2
             assert browser.text("#segments").split() == ["disc", "ring"]
             assert "of 0-7" in browser.text("#current-slice")

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from webtesting import synthetic_volume
 
 from semiseg_web.plot import HEIGHT, WIDTH, Curves
 from semiseg_web.state import METHODS
+
+from webtesting import synthetic_volume
 
 
 @pytest.fixture
@@ -86,8 +87,12 @@ def test_curves_scale_loss_and_dice_into_the_plot():
     assert curves.state().loss_points == "" and "not yet" in curves.state().dice_label
     events = [{"event": "start", "iterations": 100}]
     events += [{"event": "iteration", "iteration": i, "iterations": 100, "loss": 1.0 / i} for i in (10, 20, 50, 100)]
-    events += [{"event": "validation", "iteration": 50, "dice": 0.5}, {"event": "validation", "iteration": 100, "dice": 0.8},
-               {"event": "iteration", "iteration": 101, "loss": float("nan")}, {"event": "checkpoint"}]
+    events += [
+        {"event": "validation", "iteration": 50, "dice": 0.5},
+        {"event": "validation", "iteration": 100, "dice": 0.8},
+        {"event": "iteration", "iteration": 101, "loss": float("nan")},
+        {"event": "checkpoint"},
+    ]
     assert curves.add(events)
     state = curves.state()
     points = [tuple(map(float, p.split(","))) for p in state.loss_points.split()]
@@ -114,7 +119,9 @@ def test_volume_rendering_is_off_until_asked_for(web):
     assert [v.get_singleton_tag() for v in web.slicerApp.view_manager.get_views()] == ["Red"]
     assert not rendering.has_vr_display_node(logic.volume)
     logic._onLayout("threed")  # what choosing the layout in the page does
-    assert {"Red", "Green", "Yellow", "ThreeD"} <= {v.get_singleton_tag() for v in web.slicerApp.view_manager.get_views()}
+    assert {"Red", "Green", "Yellow", "ThreeD"} <= {
+        v.get_singleton_tag() for v in web.slicerApp.view_manager.get_views()
+    }
     assert not rendering.has_vr_display_node(logic.volume)
     logic._onVolumeRendering(True)
     assert rendering.get_vr_display_node(logic.volume).GetVisibility()

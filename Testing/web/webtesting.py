@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from cdp import stop_process
 
 HERE = Path(__file__).resolve().parent
@@ -65,8 +66,16 @@ class ServerProcess:
         self.port = port or free_port()
         launcher = [str(part) for part in launcher] if launcher else [sys.executable, "-m", "semiseg"]
         command = [*launcher, "serve", "--port", str(self.port), *map(str, args)]
-        self.process = subprocess.Popen(command, cwd=str(ROOT), env=env or server_environment(), stdin=subprocess.DEVNULL,
-                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        self.process = subprocess.Popen(
+            command,
+            cwd=str(ROOT),
+            env=env or server_environment(),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+        )
         self.lines: list[str] = []
         self.url = None
         ready = threading.Event()

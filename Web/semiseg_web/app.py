@@ -51,8 +51,9 @@ class SemiSegWebApp:
         self.slicerApp = SlicerApp()
         register_rca_factories(self.slicerApp.view_manager, self.server)
         self.layoutManager = LayoutManager(self.slicerApp.scene, self.slicerApp.view_manager, self.server)
-        self.logic = SemiSegLogic(self.server, self.slicerApp, self.layoutManager, cacheDir or defaultCacheDir(), outDir,
-                                  segmentNames)
+        self.logic = SemiSegLogic(
+            self.server, self.slicerApp, self.layoutManager, cacheDir or defaultCacheDir(), outDir, segmentNames
+        )
         with quietViewConstruction():  # the page's layout builds its first views
             self.ui = SemiSegUI(self.server, self.layoutManager, self.logic.typed)
         self.logic.set_ui(self.ui)
@@ -108,15 +109,22 @@ def serve(args) -> int:
         url = _publicUrl(args.host, app.server.port)
         print(f"semiseg serve: ready at {url}" + (f"?token={token}" if token else ""), flush=True)
         if generated:
-            print("semiseg serve: the access token above was generated for this run; anyone with it can see the "
-                  "images: share it only with the people who may.", flush=True)
+            print(
+                "semiseg serve: the access token above was generated for this run; anyone with it can see the "
+                "images: share it only with the people who may.",
+                flush=True,
+            )
         if not loopback:
-            print("semiseg serve: listening beyond this machine over plain HTTP; put it behind TLS (a reverse proxy) or "
-                  "use an SSH tunnel to 127.0.0.1 instead.", flush=True)
+            print(
+                "semiseg serve: listening beyond this machine over plain HTTP; put it behind TLS (a reverse proxy) or "
+                "use an SSH tunnel to 127.0.0.1 instead.",
+                flush=True,
+            )
 
     app.server.controller.on_server_bind.add(bind)
     app.server.controller.on_server_ready.add(ready)
     app.server.controller.on_server_exited.add(lambda **_: app.shutdown())
-    app.server.start(port=args.port, host=args.host, open_browser=False, show_connection_info=False, timeout=0,
-                     disable_logging=True)
+    app.server.start(
+        port=args.port, host=args.host, open_browser=False, show_connection_info=False, timeout=0, disable_logging=True
+    )
     return 0

@@ -23,8 +23,7 @@ from trame_server.utils.typed_state import TypedState
 from trame_slicer.views import Layout, LayoutDirection, ViewLayoutDefinition
 from undo_stack import UndoStack
 
-from SemiSegSlicerLib import Session, labeledslices
-from SemiSegSlicerLib import review as reviewlib
+from SemiSegSlicerLib import Session, labeledslices, review as reviewlib
 from SemiSegSlicerLib.mrmlio import segmentsToArray, vtkMessagesOff, writeArrayAsVolume
 
 from .painting import Brush, reattachEffectPipelines
@@ -52,11 +51,16 @@ def viewLayouts() -> dict[str, Layout]:
     coronal, sagittal = ViewLayoutDefinition.coronal_view(), ViewLayoutDefinition.sagittal_view()
     return {
         "axial": Layout(LayoutDirection.Vertical, [axial]),
-        "three": Layout(LayoutDirection.Horizontal, [axial, Layout(LayoutDirection.Vertical, [coronal, sagittal])],
-                        flex_sizes=["2", "1"]),
-        "threed": Layout(LayoutDirection.Horizontal,
-                         [axial, Layout(LayoutDirection.Vertical, [ViewLayoutDefinition.threed_view(), coronal, sagittal])],
-                         flex_sizes=["2", "1"]),
+        "three": Layout(
+            LayoutDirection.Horizontal,
+            [axial, Layout(LayoutDirection.Vertical, [coronal, sagittal])],
+            flex_sizes=["2", "1"],
+        ),
+        "threed": Layout(
+            LayoutDirection.Horizontal,
+            [axial, Layout(LayoutDirection.Vertical, [ViewLayoutDefinition.threed_view(), coronal, sagittal])],
+            flex_sizes=["2", "1"],
+        ),
     }
 
 
@@ -83,12 +87,12 @@ def _safeFileName(name: str) -> str:
 
 class SemiSegLogic(TrainingAndReview):
     """Args:
-        server: the trame server.
-        slicerApp: trame-slicer's :class:`SlicerApp` (scene, views, segmentation editor).
-        layoutManager: trame-slicer's layout manager of the page.
-        cacheDir: where job folders are made.
-        outDir: where "Save labels" writes.
-        segmentNames: the segments of a new volume's labels.
+    server: the trame server.
+    slicerApp: trame-slicer's :class:`SlicerApp` (scene, views, segmentation editor).
+    layoutManager: trame-slicer's layout manager of the page.
+    cacheDir: where job folders are made.
+    outDir: where "Save labels" writes.
+    segmentNames: the segments of a new volume's labels.
     """
 
     def __init__(self, server, slicerApp, layoutManager, cacheDir: str, outDir: str, segmentNames=("Segment 1",)):
@@ -102,8 +106,13 @@ class SemiSegLogic(TrainingAndReview):
         self.segmentNames = [name for name in segmentNames if name] or ["Segment 1"]
         import semiseg  # the engine package; only its location is needed here (no torch)
 
-        self.session = Session(self.scene, sys.executable, cacheDir, env=self._engineEnvironment(),
-                               pythonPath=[str(Path(semiseg.__file__).resolve().parents[1])])
+        self.session = Session(
+            self.scene,
+            sys.executable,
+            cacheDir,
+            env=self._engineEnvironment(),
+            pythonPath=[str(Path(semiseg.__file__).resolve().parents[1])],
+        )
         self.volume = None
         self.labels = None  # the user's segmentation node
         self.unlabeled: list = []
@@ -122,16 +131,21 @@ class SemiSegLogic(TrainingAndReview):
             layoutManager.register_layout(layoutId, layout, lazy_initialization=True)
         with quietViewConstruction():
             layoutManager.set_layout(self.data.layout)
-        self.typed.bind_changes({key: self._reported(action) for key, action in {
-            self.name.tool: self._onTool,
-            self.name.brush_size: self.brush.setSize,
-            self.name.layout: self._onLayout,
-            self.name.volume_rendering: self._onVolumeRendering,
-            self.name.review.show_pseudo: lambda _: self._applyResultDisplay(),
-            self.name.review.show_confidence: lambda _: self._applyResultDisplay(),
-            self.name.review.opacity: lambda _: self._applyResultDisplay(),
-            self.name.review.edit_pseudo: lambda _: self._attachBrush(),
-        }.items()})
+        self.typed.bind_changes(
+            {
+                key: self._reported(action)
+                for key, action in {
+                    self.name.tool: self._onTool,
+                    self.name.brush_size: self.brush.setSize,
+                    self.name.layout: self._onLayout,
+                    self.name.volume_rendering: self._onVolumeRendering,
+                    self.name.review.show_pseudo: lambda _: self._applyResultDisplay(),
+                    self.name.review.show_confidence: lambda _: self._applyResultDisplay(),
+                    self.name.review.opacity: lambda _: self._applyResultDisplay(),
+                    self.name.review.edit_pseudo: lambda _: self._attachBrush(),
+                }.items()
+            }
+        )
 
     @staticmethod
     def _engineEnvironment() -> dict:
@@ -142,14 +156,22 @@ class SemiSegLogic(TrainingAndReview):
 
     def set_ui(self, ui) -> None:
         connections = {
-            ui.load_files: self.loadClientFiles, ui.save_clicked: self.saveLabels,
-            ui.segment_clicked: self.selectSegment, ui.add_segment_clicked: self.addSegment,
-            ui.previous_slice_clicked: lambda: self.stepSlice(-1), ui.next_slice_clicked: lambda: self.stepSlice(1),
-            ui.mark_checked_clicked: self.markChecked, ui.undo_stroke_clicked: self.undoStack.undo,
-            ui.redo_stroke_clicked: self.undoStack.redo, ui.train_clicked: lambda: self.train(retrain=False),
-            ui.retrain_clicked: lambda: self.train(retrain=True), ui.cancel_clicked: self.cancel,
-            ui.review_row_clicked: self.selectReviewRow, ui.review_step_clicked: self.stepReview,
-            ui.accept_clicked: self.acceptSlice, ui.undo_accept_clicked: self.undoAccept,
+            ui.load_files: self.loadClientFiles,
+            ui.save_clicked: self.saveLabels,
+            ui.segment_clicked: self.selectSegment,
+            ui.add_segment_clicked: self.addSegment,
+            ui.previous_slice_clicked: lambda: self.stepSlice(-1),
+            ui.next_slice_clicked: lambda: self.stepSlice(1),
+            ui.mark_checked_clicked: self.markChecked,
+            ui.undo_stroke_clicked: self.undoStack.undo,
+            ui.redo_stroke_clicked: self.undoStack.redo,
+            ui.train_clicked: lambda: self.train(retrain=False),
+            ui.retrain_clicked: lambda: self.train(retrain=True),
+            ui.cancel_clicked: self.cancel,
+            ui.review_row_clicked: self.selectReviewRow,
+            ui.review_step_clicked: self.stepReview,
+            ui.accept_clicked: self.acceptSlice,
+            ui.undo_accept_clicked: self.undoAccept,
         }
         for signal, action in connections.items():
             signal.connect(self._guarded(action))
@@ -209,8 +231,13 @@ class SemiSegLogic(TrainingAndReview):
             self.session.cancel(5.0)
         self.brush.detach()
         self.scene.Clear(0)
-        self.session = Session(self.scene, self.session.python, self.session.cacheDir, env=self.session.env,
-                               pythonPath=self.session.pythonPath)
+        self.session = Session(
+            self.scene,
+            self.session.python,
+            self.session.cacheDir,
+            env=self.session.env,
+            pythonPath=self.session.pythonPath,
+        )
         volumes = self.app.io_manager.load_volumes(files)
         if not volumes:
             raise ValueError(f"no volume could be read from {', '.join(Path(f).name for f in files[:3])}")
@@ -228,8 +255,15 @@ class SemiSegLogic(TrainingAndReview):
         self._showVolume()
         self.curves = Curves()
         self.data.volume_loaded = True
-        self.data.volume_name = self.volume.GetName() + (f" (+{len(self.unlabeled)} unlabelled)" if self.unlabeled else "")
-        self.data.train.running, self.data.train.state, self.data.train.percent, self.data.train.text = False, "idle", 0.0, ""
+        self.data.volume_name = self.volume.GetName() + (
+            f" (+{len(self.unlabeled)} unlabelled)" if self.unlabeled else ""
+        )
+        self.data.train.running, self.data.train.state, self.data.train.percent, self.data.train.text = (
+            False,
+            "idle",
+            0.0,
+            "",
+        )
         self.data.train.can_retrain = False
         self.data.train.plot = PlotState()
         self.data.review.has_results, self.data.review.rows, self.data.review.current = False, [], -1
@@ -271,8 +305,11 @@ class SemiSegLogic(TrainingAndReview):
             return
         rendering = self.app.volume_rendering
         if enabled:
-            display = (rendering.get_vr_display_node(self.volume) if rendering.has_vr_display_node(self.volume)
-                       else rendering.create_display_node(self.volume))
+            display = (
+                rendering.get_vr_display_node(self.volume)
+                if rendering.has_vr_display_node(self.volume)
+                else rendering.create_display_node(self.volume)
+            )
             display.SetVisibility(True)
         elif rendering.has_vr_display_node(self.volume):
             rendering.get_vr_display_node(self.volume).SetVisibility(False)
@@ -334,7 +371,9 @@ class SemiSegLogic(TrainingAndReview):
     def addSegment(self) -> None:
         if self.labels is None:
             raise ValueError("open a volume first")
-        name = (self.data.new_segment_name or "").strip() or f"Segment {self.labels.GetSegmentation().GetNumberOfSegments() + 1}"
+        name = (
+            self.data.new_segment_name or ""
+        ).strip() or f"Segment {self.labels.GetSegmentation().GetNumberOfSegments() + 1}"
         if self.brush.segmentationNode is not self.labels:
             self.data.review.edit_pseudo = False
             self.brush.attach(self.labels, self.volume)
@@ -344,8 +383,10 @@ class SemiSegLogic(TrainingAndReview):
 
     def _refreshSegments(self) -> None:
         editor = self.app.segmentation_editor
-        self.data.segments = [SegmentItem(segment_id=sid, name=p.name, color=_hexColor(editor.get_segment(sid).GetColor()))
-                              for sid, p in editor.get_all_segment_properties().items()]
+        self.data.segments = [
+            SegmentItem(segment_id=sid, name=p.name, color=_hexColor(editor.get_segment(sid).GetColor()))
+            for sid, p in editor.get_all_segment_properties().items()
+        ]
         self.data.active_segment_id = editor.get_active_segment_id()
 
     def _onLabelsModified(self) -> None:
@@ -370,8 +411,11 @@ class SemiSegLogic(TrainingAndReview):
             return
         axis, slices = labeledslices.labeledSlicesOfSegmentation(self.labels, self.volume)
         self.data.labeled_slices = slices
-        self.data.labeled_text = (labeledslices.labeledSlicesText(axis, slices) if slices
-                                  else "No labelled slice yet: paint a few slices (unpainted slices are not background).")
+        self.data.labeled_text = (
+            labeledslices.labeledSlicesText(axis, slices)
+            if slices
+            else "No labelled slice yet: paint a few slices (unpainted slices are not background)."
+        )
 
     def markChecked(self) -> None:
         """The slice in the Red view holds nothing to label: it counts as labelled, empty."""
@@ -397,9 +441,13 @@ class SemiSegLogic(TrainingAndReview):
         path = os.path.join(self.outDir, f"{stem}_labels.nii.gz")
         writeArrayAsVolume(segmentsToArray(self.labels, ids, self.volume), self.volume, path)
         axis, slices = labeledslices.labeledSlicesOfSegmentation(self.labels, self.volume)
-        info = {"labels": os.path.basename(path), "axis": axis, "labeled_slices": slices,
-                "checked_slices": labeledslices.checkedSlices(self.labels)[1],
-                "segments": [{"label": n + 1, "name": segmentation.GetNthSegment(n).GetName()} for n in range(len(ids))]}
+        info = {
+            "labels": os.path.basename(path),
+            "axis": axis,
+            "labeled_slices": slices,
+            "checked_slices": labeledslices.checkedSlices(self.labels)[1],
+            "segments": [{"label": n + 1, "name": segmentation.GetNthSegment(n).GetName()} for n in range(len(ids))],
+        }
         with open(os.path.join(self.outDir, f"{stem}_labels.json"), "w", encoding="utf-8") as f:
             json.dump(info, f, indent=2)
         self.data.saved_path = path

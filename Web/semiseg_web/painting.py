@@ -29,7 +29,9 @@ PALETTE = ([0.945, 0.839, 0.569], [0.502, 0.682, 0.502], [0.694, 0.478, 0.396], 
            [0.847, 0.396, 0.310], [0.867, 0.510, 0.396], [0.565, 0.933, 0.565], [0.753, 0.408, 0.690])
 
 
-def reattachEffectPipelines(segmentationEditor, viewManager, effectTypes=(SegmentationEffectPaint, SegmentationEffectErase)) -> int:
+def reattachEffectPipelines(
+    segmentationEditor, viewManager, effectTypes=(SegmentationEffectPaint, SegmentationEffectErase)
+) -> int:
     """Give every live pipeline of ``effectTypes`` the view it belongs to; returns how many were fixed.
 
     A fixed pipeline of the active effect is re-activated, which creates its paint widget.

@@ -29,14 +29,20 @@ class Curves(TrainingCurves):
         if loss:
             low, high = min(v for _, v in loss), max(v for _, v in loss)
             span = (high - low) or 1.0
-            lossPoints = " ".join(f"{self._x(i)},{round(HEIGHT - 5 - (HEIGHT - 10) * (v - low) / span, 1)}" for i, v in loss)
+            lossPoints = " ".join(
+                f"{self._x(i)},{round(HEIGHT - 5 - (HEIGHT - 10) * (v - low) / span, 1)}" for i, v in loss
+            )
             lossText = f"loss {loss[-1][1]:.3f} (range {low:.3f}-{high:.3f})"
         dice = _thin(self.dice)
         dicePoints = " ".join(f"{self._x(i)},{round(HEIGHT * (1.0 - v), 1)}" for i, v in dice)
         diceText = f"validation Dice {dice[-1][1]:.2f}" if dice else "validation Dice: not yet measured"
-        return PlotState(loss_points=lossPoints, dice_points=dicePoints,
-                         dice_dots=[[self._x(i), round(HEIGHT * (1.0 - v), 1)] for i, v in dice[-50:]],
-                         loss_label=lossText, dice_label=diceText)
+        return PlotState(
+            loss_points=lossPoints,
+            dice_points=dicePoints,
+            dice_dots=[[self._x(i), round(HEIGHT * (1.0 - v), 1)] for i, v in dice[-50:]],
+            loss_label=lossText,
+            dice_label=diceText,
+        )
 
 
 def _thin(points: list[tuple[int, float]]) -> list[tuple[int, float]]:

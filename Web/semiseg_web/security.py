@@ -24,7 +24,15 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
-__all__ = ["COOKIE", "TokenRequired", "isLoopback", "generateToken", "resolveToken", "asksToUpgrade", "accessMiddleware"]
+__all__ = [
+    "COOKIE",
+    "TokenRequired",
+    "isLoopback",
+    "generateToken",
+    "resolveToken",
+    "asksToUpgrade",
+    "accessMiddleware",
+]
 
 COOKIE = "semiseg_token"
 QUERY = "token"
@@ -52,8 +60,9 @@ def generateToken() -> str:
     return secrets.token_urlsafe(32)
 
 
-def resolveToken(host: str, token: str | None = None, tokenFile: str | None = None, generate: bool = False,
-                 environ=None) -> tuple[str | None, bool]:
+def resolveToken(
+    host: str, token: str | None = None, tokenFile: str | None = None, generate: bool = False, environ=None
+) -> tuple[str | None, bool]:
     """The access token the server will require, and whether it was generated.
 
     The token comes from ``token``, else from the first line of ``tokenFile``, else from the
@@ -81,7 +90,8 @@ def resolveToken(host: str, token: str | None = None, tokenFile: str | None = No
         raise TokenRequired(
             f"refusing to serve patient images on {host}, which is reachable beyond this machine, without an access "
             f"token. Use --generate-token (a token is made and printed), --token-file FILE or the {TOKEN_ENV} "
-            "environment variable; or keep the default --host 127.0.0.1 and reach it through an SSH tunnel.")
+            "environment variable; or keep the default --host 127.0.0.1 and reach it through an SSH tunnel."
+        )
     return token, generated
 
 
@@ -117,8 +127,9 @@ def _same(a: str | None, b: str) -> bool:
 
 
 def _refuse(status: int, reason: str) -> web.Response:
-    return web.Response(status=status, text=f"SemiSeg: {reason}\n", content_type="text/plain",
-                        headers={"Cache-Control": "no-store"})
+    return web.Response(
+        status=status, text=f"SemiSeg: {reason}\n", content_type="text/plain", headers={"Cache-Control": "no-store"}
+    )
 
 
 def accessMiddleware(token: str | None, loopbackOnly: bool):
@@ -141,15 +152,17 @@ def accessMiddleware(token: str | None, loopbackOnly: bool):
         if token is not None:
             given, where = _tokenOf(request)
             if not _same(given, token):
-                return _refuse(401, "this server needs its access token: open the URL printed by `semiseg serve` "
-                                    "(it ends with ?token=...)")
+                return _refuse(
+                    401,
+                    "this server needs its access token: open the URL printed by `semiseg serve` "
+                    "(it ends with ?token=...)",
+                )
             if where == "query" and not isWebSocket:
                 # Keep the token out of the address bar, history and Referer: a cookie carries it from now on.
                 query = request.rel_url.query.copy()
                 del query[QUERY]
                 response = web.Response(status=302, headers={"Location": str(request.rel_url.with_query(query))})
-                response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/",
-                                    secure=request.secure)
+                response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/", secure=request.secure)
                 response.headers["Cache-Control"] = "no-store"
                 return response
         response = await handler(request)

@@ -38,9 +38,14 @@ class TrainingAndReview:
         if self.volume is None or self.labels is None:
             raise ValueError("open a volume first")
         train = self.data.train  # the request is checked by the session (SemiSegSlicerLib.session.checkTrainRequest)
-        exported = self.session.start(self.volume, self.labels, unlabeledVolumes=self.unlabeled, method=train.method,
-                                      train={"iterations": train.iterations, "size": train.size, "device": train.device},
-                                      retrain=retrain)
+        exported = self.session.start(
+            self.volume,
+            self.labels,
+            unlabeledVolumes=self.unlabeled,
+            method=train.method,
+            train={"iterations": train.iterations, "size": train.size, "device": train.device},
+            retrain=retrain,
+        )
         self.curves = Curves()
         train.running, train.state, train.percent, train.plot = True, "running", 0.0, PlotState()
         train.text = f"Starting on {len(exported.labeledSlices)} labelled slices..."
@@ -98,10 +103,12 @@ class TrainingAndReview:
         preview = resultimport.previewText(result.iteration) if result.preliminary else ""
         if not (preview and review.preview_text):  # a later preview keeps the slice the user is looking at
             review.current = -1
-            self.data.message = (f"Pseudo-labels so far ({preview}): they follow the training and the final result "
-                                 "replaces them." if preview else
-                                 "Pseudo-labels and confidence (dark = unsure) are shown. Click a slice in the review "
-                                 "list, correct it if needed and accept it.")
+            self.data.message = (
+                f"Pseudo-labels so far ({preview}): they follow the training and the final result replaces them."
+                if preview
+                else "Pseudo-labels and confidence (dark = unsure) are shown. Click a slice in the review "
+                "list, correct it if needed and accept it."
+            )
         review.has_results, review.can_undo, review.preview_text = True, bool(self.session.history), preview
         self._refreshReviewRows()
         self._applyResultDisplay()
@@ -110,9 +117,20 @@ class TrainingAndReview:
 
     def _refreshReviewRows(self) -> None:
         model = self.session.review
-        self.data.review.rows = [ReviewRow(row=row, index=e["index"], confidence=float(e.get("confidence", 0.0)),
-                                           foreground=100.0 * float(e.get("foreground_fraction", 0.0)),
-                                           labeled=bool(e.get("labeled"))) for row, e in enumerate(model.slices)] if model else []
+        self.data.review.rows = (
+            [
+                ReviewRow(
+                    row=row,
+                    index=e["index"],
+                    confidence=float(e.get("confidence", 0.0)),
+                    foreground=100.0 * float(e.get("foreground_fraction", 0.0)),
+                    labeled=bool(e.get("labeled")),
+                )
+                for row, e in enumerate(model.slices)
+            ]
+            if model
+            else []
+        )
         self.data.review.current = model.current if model and self.data.review.current >= 0 else -1
 
     def _applyResultDisplay(self) -> None:

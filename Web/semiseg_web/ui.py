@@ -7,8 +7,7 @@ Element IDs (``#train-button``...) are what the browser tests click.
 from __future__ import annotations
 
 from trame.ui.vuetify3 import VAppLayout
-from trame.widgets import client, html
-from trame.widgets import vuetify3 as v
+from trame.widgets import client, html, vuetify3 as v
 from trame_server.utils.typed_state import TypedState
 from trame_slicer.app.ui import LoadVolumeUI
 from undo_stack import Signal
@@ -83,8 +82,15 @@ class SemiSegUI:
             v.VSwitch(v_model=(n.volume_rendering,), label="Volume rendering", v_show=f"{n.layout} === 'threed'",
                       hide_details=True, density="compact", color="primary", classes="mr-2 flex-grow-0",
                       id="volume-rendering")
-            v.VBtn("Save labels", prepend_icon="mdi-content-save", click=self.save_clicked, disabled=(f"!{n.volume_loaded}",),
-                   variant="tonal", id="save-button", classes="mr-2")
+            v.VBtn(
+                "Save labels",
+                prepend_icon="mdi-content-save",
+                click=self.save_clicked,
+                disabled=(f"!{n.volume_loaded}",),
+                variant="tonal",
+                id="save-button",
+                classes="mr-2",
+            )
             v.VProgressCircular(indeterminate=("!!trame__busy",), size=18, width=2, color="#04a94d", classes="mr-3")
 
     # -- labels -----------------------------------------------------------------------------------
@@ -93,45 +99,127 @@ class SemiSegUI:
         n = self.name
         v.VCardTitle("1 · Label a few slices")
         with v.VCardText(classes="pt-1"):
-            v.VAlert(v_if=(n.error,), text=(n.error,), type="error", density="compact", closable=True,
-                     classes="mb-2", id="error", **{"click:close": f"{n.error} = ''"})
+            v.VAlert(
+                v_if=(n.error,),
+                text=(n.error,),
+                type="error",
+                density="compact",
+                closable=True,
+                classes="mb-2",
+                id="error",
+                **{"click:close": f"{n.error} = ''"},
+            )
             with html.Div(classes="d-flex flex-wrap align-center", id="segments"):
-                with v.VChip(v_for=f"(item, i) in {n.segments}", key="item.segment_id",
-                             id=("'segment-' + i",), size="small", classes="mr-1 mb-1",
-                             variant=(f"item.segment_id === {n.active_segment_id} ? 'elevated' : 'outlined'",),
-                             click=self._trigger(self.segment_clicked, "item.segment_id")):
+                with v.VChip(
+                    v_for=f"(item, i) in {n.segments}",
+                    key="item.segment_id",
+                    id=("'segment-' + i",),
+                    size="small",
+                    classes="mr-1 mb-1",
+                    variant=(f"item.segment_id === {n.active_segment_id} ? 'elevated' : 'outlined'",),
+                    click=self._trigger(self.segment_clicked, "item.segment_id"),
+                ):
                     v.VIcon("mdi-circle", color=("item.color",), start=True)
                     html.Span("{{ item.name }}")
-                v.VTextField(v_model=(n.new_segment_name,), placeholder="new segment", density="compact",
-                             hide_details=True, variant="underlined", style="max-width: 120px;", classes="ml-1",
-                             id="new-segment-name", disabled=(f"!{n.volume_loaded}",))
-                v.VBtn(icon="mdi-plus", size="x-small", variant="text", click=self.add_segment_clicked,
-                       disabled=(f"!{n.volume_loaded}",), id="add-segment")
+                v.VTextField(
+                    v_model=(n.new_segment_name,),
+                    placeholder="new segment",
+                    density="compact",
+                    hide_details=True,
+                    variant="underlined",
+                    style="max-width: 120px;",
+                    classes="ml-1",
+                    id="new-segment-name",
+                    disabled=(f"!{n.volume_loaded}",),
+                )
+                v.VBtn(
+                    icon="mdi-plus",
+                    size="x-small",
+                    variant="text",
+                    click=self.add_segment_clicked,
+                    disabled=(f"!{n.volume_loaded}",),
+                    id="add-segment",
+                )
             with html.Div(classes="d-flex align-center mt-2"):
-                with v.VBtnToggle(v_model=(n.tool,), mandatory=True, density="compact", variant="outlined",
-                                  divided=True, disabled=(f"!{n.volume_loaded}",)):
+                with v.VBtnToggle(
+                    v_model=(n.tool,),
+                    mandatory=True,
+                    density="compact",
+                    variant="outlined",
+                    divided=True,
+                    disabled=(f"!{n.volume_loaded}",),
+                ):
                     v.VBtn("View", value="none", prepend_icon="mdi-cursor-default", id="tool-none")
                     v.VBtn("Paint", value="paint", prepend_icon="mdi-brush", id="tool-paint")
                     v.VBtn("Erase", value="erase", prepend_icon="mdi-eraser", id="tool-erase")
-                v.VBtn(icon="mdi-undo", size="small", variant="text", click=self.undo_stroke_clicked,
-                       disabled=(f"!{n.can_undo_stroke}",), id="undo-stroke")
-                v.VBtn(icon="mdi-redo", size="small", variant="text", click=self.redo_stroke_clicked,
-                       disabled=(f"!{n.can_redo_stroke}",), id="redo-stroke")
-            v.VSlider(v_model=(n.brush_size,), min=0.5, max=20, step=0.5, label="Brush", hide_details=True,
-                      density="compact", thumb_label=True, id="brush-size")
-            v.VSwitch(v_model=(n.review.edit_pseudo,), label="Brush edits the pseudo-labels (correct, then accept)",
-                      v_show=(n.review.has_results,), hide_details=True, density="compact", color="primary",
-                      id="edit-pseudo")
+                v.VBtn(
+                    icon="mdi-undo",
+                    size="small",
+                    variant="text",
+                    click=self.undo_stroke_clicked,
+                    disabled=(f"!{n.can_undo_stroke}",),
+                    id="undo-stroke",
+                )
+                v.VBtn(
+                    icon="mdi-redo",
+                    size="small",
+                    variant="text",
+                    click=self.redo_stroke_clicked,
+                    disabled=(f"!{n.can_redo_stroke}",),
+                    id="redo-stroke",
+                )
+            v.VSlider(
+                v_model=(n.brush_size,),
+                min=0.5,
+                max=20,
+                step=0.5,
+                label="Brush",
+                hide_details=True,
+                density="compact",
+                thumb_label=True,
+                id="brush-size",
+            )
+            v.VSwitch(
+                v_model=(n.review.edit_pseudo,),
+                label="Brush edits the pseudo-labels (correct, then accept)",
+                v_show=(n.review.has_results,),
+                hide_details=True,
+                density="compact",
+                color="primary",
+                id="edit-pseudo",
+            )
             with html.Div(classes="d-flex align-center"):
-                v.VBtn(icon="mdi-chevron-left", size="small", variant="text", click=self.previous_slice_clicked,
-                       disabled=(f"!{n.volume_loaded}",), id="previous-slice")
-                html.Span("Slice {{ %s }} of 0-{{ %s - 1 }}" % (n.current_slice, n.slice_count), id="current-slice",
-                          classes="text-body-2")
-                v.VBtn(icon="mdi-chevron-right", size="small", variant="text", click=self.next_slice_clicked,
-                       disabled=(f"!{n.volume_loaded}",), id="next-slice")
+                v.VBtn(
+                    icon="mdi-chevron-left",
+                    size="small",
+                    variant="text",
+                    click=self.previous_slice_clicked,
+                    disabled=(f"!{n.volume_loaded}",),
+                    id="previous-slice",
+                )
+                html.Span(
+                    "Slice {{ %s }} of 0-{{ %s - 1 }}" % (n.current_slice, n.slice_count),
+                    id="current-slice",
+                    classes="text-body-2",
+                )
+                v.VBtn(
+                    icon="mdi-chevron-right",
+                    size="small",
+                    variant="text",
+                    click=self.next_slice_clicked,
+                    disabled=(f"!{n.volume_loaded}",),
+                    id="next-slice",
+                )
                 v.VSpacer()
-                v.VBtn("Checked, empty", size="small", variant="tonal", click=self.mark_checked_clicked,
-                       disabled=(f"!{n.volume_loaded}",), id="mark-checked", prepend_icon="mdi-check")
+                v.VBtn(
+                    "Checked, empty",
+                    size="small",
+                    variant="tonal",
+                    click=self.mark_checked_clicked,
+                    disabled=(f"!{n.volume_loaded}",),
+                    id="mark-checked",
+                    prepend_icon="mdi-check",
+                )
             html.Div("{{ %s }}" % n.labeled_text, classes="text-body-2 mt-1", id="labeled-slices")
 
     # -- training ---------------------------------------------------------------------------------
@@ -141,34 +229,99 @@ class SemiSegUI:
         v.VDivider()
         v.VCardTitle("2 · Train")
         with v.VCardText(classes="pt-1"):
-            v.VSelect(v_model=(t.method,), items=(t.methods,), item_title="title", item_value="value", label="Method",
-                      density="compact", hide_details=True, id="method")
+            v.VSelect(
+                v_model=(t.method,),
+                items=(t.methods,),
+                item_title="title",
+                item_value="value",
+                label="Method",
+                density="compact",
+                hide_details=True,
+                id="method",
+            )
             with html.Div(classes="d-flex mt-2"):
-                v.VTextField(v_model_number=(t.iterations,), type="number", label="Iterations", density="compact",
-                             hide_details=True, classes="mr-2", id="iterations", min=MIN_ITERATIONS, style="max-width: 120px;")
-                v.VTextField(v_model_number=(t.size,), type="number", label="Size (px)", density="compact",
-                             hide_details=True, classes="mr-2", id="size", min=MIN_SIZE, step=SIZE_STEP, style="max-width: 110px;")
-                v.VSelect(v_model=(t.device,), items=("['auto', 'cpu', 'cuda', 'mps']",), label="Device",
-                          density="compact", hide_details=True, id="device", style="min-width: 110px;")
+                v.VTextField(
+                    v_model_number=(t.iterations,),
+                    type="number",
+                    label="Iterations",
+                    density="compact",
+                    hide_details=True,
+                    classes="mr-2",
+                    id="iterations",
+                    min=MIN_ITERATIONS,
+                    style="max-width: 120px;",
+                )
+                v.VTextField(
+                    v_model_number=(t.size,),
+                    type="number",
+                    label="Size (px)",
+                    density="compact",
+                    hide_details=True,
+                    classes="mr-2",
+                    id="size",
+                    min=MIN_SIZE,
+                    step=SIZE_STEP,
+                    style="max-width: 110px;",
+                )
+                v.VSelect(
+                    v_model=(t.device,),
+                    items=("['auto', 'cpu', 'cuda', 'mps']",),
+                    label="Device",
+                    density="compact",
+                    hide_details=True,
+                    id="device",
+                    style="min-width: 110px;",
+                )
             with html.Div(classes="d-flex mt-2"):
-                v.VBtn("Train", prepend_icon="mdi-play", color="primary", click=self.train_clicked, classes="mr-2",
-                       disabled=(f"!{n.volume_loaded} || {t.running}",), id="train-button")
-                v.VBtn("Retrain", prepend_icon="mdi-restart", click=self.retrain_clicked, classes="mr-2",
-                       disabled=(f"!{t.can_retrain} || {t.running}",), id="retrain-button")
-                v.VBtn("Cancel", prepend_icon="mdi-stop", color="error", variant="tonal", click=self.cancel_clicked,
-                       disabled=(f"!{t.running}",), id="cancel-button")
-            with v.VProgressLinear(model_value=(t.percent,), height=18, color="primary", classes="mt-2", rounded=True,
-                                   id="train-progress"):
+                v.VBtn(
+                    "Train",
+                    prepend_icon="mdi-play",
+                    color="primary",
+                    click=self.train_clicked,
+                    classes="mr-2",
+                    disabled=(f"!{n.volume_loaded} || {t.running}",),
+                    id="train-button",
+                )
+                v.VBtn(
+                    "Retrain",
+                    prepend_icon="mdi-restart",
+                    click=self.retrain_clicked,
+                    classes="mr-2",
+                    disabled=(f"!{t.can_retrain} || {t.running}",),
+                    id="retrain-button",
+                )
+                v.VBtn(
+                    "Cancel",
+                    prepend_icon="mdi-stop",
+                    color="error",
+                    variant="tonal",
+                    click=self.cancel_clicked,
+                    disabled=(f"!{t.running}",),
+                    id="cancel-button",
+                )
+            with v.VProgressLinear(
+                model_value=(t.percent,), height=18, color="primary", classes="mt-2", rounded=True, id="train-progress"
+            ):
                 html.Span("{{ Math.round(%s) }} %%" % t.percent, classes="text-caption", id="progress-percent")
             html.Div("{{ %s }}" % t.text, classes="text-caption mt-1", id="progress-text")
-            with html.Svg(viewBox=f"0 0 {WIDTH:g} {HEIGHT:g}", preserveAspectRatio="none", classes="semiseg-plot mt-1",
-                          id="train-plot") as svg:
-                svg.add_child(f'<polyline id="loss-curve" :points="{t.plot.loss_points}" fill="none" '
-                              'stroke="#ff9800" stroke-width="1.5" vector-effect="non-scaling-stroke" />')
-                svg.add_child(f'<polyline id="dice-curve" :points="{t.plot.dice_points}" fill="none" '
-                              'stroke="#4caf50" stroke-width="1.5" vector-effect="non-scaling-stroke" />')
-                svg.add_child(f'<circle v-for="(p, i) in {t.plot.dice_dots}" :key="i" :cx="p[0]" :cy="p[1]" r="1.6" '
-                              'fill="#4caf50" />')
+            with html.Svg(
+                viewBox=f"0 0 {WIDTH:g} {HEIGHT:g}",
+                preserveAspectRatio="none",
+                classes="semiseg-plot mt-1",
+                id="train-plot",
+            ) as svg:
+                svg.add_child(
+                    f'<polyline id="loss-curve" :points="{t.plot.loss_points}" fill="none" '
+                    'stroke="#ff9800" stroke-width="1.5" vector-effect="non-scaling-stroke" />'
+                )
+                svg.add_child(
+                    f'<polyline id="dice-curve" :points="{t.plot.dice_points}" fill="none" '
+                    'stroke="#4caf50" stroke-width="1.5" vector-effect="non-scaling-stroke" />'
+                )
+                svg.add_child(
+                    f'<circle v-for="(p, i) in {t.plot.dice_dots}" :key="i" :cx="p[0]" :cy="p[1]" r="1.6" '
+                    'fill="#4caf50" />'
+                )
             with html.Div(classes="d-flex text-caption"):
                 html.Span("{{ %s }}" % t.plot.loss_label, style="color: #ff9800;", classes="mr-3", id="loss-label")
                 html.Span("{{ %s }}" % t.plot.dice_label, style="color: #4caf50;", id="dice-label")
@@ -180,37 +333,101 @@ class SemiSegUI:
         v.VDivider()
         v.VCardTitle("3 · Review")
         with v.VCardText(classes="pt-1"):
-            html.Div("Train first: the pseudo-labels and the slices to review appear here.", v_if=(f"!{r.has_results}",),
-                     classes="text-body-2 text-medium-emphasis")
+            html.Div(
+                "Train first: the pseudo-labels and the slices to review appear here.",
+                v_if=(f"!{r.has_results}",),
+                classes="text-body-2 text-medium-emphasis",
+            )
             with html.Div(v_if=(r.has_results,)):
-                v.VChip("Pseudo-labels: {{ %s }}" % r.preview_text, v_if=(r.preview_text,), color="warning",
-                        size="small", prepend_icon="mdi-progress-clock", classes="mb-1", id="preview-marker")
+                v.VChip(
+                    "Pseudo-labels: {{ %s }}" % r.preview_text,
+                    v_if=(r.preview_text,),
+                    color="warning",
+                    size="small",
+                    prepend_icon="mdi-progress-clock",
+                    classes="mb-1",
+                    id="preview-marker",
+                )
                 with html.Div(classes="d-flex align-center"):
-                    v.VSwitch(v_model=(r.show_pseudo,), label="Pseudo-labels", hide_details=True, density="compact",
-                              color="primary", classes="mr-3 flex-grow-0", id="show-pseudo")
-                    v.VSwitch(v_model=(r.show_confidence,), label="Confidence", hide_details=True, density="compact",
-                              color="primary", classes="flex-grow-0", id="show-confidence")
-                v.VSlider(v_model=(r.opacity,), min=0, max=1, step=0.05, label="Opacity", hide_details=True,
-                          density="compact", disabled=(f"!{r.show_confidence}",), id="confidence-opacity")
-                with v.VTable(density="compact", height=210, fixed_header=True, classes="semiseg-review", id="review-table"):
+                    v.VSwitch(
+                        v_model=(r.show_pseudo,),
+                        label="Pseudo-labels",
+                        hide_details=True,
+                        density="compact",
+                        color="primary",
+                        classes="mr-3 flex-grow-0",
+                        id="show-pseudo",
+                    )
+                    v.VSwitch(
+                        v_model=(r.show_confidence,),
+                        label="Confidence",
+                        hide_details=True,
+                        density="compact",
+                        color="primary",
+                        classes="flex-grow-0",
+                        id="show-confidence",
+                    )
+                v.VSlider(
+                    v_model=(r.opacity,),
+                    min=0,
+                    max=1,
+                    step=0.05,
+                    label="Opacity",
+                    hide_details=True,
+                    density="compact",
+                    disabled=(f"!{r.show_confidence}",),
+                    id="confidence-opacity",
+                )
+                with v.VTable(
+                    density="compact", height=210, fixed_header=True, classes="semiseg-review", id="review-table"
+                ):
                     with html.Thead(), html.Tr():
                         for heading in ("Slice", "Confidence", "Foreground", "Labelled"):
                             html.Th(heading)
-                    with html.Tbody(), html.Tr(v_for=f"row in {r.rows}", key="row.row",
-                                               classes=(f"row.row === {r.current} ? 'current' : ''",),
-                                               click=self._trigger(self.review_row_clicked, "row.row")):
+                    with (
+                        html.Tbody(),
+                        html.Tr(
+                            v_for=f"row in {r.rows}",
+                            key="row.row",
+                            classes=(f"row.row === {r.current} ? 'current' : ''",),
+                            click=self._trigger(self.review_row_clicked, "row.row"),
+                        ),
+                    ):
                         html.Td("{{ row.index }}")
                         html.Td("{{ row.confidence.toFixed(3) }}")
                         html.Td("{{ row.foreground.toFixed(1) }} %")
                         html.Td("{{ row.labeled ? 'yes' : '' }}")
                 with html.Div(classes="d-flex mt-2"):
-                    v.VBtn(icon="mdi-chevron-up", size="small", variant="text", click=self._trigger(self.review_step_clicked, "-1"),
-                           id="review-previous")
-                    v.VBtn(icon="mdi-chevron-down", size="small", variant="text", click=self._trigger(self.review_step_clicked, "1"),
-                           id="review-next")
+                    v.VBtn(
+                        icon="mdi-chevron-up",
+                        size="small",
+                        variant="text",
+                        click=self._trigger(self.review_step_clicked, "-1"),
+                        id="review-previous",
+                    )
+                    v.VBtn(
+                        icon="mdi-chevron-down",
+                        size="small",
+                        variant="text",
+                        click=self._trigger(self.review_step_clicked, "1"),
+                        id="review-next",
+                    )
                     v.VSpacer()
-                    v.VBtn("Accept slice", prepend_icon="mdi-check-bold", color="success", click=self.accept_clicked,
-                           disabled=(f"{r.current} < 0 || {self.name.train.running}",), classes="mr-2", id="accept-button")
-                    v.VBtn("Undo", prepend_icon="mdi-undo", variant="tonal", click=self.undo_accept_clicked,
-                           disabled=(f"!{r.can_undo}",), id="undo-accept")
+                    v.VBtn(
+                        "Accept slice",
+                        prepend_icon="mdi-check-bold",
+                        color="success",
+                        click=self.accept_clicked,
+                        disabled=(f"{r.current} < 0 || {self.name.train.running}",),
+                        classes="mr-2",
+                        id="accept-button",
+                    )
+                    v.VBtn(
+                        "Undo",
+                        prepend_icon="mdi-undo",
+                        variant="tonal",
+                        click=self.undo_accept_clicked,
+                        disabled=(f"!{r.can_undo}",),
+                        id="undo-accept",
+                    )
             html.Div("{{ %s }}" % self.name.message, classes="text-body-2 mt-2", id="message")

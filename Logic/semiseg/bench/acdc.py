@@ -32,12 +32,12 @@ import numpy as np
 
 from ..config import TrainConfig
 from ..data import SliceSet, Volume, build_slice_sets, load_volume
+from ..errors import InputError
 from ..inference import Predictor, predict_volume
 from ..metrics import evaluate_volume
-from ..training import Trainer, TrainData
-from ..errors import InputError
-from ..training.progress import ProgressLog
 from ..recipes import SHORT_BUDGET
+from ..training import TrainData, Trainer
+from ..training.progress import ProgressLog
 from .common import default_data_root, read_jsonl
 
 __all__ = ["load_acdc", "run_method", "evaluate_model", "CLASS_NAMES", "RECIPE", "add_arguments", "run_protocol",
@@ -75,20 +75,40 @@ def load_acdc(root: str | Path, labeled: str = "labeled_3", size: int = 128, max
 
 def evaluate_model(predictor: Predictor, volumes: list[Volume]) -> dict[str, Any]:
     """Per-volume 3D metrics averaged over volumes, per class and overall."""
-    per_volume = [evaluate_volume(predict_volume(predictor, v, 2)["labels"], v.labels, 4, (1.0, 1.0, 1.0), CLASS_NAMES) for v in volumes]
+    per_volume = [
+        evaluate_volume(predict_volume(predictor, v, 2)["labels"], v.labels, 4, (1.0, 1.0, 1.0), CLASS_NAMES)
+        for v in volumes
+    ]
     classes = {}
     for name in CLASS_NAMES[1:]:
-        classes[name] = {k: float(np.nanmean([pv["classes"][name][k] for pv in per_volume])) for k in ("dice", "jaccard", "hd95_vox", "asd_vox")}
+        classes[name] = {
+            k: float(np.nanmean([pv["classes"][name][k] for pv in per_volume]))
+            for k in ("dice", "jaccard", "hd95_vox", "asd_vox")
+        }
     mean = {k: float(np.mean([classes[c][k] for c in classes])) for k in ("dice", "jaccard", "hd95_vox", "asd_vox")}
     return {"classes": classes, "mean": mean, "volumes": len(volumes)}
 
 
-def run_method(method: str, data: TrainData, val: list[Volume], config: TrainConfig, options: dict[str, Any] | None,
-               run_dir: str | Path, curve_every: int = 0) -> dict[str, Any]:
+def run_method(
+    method: str,
+    data: TrainData,
+    val: list[Volume],
+    config: TrainConfig,
+    options: dict[str, Any] | None,
+    run_dir: str | Path,
+    curve_every: int = 0,
+) -> dict[str, Any]:
     """Train ``method`` on ``data`` with ``config`` and score the last checkpoint on ``val``."""
     run_dir = Path(run_dir)
-    trainer = Trainer(config, method, options or {}, 4, run_dir, meta={"axis": 2, "class_names": CLASS_NAMES},
-                      log=ProgressLog(run_dir / "progress.jsonl", stream=None))
+    trainer = Trainer(
+        config,
+        method,
+        options or {},
+        4,
+        run_dir,
+        meta={"axis": 2, "class_names": CLASS_NAMES},
+        log=ProgressLog(run_dir / "progress.jsonl", stream=None),
+    )
     curve: list[dict[str, float]] = []
     train_seconds = 0.0
     t = time.perf_counter()
@@ -105,9 +125,22 @@ def run_method(method: str, data: TrainData, val: list[Volume], config: TrainCon
     trainer.fit(data, on_step=on_step)
     train_seconds += time.perf_counter() - t
     scores = evaluate_model(Predictor(trainer.checkpoint_path, config.device), val)
-    curve.append({"iteration": config.iterations, "minutes": round(train_seconds / 60, 2), "dice": round(scores["mean"]["dice"], 4)})
-    return {"method": method, "options": options or {}, "train": dataclasses.asdict(config), "minutes": round(train_seconds / 60, 2),
-            "seconds_per_iteration": round(train_seconds / config.iterations, 3), "scores": scores, "curve": curve}
+    curve.append(
+        {
+            "iteration": config.iterations,
+            "minutes": round(train_seconds / 60, 2),
+            "dice": round(scores["mean"]["dice"], 4),
+        }
+    )
+    return {
+        "method": method,
+        "options": options or {},
+        "train": dataclasses.asdict(config),
+        "minutes": round(train_seconds / 60, 2),
+        "seconds_per_iteration": round(train_seconds / config.iterations, 3),
+        "scores": scores,
+        "curve": curve,
+    }
 
 
 # -- the protocol runner (benchmarks/acdc_protocol.py and ``semiseg bench acdc``) -------------------
@@ -120,8 +153,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.03)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--curve-every", type=int, default=0, help="score intermediate weights every N iterations for the learning curve")
-    p.add_argument("--paper-defaults", action="store_true", help="use the methods' paper defaults instead of our short-budget recipe")
+    p.add_argument(
+        "--curve-every",
+        type=int,
+        default=0,
+        help="score intermediate weights every N iterations for the learning curve",
+    )
+    p.add_argument(
+        "--paper-defaults",
+        action="store_true",
+        help="use the methods' paper defaults instead of our short-budget recipe",
+    )
     p.add_argument("--max-unlabeled", type=int, help="limit unlabelled patients (smoke runs)")
     p.add_argument("--max-val", type=int, help="limit scored patients (smoke runs)")
     p.add_argument("--out", default="bench-results/acdc.jsonl")
@@ -130,8 +172,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _budget(a: argparse.Namespace) -> dict[str, Any]:
-    return {"iterations": a.iterations, "size": a.size, "batch": a.batch, "lr": a.lr, "seed": a.seed,
-            "recipe": "paper defaults" if a.paper_defaults else RECIPE, "max_unlabeled": a.max_unlabeled, "max_val": a.max_val}
+    return {
+        "iterations": a.iterations,
+        "size": a.size,
+        "batch": a.batch,
+        "lr": a.lr,
+        "seed": a.seed,
+        "recipe": "paper defaults" if a.paper_defaults else RECIPE,
+        "max_unlabeled": a.max_unlabeled,
+        "max_val": a.max_val,
+    }
 
 
 def run_protocol(a: argparse.Namespace) -> list[dict[str, Any]]:
@@ -156,18 +206,37 @@ def run_protocol(a: argparse.Namespace) -> list[dict[str, Any]]:
         data, val = cache[labeled]
         method = "supervised" if row == "full" else row
         options = {} if method == "supervised" or a.paper_defaults else dict(RECIPE)
-        cfg = TrainConfig(iterations=a.iterations, size=a.size, batch_labeled=a.batch, batch_unlabeled=a.batch, lr=a.lr,
-                          seed=a.seed, device="cpu", val_every=0, checkpoint_every=max(1, a.iterations // 4))
+        cfg = TrainConfig(
+            iterations=a.iterations,
+            size=a.size,
+            batch_labeled=a.batch,
+            batch_unlabeled=a.batch,
+            lr=a.lr,
+            seed=a.seed,
+            device="cpu",
+            val_every=0,
+            checkpoint_every=max(1, a.iterations // 4),
+        )
         result = run_method(method, data, val, cfg, options, Path(a.runs) / f"{a.labeled}-{row}", a.curve_every)
-        result["row"], result["protocol"], result["labeled_slices"], result["budget"] = row, labeled, len(data.labeled), budget
+        result["row"], result["protocol"], result["labeled_slices"], result["budget"] = (
+            row,
+            labeled,
+            len(data.labeled),
+            budget,
+        )
         with out.open("a") as f:
             f.write(json.dumps(result) + "\n")
-        print(json.dumps({"row": row, "mean_dice": result["scores"]["mean"]["dice"], "minutes": result["minutes"]}), flush=True)
+        print(
+            json.dumps({"row": row, "mean_dice": result["scores"]["mean"]["dice"], "minutes": result["minutes"]}),
+            flush=True,
+        )
     rows = read_jsonl(out)
     if a.plot and rows:
         from .plots import plot_learning_curve
 
-        plot_learning_curve(rows, a.plot, title=f"ACDC {a.labeled}: {a.iterations} it, {a.size}px, batch {a.batch}+{a.batch}, CPU")
+        plot_learning_curve(
+            rows, a.plot, title=f"ACDC {a.labeled}: {a.iterations} it, {a.size}px, batch {a.batch}+{a.batch}, CPU"
+        )
     return rows
 
 
@@ -176,8 +245,11 @@ def summary_table(rows: list[dict[str, Any]]) -> str:
     lines = [f"{'row':<12}{'RV':>7}{'Myo':>7}{'LV':>7}{'mean':>7}{'HD95':>8}{'ASD':>7}{'min':>7}{'s/it':>7}"]
     for r in rows:
         c, m = r["scores"]["classes"], r["scores"]["mean"]
-        lines.append(f"{r['row']:<12}{c['RV']['dice']*100:7.1f}{c['Myo']['dice']*100:7.1f}{c['LV']['dice']*100:7.1f}{m['dice']*100:7.1f}"
-                     f"{m['hd95_vox']:8.1f}{m['asd_vox']:7.1f}{r['minutes']:7.1f}{r['seconds_per_iteration']:7.2f}")
+        lines.append(
+            f"{r['row']:<12}{c['RV']['dice'] * 100:7.1f}{c['Myo']['dice'] * 100:7.1f}"
+            f"{c['LV']['dice'] * 100:7.1f}{m['dice'] * 100:7.1f}"
+            f"{m['hd95_vox']:8.1f}{m['asd_vox']:7.1f}{r['minutes']:7.1f}{r['seconds_per_iteration']:7.2f}"
+        )
     return "\n".join(lines)
 
 
@@ -191,8 +263,12 @@ def class_table(rows: list[dict[str, Any]]) -> str:
     head = "| row | " + " | ".join(f"{c} Dice / Jaccard / HD95 / ASD" for c in CLASS_NAMES[1:]) + " |"
     lines = [head, "|---|" + "---|" * (len(CLASS_NAMES) - 1)]
     for r in rows:
-        cells = [" / ".join(_num(v[k], scale) for k, scale in (("dice", 100), ("jaccard", 100), ("hd95_vox", 1), ("asd_vox", 1)))
-                 for v in (r["scores"]["classes"][c] for c in CLASS_NAMES[1:])]
+        cells = [
+            " / ".join(
+                _num(v[k], scale) for k, scale in (("dice", 100), ("jaccard", 100), ("hd95_vox", 1), ("asd_vox", 1))
+            )
+            for v in (r["scores"]["classes"][c] for c in CLASS_NAMES[1:])
+        ]
         lines.append(f"| {r['row']} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

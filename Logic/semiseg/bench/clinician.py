@@ -42,19 +42,28 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..config import TrainConfig
 from ..completion import ShapePrior
 from ..completion.fusion import fuse
+from ..config import TrainConfig
 from ..data import SliceSet, Volume, build_slice_sets, labeled_slice_indices, load_volume, put_slices, take_slices
 from ..errors import InputError
 from ..imageio import volume_name
 from ..inference import Predictor
 from ..methods import METHODS
 from ..metrics import evaluate_volume
-from ..training import Trainer, TrainData
+from ..training import TrainData, Trainer
 from ..training.progress import ProgressLog
 from .acdc import CLASS_NAMES as ACDC_CLASSES, RECIPE
-from .common import append_jsonl, check_methods, default_data_root, format_table, int_list, key_value, read_jsonl, str_list
+from .common import (
+    append_jsonl,
+    check_methods,
+    default_data_root,
+    format_table,
+    int_list,
+    key_value,
+    read_jsonl,
+    str_list,
+)
 
 __all__ = ["keep_slices", "hidden_slices", "sparsify", "score_hidden", "contour_interpolation", "list_dataset",
            "run_case", "run", "summary_table", "add_arguments", "main"]
@@ -115,8 +124,12 @@ def score_hidden(pred: np.ndarray, ref: np.ndarray, kept: Sequence[int], axis: i
         np.moveaxis(arr, 2 - axis, 0)[list(kept)] = 0
     scores = evaluate_volume(p, r, num_classes, spacing_kji, class_names)
     classes = {n: {k: m[k] for k in ("dice", "hd95_vox", "hd95_mm")} for n, m in scores["classes"].items()}
-    return {"dice": scores["mean"]["dice"], "hd95_vox": scores["mean"]["hd95_vox"], "hd95_mm": scores["mean"]["hd95_mm"],
-            "classes": classes}
+    return {
+        "dice": scores["mean"]["dice"],
+        "hd95_vox": scores["mean"]["hd95_vox"],
+        "hd95_mm": scores["mean"]["hd95_mm"],
+        "classes": classes,
+    }
 
 
 # -- the rows ---------------------------------------------------------------------------------
@@ -124,14 +137,19 @@ def _itk():
     try:
         import itk
     except ImportError:
-        raise InputError("the interpolation row needs ITK's MorphologicalContourInterpolator: "
-                         "pip install 'semiseg[bench]' (package itk-morphologicalcontourinterpolation)") from None
+        raise InputError(
+            "the interpolation row needs ITK's MorphologicalContourInterpolator: "
+            "pip install 'semiseg[bench]' (package itk-morphologicalcontourinterpolation)"
+        ) from None
     return itk
 
 
 def _interpolate_gap(itk, stack: np.ndarray) -> np.ndarray:
-    """The filter on a binary (n, rows, cols) stack labelled on its first and last slice only; numpy axis 0 = ITK axis 2."""
-    interpolator = itk.MorphologicalContourInterpolator.New(itk.image_from_array(np.ascontiguousarray(stack, dtype=np.uint8)))
+    """The filter on a binary (n, rows, cols) stack labelled on its first and last slice only; numpy axis 0 = ITK
+    axis 2."""
+    interpolator = itk.MorphologicalContourInterpolator.New(
+        itk.image_from_array(np.ascontiguousarray(stack, dtype=np.uint8))
+    )
     interpolator.SetAxis(2)
     interpolator.Update()
     return np.asarray(itk.array_from_image(interpolator.GetOutput()))
@@ -168,8 +186,15 @@ def contour_interpolation(labels: np.ndarray, axis: int) -> np.ndarray:
     return result
 
 
-def slice_scores(pred: np.ndarray, ref: np.ndarray, confidence: np.ndarray, kept: Sequence[int], axis: int,
-                 distance: np.ndarray, inside: np.ndarray) -> dict[str, Any]:
+def slice_scores(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    confidence: np.ndarray,
+    kept: Sequence[int],
+    axis: int,
+    distance: np.ndarray,
+    inside: np.ndarray,
+) -> dict[str, Any]:
     """Per hidden slice that holds structure in ``pred`` or ``ref``: foreground Dice (all classes as one) by
     distance to the nearest kept slice (:data:`DISTANCE_BINS`, and ``outside`` the kept range), and the
     Spearman correlation between the slice's review confidence and its Dice (``review.json``'s statistic)."""
@@ -192,29 +217,59 @@ def slice_scores(pred: np.ndarray, ref: np.ndarray, confidence: np.ndarray, kept
     return {"by_distance": {n: [float(np.mean(v)), len(v)] for n, v in bins.items()}, "spearman_confidence_dice": rho}
 
 
-def _train_predict(method: str, volume: Volume, sparse: Volume, others: list[Volume], config: TrainConfig,
-                   options: dict[str, Any], num_classes: int, axis: int, run_dir: Path,
-                   extra_labeled: SliceSet | None = None) -> tuple[np.ndarray, dict[str, float]]:
+def _train_predict(
+    method: str,
+    volume: Volume,
+    sparse: Volume,
+    others: list[Volume],
+    config: TrainConfig,
+    options: dict[str, Any],
+    num_classes: int,
+    axis: int,
+    run_dir: Path,
+    extra_labeled: SliceSet | None = None,
+) -> tuple[np.ndarray, dict[str, float]]:
     unlabeled = others if method != "supervised" else []
     labeled, _, unl = build_slice_sets([sparse], unlabeled, axis, config.size, min_val_slices=10**9)
     if extra_labeled is not None and len(extra_labeled):
-        labeled = SliceSet.concat([dataclasses.replace(labeled, weights=torch.ones(len(labeled))), extra_labeled], config.size, True)
+        labeled = SliceSet.concat(
+            [dataclasses.replace(labeled, weights=torch.ones(len(labeled))), extra_labeled], config.size, True
+        )
     empty = labeled.concat([], config.size, True)
     data = TrainData(labeled, empty, unl, num_classes)
-    trainer = Trainer(config, method, options, num_classes, run_dir, meta={"axis": axis},
-                      log=ProgressLog(run_dir / "progress.jsonl", stream=None))
+    trainer = Trainer(
+        config,
+        method,
+        options,
+        num_classes,
+        run_dir,
+        meta={"axis": axis},
+        log=ProgressLog(run_dir / "progress.jsonl", stream=None),
+    )
     t = time.perf_counter()
     trainer.fit(data)
     train_s = time.perf_counter() - t
     t = time.perf_counter()
     probs = Predictor(trainer.checkpoint_path, config.device).probabilities(volume.image, axis)
-    return probs, {"train_seconds": train_s, "predict_seconds": time.perf_counter() - t,
-                  "labeled_slices": len(labeled), "unlabeled_slices": len(unl)}
+    return probs, {
+        "train_seconds": train_s,
+        "predict_seconds": time.perf_counter() - t,
+        "labeled_slices": len(labeled),
+        "unlabeled_slices": len(unl),
+    }
 
 
-def run_case(volume: Volume, others: list[Volume], k: int, rows: Sequence[str], config: TrainConfig,
-             options: dict[str, Any], class_names: Sequence[str], axis: int = 2,
-             run_root: str | Path | None = None) -> list[dict[str, Any]]:
+def run_case(
+    volume: Volume,
+    others: list[Volume],
+    k: int,
+    rows: Sequence[str],
+    config: TrainConfig,
+    options: dict[str, Any],
+    class_names: Sequence[str],
+    axis: int = 2,
+    run_root: str | Path | None = None,
+) -> list[dict[str, Any]]:
     """All rows for one volume and one k; returns one record per row (``[]`` when nothing would be hidden)."""
     assert volume.labels is not None
     structure = labeled_slice_indices(volume.labels, axis)
@@ -224,8 +279,13 @@ def run_case(volume: Volume, others: list[Volume], k: int, rows: Sequence[str], 
     sparse = dataclasses.replace(volume, labels=sparsify(volume.labels, axis, kept), extra_labeled={})
     hidden = hidden_slices(volume.num_slices(axis), kept)
     num_classes = len(class_names)
-    base = {"volume": volume.name, "k": k, "kept": kept, "hidden_slices": len(hidden),
-            "hidden_structure_slices": len(set(structure) - set(kept))}
+    base = {
+        "volume": volume.name,
+        "k": k,
+        "kept": kept,
+        "hidden_slices": len(hidden),
+        "hidden_structure_slices": len(set(structure) - set(kept)),
+    }
     records = []
     shared: dict[str, Any] = {}  # the supervised network, for the rows fused with the prior
     prior = ShapePrior.build(sparse.labels, axis, kept, num_classes)  # type: ignore[arg-type]
@@ -238,14 +298,21 @@ def run_case(volume: Volume, others: list[Volume], k: int, rows: Sequence[str], 
         elif row in ("supervised", COMPLETION, "prior", "completion_inside") and shared:
             probs, extra = shared["probs"], dict(shared["extra"])
         else:
-            opts = {} if row in ("supervised", COMPLETION, "prior", "completion_inside", "completion_pl") else dict(options)
+            opts = (
+                {}
+                if row in ("supervised", COMPLETION, "prior", "completion_inside", "completion_pl")
+                else dict(options)
+            )
             tmp = tempfile.mkdtemp(prefix="semiseg-clin-") if run_root is None else None
             run_dir = Path(tmp) if tmp else Path(run_root) / volume.name / f"k{k}" / row  # type: ignore[arg-type]
             method = row if row in METHODS else "supervised"
-            labels_from_prior = prior.pseudo_labeled(volume.image, volume.name, config.size, 1.0) if row == "completion_pl" else None
+            labels_from_prior = (
+                prior.pseudo_labeled(volume.image, volume.name, config.size, 1.0) if row == "completion_pl" else None
+            )
             try:
-                probs, extra = _train_predict(method, volume, sparse, others, config, opts, num_classes, axis, run_dir,
-                                              labels_from_prior)
+                probs, extra = _train_predict(
+                    method, volume, sparse, others, config, opts, num_classes, axis, run_dir, labels_from_prior
+                )
             finally:
                 if tmp:
                     shutil.rmtree(tmp, ignore_errors=True)
@@ -278,7 +345,9 @@ def list_dataset(root: str | Path, dataset: str) -> tuple[list[str], list[str]]:
     """(target volume names in benchmark order, every volume name) of ``root`` (``.../la`` or ``.../acdc``)."""
     root = Path(root)
     if not (root / "images").is_dir():
-        raise InputError(f"no images/ folder: expected the {dataset.upper()} data of ../shared/data (see its README)", root)
+        raise InputError(
+            f"no images/ folder: expected the {dataset.upper()} data of ../shared/data (see its README)", root
+        )
     names = sorted(volume_name(p) for p in (root / "images").glob("*.nii.gz"))
     splits = json.loads((root / "splits.json").read_text()) if (root / "splits.json").exists() else {}
     if dataset == "acdc" and "val" in splits:
@@ -292,9 +361,19 @@ def list_dataset(root: str | Path, dataset: str) -> tuple[list[str], list[str]]:
 
 def budget(args: argparse.Namespace) -> dict[str, Any]:
     """What every trained row of one run shares (stored in each record; a re-run must match it)."""
-    return {"iterations": args.iterations, "size": args.size, "batch_labeled": args.batch, "batch_unlabeled": args.batch,
-            "lr": args.lr, "optimizer": "sgd", "seed": args.seed, "threads": args.threads,
-            "recipe": method_options(args), "max_unlabeled": args.max_unlabeled, "axis": 2}
+    return {
+        "iterations": args.iterations,
+        "size": args.size,
+        "batch_labeled": args.batch,
+        "batch_unlabeled": args.batch,
+        "lr": args.lr,
+        "optimizer": "sgd",
+        "seed": args.seed,
+        "threads": args.threads,
+        "recipe": method_options(args),
+        "max_unlabeled": args.max_unlabeled,
+        "axis": 2,
+    }
 
 
 def method_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -305,8 +384,11 @@ def method_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def budget_text(b: dict[str, Any]) -> str:
     recipe = ", ".join(f"{k} {v}" for k, v in b["recipe"].items()) or "the paper defaults"
-    return (f"budget: {b['iterations']} iterations, {b['size']}x{b['size']}, batch {b['batch_labeled']}+{b['batch_unlabeled']}, "
-            f"SGD lr {b['lr']} poly, seed {b['seed']}, semi-supervised rows with {recipe}, last checkpoint")
+    return (
+        f"budget: {b['iterations']} iterations, {b['size']}x{b['size']}, batch "
+        f"{b['batch_labeled']}+{b['batch_unlabeled']}, "
+        f"SGD lr {b['lr']} poly, seed {b['seed']}, semi-supervised rows with {recipe}, last checkpoint"
+    )
 
 
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -333,9 +415,19 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         toy = np.zeros((3, 8, 8), np.uint8)
         toy[[0, 2], 2:6, 2:6] = 1
         contour_interpolation(toy, 2)
-    config = TrainConfig(iterations=args.iterations, size=args.size, batch_labeled=args.batch, batch_unlabeled=args.batch,
-                         lr=args.lr, seed=args.seed, device="cpu", val_every=0, checkpoint_every=args.iterations,
-                         log_every=max(1, args.iterations), threads=args.threads)
+    config = TrainConfig(
+        iterations=args.iterations,
+        size=args.size,
+        batch_labeled=args.batch,
+        batch_unlabeled=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        device="cpu",
+        val_every=0,
+        checkpoint_every=args.iterations,
+        log_every=max(1, args.iterations),
+        threads=args.threads,
+    )
     options = method_options(args)
     print(budget_text(b), flush=True)
     unlabeled_cache: dict[str, Volume] = {}
@@ -356,8 +448,18 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
             for rec in run_case(volume, others, k, rs, config, options, class_names, 2, args.runs):
                 rec.update(dataset=dataset, budget=b)
                 append_jsonl(out, rec)
-                print(json.dumps({"volume": name, "k": k, "row": rec["row"], "dice": round(rec["dice"], 4),
-                                  "seconds": round(rec["seconds"], 1)}), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "volume": name,
+                            "k": k,
+                            "row": rec["row"],
+                            "dice": round(rec["dice"], 4),
+                            "seconds": round(rec["seconds"], 1),
+                        }
+                    ),
+                    flush=True,
+                )
     records = [r for r in read_jsonl(out) if r.get("dataset") == dataset]
     if args.plot and records:
         from .plots import plot_dice_vs_k
@@ -377,7 +479,9 @@ def summary_table(records: Sequence[dict[str, Any]]) -> str:
         d = np.array([r["dice"] for r in rs], dtype=float) * 100
         h = np.array([np.nan if r["hd95_vox"] is None else r["hd95_vox"] for r in rs], dtype=float)
         hmean = float(np.nanmean(h)) if np.isfinite(h).any() else None
-        lines.append([row, k, len(rs), float(d.mean()), float(d.std()), hmean, float(np.mean([r["seconds"] for r in rs]))])
+        lines.append(
+            [row, k, len(rs), float(d.mean()), float(d.std()), hmean, float(np.mean([r["seconds"] for r in rs]))]
+        )
     return format_table(["row", "k", "volumes", "Dice %", "std", "HD95 vox", "seconds"], lines, ".1f")
 
 
@@ -419,11 +523,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--dataset", choices=sorted(DATASETS), default="la")
     p.add_argument("--data", help="the dataset folder (default: ../shared/data/<dataset>)")
-    p.add_argument("--volumes", type=int, default=0, help="score the first N volumes (LA: splits' order; ACDC: val patients' frames); 0 = all")
+    p.add_argument(
+        "--volumes",
+        type=int,
+        default=0,
+        help="score the first N volumes (LA: splits' order; ACDC: val patients' frames); 0 = all",
+    )
     p.add_argument("--cases", type=str_list, help="comma-separated volume names to score instead")
     p.add_argument("--k", type=int_list, default=[1, 2, 3, 5], help="labelled slices kept per volume, e.g. 1,2,3,5")
-    p.add_argument("--methods", type=str_list, default=["unimatch"],
-                   help=f"semi-supervised rows (of {', '.join(sorted(METHODS))}); interpolation and supervised always run")
+    p.add_argument(
+        "--methods",
+        type=str_list,
+        default=["unimatch"],
+        help=f"semi-supervised rows (of {', '.join(sorted(METHODS))}); interpolation and supervised always run",
+    )
     p.add_argument("--candidates", action="store_true", help=f"add the rows {', '.join(CANDIDATES)} (see CANDIDATES)")
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--size", type=int, default=96)
@@ -432,12 +545,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--max-unlabeled", type=int, help="use at most N other volumes as unlabelled data")
-    p.add_argument("--paper-defaults", action="store_true", help="the methods' paper defaults instead of our short-budget recipe")
-    p.add_argument("--option", type=key_value, action="append", default=[], metavar="KEY=VALUE",
-                   help="an option of the semi-supervised rows, over the recipe (repeatable), e.g. warmup=0.5")
-    p.add_argument("--out", default="bench-results/clinician.jsonl", help="JSONL results (appended; a re-run skips finished rows)")
+    p.add_argument(
+        "--paper-defaults", action="store_true", help="the methods' paper defaults instead of our short-budget recipe"
+    )
+    p.add_argument(
+        "--option",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the semi-supervised rows, over the recipe (repeatable), e.g. warmup=0.5",
+    )
+    p.add_argument(
+        "--out", default="bench-results/clinician.jsonl", help="JSONL results (appended; a re-run skips finished rows)"
+    )
     p.add_argument("--plot", help="PNG of Dice against k (default: beside --out)")
-    p.add_argument("--runs", help="keep each run's checkpoint and progress under this folder (default: temporary, removed)")
+    p.add_argument(
+        "--runs", help="keep each run's checkpoint and progress under this folder (default: temporary, removed)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -451,7 +576,9 @@ def main(args: argparse.Namespace) -> int:
     print(summary_table(records))
     print("\nvolumes on which each row beats interpolation")
     print(wins_table(records))
-    print("\nper-slice foreground Dice % by distance to the nearest kept slice (slices holding structure in either map), "
-          "and the mean Spearman correlation of slice confidence with slice Dice")
+    print(
+        "\nper-slice foreground Dice % by distance to the nearest kept slice (slices holding structure in either map), "
+        "and the mean Spearman correlation of slice confidence with slice Dice"
+    )
     print(slices_table(records))
     return 0

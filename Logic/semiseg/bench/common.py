@@ -11,7 +11,18 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["default_data_root", "read_jsonl", "append_jsonl", "peak_rss_mb", "linear_fit", "format_table", "int_list", "str_list", "key_value", "check_methods"]
+__all__ = [
+    "default_data_root",
+    "read_jsonl",
+    "append_jsonl",
+    "peak_rss_mb",
+    "linear_fit",
+    "format_table",
+    "int_list",
+    "str_list",
+    "key_value",
+    "check_methods",
+]
 
 
 def default_data_root() -> Path:
@@ -58,12 +69,12 @@ def peak_rss_mb() -> float:
 def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> dict[str, Any]:
     """Least-squares ``y = a + b x`` with R^2, the log-log slope and the growth of ``y`` per doubling of ``x``.
 
-    ``ratio_per_doubling`` is ``(y_last / y_first) ** (1 / log2(x_last / x_first))``: 2.0 for a
-    proportional growth, below 2 when a fixed cost ``a`` dominates, above 2 for a super-linear one.
-    ``exponent`` is the least-squares slope of ``log y`` against ``log x`` (1 = linear). The verdict
-    says ``linear`` when R^2 >= 0.98, ``flat`` when the fitted growth over the measured range is
-    below 10 % of the mean, ``too few points to test`` with fewer than three distinct ``x`` (a
-line through two points always fits), else ``not linear``.
+        ``ratio_per_doubling`` is ``(y_last / y_first) ** (1 / log2(x_last / x_first))``: 2.0 for a
+        proportional growth, below 2 when a fixed cost ``a`` dominates, above 2 for a super-linear one.
+        ``exponent`` is the least-squares slope of ``log y`` against ``log x`` (1 = linear). The verdict
+        says ``linear`` when R^2 >= 0.98, ``flat`` when the fitted growth over the measured range is
+        below 10 % of the mean, ``too few points to test`` with fewer than three distinct ``x`` (a
+    line through two points always fits), else ``not linear``.
     """
     n = len(xs)
     if n < 2 or n != len(ys):

@@ -82,21 +82,44 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("")
     records: list[dict[str, Any]] = []
-    train = {"kind": "train", "method": args.method, "size": args.size, "batch": args.batch, "steps": args.steps, "plane": args.plane,
-             "slices": args.slices, "labeled": args.labeled, "volumes": 1, "peak_gflops": None}
+    train = {
+        "kind": "train",
+        "method": args.method,
+        "size": args.size,
+        "batch": args.batch,
+        "steps": args.steps,
+        "plane": args.plane,
+        "slices": args.slices,
+        "labeled": args.labeled,
+        "volumes": 1,
+        "peak_gflops": None,
+    }
     for neighbours in busy:
         for n in threads:
-            for policy in (["-"] if n in (0, 1) else args.policies):
+            for policy in ["-"] if n in (0, 1) else args.policies:
                 env = {**policy_env(policy), **({"OMP_NUM_THREADS": None} if n == 0 else {})}
                 with busy_neighbours(neighbours):
                     result = run_child({**train, "threads": n}, env=env)
-                rec = {"busy": neighbours, "threads": n, "policy": policy, "cores": cores, "method": args.method, "size": args.size,
-                       "batch": args.batch, "seconds_per_iteration": result["seconds_per_iteration"], "step_seconds": result["step_seconds"],
-                       "child_threads": result["threads"], "child_openmp": result.get("openmp_wait")}
+                rec = {
+                    "busy": neighbours,
+                    "threads": n,
+                    "policy": policy,
+                    "cores": cores,
+                    "method": args.method,
+                    "size": args.size,
+                    "batch": args.batch,
+                    "seconds_per_iteration": result["seconds_per_iteration"],
+                    "step_seconds": result["step_seconds"],
+                    "child_threads": result["threads"],
+                    "child_openmp": result.get("openmp_wait"),
+                }
                 records.append(rec)
                 append_jsonl(out, rec)
-                print(f"busy {neighbours}  threads {n or 'auto'} ({rec['child_threads']})  policy {policy:8s}  "
-                      f"{rec['seconds_per_iteration']:.3f} s/it", flush=True)
+                print(
+                    f"busy {neighbours}  threads {n or 'auto'} ({rec['child_threads']})  policy {policy:8s}  "
+                    f"{rec['seconds_per_iteration']:.3f} s/it",
+                    flush=True,
+                )
     return records
 
 
@@ -117,10 +140,15 @@ def summary_table(records: Sequence[dict[str, Any]]) -> str:
             chosen = f" [{rec['child_threads']} thr]" if col[0] == 0 else ""
             cells.append(f"{rec['seconds_per_iteration']:.3f}{slow}{chosen}")
         rows.append(cells)
-    headers = ["neighbours"] + ["engine's choice" if t == 0 else f"{t} thr {p}" if p != "-" else f"{t} thr" for t, p in columns]
+    headers = ["neighbours"] + [
+        "engine's choice" if t == 0 else f"{t} thr {p}" if p != "-" else f"{t} thr" for t, p in columns
+    ]
     first = records[0] if records else {}
-    title = (f"s/iteration of {first.get('method')} at {first.get('size')} px, batch {first.get('batch')}+{first.get('batch')}, "
-             f"on {first.get('cores')} cores (slowdown against idle)")
+    title = (
+        f"s/iteration of {first.get('method')} at {first.get('size')} px, batch "
+        f"{first.get('batch')}+{first.get('batch')}, "
+        f"on {first.get('cores')} cores (slowdown against idle)"
+    )
     return title + "\n" + format_table(headers, rows)
 
 
@@ -130,9 +158,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=4, help="labelled and unlabelled slices per step")
     p.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     p.add_argument("--busy", type=int_list, help="numbers of busy neighbour processes (default: 0 to the core count)")
-    p.add_argument("--threads", type=int_list, help="torch thread counts, 0 = the engine's choice (default: 1, the core count, 0)")
-    p.add_argument("--policies", type=str_list, default=list(POLICIES),
-                   help="how OpenMP threads wait in the rows of a fixed count above one: default, PASSIVE, ACTIVE, spin=N")
+    p.add_argument(
+        "--threads", type=int_list, help="torch thread counts, 0 = the engine's choice (default: 1, the core count, 0)"
+    )
+    p.add_argument(
+        "--policies",
+        type=str_list,
+        default=list(POLICIES),
+        help="how OpenMP threads wait in the rows of a fixed count above one: default, PASSIVE, ACTIVE, spin=N",
+    )
     p.add_argument("--plane", type=int, default=160, help="in-plane size of the synthetic volume")
     p.add_argument("--slices", type=int, default=12, help="slices of the synthetic volume")
     p.add_argument("--labeled", type=int, default=4, help="its labelled slices")
@@ -152,4 +186,3 @@ def main(args: argparse.Namespace) -> int:
     print()
     print(summary_table(records))
     return 0
-

@@ -36,7 +36,11 @@ def forward_flops(model: nn.Module, x: torch.Tensor) -> int:
         elif isinstance(module, nn.Linear):
             total += 2 * module.in_features * module.out_features * (output.numel() // module.out_features)
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d, nn.Linear))]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Conv3d, nn.Linear))
+    ]
     try:
         with torch.no_grad():
             model(x)

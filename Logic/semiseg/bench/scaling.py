@@ -52,7 +52,16 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .common import append_jsonl, check_methods, default_data_root, format_table, int_list, linear_fit, peak_rss_mb, str_list
+from .common import (
+    append_jsonl,
+    check_methods,
+    default_data_root,
+    format_table,
+    int_list,
+    linear_fit,
+    peak_rss_mb,
+    str_list,
+)
 
 __all__ = ["add_arguments", "main", "run", "summary_tables", "run_child"]
 
@@ -60,7 +69,9 @@ NUM_CLASSES = 4
 
 
 # -- children ---------------------------------------------------------------------------------
-def _write_synthetic(folder: Path, name: str, slices: int, plane: int, seed: int, labeled: int = 0) -> tuple[Path, Path | None]:
+def _write_synthetic(
+    folder: Path, name: str, slices: int, plane: int, seed: int, labeled: int = 0
+) -> tuple[Path, Path | None]:
     """A (slices, plane, plane) float32 volume (smooth blobs plus noise), and labels on ``labeled`` slices."""
     import numpy as np
     import SimpleITK as sitk
@@ -74,7 +85,9 @@ def _write_synthetic(folder: Path, name: str, slices: int, plane: int, seed: int
     if not labeled:
         return img_path, None
     labels = np.zeros((slices, plane, plane), np.uint8)
-    rings = np.broadcast_to(np.minimum(3, 1 + (r // (plane / 12)).astype(np.uint8)), (slices, plane, plane)) * (r < plane / 4)
+    rings = np.broadcast_to(np.minimum(3, 1 + (r // (plane / 12)).astype(np.uint8)), (slices, plane, plane)) * (
+        r < plane / 4
+    )
     keep = np.linspace(0, slices - 1, labeled + 2)[1:-1].round().astype(int)
     labels[keep] = rings[keep]
     lab_path = folder / f"{name}_labels.nii"
@@ -98,7 +111,7 @@ def _child_train(spec: dict[str, Any]) -> dict[str, Any]:
     from ..config import TrainConfig
     from ..data import build_slice_sets, load_volume
     from ..models import UNet2D
-    from ..training import Trainer, TrainData
+    from ..training import TrainData, Trainer
     from ..training.progress import ProgressLog
     from .flops import forward_flops
 
@@ -107,17 +120,34 @@ def _child_train(spec: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("the first training volume needs at least one labelled slice")
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        files = [_write_synthetic(tmp_path, f"v{i}", spec["slices"], spec["plane"], i, spec["labeled"] if i == 0 else 0)
-                 for i in range(spec["volumes"])]
+        files = [
+            _write_synthetic(tmp_path, f"v{i}", spec["slices"], spec["plane"], i, spec["labeled"] if i == 0 else 0)
+            for i in range(spec["volumes"])
+        ]
         t = time.perf_counter()
         first = load_volume(files[0][0], files[0][1], NUM_CLASSES)
         others = [load_volume(img) for img, _ in files[1:]]
         labeled, val, unl = build_slice_sets([first], others, 2, size, min_val_slices=10**9)
         prepare_s = time.perf_counter() - t
         data = TrainData(labeled, val, unl, NUM_CLASSES)
-        cfg = TrainConfig(iterations=1000, size=size, batch_labeled=batch, batch_unlabeled=batch, device="cpu",
-                          val_every=0, checkpoint_every=0, threads=spec["threads"])
-        trainer = Trainer(cfg, spec["method"], spec.get("options") or {}, NUM_CLASSES, tmp_path / "run", log=ProgressLog(None, stream=None))
+        cfg = TrainConfig(
+            iterations=1000,
+            size=size,
+            batch_labeled=batch,
+            batch_unlabeled=batch,
+            device="cpu",
+            val_every=0,
+            checkpoint_every=0,
+            threads=spec["threads"],
+        )
+        trainer = Trainer(
+            cfg,
+            spec["method"],
+            spec.get("options") or {},
+            NUM_CLASSES,
+            tmp_path / "run",
+            log=ProgressLog(None, stream=None),
+        )
         trainer.iteration = cfg.iterations // 2  # steady state: past any warm-up / ramp-up
         trainer.step(data)
         with FlopCounterMode(display=False) as counter:
@@ -133,11 +163,20 @@ def _child_train(spec: dict[str, Any]) -> dict[str, Any]:
     step_s = statistics.median(times)
     peak = spec["peak_gflops"]
     return {
-        "seconds_per_iteration": step_s, "step_seconds": times, "images_per_s": inputs / step_s, "labeled_images_per_s": batch / step_s,
-        "input_images_per_iteration": inputs, "gflop_per_iteration": flops / 1e9,
-        "unet_forward_gflop_per_image": fwd / 1e9, "forward_equivalents_per_labeled_image": flops / (fwd * batch),
-        "achieved_gflops": flops / 1e9 / step_s, "flop_utilisation": flops / 1e9 / step_s / peak if peak else None,
-        "prepare_seconds": prepare_s, "labeled_slices": len(labeled), "unlabeled_slices": len(unl), "threads": torch.get_num_threads(),
+        "seconds_per_iteration": step_s,
+        "step_seconds": times,
+        "images_per_s": inputs / step_s,
+        "labeled_images_per_s": batch / step_s,
+        "input_images_per_iteration": inputs,
+        "gflop_per_iteration": flops / 1e9,
+        "unet_forward_gflop_per_image": fwd / 1e9,
+        "forward_equivalents_per_labeled_image": flops / (fwd * batch),
+        "achieved_gflops": flops / 1e9 / step_s,
+        "flop_utilisation": flops / 1e9 / step_s / peak if peak else None,
+        "prepare_seconds": prepare_s,
+        "labeled_slices": len(labeled),
+        "unlabeled_slices": len(unl),
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -154,7 +193,9 @@ def _child_infer(spec: dict[str, Any]) -> dict[str, Any]:
     predictor.probabilities(np.zeros((2, 32, 32), np.float32), 2)  # warm-up
     with tempfile.TemporaryDirectory() as tmp:
         tmp_path = Path(tmp)
-        files = [_write_synthetic(tmp_path, f"v{i}", spec["slices"], spec["plane"], i)[0] for i in range(spec["volumes"])]
+        files = [
+            _write_synthetic(tmp_path, f"v{i}", spec["slices"], spec["plane"], i)[0] for i in range(spec["volumes"])
+        ]
         volume = load_volume(files[0])
         t = time.perf_counter()
         predict_volume(predictor, volume, 2)
@@ -169,10 +210,14 @@ def _child_infer(spec: dict[str, Any]) -> dict[str, Any]:
     flops = fwd * spec["slices"]
     peak = spec["peak_gflops"]
     return {
-        "predict_seconds_per_volume": predict_s, "slices_per_s": spec["slices"] / predict_s,
-        "end_to_end_seconds_per_volume": statistics.mean(end_to_end), "end_to_end_seconds_total": sum(end_to_end),
-        "gflop_per_volume": flops / 1e9, "flop_utilisation": flops / 1e9 / predict_s / peak if peak else None,
-        "model_size": predictor.size, "threads": torch.get_num_threads(),
+        "predict_seconds_per_volume": predict_s,
+        "slices_per_s": spec["slices"] / predict_s,
+        "end_to_end_seconds_per_volume": statistics.mean(end_to_end),
+        "end_to_end_seconds_total": sum(end_to_end),
+        "gflop_per_volume": flops / 1e9,
+        "flop_utilisation": flops / 1e9 / predict_s / peak if peak else None,
+        "model_size": predictor.size,
+        "threads": torch.get_num_threads(),
     }
 
 
@@ -182,7 +227,7 @@ def _child_first_usable(spec: dict[str, Any]) -> dict[str, Any]:
     from ..config import TrainConfig
     from ..data import build_slice_sets, labeled_slice_indices, load_volume
     from ..inference import Predictor, predict_volume
-    from ..training import Trainer, TrainData
+    from ..training import TrainData, Trainer
     from ..training.progress import ProgressLog
     from .acdc import CLASS_NAMES
     from .clinician import keep_slices, score_hidden, sparsify
@@ -194,12 +239,29 @@ def _child_first_usable(spec: dict[str, Any]) -> dict[str, Any]:
     others = [load_volume(p) for p in spec["unlabeled"]] if spec["method"] != "supervised" else []
     labeled, val, unl = build_slice_sets([sparse], others, 2, spec["size"], min_val_slices=10**9)
     prepare_s = time.perf_counter() - t0
-    cfg = TrainConfig(iterations=spec["iterations"], size=spec["size"], batch_labeled=spec["batch"], batch_unlabeled=spec["batch"],
-                      lr=spec["lr"], seed=spec["seed"], device="cpu", val_every=0, checkpoint_every=0, threads=spec["threads"])
+    cfg = TrainConfig(
+        iterations=spec["iterations"],
+        size=spec["size"],
+        batch_labeled=spec["batch"],
+        batch_unlabeled=spec["batch"],
+        lr=spec["lr"],
+        seed=spec["seed"],
+        device="cpu",
+        val_every=0,
+        checkpoint_every=0,
+        threads=spec["threads"],
+    )
     points: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(cfg, spec["method"], spec.get("options") or {}, len(CLASS_NAMES), tmp, meta={"axis": 2},
-                          log=ProgressLog(None, stream=None))
+        trainer = Trainer(
+            cfg,
+            spec["method"],
+            spec.get("options") or {},
+            len(CLASS_NAMES),
+            tmp,
+            meta={"axis": 2},
+            log=ProgressLog(None, stream=None),
+        )
         train_s = 0.0
         t = time.perf_counter()
 
@@ -224,14 +286,23 @@ def _child_first_usable(spec: dict[str, Any]) -> dict[str, Any]:
     threshold = max(spec["usable_fraction"] * final, spec["usable_min"])
     first = next((p for p in points if p["dice"] >= threshold), None)
     return {
-        "kept": kept, "prepare_seconds": prepare_s, "final_dice": final, "usable_threshold": threshold, "curve": points,
+        "kept": kept,
+        "prepare_seconds": prepare_s,
+        "final_dice": final,
+        "usable_threshold": threshold,
+        "curve": points,
         "usable_iteration": first["iteration"] if first else None,
         "time_to_usable_seconds": prepare_s + first["train_seconds"] + first["pseudo_label_seconds"] if first else None,
         "seconds_per_iteration": points[-1]["train_seconds"] / cfg.iterations,
     }
 
 
-CHILDREN = {"baseline": _child_baseline, "train": _child_train, "infer": _child_infer, "first_usable": _child_first_usable}
+CHILDREN = {
+    "baseline": _child_baseline,
+    "train": _child_train,
+    "infer": _child_infer,
+    "first_usable": _child_first_usable,
+}
 
 
 def _child_main(argv: list[str]) -> int:
@@ -261,8 +332,13 @@ def run_child(spec: dict[str, Any], timeout: float = 3600, env: dict[str, str | 
             child_env.pop(key, None)
         else:
             child_env[key] = value
-    proc = subprocess.run([sys.executable, "-m", "semiseg.bench.scaling", "--child", json.dumps(spec)],
-                          capture_output=True, text=True, timeout=timeout, env=child_env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "semiseg.bench.scaling", "--child", json.dumps(spec)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=child_env,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"measurement {spec['kind']} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -285,8 +361,11 @@ def _usable_case(args: argparse.Namespace) -> tuple[Path, Path, list[str]]:
     image, labels = root / "images" / f"{args.usable_case}.nii.gz", root / "labels" / f"{args.usable_case}.nii.gz"
     splits = json.loads((root / "splits.json").read_text())
     patient = args.usable_case.split("_")[0]
-    others = sorted(str(p) for p in (root / "images").glob("*.nii.gz") if p.name.split("_")[0] in set(splits["train"])
-                    and p.name.split("_")[0] != patient)
+    others = sorted(
+        str(p)
+        for p in (root / "images").glob("*.nii.gz")
+        if p.name.split("_")[0] in set(splits["train"]) and p.name.split("_")[0] != patient
+    )
     return image, labels, others[: args.usable_unlabeled]
 
 
@@ -308,19 +387,46 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         rec = {"kind": kind, **params, **result}
         records.append(rec)
         append_jsonl(out, rec)
-        brief = {k: rec[k] for k in ("kind", "method", "size", "slices", "volumes", "seconds_per_iteration", "predict_seconds_per_volume",
-                                     "time_to_usable_seconds", "peak_rss_mb") if k in rec}
+        brief = {
+            k: rec[k]
+            for k in (
+                "kind",
+                "method",
+                "size",
+                "slices",
+                "volumes",
+                "seconds_per_iteration",
+                "predict_seconds_per_volume",
+                "time_to_usable_seconds",
+                "peak_rss_mb",
+            )
+            if k in rec
+        }
         print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in brief.items()}), flush=True)
 
     methods = args.methods or list(METHODS)
     peak = matmul_peak_gflops()
-    record("machine", {}, {"matmul_peak_gflops": peak, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-                           "torch": torch.__version__})
+    record(
+        "machine",
+        {},
+        {
+            "matmul_peak_gflops": peak,
+            "threads": torch.get_num_threads(),
+            "cpu_count": os.cpu_count(),
+            "torch": torch.__version__,
+        },
+    )
     common = {"threads": args.threads, "peak_gflops": peak}
     t = time.perf_counter()
     base = run_child({"kind": "baseline", **common})
     record("baseline", {}, {**base, "startup_seconds": time.perf_counter() - t})
-    train_base = {"plane": args.plane, "slices": args.slices, "labeled": args.labeled, "batch": args.batch, "steps": args.steps}
+    train_base = {
+        "plane": args.plane,
+        "slices": args.slices,
+        "labeled": args.labeled,
+        "batch": args.batch,
+        "steps": args.steps,
+    }
     for method in methods:
         for size in args.train_sizes:
             params = {"method": method, "size": size, "volumes": 1, **train_base}
@@ -348,11 +454,29 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
         image, labels, others = _usable_case(args)
         for method in usable_methods:
-            params = {"method": method, "case": args.usable_case, "k": args.usable_k, "iterations": args.usable_iterations,
-                      "every": args.usable_every, "size": args.usable_size, "batch": args.batch, "unlabeled_volumes": len(others)}
-            spec = {"kind": "first_usable", **params, **common, "image": str(image), "labels": str(labels), "unlabeled": others,
-                    "lr": args.lr, "seed": 0, "options": {} if method == "supervised" or args.paper_defaults else dict(RECIPE),
-                    "usable_fraction": args.usable_fraction, "usable_min": args.usable_min}
+            params = {
+                "method": method,
+                "case": args.usable_case,
+                "k": args.usable_k,
+                "iterations": args.usable_iterations,
+                "every": args.usable_every,
+                "size": args.usable_size,
+                "batch": args.batch,
+                "unlabeled_volumes": len(others),
+            }
+            spec = {
+                "kind": "first_usable",
+                **params,
+                **common,
+                "image": str(image),
+                "labels": str(labels),
+                "unlabeled": others,
+                "lr": args.lr,
+                "seed": 0,
+                "options": {} if method == "supervised" or args.paper_defaults else dict(RECIPE),
+                "usable_fraction": args.usable_fraction,
+                "usable_min": args.usable_min,
+            }
             record("first_usable", params, run_child(spec))
     record("summary", {}, {"growth": growth(records)})
     return records
@@ -369,25 +493,37 @@ def growth(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     infer = [r for r in records if r["kind"] == "infer"]
     one = [r for r in infer if r["volumes"] == 1]
     if len({r["slices"] for r in one}) >= 2:
-        fits["inference seconds vs slices per volume"] = _fit([(r["slices"], r["predict_seconds_per_volume"]) for r in one])
+        fits["inference seconds vs slices per volume"] = _fit(
+            [(r["slices"], r["predict_seconds_per_volume"]) for r in one]
+        )
         fits["inference peak RSS MB vs slices per volume"] = _fit([(r["slices"], r["peak_rss_mb"]) for r in one])
     sweep = max(infer, key=lambda r: r["volumes"])["slices"] if infer else None
     vols = [r for r in infer if r["slices"] == sweep]
     if len({r["volumes"] for r in vols}) >= 2:
-        fits["inference seconds (file to files) vs volumes"] = _fit([(r["volumes"], r["end_to_end_seconds_total"]) for r in vols])
+        fits["inference seconds (file to files) vs volumes"] = _fit(
+            [(r["volumes"], r["end_to_end_seconds_total"]) for r in vols]
+        )
     train = [r for r in records if r["kind"] == "train"]
     for method in sorted({r["method"] for r in train}):
         mine = [r for r in train if r["method"] == method]
         by_size = [r for r in mine if r["volumes"] == 1]
         if len({r["size"] for r in by_size}) >= 2:
-            fits[f"{method}: s/iteration vs pixels per slice"] = _fit([(r["size"] ** 2, r["seconds_per_iteration"]) for r in by_size])
-            fits[f"{method}: training peak RSS MB vs pixels per slice"] = _fit([(r["size"] ** 2, r["peak_rss_mb"]) for r in by_size])
+            fits[f"{method}: s/iteration vs pixels per slice"] = _fit(
+                [(r["size"] ** 2, r["seconds_per_iteration"]) for r in by_size]
+            )
+            fits[f"{method}: training peak RSS MB vs pixels per slice"] = _fit(
+                [(r["size"] ** 2, r["peak_rss_mb"]) for r in by_size]
+            )
         size = max((r["size"] for r in mine if r["volumes"] > 1), default=None)
         by_vol = [r for r in mine if r["size"] == size]
         if size is not None and len({r["volumes"] for r in by_vol}) >= 2:
             fits[f"{method}: prepare seconds vs volumes"] = _fit([(r["volumes"], r["prepare_seconds"]) for r in by_vol])
-            fits[f"{method}: s/iteration vs volumes"] = _fit([(r["volumes"], r["seconds_per_iteration"]) for r in by_vol])
-            fits[f"{method}: training peak RSS MB vs volumes"] = _fit([(r["volumes"], r["peak_rss_mb"]) for r in by_vol])
+            fits[f"{method}: s/iteration vs volumes"] = _fit(
+                [(r["volumes"], r["seconds_per_iteration"]) for r in by_vol]
+            )
+            fits[f"{method}: training peak RSS MB vs volumes"] = _fit(
+                [(r["volumes"], r["peak_rss_mb"]) for r in by_vol]
+            )
     return fits
 
 
@@ -395,40 +531,133 @@ def summary_tables(records: Sequence[dict[str, Any]]) -> str:
     """The tables printed at the end (growth last)."""
     machine = next(r for r in records if r["kind"] == "machine")
     base = next((r for r in records if r["kind"] == "baseline"), {"peak_rss_mb": 0.0})
-    parts = [f"matmul peak {machine['matmul_peak_gflops']:.1f} GFLOP/s ({machine['threads']} threads); an engine process that only "
-             f"imports: {base['peak_rss_mb']:.0f} MB peak RSS, {base.get('startup_seconds', 0.0):.1f} s to start (not in the times below)"]
+    parts = [
+        f"matmul peak {machine['matmul_peak_gflops']:.1f} GFLOP/s ({machine['threads']} threads); an engine "
+        f"process that only "
+        f"imports: {base['peak_rss_mb']:.0f} MB peak RSS, {base.get('startup_seconds', 0.0):.1f} s to start (not "
+        f"in the times below)"
+    ]
     train = [r for r in records if r["kind"] == "train"]
     if train:
-        parts.append("training (synthetic volumes of {} slices {}x{}, batch {}+{}, median of {} steps)".format(
-            train[0]["slices"], train[0]["plane"], train[0]["plane"], train[0]["batch"], train[0]["batch"], train[0]["steps"]))
-        parts.append(format_table(
-            ["method", "size", "volumes", "s/it", "images/s", "GFLOP/it", "fwd-equiv", "FLOP util %", "prepare s", "peak RSS MB"],
-            [[r["method"], r["size"], r["volumes"], r["seconds_per_iteration"], r["images_per_s"], r["gflop_per_iteration"],
-              r["forward_equivalents_per_labeled_image"], 100 * (r["flop_utilisation"] or 0), r["prepare_seconds"], r["peak_rss_mb"]]
-             for r in train]))
+        parts.append(
+            "training (synthetic volumes of {} slices {}x{}, batch {}+{}, median of {} steps)".format(
+                train[0]["slices"],
+                train[0]["plane"],
+                train[0]["plane"],
+                train[0]["batch"],
+                train[0]["batch"],
+                train[0]["steps"],
+            )
+        )
+        parts.append(
+            format_table(
+                [
+                    "method",
+                    "size",
+                    "volumes",
+                    "s/it",
+                    "images/s",
+                    "GFLOP/it",
+                    "fwd-equiv",
+                    "FLOP util %",
+                    "prepare s",
+                    "peak RSS MB",
+                ],
+                [
+                    [
+                        r["method"],
+                        r["size"],
+                        r["volumes"],
+                        r["seconds_per_iteration"],
+                        r["images_per_s"],
+                        r["gflop_per_iteration"],
+                        r["forward_equivalents_per_labeled_image"],
+                        100 * (r["flop_utilisation"] or 0),
+                        r["prepare_seconds"],
+                        r["peak_rss_mb"],
+                    ]
+                    for r in train
+                ],
+            )
+        )
     infer = [r for r in records if r["kind"] == "infer"]
     if infer:
-        parts.append(f"inference (model size {infer[0]['size']}, slices {infer[0]['plane']}x{infer[0]['plane']}; same UNet for every method)")
-        parts.append(format_table(
-            ["slices", "volumes", "predict s/vol", "slices/s", "FLOP util %", "file-to-files s/vol", "total s", "peak RSS MB"],
-            [[r["slices"], r["volumes"], r["predict_seconds_per_volume"], r["slices_per_s"], 100 * (r["flop_utilisation"] or 0),
-              r["end_to_end_seconds_per_volume"], r["end_to_end_seconds_total"], r["peak_rss_mb"]] for r in infer]))
+        parts.append(
+            f"inference (model size {infer[0]['size']}, slices {infer[0]['plane']}x{infer[0]['plane']}; same UNet "
+            f"for every method)"
+        )
+        parts.append(
+            format_table(
+                [
+                    "slices",
+                    "volumes",
+                    "predict s/vol",
+                    "slices/s",
+                    "FLOP util %",
+                    "file-to-files s/vol",
+                    "total s",
+                    "peak RSS MB",
+                ],
+                [
+                    [
+                        r["slices"],
+                        r["volumes"],
+                        r["predict_seconds_per_volume"],
+                        r["slices_per_s"],
+                        100 * (r["flop_utilisation"] or 0),
+                        r["end_to_end_seconds_per_volume"],
+                        r["end_to_end_seconds_total"],
+                        r["peak_rss_mb"],
+                    ]
+                    for r in infer
+                ],
+            )
+        )
     usable = [r for r in records if r["kind"] == "first_usable"]
     if usable:
         u = usable[0]
-        parts.append(f"time to first usable pseudo-labels (ACDC {u['case']}, k={u['k']}, {u['iterations']} iterations at {u['size']}px, "
-                     f"batch {u['batch']}+{u['batch']}, checkpoint every {u['every']}; usable = Dice >= max(0.9 x final, 0.5))")
-        parts.append(format_table(
-            ["method", "final Dice %", "usable at it", "time to usable s", "s/it", "prepare s", "peak RSS MB"],
-            [[r["method"], 100 * r["final_dice"], r["usable_iteration"], r["time_to_usable_seconds"], r["seconds_per_iteration"],
-              r["prepare_seconds"], r["peak_rss_mb"]] for r in usable]))
+        parts.append(
+            f"time to first usable pseudo-labels (ACDC {u['case']}, k={u['k']}, {u['iterations']} iterations at "
+            f"{u['size']}px, "
+            f"batch {u['batch']}+{u['batch']}, checkpoint every {u['every']}; usable = Dice >= max(0.9 x final, 0.5))"
+        )
+        parts.append(
+            format_table(
+                ["method", "final Dice %", "usable at it", "time to usable s", "s/it", "prepare s", "peak RSS MB"],
+                [
+                    [
+                        r["method"],
+                        100 * r["final_dice"],
+                        r["usable_iteration"],
+                        r["time_to_usable_seconds"],
+                        r["seconds_per_iteration"],
+                        r["prepare_seconds"],
+                        r["peak_rss_mb"],
+                    ]
+                    for r in usable
+                ],
+            )
+        )
     summary = next((r for r in records if r["kind"] == "summary"), None)
     if summary and summary["growth"]:
         parts.append("growth: least squares t = a + b n")
-        parts.append(format_table(
-            ["quantity", "a", "b", "R^2", "exponent", "x per doubling", "verdict"],
-            [[name, f.get("a"), f.get("b"), f.get("r2"), f.get("exponent"), f.get("ratio_per_doubling"), f["verdict"]]
-             for name, f in summary["growth"].items()]))
+        parts.append(
+            format_table(
+                ["quantity", "a", "b", "R^2", "exponent", "x per doubling", "verdict"],
+                [
+                    [
+                        name,
+                        f.get("a"),
+                        f.get("b"),
+                        f.get("r2"),
+                        f.get("exponent"),
+                        f.get("ratio_per_doubling"),
+                        f["verdict"],
+                    ]
+                    for name, f in summary["growth"].items()
+                ],
+            )
+        )
     return "\n\n".join(parts)
 
 
@@ -440,7 +669,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--plane", type=int, default=256, help="in-plane size of the synthetic volumes")
     p.add_argument("--slices", type=int, default=40, help="slices per synthetic training volume")
     p.add_argument("--labeled", type=int, default=5, help="labelled slices in the first training volume")
-    p.add_argument("--volume-methods", type=str_list, default=["supervised", "unimatch"], help="methods timed against the number of volumes")
+    p.add_argument(
+        "--volume-methods",
+        type=str_list,
+        default=["supervised", "unimatch"],
+        help="methods timed against the number of volumes",
+    )
     p.add_argument("--train-volumes", type=int_list, default=[1, 2, 4], help="numbers of training volumes")
     p.add_argument("--volume-size", type=int, default=128, help="training size of the volume sweep")
     p.add_argument("--infer-size", type=int, default=128, help="the model's training size for inference")
@@ -448,8 +682,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--infer-volumes", type=int_list, default=[1, 2, 4], help="numbers of inferred volumes")
     p.add_argument("--infer-volume-slices", type=int, default=40, help="slices per volume of the volume sweep")
     p.add_argument("--data", help="the ACDC folder for the first-usable measurement (default: ../shared/data/acdc)")
-    p.add_argument("--usable-methods", type=str_list,
-                   help="methods of the first-usable measurement (default: every registered method; '' to skip)")
+    p.add_argument(
+        "--usable-methods",
+        type=str_list,
+        help="methods of the first-usable measurement (default: every registered method; '' to skip)",
+    )
     p.add_argument("--usable-case", default="patient002_frame01")
     p.add_argument("--usable-k", type=int, default=3)
     p.add_argument("--usable-iterations", type=int, default=200)
@@ -459,7 +696,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--usable-fraction", type=float, default=0.9)
     p.add_argument("--usable-min", type=float, default=0.5)
     p.add_argument("--lr", type=float, default=0.03)
-    p.add_argument("--paper-defaults", action="store_true", help="the methods' paper defaults instead of our short-budget recipe")
+    p.add_argument(
+        "--paper-defaults", action="store_true", help="the methods' paper defaults instead of our short-budget recipe"
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--out", default="bench-results/scaling.jsonl", help="JSONL results (written afresh)")
 

@@ -33,7 +33,7 @@ import torch
 from ..config import TrainConfig
 from ..data import SliceSet
 from ..models import UNet2D, bf16_supported
-from ..training import Trainer, TrainData
+from ..training import TrainData, Trainer
 from ..training.progress import ProgressLog
 from .flops import forward_flops, matmul_peak_gflops
 
@@ -44,7 +44,10 @@ PRECISIONS = ("fp32", "bf16")
 
 def matmul_peaks(seconds: float = 2.0) -> dict[str, float]:
     """Best GFLOP/s of a 2048x2048 matmul in float32 and in bfloat16, with torch's threads."""
-    return {p: matmul_peak_gflops(seconds=seconds, dtype=dt) for p, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
+    return {
+        p: matmul_peak_gflops(seconds=seconds, dtype=dt)
+        for p, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16))
+    }
 
 
 def _data(size: int, batch: int, num_classes: int) -> TrainData:
@@ -68,9 +71,18 @@ def _interleaved(run: dict[str, Any], steps: int, blocks: int) -> dict[str, floa
     return {p: statistics.median(v) for p, v in times.items()}
 
 
-def measure_throughput(size: int = 256, batch: int = 12, steps: int = 10, slices: int = 24, num_classes: int = 4,
-                       device: str = "cpu", method: str = "supervised", blocks: int = 3,
-                       peaks: dict[str, float] | None = None, inference: bool = True) -> dict[str, Any]:
+def measure_throughput(
+    size: int = 256,
+    batch: int = 12,
+    steps: int = 10,
+    slices: int = 24,
+    num_classes: int = 4,
+    device: str = "cpu",
+    method: str = "supervised",
+    blocks: int = 3,
+    peaks: dict[str, float] | None = None,
+    inference: bool = True,
+) -> dict[str, Any]:
     """Training (and inference) throughput of ``method`` at ``size``, fp32 and bf16 interleaved in this process.
 
     Args:
@@ -90,14 +102,30 @@ def measure_throughput(size: int = 256, batch: int = 12, steps: int = 10, slices
     peaks = peaks or matmul_peaks()
     fwd = forward_flops(UNet2D(1, num_classes).eval(), torch.zeros(1, 1, size, size))
     data = _data(size, batch, num_classes)
-    out: dict[str, Any] = {"method": method, "size": size, "batch": batch, "threads": torch.get_num_threads(),
-                           "bf16_native": bf16_supported(), "matmul_peak_gflops_fp32": round(peaks["fp32"], 1),
-                           "matmul_peak_gflops_bf16": round(peaks["bf16"], 1), "unet_forward_gflop_per_image": round(fwd / 1e9, 3)}
+    out: dict[str, Any] = {
+        "method": method,
+        "size": size,
+        "batch": batch,
+        "threads": torch.get_num_threads(),
+        "bf16_native": bf16_supported(),
+        "matmul_peak_gflops_fp32": round(peaks["fp32"], 1),
+        "matmul_peak_gflops_bf16": round(peaks["bf16"], 1),
+        "unet_forward_gflop_per_image": round(fwd / 1e9, 3),
+    }
     with tempfile.TemporaryDirectory() as tmp:
         trainers = {}
         for p in PRECISIONS:
-            cfg = TrainConfig(iterations=100000, size=size, batch_labeled=batch, batch_unlabeled=batch, device=device,
-                              val_every=0, checkpoint_every=0, threads=torch.get_num_threads(), precision=p)
+            cfg = TrainConfig(
+                iterations=100000,
+                size=size,
+                batch_labeled=batch,
+                batch_unlabeled=batch,
+                device=device,
+                val_every=0,
+                checkpoint_every=0,
+                threads=torch.get_num_threads(),
+                precision=p,
+            )
             trainers[p] = Trainer(cfg, method, {}, num_classes, Path(tmp) / p, log=ProgressLog(None, stream=None))
             trainers[p].iteration = cfg.iterations // 2  # steady state: past any warm-up / ramp-up
         with trainers["fp32"].prefetching(), trainers["bf16"].prefetching():
@@ -122,15 +150,21 @@ def measure_throughput(size: int = 256, batch: int = 12, steps: int = 10, slices
             volume = np.random.default_rng(0).random((slices, size, size)).astype(np.float32)
             for pr in predictors.values():
                 pr.probabilities(volume[:2])
-            infer_s = _interleaved({p: (lambda pr=pr: pr.probabilities(volume)) for p, pr in predictors.items()}, 1, blocks)
+            infer_s = _interleaved(
+                {p: (lambda pr=pr: pr.probabilities(volume)) for p, pr in predictors.items()}, 1, blocks
+            )
             for p in PRECISIONS:
                 out[f"inference_slices_per_s_{p}"] = round(slices / infer_s[p], 2)
             out["inference_bf16_speedup"] = round(infer_s["fp32"] / infer_s["bf16"], 3)
     # the precision a run takes by default ("auto"), under the names of the single-precision report
     auto = resolve_precision("auto", torch.device(device))
     auto = auto if auto in PRECISIONS else "fp32"
-    out.update(precision=auto, matmul_peak_gflops=out[f"matmul_peak_gflops_{auto}"], train_seconds_per_step=out[f"train_seconds_per_step_{auto}"],
-               train_images_per_s=out[f"train_images_per_s_{auto}"])
+    out.update(
+        precision=auto,
+        matmul_peak_gflops=out[f"matmul_peak_gflops_{auto}"],
+        train_seconds_per_step=out[f"train_seconds_per_step_{auto}"],
+        train_images_per_s=out[f"train_images_per_s_{auto}"],
+    )
     if inference:
         out["inference_slices_per_s"] = out[f"inference_slices_per_s_{auto}"]
     return add_utilisation(out, peaks)
@@ -156,12 +190,32 @@ def add_utilisation(row: dict[str, Any], peaks: dict[str, float]) -> dict[str, A
     return row
 
 
-def compare_methods(methods: Sequence[str], sizes: Sequence[int], batch: int = 4, steps: int = 3, blocks: int = 3,
-                    slices: int = 24, inference_size: int = 256) -> list[dict[str, Any]]:
-    """:func:`measure_throughput` for every method and size; the peaks are measured before and after, the higher kept."""
+def compare_methods(
+    methods: Sequence[str],
+    sizes: Sequence[int],
+    batch: int = 4,
+    steps: int = 3,
+    blocks: int = 3,
+    slices: int = 24,
+    inference_size: int = 256,
+) -> list[dict[str, Any]]:
+    """:func:`measure_throughput` for every method and size; the peaks are measured before and after, the higher
+    kept."""
     peaks = matmul_peaks()
-    rows = [measure_throughput(size, batch, steps, slices, method=m, blocks=blocks, peaks=peaks, inference=size == inference_size and m == methods[0])
-            for size in sizes for m in methods]
+    rows = [
+        measure_throughput(
+            size,
+            batch,
+            steps,
+            slices,
+            method=m,
+            blocks=blocks,
+            peaks=peaks,
+            inference=size == inference_size and m == methods[0],
+        )
+        for size in sizes
+        for m in methods
+    ]
     peaks = {p: max(v, w) for (p, v), w in zip(peaks.items(), matmul_peaks().values())}
     for row in rows:
         row.update({f"matmul_peak_gflops_{p}": round(v, 1) for p, v in peaks.items()})
@@ -178,10 +232,17 @@ def print_table(result: dict[str, Any] | list[dict[str, Any]]) -> None:
         width = max(len(k) for k in rows[0])
         print("\n".join(f"{k:<{width}}  {v}" for k, v in rows[0].items()))
         return
-    print("| method | size | s/it fp32 | s/it bf16 | bf16 speed-up | images/s fp32 | images/s bf16 | GFLOP/it | util. fp32 vs fp32 peak | util. bf16 vs bf16 peak |")
+    print(
+        "| method | size | s/it fp32 | s/it bf16 | bf16 speed-up | images/s fp32 | images/s bf16 | GFLOP/it | "
+        "util. fp32 vs fp32 peak | util. bf16 vs bf16 peak |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['method']} | {r['size']} | {r['train_seconds_per_step_fp32']:.3f} | {r['train_seconds_per_step_bf16']:.3f} | "
-              f"{r['train_bf16_speedup']:.2f} | {r['train_images_per_s_fp32']:.1f} | {r['train_images_per_s_bf16']:.1f} | "
-              f"{r['train_gflop_per_step']:.1f} | {r['train_flop_utilisation_fp32_vs_fp32_peak']:.0%} | "
-              f"{r['train_flop_utilisation_bf16_vs_bf16_peak']:.0%} |")
+        print(
+            f"| {r['method']} | {r['size']} | {r['train_seconds_per_step_fp32']:.3f} | "
+            f"{r['train_seconds_per_step_bf16']:.3f} | "
+            f"{r['train_bf16_speedup']:.2f} | {r['train_images_per_s_fp32']:.1f} | "
+            f"{r['train_images_per_s_bf16']:.1f} | "
+            f"{r['train_gflop_per_step']:.1f} | {r['train_flop_utilisation_fp32_vs_fp32_peak']:.0%} | "
+            f"{r['train_flop_utilisation_bf16_vs_bf16_peak']:.0%} |"
+        )

@@ -56,7 +56,8 @@ DEFAULT_SCALE = 1.0
 EPS = 1e-3
 
 TEMPERATURE = 0.25
-"""Exponent of the network's probabilities in the product (chosen on development volumes, docs/BENCHMARKS.md section 2)."""
+"""Exponent of the network's probabilities in the product (chosen on development volumes, docs/BENCHMARKS.md
+section 2)."""
 
 SHARPEN = 0.5
 """The fusion uses the fitted scale times this: the interpolation trusted twice as far as its leave-one-out
@@ -116,15 +117,17 @@ def _opinion(interp: Interpolation) -> np.ndarray:
 
 
 def interpolation_factors(interp: Interpolation, scale: float, beyond: bool = True) -> np.ndarray:
-    """The prior's factors q (C, N, rows, cols) at ``scale``; ``beyond`` adds the extrapolation (see module docstring)."""
+    """The prior's factors q (C, N, rows, cols) at ``scale``; ``beyond`` adds the extrapolation (see module
+    docstring)."""
     if beyond:
         sdf, opinion = extrapolate(interp)
         return _factors(sdf, interp.distance, scale, opinion)
     return _factors(interp.sdf, interp.distance, scale, _opinion(interp))
 
 
-def fuse(net_probs: np.ndarray, interp: Interpolation, scale: float, temperature: float = TEMPERATURE,
-         beyond: bool = True) -> np.ndarray:
+def fuse(
+    net_probs: np.ndarray, interp: Interpolation, scale: float, temperature: float = TEMPERATURE, beyond: bool = True
+) -> np.ndarray:
     """Fused class probabilities (C, N, rows, cols) of network probabilities (C, N, rows, cols) in slice-stack order.
 
     ``net_probs`` may be uniform (an untrained network): the result is then the prior alone.
@@ -147,8 +150,9 @@ def fuse(net_probs: np.ndarray, interp: Interpolation, scale: float, temperature
     return fused
 
 
-def fit_scale(stack: np.ndarray, labeled: Sequence[int], num_classes: int, backend: str = "auto",
-              scales: Sequence[float] = SCALES) -> tuple[float, dict[str, float]]:
+def fit_scale(
+    stack: np.ndarray, labeled: Sequence[int], num_classes: int, backend: str = "auto", scales: Sequence[float] = SCALES
+) -> tuple[float, dict[str, float]]:
     """The scale whose leave-one-out interpolations best explain the labelled slices.
 
     Each labelled slice with a labelled slice on both sides is removed, re-interpolated from the
@@ -185,4 +189,3 @@ def fit_scale(stack: np.ndarray, labeled: Sequence[int], num_classes: int, backe
         return DEFAULT_SCALE, {"scale": DEFAULT_SCALE, "left_out": 0, "log_likelihood": float("nan")}
     best = max(scales, key=lambda s: scores[s])
     return best, {"scale": best, "left_out": counted, "log_likelihood": scores[best] / counted}
-

@@ -117,7 +117,9 @@ def _morphological_module():
         return None
 
     def run_itk(stack: np.ndarray) -> np.ndarray:
-        interpolator = itk.MorphologicalContourInterpolator.New(itk.image_from_array(np.ascontiguousarray(stack, dtype=np.uint8)))
+        interpolator = itk.MorphologicalContourInterpolator.New(
+            itk.image_from_array(np.ascontiguousarray(stack, dtype=np.uint8))
+        )
         interpolator.SetAxis(2)
         interpolator.Update()
         return np.asarray(itk.array_from_image(interpolator.GetOutput()))
@@ -131,8 +133,10 @@ def available_backend(requested: str = "auto") -> str:
     if requested not in BACKENDS:
         raise InputError(f"interpolation must be one of {', '.join(BACKENDS)}, got {requested!r}")
     if requested == "morphological" and _morphological_module() is None:
-        raise InputError("interpolation 'morphological' needs ITK's MorphologicalContourInterpolator: run inside Slicer, "
-                         "or pip install itk-morphologicalcontourinterpolation")
+        raise InputError(
+            "interpolation 'morphological' needs ITK's MorphologicalContourInterpolator: run inside Slicer, "
+            "or pip install itk-morphologicalcontourinterpolation"
+        )
     return "shape" if requested == "auto" else requested
 
 
@@ -142,8 +146,9 @@ def _fill_pair_shape(sdf_a: np.ndarray, sdf_b: np.ndarray, steps: int) -> np.nda
     return (1 - t) * sdf_a[None] + t * sdf_b[None]
 
 
-def interpolate_labels(stack: np.ndarray, labeled: Sequence[int], num_classes: int | None = None,
-                       backend: str = "auto") -> Interpolation:
+def interpolate_labels(
+    stack: np.ndarray, labeled: Sequence[int], num_classes: int | None = None, backend: str = "auto"
+) -> Interpolation:
     """Fill a sparse label stack (N, rows, cols) between its labelled slices, class by class.
 
     Args:

@@ -49,16 +49,30 @@ class Previews:
 
     def _write(self, probs: Any, iteration: int, iterations: int) -> None:
         try:
-            write_result(outputs(probs), self.volume.reference, self.dir, self.prior.axis, self.output_format, self.labeled,
-                         self.volume.path)
+            write_result(
+                outputs(probs),
+                self.volume.reference,
+                self.dir,
+                self.prior.axis,
+                self.output_format,
+                self.labeled,
+                self.volume.path,
+            )
         except OSError as err:  # e.g. a front end holds the file open on Windows: the next preview will do
             if err.errno == errno.ENOSPC:
                 raise
             self.log.emit("preview_skipped", iteration=iteration, message=f"{type(err).__name__}: {err}")
             self.last = time.monotonic()
             return
-        self.log.emit("preview", iteration=iteration, iterations=iterations, name=self.name,
-                      dir=f"{PREVIEW_DIR}/{self.name}", preliminary=True, seconds=round(time.monotonic() - self.started, 3))
+        self.log.emit(
+            "preview",
+            iteration=iteration,
+            iterations=iterations,
+            name=self.name,
+            dir=f"{PREVIEW_DIR}/{self.name}",
+            preliminary=True,
+            seconds=round(time.monotonic() - self.started, 3),
+        )
         self.last = time.monotonic()
 
     def first(self, iterations: int) -> None:
@@ -68,8 +82,9 @@ class Previews:
     def due(self) -> bool:
         return self.every > 0 and time.monotonic() - self.last >= self.every
 
-    def network(self, model: torch.nn.Module, size: int, num_classes: int, device: torch.device, iteration: int,
-                iterations: int) -> None:
+    def network(
+        self, model: torch.nn.Module, size: int, num_classes: int, device: torch.device, iteration: int, iterations: int
+    ) -> None:
         """The network as it is now, fused with the prior (the network is left in the mode it was in)."""
         was_training = model.training
         model.eval()

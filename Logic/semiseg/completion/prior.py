@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
 import torch
 
 from ..data import SliceSet, put_slices, resize_images, resize_labels, take_slices
@@ -92,7 +91,11 @@ class ShapePrior:
         """The interpolated slices of ``image`` (K, J, I) as weighted labelled training slices (see
         :attr:`CompletionConfig.pseudo_labels`); the user's own slices are not among them."""
         interp = self.interpolation
-        idx = [i for i in range(len(interp.distance)) if interp.inside[i] and interp.distance[i] > 0 and interp.labels[i].any()]
+        idx = [
+            i
+            for i in range(len(interp.distance))
+            if interp.inside[i] and interp.distance[i] > 0 and interp.labels[i].any()
+        ]
         if not idx or weight <= 0:
             return SliceSet.concat([], size, True)
         images = resize_images(torch.from_numpy(np.ascontiguousarray(take_slices(image, self.axis, idx))), size)

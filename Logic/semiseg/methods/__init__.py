@@ -22,7 +22,9 @@ from .unimatch import UniMatch
 
 __all__ = ["METHODS", "build_method", "Batch", "LossOutput", "Method", "TrainProgress"]
 
-METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (Supervised, FixMatch, UniMatch, CrossMatch, SemSim, RefGuided)}
+METHODS: dict[str, type[Method]] = {
+    cls.name: cls for cls in (Supervised, FixMatch, UniMatch, CrossMatch, SemSim, RefGuided)
+}
 
 
 def build_method(name: str, options: dict[str, Any] | None, num_classes: int, model: nn.Module) -> Method:

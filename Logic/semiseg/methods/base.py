@@ -127,7 +127,8 @@ class Method(nn.Module):
         self.references = build_references(config, num_classes, model)  # ReferenceGuidedLabeler or None
 
     def unsup_weight(self, progress: TrainProgress) -> float:
-        """Weight of the unsupervised losses at ``progress`` (:func:`~semiseg.pseudo.unsup_weight`; 0 without a :class:`SemiConfig`)."""
+        """Weight of the unsupervised losses at ``progress`` (:func:`~semiseg.pseudo.unsup_weight`; 0 without a
+        :class:`SemiConfig`)."""
         cfg = self.config
         return unsup_weight(progress, cfg.warmup, cfg.rampup) if isinstance(cfg, SemiConfig) else 0.0
 
@@ -202,8 +203,11 @@ class Method(nn.Module):
             return self.supervised_only(model, batch)
         parts = self.unsupervised(model, batch, progress)
         terms = {"sup": parts.sup, **parts.terms}
-        return LossOutput(blend(parts.sup, parts.unsup, w), {k: float(v.detach()) for k, v in terms.items()},
-                          {**parts.stats, "unsup_weight": w})
+        return LossOutput(
+            blend(parts.sup, parts.unsup, w),
+            {k: float(v.detach()) for k, v in terms.items()},
+            {**parts.stats, "unsup_weight": w},
+        )
 
     def unsupervised(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossParts:
         """The method's own part of a step that uses the unlabelled batches: L_sup, L_u, terms, stats.

@@ -27,7 +27,8 @@ Choices that differ from the public code or that it leaves open (ours):
   and discards it); the feature dropout stays active in that pass, as in the code (its dropout
   modules are not registered, so ``model.eval()`` leaves them on).
 - ``warmup``/``rampup`` scale the unsupervised part by ``w_u`` (0/0 = the paper's constant 1;
-  while ``w_u`` is 0 only the labelled forward runs and L = L_sup (see :func:`~semiseg.pseudo.blend`)). ``ema`` > 0 makes the
+  while ``w_u`` is 0 only the labelled forward runs and L = L_sup (see :func:`~semiseg.pseudo.blend`)). ``ema`` > 0
+  makes the
   teacher labels (y_w and all of m's predictions) with an EMA copy of the network; the L_dkd
   targets on u still come from the student's perturbed decoders (0 = off, the paper's choice).
 """
@@ -107,4 +108,6 @@ class CrossMatch(Method):
         l_dkd = (dice(s2_weak, y_weak2) + dice(s2_strong, y_strong2)) / 2
         l_kd = (1 - cfg.eta) * l_tkd + cfg.eta * l_dkd
         terms = {"s1": l_s1, "s2": l_s2, "tkd": l_tkd, "dkd": l_dkd}
-        return LossParts(sup, 0.25 * l_s1 + 0.25 * l_s2 + 0.5 * l_kd, terms, {"mask_ratio": float(y_w.mask(cfg.tau).mean())})
+        return LossParts(
+            sup, 0.25 * l_s1 + 0.25 * l_s2 + 0.5 * l_kd, terms, {"mask_ratio": float(y_w.mask(cfg.tau).mean())}
+        )

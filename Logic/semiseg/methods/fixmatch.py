@@ -79,4 +79,6 @@ class FixMatch(Method):
         y_w = self.with_references(model, batch, PseudoLabels.from_logits(teacher.logits(model, x_u, own=pred_w)))
         y_s = y_w.mixed(PseudoLabels.from_logits(teacher.logits(model, x_m)), box) if mix else y_w
         unsup = masked_dice(pred_s, y_s.label, y_s.mask(cfg.tau))
-        return LossParts(self.sup_loss(pred_l, batch.y_l), unsup, {"u": unsup}, {"mask_ratio": float(y_w.mask(cfg.tau).mean())})
+        return LossParts(
+            self.sup_loss(pred_l, batch.y_l), unsup, {"u": unsup}, {"mask_ratio": float(y_w.mask(cfg.tau).mean())}
+        )

@@ -119,7 +119,15 @@ class RefGuidedConfig(TeacherConfig):
         check_ranges(self, min_purity="[0, 1]", cutmix_p="[0, 1]")
 
 
-def combine_labels(label: torch.Tensor, margin: torch.Tensor, own: torch.Tensor, own_conf: torch.Tensor, combine: str, min_margin: float, tau: float):
+def combine_labels(
+    label: torch.Tensor,
+    margin: torch.Tensor,
+    own: torch.Tensor,
+    own_conf: torch.Tensor,
+    combine: str,
+    min_margin: float,
+    tau: float,
+):
     """Targets and mask from reference labels and the network's own pseudo-labels (all (B, H, W)).
 
     ``"alone"``: reference labels where ``margin >= min_margin``; ``"agree"``: only where they also
@@ -151,16 +159,29 @@ class RefGuided(Method):
 
     def __init__(self, config: RefGuidedConfig, num_classes: int, model: nn.Module) -> None:
         super().__init__(config, num_classes, model)
-        self.labeler = ReferenceGuidedLabeler(num_classes, model.features[0], config.bank_size, config.per_update, config.chunk, config.min_purity)
+        self.labeler = ReferenceGuidedLabeler(
+            num_classes, model.features[0], config.bank_size, config.per_update, config.chunk, config.min_purity
+        )
 
-    def pseudo_labels(self, model: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, update: bool = True):
+    def pseudo_labels(
+        self, model: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, update: bool = True
+    ):
         """Reference-guided labels of ``x_u`` (:func:`~semiseg.refbank.reference_labels` with the
         teacher: the EMA copy if any, else the network itself).
 
         Returns:
             ``(label (B, H, W), margin (B, H, W), teacher logits of x_u (B, C, H, W))``.
         """
-        return reference_labels(self.labeler, self.teacher.net(model), x_l, y_l, x_u, self.config.feature_stride, self.config.upsample, update)
+        return reference_labels(
+            self.labeler,
+            self.teacher.net(model),
+            x_l,
+            y_l,
+            x_u,
+            self.config.feature_stride,
+            self.config.upsample,
+            update,
+        )
 
     def unsupervised(self, model: nn.Module, batch: Batch, progress: TrainProgress) -> LossParts:
         cfg = self.config

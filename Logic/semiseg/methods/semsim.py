@@ -20,7 +20,8 @@ which two terms are computed:
   s2's features; masked CE to the argmax of the weak view's querying prediction, each pixel
   weighted by the uncertainty weight U (r = 1000) of the weak view's querying.
 
-``L = (L_sup + 0.5 L_u + 0.25 L_intra + 0.25 L_cross) / 2`` blended in by ``w(t)`` (:func:`~semiseg.pseudo.blend`); ``w(t)`` is
+``L = (L_sup + 0.5 L_u + 0.25 L_intra + 0.25 L_cross) / 2`` blended in by ``w(t)`` (:func:`~semiseg.pseudo.blend`);
+``w(t)`` is
 :func:`~semiseg.pseudo.unsup_weight` (1 throughout with the paper's defaults).
 
 Choices the paper leaves open (ours; all in :class:`SemSimConfig`):
@@ -101,7 +102,9 @@ class SemSimConfig(SemiConfig):
         super().__post_init__()
         if len(self.sfm_stages) != 3 or sorted(set(self.sfm_stages)) != list(self.sfm_stages):
             raise InputError(f"sfm_stages must be three increasing stage indices, got {self.sfm_stages}")
-        check_ranges(self, fp_dropout="[0, 1)", cutmix_p="[0, 1]", affinity_temperature="(0, inf)", query_temperature="(0, inf)")
+        check_ranges(
+            self, fp_dropout="[0, 1)", cutmix_p="[0, 1]", affinity_temperature="(0, inf)", query_temperature="(0, inf)"
+        )
 
 
 def _pool_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -121,7 +124,9 @@ class SemSim(Method):
     def __init__(self, config: SemSimConfig, num_classes: int, model: nn.Module) -> None:
         super().__init__(config, num_classes, model)
         if config.sfm_stages[-1] >= len(model.features):
-            raise ValueError(f"sfm_stages {config.sfm_stages} beyond the network's {len(model.features)} encoder stages")
+            raise ValueError(
+                f"sfm_stages {config.sfm_stages} beyond the network's {len(model.features)} encoder stages"
+            )
         channels = [model.features[i] for i in config.sfm_stages]
         self.sfm = SpatialFusion(channels, config.sfm_dim, config.sfm_window, config.sfm_heads)
 
@@ -147,16 +152,24 @@ class SemSim(Method):
 
         # SFM: students (labelled, s1, s2) with gradient in one call; targets (weak, second batch) without
         stages_l, stages_w = zip(*(f.split([nl, nu]) for f in self._stages(feats)))
-        f_l, f_s1, f_s2 = self.sfm([torch.cat([a, b]) for a, b in zip(stages_l, self._stages(feats_s))]).split([nl, nu, nu])
+        f_l, f_s1, f_s2 = self.sfm([torch.cat([a, b]) for a, b in zip(stages_l, self._stages(feats_s))]).split(
+            [nl, nu, nu]
+        )
         with torch.no_grad():
             f_w, f_2 = self.sfm([torch.cat([a, b]) for a, b in zip(stages_w, self._stages(feats2))]).split([nu, nu])
         grid = tuple(f_w.shape[-2:])
 
         # L_u: UniMatch's weak-to-strong and feature-perturbation terms
         sup = self.sup_loss(logits_l, y_l)
-        y_w, y_2 = self.with_references(model, batch, PseudoLabels.from_logits(logits_w)), PseudoLabels.from_logits(logits2)
+        y_w, y_2 = (
+            self.with_references(model, batch, PseudoLabels.from_logits(logits_w)),
+            PseudoLabels.from_logits(logits2),
+        )
         m_w = y_w.mask(cfg.tau)
-        loss_s = [masked_dice(pred, y.label, y.mask(cfg.tau)) for pred, y in zip((logits_s1, logits_s2), (y_w.mixed(y_2, b) for b in (mask1, mask2)))]
+        loss_s = [
+            masked_dice(pred, y.label, y.mask(cfg.tau))
+            for pred, y in zip((logits_s1, logits_s2), (y_w.mixed(y_2, b) for b in (mask1, mask2)))
+        ]
         loss_fp = masked_dice(logits_fp, y_w.label, m_w)
         loss_u = 0.25 * loss_s[0] + 0.25 * loss_s[1] + 0.5 * loss_fp
 
@@ -165,7 +178,11 @@ class SemSim(Method):
         with torch.no_grad():
             p_w = to_grid(torch.softmax(logits_w.detach().float(), 1), grid)
             p_2 = to_grid(torch.softmax(logits2.float(), 1), grid)
-            r_t = mix_targets(rectify(p_w, affinity(f_w, cfg.affinity_temperature)), rectify(p_2, affinity(f_2, cfg.affinity_temperature)), g1)
+            r_t = mix_targets(
+                rectify(p_w, affinity(f_w, cfg.affinity_temperature)),
+                rectify(p_2, affinity(f_2, cfg.affinity_temperature)),
+                g1,
+            )
             conf_r, pl_r = r_t.max(1)
             m_r = confidence_mask(conf_r, cfg.tau)
         p_s1 = to_grid(torch.softmax(logits_s1.float(), 1), grid)
@@ -180,10 +197,16 @@ class SemSim(Method):
             pl_c = mix_targets(q_w.mean(1).argmax(1), q_2.mean(1).argmax(1), g2)
             u = mix_targets(uncertainty_weight(q_w, cfg.uncertainty_r), uncertainty_weight(q_2, cfg.uncertainty_r), g2)
             m_c = confidence_mask(mix_targets(p_w.max(1).values, p_2.max(1).values, g2), cfg.tau)
-        q_s2 = query(f_s2, protos.detach() if cfg.detach_prototypes else protos, valid, cfg.regions, cfg.query_temperature)
+        q_s2 = query(
+            f_s2, protos.detach() if cfg.detach_prototypes else protos, valid, cfg.regions, cfg.query_temperature
+        )
         loss_cross = masked_cross_entropy(torch.log(q_s2.mean(1).clamp_min(1e-8)), pl_c, m_c, weight=u)
 
         unsup = cfg.weight_u * loss_u + cfg.weight_intra * loss_intra + cfg.weight_cross * loss_cross
         terms = {"s1": loss_s[0], "s2": loss_s[1], "fp": loss_fp, "intra": loss_intra, "cross": loss_cross}
-        stats = {"mask_ratio": float(m_w.mean()), "intra_mask_ratio": float(m_r.mean()), "cross_u": float((u * m_c).sum() / m_c.sum().clamp_min(1))}
+        stats = {
+            "mask_ratio": float(m_w.mean()),
+            "intra_mask_ratio": float(m_r.mean()),
+            "cross_u": float((u * m_c).sum() / m_c.sum().clamp_min(1)),
+        }
         return LossParts(sup, unsup, terms, stats)

@@ -10,7 +10,8 @@ Streams on an unlabelled batch u with weak view w and a second unlabelled batch 
   of m; the pseudo-labels of m come from a no-grad pass in eval mode, mixed with the same box;
 - fp: the decoder on ``Dropout2d(0.5)`` of every encoder feature of w, trained on w's pseudo-labels.
 
-L = (L_sup + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp) / 2 blended in by w_u (:func:`~semiseg.pseudo.blend`), each unsupervised term a masked Dice
+L = (L_sup + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp) / 2 blended in by w_u (:func:`~semiseg.pseudo.blend`), each
+unsupervised term a masked Dice
 over pixels whose (mixed) confidence is >= tau (0.95).
 
 Choices the paper leaves open or that differ from its code (ours):
@@ -79,7 +80,12 @@ class UniMatch(Method):
         y_w = self.with_references(model, batch, PseudoLabels.from_logits(self.teacher.logits(model, x_u, own=pred_w)))
 
         sup = self.sup_loss(pred_l, batch.y_l)
-        l_s = [masked_dice(pred, y.label, y.mask(cfg.tau)) for pred, y in zip((pred_s1, pred_s2), (y_w.mixed(y_m, b) for b in (box1, box2)))]
+        l_s = [
+            masked_dice(pred, y.label, y.mask(cfg.tau))
+            for pred, y in zip((pred_s1, pred_s2), (y_w.mixed(y_m, b) for b in (box1, box2)))
+        ]
         l_fp = masked_dice(pred_fp, y_w.label, y_w.mask(cfg.tau))
         unsup = 0.25 * l_s[0] + 0.25 * l_s[1] + 0.5 * l_fp
-        return LossParts(sup, unsup, {"s1": l_s[0], "s2": l_s[1], "fp": l_fp}, {"mask_ratio": float(y_w.mask(cfg.tau).mean())})
+        return LossParts(
+            sup, unsup, {"s1": l_s[0], "s2": l_s[1], "fp": l_fp}, {"mask_ratio": float(y_w.mask(cfg.tau).mean())}
+        )

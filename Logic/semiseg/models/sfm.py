@@ -74,7 +74,14 @@ class SpatialFusion(MixedPrecision, nn.Module):
     next. Output: (B, dim, H_1 / r, W_1 / r) on the middle stage's grid.
     """
 
-    def __init__(self, in_channels: Sequence[int] = (64, 128, 256), dim: int = 128, window: int = 2, heads: int = 4, mlp_ratio: float = 4.0) -> None:
+    def __init__(
+        self,
+        in_channels: Sequence[int] = (64, 128, 256),
+        dim: int = 128,
+        window: int = 2,
+        heads: int = 4,
+        mlp_ratio: float = 4.0,
+    ) -> None:
         super().__init__()
         if len(in_channels) != 3:
             raise ValueError(f"SpatialFusion takes three stages, got {len(in_channels)}")
@@ -104,7 +111,9 @@ class SpatialFusion(MixedPrecision, nn.Module):
         for f in feats:
             sh, sw = f.shape[-2] // coarse[0], f.shape[-1] // coarse[1]
             if sh * coarse[0] != f.shape[-2] or sw * coarse[1] != f.shape[-1]:
-                raise ValueError(f"stage sizes must be integer multiples of the coarsest, got {[tuple(x.shape[-2:]) for x in feats]}")
+                raise ValueError(
+                    f"stage sizes must be integer multiples of the coarsest, got {[tuple(x.shape[-2:]) for x in feats]}"
+                )
             scales.append((sh, sw))
         # pad every map so that the coarsest is a multiple of the window (same area for all)
         gh, gw = -(-coarse[0] // self.window), -(-coarse[1] // self.window)  # windows per side

@@ -72,8 +72,13 @@ class UNet2D(MixedPrecision, nn.Module):
         self.num_classes = num_classes
         self.features = tuple(f)
         self.inc = encoder_block(in_channels, f[0], d[0])
-        self.downs = nn.ModuleList(nn.Sequential(nn.MaxPool2d(2), encoder_block(f[i], f[i + 1], d[i + 1])) for i in range(4))
-        self.ups = nn.ModuleList(UpCat(2, f[i + 1], f[i], f[i], _ACT, _NORM, True, 0.0, upsample="deconv", is_pad=False) for i in reversed(range(4)))
+        self.downs = nn.ModuleList(
+            nn.Sequential(nn.MaxPool2d(2), encoder_block(f[i], f[i + 1], d[i + 1])) for i in range(4)
+        )
+        self.ups = nn.ModuleList(
+            UpCat(2, f[i + 1], f[i], f[i], _ACT, _NORM, True, 0.0, upsample="deconv", is_pad=False)
+            for i in reversed(range(4))
+        )
         self.head = nn.Conv2d(f[0], num_classes, kernel_size=3, padding=1)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:

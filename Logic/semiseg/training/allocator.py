@@ -23,7 +23,8 @@ _done = False
 
 
 def keep_freed_memory() -> bool:
-    """Set glibc's mmap and trim thresholds once per process; ``False`` where there is no glibc (macOS, Windows, musl)."""
+    """Set glibc's mmap and trim thresholds once per process; ``False`` where there is no glibc (macOS, Windows,
+    musl)."""
     global _done
     if _done:
         return True

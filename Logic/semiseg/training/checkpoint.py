@@ -102,7 +102,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         raise InputError("not a SemiSegSlicer checkpoint", path)
     version = state.get("format", 0)
     if not isinstance(version, int) or version > CHECKPOINT_FORMAT:
-        raise InputError(f"written by a newer SemiSegSlicer (checkpoint format {version} > {CHECKPOINT_FORMAT}); update it", path)
+        raise InputError(
+            f"written by a newer SemiSegSlicer (checkpoint format {version} > {CHECKPOINT_FORMAT}); update it", path
+        )
     if version >= 2:
         stored = state.pop("checksum", None)
         if stored != state_digest(state):

@@ -34,7 +34,9 @@ class Prefetcher:
         depth: items made ahead (1: the next step's batch).
     """
 
-    def __init__(self, make: Callable[[int], Any], start: int, stop: int, depth: int = 1, name: str = "semiseg-prefetch") -> None:
+    def __init__(
+        self, make: Callable[[int], Any], start: int, stop: int, depth: int = 1, name: str = "semiseg-prefetch"
+    ) -> None:
         self.next = start
         self._make, self._stop_at = make, stop
         self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))

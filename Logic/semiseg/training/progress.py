@@ -33,7 +33,9 @@ class ProgressLog:
         bar: show a tqdm bar on stderr; ``None`` = only when stderr is a terminal.
     """
 
-    def __init__(self, path: str | os.PathLike | None, stream: TextIO | None = sys.stdout, bar: bool | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike | None, stream: TextIO | None = sys.stdout, bar: bool | None = None
+    ) -> None:
         self.path = None if path is None else Path(path)
         self.stream = stream
         self._file = None

@@ -22,7 +22,7 @@ from ..augment import weak_augment
 from ..config import ModelConfig, TrainConfig, to_dict
 from ..cpu import torch_default_threads, training_threads
 from ..data import SliceSet
-from ..errors import CancelToken, Cancelled, InputError  # CancelToken re-exported (torch-free, in errors)
+from ..errors import Cancelled, CancelToken, InputError  # CancelToken re-exported (torch-free, in errors)
 from ..methods import Batch, Method, TrainProgress, build_method
 from ..models import UNet2D, resolve_precision, set_precision
 from .allocator import keep_freed_memory
@@ -103,13 +103,16 @@ class Trainer:
         self.method_name, self.method_options = method, dict(method_options or {})
         self.model.to(self.device)
         self.method.to(self.device)
-        self.precision = resolve_precision(config.precision, self.device, config.amp)  # the networks autocast themselves
+        # the networks autocast themselves
+        self.precision = resolve_precision(config.precision, self.device, config.amp)
         set_precision([self.model, self.method], self.precision, self.device)
         if self.device.type == "cpu":
             keep_freed_memory()
         params = list(self.model.parameters()) + self.method.trainable_parameters()
         if config.optimizer == "sgd":
-            self.optimizer = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+            self.optimizer = torch.optim.SGD(
+                params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+            )
         else:
             self.optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
         self.amp = self.precision == "fp16"  # CUDA AMP: its loss scaling
@@ -120,7 +123,7 @@ class Trainer:
         self.iteration = 0
         self._prefetch: Prefetcher | None = None
         self._prefetch_data: TrainData | None = None
-        self._data_rng: torch.Tensor | None = None  # while prefetching: the data generator's state after the last batch used
+        self._data_rng: torch.Tensor | None = None
         self.saved_iteration: int | None = None  # the iteration of the last checkpoint written or loaded
 
     # -- state -------------------------------------------------------------------------------
@@ -153,7 +156,9 @@ class Trainer:
         if state.get("method_name") != self.method_name:
             raise InputError(f"checkpoint is of method {state.get('method_name')!r}, not {self.method_name!r}", path)
         if state.get("num_classes") != self.num_classes:
-            raise InputError(f"checkpoint has {state.get('num_classes')} classes, this run has {self.num_classes}", path)
+            raise InputError(
+                f"checkpoint has {state.get('num_classes')} classes, this run has {self.num_classes}", path
+            )
         try:
             self.model.load_state_dict(state["model"])
             self.method.load_state_dict(state["method"])
@@ -162,18 +167,24 @@ class Trainer:
             torch.set_rng_state(state["torch_rng"])
             self.iteration = int(state["iteration"])
         except (KeyError, RuntimeError, TypeError, ValueError) as err:
-            raise InputError(f"checkpoint does not fit this run ({type(err).__name__}: {str(err)[:200]})", path) from None
+            raise InputError(
+                f"checkpoint does not fit this run ({type(err).__name__}: {str(err)[:200]})", path
+            ) from None
         self.saved_iteration = self.iteration
 
     def warm_start(self, path: str | os.PathLike) -> None:
         """Start from the weights of an earlier run (retrain); the optimiser starts afresh."""
         state = load_checkpoint(path, self.device)
         if int(state.get("num_classes", -1)) != self.num_classes:
-            raise InputError(f"checkpoint has {state.get('num_classes')} classes, this job has {self.num_classes}", path)
+            raise InputError(
+                f"checkpoint has {state.get('num_classes')} classes, this job has {self.num_classes}", path
+            )
         try:
             self.model.load_state_dict(state["model"])
         except (KeyError, RuntimeError) as err:
-            raise InputError(f"checkpoint does not fit this run ({type(err).__name__}: {str(err)[:200]})", path) from None
+            raise InputError(
+                f"checkpoint does not fit this run ({type(err).__name__}: {str(err)[:200]})", path
+            ) from None
 
     # -- loop --------------------------------------------------------------------------------
     def _sample(self, data: SliceSet, n: int) -> torch.Tensor:
@@ -191,9 +202,13 @@ class Trainer:
         if k and self.method.uses_unlabeled(TrainProgress(iteration, c.iterations)):
             if not len(data.unlabeled):
                 raise InputError(f"method {self.method_name!r} needs unlabelled slices, and there are none")
-            batch.x_u = weak_augment(data.unlabeled.images[self._sample(data.unlabeled, c.batch_unlabeled)], None, self.generator)
+            batch.x_u = weak_augment(
+                data.unlabeled.images[self._sample(data.unlabeled, c.batch_unlabeled)], None, self.generator
+            )
             if k > 1:
-                batch.x_u2 = weak_augment(data.unlabeled.images[self._sample(data.unlabeled, c.batch_unlabeled)], None, self.generator)
+                batch.x_u2 = weak_augment(
+                    data.unlabeled.images[self._sample(data.unlabeled, c.batch_unlabeled)], None, self.generator
+                )
         return self.method.prepare(batch, self.generator)
 
     def _prepared(self, data: TrainData, iteration: int) -> tuple[Batch, torch.Tensor]:
@@ -239,7 +254,9 @@ class Trainer:
         progress = TrainProgress(self.iteration, c.iterations)
         out = self.method.loss(self.model, batch, progress)
         if not torch.isfinite(out.total):
-            raise FloatingPointError(f"loss is {float(out.total)} at iteration {self.iteration}; lower the learning rate")
+            raise FloatingPointError(
+                f"loss is {float(out.total)} at iteration {self.iteration}; lower the learning rate"
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.total).backward()
         self.scaler.step(self.optimizer)
@@ -277,11 +294,20 @@ class Trainer:
 
     def _fit(self, data: TrainData, on_step: Callable[[int, dict[str, Any]], None] | None = None) -> dict[str, Any]:
         c = self.config
-        data = TrainData(data.labeled.to(self.device), data.val.to(self.device), data.unlabeled.to(self.device), data.num_classes)
+        data = TrainData(
+            data.labeled.to(self.device), data.val.to(self.device), data.unlabeled.to(self.device), data.num_classes
+        )
         self.log.emit(
-            "start", iterations=c.iterations, iteration=self.iteration, method=self.method_name, device=str(self.device), threads=self.threads,
+            "start",
+            iterations=c.iterations,
+            iteration=self.iteration,
+            method=self.method_name,
+            device=str(self.device),
+            threads=self.threads,
             precision=self.precision,
-            labeled_slices=len(data.labeled), val_slices=len(data.val), unlabeled_slices=len(data.unlabeled),
+            labeled_slices=len(data.labeled),
+            val_slices=len(data.val),
+            unlabeled_slices=len(data.unlabeled),
         )
         t0, it0 = time.perf_counter(), self.iteration
         last: dict[str, Any] = {}
@@ -299,8 +325,17 @@ class Trainer:
             if it % c.log_every == 0 or it == c.iterations or it == it0 + 1:
                 elapsed = time.perf_counter() - t0
                 left = elapsed / (it - it0) * (c.iterations - it)
-                self.log.emit("iteration", iteration=it, iterations=c.iterations, loss=last["loss"], terms=last["terms"],
-                              stats=last["stats"], lr=last["lr"], elapsed=elapsed, seconds_left=left)
+                self.log.emit(
+                    "iteration",
+                    iteration=it,
+                    iterations=c.iterations,
+                    loss=last["loss"],
+                    terms=last["terms"],
+                    stats=last["stats"],
+                    lr=last["lr"],
+                    elapsed=elapsed,
+                    seconds_left=left,
+                )
             if c.val_every and len(data.val) and (it % c.val_every == 0 or it == c.iterations):
                 val_dice = self.validate(data.val)
                 self.log.emit("validation", iteration=it, dice=val_dice)
@@ -309,4 +344,9 @@ class Trainer:
         self.save()
         seconds = time.perf_counter() - t0
         self.log.emit("trained", iteration=self.iteration, seconds=seconds)
-        return {"iteration": self.iteration, "seconds": seconds, "val_dice": None if math.isnan(val_dice) else val_dice, **last}
+        return {
+            "iteration": self.iteration,
+            "seconds": seconds,
+            "val_dice": None if math.isnan(val_dice) else val_dice,
+            **last,
+        }
