@@ -144,7 +144,7 @@ def test_beyond_loopback_every_request_needs_the_token(tmp_path):
                         "--out", tmp_path / "out"]) as server:
         assert "?token=" in server.url
         deadline = time.monotonic() + 10
-        while "was generated" not in server.output() and time.monotonic() < deadline:
+        while not ("was generated" in server.output() and "plain HTTP" in server.output()) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert "was generated" in server.output() and "plain HTTP" in server.output()
         token = server.url.split("?token=", 1)[1]
