@@ -25,6 +25,12 @@ def _semiseg(*args, check=True):
     return proc
 
 
+def _toy_train(toy_case, out, *extra) -> list:
+    """``semiseg train`` arguments of a 3-iteration run on the toy case, written as NRRD to ``out``."""
+    return ["train", "--image", toy_case["image"], "--labels", toy_case["labels"], "--iterations", 3, "--size", 32,
+            "--batch-labeled", 2, "--device", "cpu", "--format", "nrrd", *extra, "--out", out]
+
+
 def _same_grid(a: sitk.Image, b: sitk.Image):
     assert a.GetSize() == b.GetSize()
     assert np.allclose(a.GetSpacing(), b.GetSpacing())
@@ -34,25 +40,7 @@ def _same_grid(a: sitk.Image, b: sitk.Image):
 
 def test_train_predict_evaluate_cli(toy_case, tmp_path):
     run = tmp_path / "run"
-    proc = _semiseg(
-        "train",
-        "--image",
-        toy_case["image"],
-        "--labels",
-        toy_case["labels"],
-        "--iterations",
-        3,
-        "--size",
-        32,
-        "--batch-labeled",
-        2,
-        "--device",
-        "cpu",
-        "--format",
-        "nrrd",
-        "--out",
-        run,
-    )
+    proc = _semiseg(*_toy_train(toy_case, run))
     events = [json.loads(line)["event"] for line in proc.stdout.splitlines()]
     assert (
         events[0] == "setup" and events[1:3] == ["preview", "start"] and events[-1] == "done" and "predicted" in events
@@ -81,26 +69,7 @@ def test_train_predict_evaluate_cli(toy_case, tmp_path):
     again = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "labels.nii.gz")))
     assert not np.array_equal(again, labels) and np.array_equal(labels[[1, 4]], sparse[[1, 4]])  # the run's: fused
     alone = tmp_path / "alone"
-    _semiseg(
-        "train",
-        "--image",
-        toy_case["image"],
-        "--labels",
-        toy_case["labels"],
-        "--iterations",
-        3,
-        "--size",
-        32,
-        "--batch-labeled",
-        2,
-        "--device",
-        "cpu",
-        "--format",
-        "nrrd",
-        "--no-completion",
-        "--out",
-        alone,
-    )
+    _semiseg(*_toy_train(toy_case, alone, "--no-completion"))
     assert not (alone / "preview").exists()
     network = sitk.GetArrayFromImage(sitk.ReadImage(str(alone / "predictions" / "image" / "labels.nrrd")))
     assert np.array_equal(again, network)
