@@ -144,7 +144,8 @@ def test_beyond_loopback_every_request_needs_the_token(tmp_path):
                         "--out", tmp_path / "out"]) as server:
         assert "?token=" in server.url
         deadline = time.monotonic() + 10
-        while not ("was generated" in server.output() and "plain HTTP" in server.output()) and time.monotonic() < deadline:
+        lines_printed = lambda: "was generated" in server.output() and "plain HTTP" in server.output()  # noqa: E731
+        while not lines_printed() and time.monotonic() < deadline:
             time.sleep(0.1)
         assert "was generated" in server.output() and "plain HTTP" in server.output()
         token = server.url.split("?token=", 1)[1]
