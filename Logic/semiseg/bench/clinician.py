@@ -43,9 +43,8 @@ import numpy as np
 import torch
 
 from ..completion import ShapePrior
-from ..completion.fusion import fuse
 from ..config import TrainConfig
-from ..data import SliceSet, Volume, build_slice_sets, labeled_slice_indices, load_volume, put_slices, take_slices
+from ..data import SliceSet, Volume, build_slice_sets, labeled_slice_indices, load_volume, take_slices
 from ..errors import InputError
 from ..imageio import volume_name
 from ..inference import Predictor
@@ -325,9 +324,7 @@ def run_case(
                 probs = prior.fuse(probs)
                 extra = {**extra, "prior": prior.fit}
             elif row == "completion_inside":
-                stacked = np.stack([take_slices(p, axis) for p in probs])
-                fused = fuse(stacked, prior.interpolation, prior.scale, prior.temperature, beyond=False)
-                probs = np.stack([put_slices(p, axis) for p in fused])
+                probs = prior.fuse(probs, beyond=False)
             elif row == "prior":
                 probs = prior.alone()
             pred = probs.argmax(0).astype(np.uint8)

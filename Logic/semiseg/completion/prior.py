@@ -81,10 +81,11 @@ class ShapePrior:
         fit["backend"] = interp.backend
         return cls(interp, scale, fit, axis, config.temperature)
 
-    def fuse(self, net_probs: np.ndarray) -> np.ndarray:
-        """Fused probabilities (C, K, J, I) of the network's (C, K, J, I) for this volume."""
+    def fuse(self, net_probs: np.ndarray, beyond: bool = True) -> np.ndarray:
+        """Fused probabilities (C, K, J, I) of the network's (C, K, J, I) for this volume; ``beyond=False``
+        leaves out the shapes beyond the labelled range (a benchmark candidate)."""
         stacked = np.stack([take_slices(p, self.axis) for p in net_probs])
-        fused = fuse(stacked, self.interpolation, self.scale, self.temperature)
+        fused = fuse(stacked, self.interpolation, self.scale, self.temperature, beyond)
         return np.stack([put_slices(p, self.axis) for p in fused])
 
     def pseudo_labeled(self, image: np.ndarray, name: str, size: int, weight: float) -> SliceSet:
