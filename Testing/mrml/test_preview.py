@@ -161,18 +161,30 @@ def test_a_cancelled_training_keeps_its_preview_marked_preliminary(scene, inputs
 
 def test_a_new_round_previews_into_new_nodes_and_a_deleted_preview_is_remade(scene, inputs, engine, tmp_path):
     volume, user = inputs
-    session = _session(scene, tmp_path, engine, previews=2)
+    session = _session(scene, tmp_path, engine, previews=3, gate=True)
     session.start(volume, user)
+    for _ in range(3):  # the first round, each preview let through in turn
+        _pollUntil(session, lambda p, e: p.previewed)
+        _open(session)
     _pollUntil(session, lambda p, e: p.state != "running")
     firstRound = session.result
     assert not firstRound.preliminary
 
+    # The engine waits at each preview until the test opens the gate, so no poll can miss one.
     session.start(volume, user, retrain=True)
-    progress, _ = _pollUntil(session, lambda p, e: p.previewed or p.state != "running")
-    assert progress.previewed, "no preview was imported in the second round"
-    assert session.result.segmentationNode is not firstRound.segmentationNode  # the last round's result is kept
-    assert firstRound.segmentationNode.GetName() == "segmentation pseudo-labels"
-    scene.RemoveNode(session.result.segmentationNode)  # the user deletes the preview while training runs
+    _pollUntil(session, lambda p, e: p.previewed)
+    preview = session.result
+    assert preview.preliminary and preview.segmentationNode is not firstRound.segmentationNode
+    assert firstRound.segmentationNode.GetName() == "segmentation pseudo-labels"  # the last round's result is kept
+    scene.RemoveNode(preview.segmentationNode)  # the user deletes the preview while training runs
+    _open(session)
+    progress, _ = _pollUntil(session, lambda p, e: p.previewed)
+    remade = session.result
+    assert remade.preliminary and remade.iteration == 10
+    assert remade.segmentationNode.GetScene() is scene and remade.segmentationNode is not preview.segmentationNode
+    _open(session)
+    _pollUntil(session, lambda p, e: p.previewed)
+    _open(session)
     progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
     assert progress.state == "done", progress.message
-    assert session.result.segmentationNode.GetScene() is scene and not session.result.preliminary
+    assert session.result.segmentationNode is remade.segmentationNode and not session.result.preliminary
