@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from ..config import TrainConfig
+from ..config import PRECISIONS, TrainConfig
 from ..data import SliceSet, Volume, build_slice_sets, load_volume
 from ..errors import InputError
 from ..inference import Predictor, predict_volume
@@ -153,6 +153,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.03)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="the forward passes' precision")
     p.add_argument(
         "--curve-every",
         type=int,
@@ -180,6 +181,7 @@ def _budget(a: argparse.Namespace) -> dict[str, Any]:
         "seed": a.seed,
         "recipe": "paper defaults" if a.paper_defaults else RECIPE,
         "max_unlabeled": a.max_unlabeled,
+        **({"precision": a.precision} if a.precision != "auto" else {}),
         "max_val": a.max_val,
     }
 
@@ -213,6 +215,7 @@ def run_protocol(a: argparse.Namespace) -> list[dict[str, Any]]:
             batch_unlabeled=a.batch,
             lr=a.lr,
             seed=a.seed,
+            precision=a.precision,
             device="cpu",
             val_every=0,
             checkpoint_every=max(1, a.iterations // 4),

@@ -43,7 +43,7 @@ import numpy as np
 import torch
 
 from ..completion import ShapePrior
-from ..config import TrainConfig
+from ..config import PRECISIONS, TrainConfig
 from ..data import SliceSet, Volume, build_slice_sets, labeled_slice_indices, load_volume, take_slices
 from ..errors import InputError
 from ..imageio import volume_name
@@ -370,6 +370,7 @@ def budget(args: argparse.Namespace) -> dict[str, Any]:
         "recipe": method_options(args),
         "max_unlabeled": args.max_unlabeled,
         "axis": 2,
+        **({"precision": args.precision} if args.precision != "auto" else {}),
     }
 
 
@@ -419,6 +420,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         batch_unlabeled=args.batch,
         lr=args.lr,
         seed=args.seed,
+        precision=args.precision,
         device="cpu",
         val_every=0,
         checkpoint_every=args.iterations,
@@ -540,6 +542,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch", type=int, default=4, help="labelled and unlabelled slices per step")
     p.add_argument("--lr", type=float, default=0.03)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS, help="the forward passes' precision")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument("--max-unlabeled", type=int, help="use at most N other volumes as unlabelled data")
     p.add_argument(
