@@ -6,7 +6,7 @@ Run (the budget of docs/BENCHMARKS.md; the same as `semiseg bench acdc`):
 Each finished method appends one JSON line to --out (a re-run skips methods already there), the
 learning curve of the best method and `supervised` is drawn to --plot, and the summary table is
 printed last. --methods chooses the rows; `full` is `supervised` on all 70 train patients labelled
-(the upper bound at the same budget). The logic lives in semiseg.bench.acdc.
+(the upper bound at the same budget). The logic lives in semiseg_bench.acdc.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from semiseg.bench.acdc import add_arguments, main
+from semiseg_bench.acdc import add_arguments, main
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -24,10 +24,10 @@ from semiseg_base.inference import Predictor as BP
 from semiseg_base.training import TrainData as BTD, Trainer as BT
 from semiseg_base.training.progress import ProgressLog as BL
 
-from semiseg.config import TrainConfig as NC
-from semiseg.data import SliceSet as NS
 from semiseg.inference import Predictor as NP
+from semiseg.io.slices import SliceSet as NS
 from semiseg.training import TrainData as NTD, Trainer as NT
+from semiseg.training.config import TrainConfig as NC
 from semiseg.training.progress import ProgressLog as NL
 
 size, steps, blocks = 128, int(sys.argv[1]), int(sys.argv[2])

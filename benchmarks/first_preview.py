@@ -22,9 +22,9 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from semiseg.bench.clinician import keep_slices, list_dataset, score_hidden, sparsify
-from semiseg.bench.common import default_data_root
-from semiseg.data import labeled_slice_indices
+from semiseg.io.slices import labeled_slice_indices
+from semiseg_bench.clinician import keep_slices, list_dataset, score_hidden, sparsify
+from semiseg_bench.common import default_data_root
 
 
 def main() -> None:

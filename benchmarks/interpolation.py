@@ -1,7 +1,7 @@
 """Interpolation alone, three ways: the engine's shape-based and morphological back ends against Slicer's filter.
 
 For every volume of a dataset and each k, the k slices of the clinician benchmark are kept
-(``semiseg.bench.clinician.keep_slices``) and the volume is filled in by interpolation only, with
+(``semiseg_bench.clinician.keep_slices``) and the volume is filled in by interpolation only, with
 
 - ``itk``: ITK's MorphologicalContourInterpolator as the clinician benchmark's ``interpolation`` row
   calls it (Slicer's *Fill between slices*);
@@ -23,10 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from semiseg.bench.clinician import DATASETS, contour_interpolation, keep_slices, list_dataset, score_hidden, sparsify
-from semiseg.bench.common import default_data_root, format_table, int_list
 from semiseg.completion.interpolation import interpolate_labels
-from semiseg.data import labeled_slice_indices, load_volume, put_slices, take_slices
+from semiseg.io.slices import labeled_slice_indices, load_volume, put_slices, take_slices
+from semiseg_bench.clinician import DATASETS, contour_interpolation, keep_slices, list_dataset, score_hidden, sparsify
+from semiseg_bench.common import default_data_root, format_table, int_list
 
 BACKENDS = ("itk", "morphological", "shape")
 

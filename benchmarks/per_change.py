@@ -30,12 +30,12 @@ from typing import Callable
 
 import torch
 
-from semiseg.config import TrainConfig
-from semiseg.data import SliceSet
+from semiseg.io.slices import SliceSet
 from semiseg.models import bf16_supported
 from semiseg.models.precision import MixedPrecision
 from semiseg.training import TrainData, Trainer
 from semiseg.training.allocator import keep_freed_memory
+from semiseg.training.config import TrainConfig
 from semiseg.training.progress import ProgressLog
 
 DEFAULT_MMAP = 128 * 1024  # glibc's initial mmap and trim thresholds

@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from semiseg.bench.acdc import _cases
-from semiseg.bench.common import default_data_root
-from semiseg.data import build_slice_sets, load_volume
+from semiseg.blocks.refbank import ReferenceGuidedLabeler, grid_references, pool_embeddings, scores_to_label
+from semiseg.io.slices import build_slice_sets, load_volume
 from semiseg.methods.refguided import upsample_scores
 from semiseg.models.unet import UNet2D
-from semiseg.refbank import ReferenceGuidedLabeler, grid_references, pool_embeddings, scores_to_label
 from semiseg.training.checkpoint import load_checkpoint
+from semiseg_bench.acdc import _cases
+from semiseg_bench.common import default_data_root
 
 CLASSES = ("RV", "Myo", "LV")
 

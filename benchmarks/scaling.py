@@ -4,7 +4,7 @@ time to the first usable pseudo-labels, peak RSS, and whether each grows linearl
 Run (the budget of docs/BENCHMARKS.md; the same as `semiseg bench scaling`):
     python benchmarks/scaling.py --out bench-results/scaling.jsonl
 Every measurement runs in a fresh process; the tables are printed last (growth fits at the very
-end). The logic and the definitions live in semiseg.bench.scaling.
+end). The logic and the definitions live in semiseg_bench.scaling.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from semiseg.bench.scaling import add_arguments, main
+from semiseg_bench.scaling import add_arguments, main
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

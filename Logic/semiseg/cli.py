@@ -10,15 +10,16 @@ and bad input answer at once.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import signal
 import sys
 from pathlib import Path
 
-from .bench.common import key_value
 from .contract import DEFAULT_METHOD, METHOD_LABELS
 from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Cancelled, CancelToken, InputError
-from .recipes import RECIPES
+from .settings import key_value
+from .training.recipes import RECIPES
 
 __all__ = ["main"]
 
@@ -121,45 +122,13 @@ def _parser(with_bench: bool = True) -> argparse.ArgumentParser:
     d.add_argument("--method", default="supervised", choices=METHODS)
     d.add_argument("--slices", type=int, default=3, help="labelled slices kept")
 
-    b = sub.add_parser("bench", help="benchmarks (see benchmarks/ and docs/BENCHMARKS.md)")
-    bsub = b.add_subparsers(dest="bench", required=True)
-    bt = bsub.add_parser("throughput", help="training images/s and inference slices/s against the matmul peak")
-    bt.add_argument("--size", type=int, default=256)
-    bt.add_argument("--batch", type=int, default=12)
-    bt.add_argument("--steps", type=int, default=10)
-    bt.add_argument("--slices", type=int, default=24)
-    bt.add_argument("--method", default="supervised", choices=METHODS)
-    bt.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
-    if with_bench:
-        from .bench import (
-            acdc as bench_acdc,
-            clinician as bench_clinician,
-            contention as bench_contention,
-            scaling as bench_scaling,
-        )
+    b = sub.add_parser("bench", help="benchmarks (from a checkout: see benchmarks/ and docs/BENCHMARKS.md)")
+    if with_bench:  # imported only for `semiseg bench ...`: the engine itself never needs them
+        import semiseg_bench
 
-        bench_acdc.add_arguments(
-            bsub.add_parser("acdc", help="ACDC 3/7-labelled-patient protocol for every method, with a learning curve")
-        )
-        bench_clinician.add_arguments(
-            bsub.add_parser(
-                "clinician",
-                help="k labelled slices per volume: contour interpolation vs supervised vs semi-supervised, "
-                "Dice against k",
-            )
-        )
-        bench_scaling.add_arguments(
-            bsub.add_parser(
-                "scaling", help="per-method speed, FLOP utilisation, memory and their growth with volume size and count"
-            )
-        )
-        bench_contention.add_arguments(
-            bsub.add_parser(
-                "contention",
-                help="training step time with other processes busy on the cores, per thread count and OpenMP "
-                "wait policy",
-            )
-        )
+        bsub = b.add_subparsers(dest="bench", required=True)
+        for name, (module, text) in semiseg_bench.COMMANDS.items():
+            module.add_arguments(bsub.add_parser(name, help=text))
     w = sub.add_parser("serve", help="the label-train-review workflow in a web browser (needs the web extra)")
     w.add_argument(
         "data", nargs="*", metavar="DATA", help="volumes to open: the first is segmented, others add unlabelled data"
@@ -269,9 +238,9 @@ def _predict(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from .data import take_slices
-    from .imageio import check_same_geometry, read_labels
-    from .metrics import evaluate_volume, to_jsonable
+    from .inference.metrics import evaluate_volume, to_jsonable
+    from .io.images import check_same_geometry, read_labels
+    from .io.slices import take_slices
 
     pred, pred_img = read_labels(args.pred)
     ref, ref_img = read_labels(args.ref)
@@ -293,24 +262,20 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    if args.bench == "throughput":
-        from .bench.throughput import measure_throughput, print_table
+    import semiseg_bench
 
-        print_table(
-            measure_throughput(args.size, args.batch, args.steps, args.slices, device=args.device, method=args.method)
-        )
-        return EXIT_OK
-    from .bench import acdc, clinician, contention, scaling
-
-    return {"acdc": acdc.main, "clinician": clinician.main, "contention": contention.main, "scaling": scaling.main}[
-        args.bench
-    ](args)
+    return semiseg_bench.COMMANDS[args.bench][0].main(args)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser(with_bench=bool(argv) and argv[0] == "bench").parse_args(argv)
+    with_bench = bool(argv) and argv[0] == "bench"
+    if with_bench and importlib.util.find_spec("semiseg_bench") is None:
+        print("error: the benchmarks are not installed with this engine; run them from a checkout of the repository "
+              "(pip install -e \".[bench]\", see docs/BENCHMARKS.md)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    args = _parser(with_bench=with_bench).parse_args(argv)
     handlers = {"train": _train, "predict": _predict, "evaluate": _evaluate, "bench": _bench, "serve": _serve}
     try:
         if args.command == "demo":

@@ -149,6 +149,9 @@ MIN_ITERATIONS = 1
 SIZE_STEP = 16
 """The training size (pixels a side) is a multiple of this: the UNet pools 4 times."""
 MIN_SIZE = 16
+PRECISIONS = ("auto", "bf16", "fp32")
+"""Values of the ``precision`` setting: ``"auto"`` takes bfloat16 where the hardware has it (see
+:mod:`semiseg.models.precision`)."""
 
 
 def train_setting_problem(iterations: int | None = None, size: int | None = None) -> str | None:

@@ -137,8 +137,8 @@ def run_demo(
     out: str | Path = "semiseg-demo", iterations: int = 300, method: str = "supervised", slices: int = 3
 ) -> dict[str, object]:
     """Make the demo job, train, predict, score the hidden slices, draw the montage; returns the scores."""
+    from .inference.metrics import evaluate_volume, to_jsonable
     from .job import load_job, run_job
-    from .metrics import evaluate_volume, to_jsonable
 
     check_demo_dependencies()  # before training, not after it at the montage
     out = Path(out).resolve()

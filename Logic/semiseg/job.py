@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import functools
 import json
 import os
 import traceback
@@ -18,15 +19,16 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .config import TrainConfig, from_dict, to_dict
 from .contract import JOB_FORMAT_VERSION, METHOD_LABELS, REQUIRED_JOB_FIELDS, JobFields
 from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Cancelled, CancelToken, InputError
-from .imageio import OUTPUT_FORMATS
-from .recipes import RECIPES, apply_recipe
+from .io.images import OUTPUT_FORMATS
+from .settings import from_dict, to_dict
+from .training.config import TrainConfig
+from .training.recipes import RECIPES, apply_recipe
 
 if TYPE_CHECKING:  # torch is imported when a job runs, not when it is read and checked
     from .completion import CompletionConfig, ShapePrior
-    from .data import Volume
+    from .io.slices import Volume
     from .training import TrainData
     from .training.progress import ProgressLog
 
@@ -109,12 +111,18 @@ class Job(JobFields):
                 raise InputError("file not found", path)
         from .methods import METHODS  # torch
 
-        _, train, options = apply_recipe(self.recipe, self.method, self.train, self.method_options)
-        _named(where, lambda: from_dict(TrainConfig, train, where="train").validate())
-        _named(where, lambda: from_dict(METHODS[self.method].Config, options, where=f"{self.method} option"))
+        _named(where, lambda: self.settings[1].validate())
+        _named(where, lambda: from_dict(METHODS[self.method].Config, self.settings[2], where=f"{self.method} option"))
         from .completion import CompletionConfig
 
         _named(where, lambda: from_dict(CompletionConfig, self.completion, where="completion").validate())
+
+    @functools.cached_property
+    def settings(self) -> tuple[str, TrainConfig, dict[str, Any]]:
+        """The recipe this job resolves to, its training config and its method options: the recipe
+        (:mod:`semiseg.training.recipes`) applied once, under the settings the job gives explicitly."""
+        recipe, train, options = apply_recipe(self.recipe, self.method, self.train, self.method_options)
+        return recipe, from_dict(TrainConfig, train, where="train"), options
 
 
 def _named(where: str, check: Callable[[], Any]) -> None:
@@ -336,17 +344,16 @@ def check_checkpoint(path: str | os.PathLike, num_classes: int, method: str | No
 def prepare(job: Job) -> Prepared:
     """Read and check every input of ``job`` and build its slice sets (writes nothing).
 
-    The job's recipe (:mod:`semiseg.recipes`) fills in the training settings and method options
+    The job's recipe (:mod:`semiseg.training.recipes`) fills in the training settings and method options
     the job leaves out.
     """
     import torch
 
     from .completion import CompletionConfig, ShapePrior
-    from .data import SliceSet, build_slice_sets, choose_axis, labeled_slice_indices, load_volume
+    from .io.slices import SliceSet, build_slice_sets, choose_axis, labeled_slice_indices, load_volume
     from .training import TrainData
 
-    recipe, train, options = apply_recipe(job.recipe, job.method, job.train, job.method_options)
-    config = from_dict(TrainConfig, train, where="train")
+    recipe, config, options = job.settings
     config.validate()
     declared = len(job.classes) if job.classes else None
     volume = load_volume(job.image, job.labels, declared)
@@ -410,7 +417,7 @@ def setup_report(prepared: Prepared) -> dict[str, Any]:
 
     Front ends show the warning to the user (a CPU run takes minutes where a GPU takes seconds).
     """
-    from .training.trainer import resolve_device
+    from .models.device import resolve_device
 
     c = prepared.config
     device = resolve_device(c.device).type
@@ -491,8 +498,8 @@ def _run_locked(
     job: Job, prepared: Prepared, run_dir: Path, resume: bool, log: ProgressLog | None, cancel: CancelToken
 ) -> dict[str, Any]:
     from .completion.preview import Previews
-    from .data import labeled_slice_indices
     from .inference import Predictor, write_prediction
+    from .io.slices import labeled_slice_indices
     from .training import Trainer
     from .training.progress import ProgressLog
 

@@ -7,12 +7,12 @@ import json
 import numpy as np
 import SimpleITK as sitk
 
-from semiseg.config import TrainConfig
-from semiseg.data import load_volume
 from semiseg.inference import Predictor, predict_volume
+from semiseg.inference.metrics import evaluate_volume
+from semiseg.io.slices import load_volume
 from semiseg.job import load_job, run_job
-from semiseg.metrics import evaluate_volume
 from semiseg.training import Trainer
+from semiseg.training.config import TrainConfig
 from semiseg.training.progress import ProgressLog
 
 

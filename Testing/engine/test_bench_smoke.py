@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semiseg.bench import clinician
-from semiseg.bench.common import linear_fit, read_jsonl
-from semiseg.bench.plots import best_row, dice_by_k, plot_dice_vs_k, plot_learning_curve
 from semiseg.errors import InputError
+from semiseg_bench import clinician
+from semiseg_bench.common import linear_fit, read_jsonl
+from semiseg_bench.plots import best_row, dice_by_k, plot_dice_vs_k, plot_learning_curve
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 HAVE_ITK = importlib.util.find_spec("itk") is not None
@@ -365,8 +365,8 @@ def test_scaling_benchmark_smoke(tmp_path):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc (Linux)")
 def test_busy_neighbours_use_the_cpu_and_are_gone_after_the_block():
-    from semiseg.bench.contention import busy_neighbours
-    from semiseg.cpu import process_ticks
+    from semiseg.training.cpu import process_ticks
+    from semiseg_bench.contention import busy_neighbours
 
     with busy_neighbours(2, settle=0.3) as procs:
         time.sleep(0.3)
@@ -376,7 +376,7 @@ def test_busy_neighbours_use_the_cpu_and_are_gone_after_the_block():
 
 
 def test_each_wait_policy_sets_only_its_own_variable():
-    from semiseg.bench.contention import policy_env
+    from semiseg_bench.contention import policy_env
 
     unset = {"OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": None}
     assert policy_env("default") == policy_env("-") == unset  # removes whatever the parent had

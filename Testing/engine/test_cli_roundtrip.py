@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from semiseg.inference import review_slices
+from semiseg.inference.review import review_slices
 from semiseg.job import load_job, run_job
 
 from enginetesting import write_job

@@ -14,7 +14,7 @@ import SimpleITK as sitk
 from semiseg.completion import ShapePrior
 from semiseg.completion.fusion import fit_scale, fuse
 from semiseg.completion.interpolation import interpolate_labels, slice_distance
-from semiseg.data import looks_like_ct, normalize_intensity
+from semiseg.io.slices import looks_like_ct, normalize_intensity
 
 from enginetesting import write_job, write_volume
 

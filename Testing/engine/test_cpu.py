@@ -1,4 +1,4 @@
-"""How many threads a training takes (semiseg.cpu): the cores other processes leave free, unless the user
+"""How many threads a training takes (semiseg.training.cpu): the cores other processes leave free, unless the user
 fixed the count; a thread that waits for a descheduled one only wastes its core."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 
 # -- how many threads a training takes ----------------------------------------------------------
 def test_training_takes_the_cores_others_leave_free_unless_the_user_fixed_the_count():
-    from semiseg.cpu import training_threads
+    from semiseg.training.cpu import training_threads
 
     cores = os.cpu_count() or 1
     assert training_threads(3, 2, environ={}, busy=cores) == 3  # the job's own count wins
@@ -25,8 +25,8 @@ def test_training_takes_the_cores_others_leave_free_unless_the_user_fixed_the_co
 def test_busy_cores_count_other_processes_not_this_one():
     import threading
 
-    from semiseg.bench.contention import busy_neighbours
-    from semiseg.cpu import others_busy_cores
+    from semiseg.training.cpu import others_busy_cores
+    from semiseg_bench.contention import busy_neighbours
 
     with busy_neighbours(1, settle=0.2):
         with_neighbour = others_busy_cores(0.5)
@@ -52,9 +52,8 @@ def test_a_trainer_without_a_thread_count_leaves_the_busy_cores_to_others(tmp_pa
 
     import torch
 
-    from semiseg import cpu
-    from semiseg.config import TrainConfig
-    from semiseg.training import Trainer
+    from semiseg.training import Trainer, cpu
+    from semiseg.training.config import TrainConfig
     from semiseg.training.progress import ProgressLog
 
     cores = os.cpu_count() or 1
@@ -74,7 +73,7 @@ def test_a_trainer_without_a_thread_count_leaves_the_busy_cores_to_others(tmp_pa
             log=ProgressLog(None, stream=None),
         )
         assert fixed.threads == 2  # a job that sets its count gets it, busy or not
-        from semiseg.data import SliceSet
+        from semiseg.io.slices import SliceSet
         from semiseg.training import TrainData
 
         x, y = torch.rand(2, 1, 32, 32), torch.randint(0, 2, (2, 32, 32))

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from semiseg.contract import train_setting_problem
-from semiseg.data import (
+from semiseg.errors import InputError
+from semiseg.io.slices import (
     Volume,
     build_slice_sets,
     choose_axis,
@@ -15,7 +16,6 @@ from semiseg.data import (
     resize_labels,
     take_slices,
 )
-from semiseg.errors import InputError
 
 
 def _labels_on_slices(axis: int, indices, shape=(12, 30, 24)):

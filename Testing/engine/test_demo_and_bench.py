@@ -11,8 +11,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from semiseg.bench.flops import forward_flops
 from semiseg.models import UNet2D
+from semiseg_bench.flops import forward_flops
 
 
 def test_demo_runs_on_the_installed_sample(tmp_path):

@@ -15,10 +15,11 @@ import pytest
 import torch
 from test_methods_weak_strong import discs
 
-from semiseg.methods import Batch, TrainProgress, build_method
+from semiseg.blocks.pseudo import EMATeacher, StudentTeacher, build_teacher
+from semiseg.blocks.refbank import ReferenceGuidedLabeler
+from semiseg.blocks.schedule import TrainProgress
+from semiseg.methods import Batch, build_method
 from semiseg.models import UNet2D
-from semiseg.pseudo import EMATeacher, StudentTeacher, build_teacher
-from semiseg.refbank import ReferenceGuidedLabeler
 
 # L_u of each method from its logged terms and config, as its module docstring states it
 UNSUP = {

@@ -9,12 +9,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from semiseg.config import TrainConfig
-from semiseg.data import SliceSet
+from semiseg.blocks.schedule import TrainProgress
 from semiseg.errors import InputError
 from semiseg.inference import Predictor
-from semiseg.methods import METHODS, Batch, TrainProgress, build_method
+from semiseg.io.slices import SliceSet
+from semiseg.methods import METHODS, Batch, build_method
 from semiseg.models import UNet2D
+from semiseg.training.config import TrainConfig
 from semiseg.training.progress import ProgressLog
 from semiseg.training.trainer import TrainData, Trainer
 
@@ -276,7 +277,7 @@ def test_resume_restores_ema_teacher(tmp_path):
 
 
 def test_agreeing_zeroes_the_confidence_where_the_labels_differ():
-    from semiseg.pseudo import PseudoLabels
+    from semiseg.blocks.pseudo import PseudoLabels
 
     y = PseudoLabels(torch.tensor([[[0.99, 0.98, 0.97]]]), torch.tensor([[[1, 2, 0]]]))
     kept = y.agreeing(torch.tensor([[[1, 1, 0]]]))

@@ -1,4 +1,4 @@
-"""Tests of semiseg.metrics against hand-computed values (medpy conventions)."""
+"""Tests of semiseg.inference.metrics against hand-computed values (medpy conventions)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from semiseg import metrics
-from semiseg.metrics import asd, assd, dice, evaluate_volume, hd95, jaccard, surface_distances, to_jsonable
+from semiseg.inference import metrics
+from semiseg.inference.metrics import asd, assd, dice, evaluate_volume, hd95, jaccard, surface_distances, to_jsonable
 
 SQRT2 = math.sqrt(2.0)
 

@@ -1,4 +1,4 @@
-"""Tests of the shared semi-supervised pieces: semiseg.perturb and semiseg.pseudo."""
+"""Tests of the shared semi-supervised pieces: semiseg.blocks.perturb and semiseg.blocks.pseudo."""
 
 from __future__ import annotations
 
@@ -9,10 +9,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from semiseg.losses import masked_dice
-from semiseg.methods import TrainProgress
-from semiseg.models import UNet2D
-from semiseg.perturb import (
+from semiseg.blocks.losses import masked_dice
+from semiseg.blocks.perturb import (
     colour_jitter,
     cutmix,
     cutmix_mask,
@@ -22,7 +20,7 @@ from semiseg.perturb import (
     mix_targets,
     strong_augment,
 )
-from semiseg.pseudo import (
+from semiseg.blocks.pseudo import (
     EMATeacher,
     PseudoLabels,
     SemiConfig,
@@ -31,8 +29,9 @@ from semiseg.pseudo import (
     evaluating,
     forward_split,
     pseudo_label,
-    unsup_weight,
 )
+from semiseg.blocks.schedule import TrainProgress, unsup_weight
+from semiseg.models import UNet2D
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -343,7 +342,7 @@ def test_eval_logits_restores_mode():
 
 @pytest.mark.parametrize("weight, expected", [(0.0, 1.0), (1.0, 0.5 * 1.0 + 0.5 * 3.0), (0.5, 0.75 * 1.0 + 0.25 * 3.0)])
 def test_blend_is_supervised_during_warmup_and_papers_mean_at_full_weight(weight, expected):
-    from semiseg.pseudo import blend
+    from semiseg.blocks.pseudo import blend
 
     assert float(blend(torch.tensor(1.0), torch.tensor(3.0), weight)) == pytest.approx(expected)
 
@@ -351,8 +350,8 @@ def test_blend_is_supervised_during_warmup_and_papers_mean_at_full_weight(weight
 def test_check_ranges_reads_closed_and_open_interval_ends():
     from dataclasses import dataclass
 
-    from semiseg.config import check_ranges
     from semiseg.errors import InputError
+    from semiseg.settings import check_ranges
 
     @dataclass
     class C:

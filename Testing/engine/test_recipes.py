@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from semiseg.errors import InputError
-from semiseg.job import Job, load_job, prepare, setup_report
-from semiseg.recipes import CPU_TRAIN, QUICK_TRAIN, SHORT_BUDGET, SHORT_RUN, apply_recipe, resolve_recipe
+from semiseg.job import load_job, prepare, setup_report
+from semiseg.training.recipes import CPU_TRAIN, QUICK_TRAIN, SHORT_BUDGET, SHORT_RUN, apply_recipe, resolve_recipe
 
 from enginetesting import write_job
 
@@ -70,7 +72,7 @@ def test_prepare_resolves_the_recipe_of_a_job(toy_case):
         3,
     )
     assert prepared.method_options == SHORT_RUN  # 3 iterations: a short run
-    paper = prepare(Job(**{**job.__dict__, "recipe": "paper"}))
+    paper = prepare(dataclasses.replace(job, recipe="paper"))
     assert paper.config.size == 256 and paper.method_options == {}
 
 

@@ -7,14 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from semiseg.config import TrainConfig
-from semiseg.data import SliceSet
+from semiseg.blocks.refbank import ReferenceGuidedLabeler, grid_references, scores_to_label, upsample_scores
+from semiseg.blocks.schedule import TrainProgress
 from semiseg.inference import Predictor
-from semiseg.methods import METHODS, Batch, TrainProgress, build_method
+from semiseg.io.slices import SliceSet
+from semiseg.methods import METHODS, Batch, build_method
 from semiseg.methods.refguided import combine_labels
 from semiseg.models import UNet2D
-from semiseg.refbank import ReferenceGuidedLabeler, grid_references, scores_to_label, upsample_scores
 from semiseg.training import TrainData, Trainer
+from semiseg.training.config import TrainConfig
 from semiseg.training.progress import ProgressLog
 
 

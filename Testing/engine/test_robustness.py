@@ -79,7 +79,7 @@ def test_truncated_nifti_is_refused(case, acdc, name):
 @pytest.mark.parametrize("gz", [False, True])
 def test_tiny_header_declaring_a_huge_volume_is_refused_before_reading(tmp_path, gz):
     """Item 14: 4096 x 4096 x 16 float32 (1 GiB) declared in a file of a few hundred bytes."""
-    from semiseg.imageio import read_image
+    from semiseg.io.images import read_image
 
     header = bytearray(352)
     struct.pack_into("<i", header, 0, 348)
@@ -238,7 +238,7 @@ def test_resume_with_another_class_count_exits_2(trained):
 
 
 def test_unreadable_file_is_not_reported_as_missing(case, monkeypatch):
-    from semiseg import imageio
+    from semiseg.io import images as imageio
 
     if os.geteuid() != 0:
         case["image"].chmod(0)

@@ -7,15 +7,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from semiseg.affinity import affinity, rectify, to_grid
-from semiseg.config import TrainConfig
-from semiseg.data import SliceSet
+from semiseg.blocks.affinity import affinity, rectify, to_grid
+from semiseg.blocks.prototypes import class_weights, local_prototypes, query, region_index, uncertainty_weight
+from semiseg.blocks.schedule import TrainProgress
 from semiseg.inference import Predictor
-from semiseg.methods import METHODS, Batch, TrainProgress, build_method
+from semiseg.io.slices import SliceSet
+from semiseg.methods import METHODS, Batch, build_method
 from semiseg.models import UNet2D
 from semiseg.models.sfm import SpatialFusion
-from semiseg.prototypes import class_weights, local_prototypes, query, region_index, uncertainty_weight
 from semiseg.training import TrainData, Trainer
+from semiseg.training.config import TrainConfig
 from semiseg.training.progress import ProgressLog
 
 

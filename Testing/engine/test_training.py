@@ -11,12 +11,12 @@ import time
 import pytest
 import torch
 
-from semiseg.config import TrainConfig
-from semiseg.data import SliceSet
 from semiseg.errors import Cancelled, InputError
+from semiseg.io.slices import SliceSet
 from semiseg.job import load_job, run_job
 from semiseg.training import TrainData, Trainer, load_checkpoint
 from semiseg.training.checkpoint import save_checkpoint
+from semiseg.training.config import TrainConfig
 from semiseg.training.progress import ProgressLog
 from semiseg.training.trainer import CancelToken, poly_lr
 
@@ -64,7 +64,7 @@ def test_checkpoint_loads_with_weights_only_and_holds_metadata(tmp_path):
 def test_resume_continues_exactly(tmp_path):
     data = _data()
     # one fixed thread count: a count chosen from the machine's load could differ between the runs,
-    # and it changes the order of floating-point sums (semiseg.cpu)
+    # and it changes the order of floating-point sums (semiseg.training.cpu)
     straight = _trainer(tmp_path / "a", iterations=4, threads=1)
     straight.fit(data)
     first = _trainer(tmp_path / "b", iterations=4, threads=1)

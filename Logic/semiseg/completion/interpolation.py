@@ -152,7 +152,7 @@ def interpolate_labels(
     """Fill a sparse label stack (N, rows, cols) between its labelled slices, class by class.
 
     Args:
-        stack: integer labels in slice-stack order (``semiseg.data.take_slices`` of a label map).
+        stack: integer labels in slice-stack order (``semiseg.io.slices.take_slices`` of a label map).
         labeled: slice indices that are labelled (painted, or checked and found empty).
         num_classes: classes including background (default: ``stack.max() + 1``).
         backend: one of :data:`BACKENDS`.

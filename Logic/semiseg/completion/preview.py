@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from ..data import Volume
 from ..inference import Predictor, outputs, write_result
+from ..io.slices import Volume
 from .prior import ShapePrior
 
 __all__ = ["Previews", "PREVIEW_DIR"]

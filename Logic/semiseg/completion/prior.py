@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import SliceSet, put_slices, resize_images, resize_labels, take_slices
+from ..io.slices import SliceSet, put_slices, resize_images, resize_labels, take_slices
 from .fusion import TEMPERATURE, fit_scale, fuse
 from .interpolation import Interpolation, interpolate_labels
 
@@ -45,7 +45,7 @@ class CompletionConfig:
     pseudo_labels: float = 0.0
 
     def validate(self) -> None:
-        from ..config import check_ranges
+        from ..settings import check_ranges
         from .interpolation import available_backend
 
         available_backend(self.interpolation)

@@ -10,9 +10,10 @@ from typing import Any
 
 import torch.nn as nn
 
-from ..config import from_dict
+from ..blocks.schedule import TrainProgress
 from ..errors import InputError
-from .base import Batch, LossOutput, Method, TrainProgress
+from ..settings import from_dict
+from .base import Batch, LossOutput, Method
 from .crossmatch import CrossMatch
 from .fixmatch import FixMatch
 from .refguided import RefGuided

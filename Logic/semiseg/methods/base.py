@@ -8,11 +8,11 @@ and statistics. It never calls ``backward``, an optimiser, ``.to(device)``, auto
 
 :meth:`Method.loss` is a template: what every semi-supervised method does the same way (the
 supervised step while the unsupervised weight is 0 or the unlabelled batches are missing, the blend
-of L_sup and L_u by :func:`~semiseg.pseudo.blend`, the detached terms and the ``unsup_weight``
+of L_sup and L_u by :func:`~semiseg.blocks.pseudo.blend`, the detached terms and the ``unsup_weight``
 statistic) is written here once; a method writes only :meth:`Method.unsupervised`, its own part.
 Its pseudo-label teacher (the student itself or an EMA copy) and the optional reference-guided
-filter are strategy objects built from its config (:func:`~semiseg.pseudo.build_teacher`,
-:func:`~semiseg.refbank.build_references`).
+filter are strategy objects built from its config (:func:`~semiseg.blocks.pseudo.build_teacher`,
+:func:`~semiseg.blocks.refbank.build_references`).
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ from typing import ClassVar
 import torch
 import torch.nn as nn
 
-from ..losses import SupervisedLoss
-from ..perturb import StrongView, strong_view
-from ..pseudo import PseudoLabels, SemiConfig, blend, build_teacher, unsup_weight
-from ..refbank import build_references, reference_labels
+from ..blocks.losses import SupervisedLoss
+from ..blocks.perturb import StrongView, strong_view
+from ..blocks.pseudo import PseudoLabels, SemiConfig, blend, build_teacher
+from ..blocks.refbank import build_references, reference_labels
+from ..blocks.schedule import TrainProgress, unsup_weight
 
-__all__ = ["Batch", "LossOutput", "LossParts", "Method", "StrongView", "TrainProgress"]
+__all__ = ["Batch", "LossOutput", "LossParts", "Method", "StrongView"]
 
 
 @dataclasses.dataclass
@@ -49,18 +50,6 @@ class Batch:
     x_u: torch.Tensor | None = None
     x_u2: torch.Tensor | None = None
     strong: list[StrongView] = dataclasses.field(default_factory=list)
-
-
-@dataclasses.dataclass
-class TrainProgress:
-    """Where training is: ``iteration`` (0-based) of ``iterations``."""
-
-    iteration: int
-    iterations: int
-
-    @property
-    def fraction(self) -> float:
-        return self.iteration / max(1, self.iterations)
 
 
 @dataclasses.dataclass
@@ -127,7 +116,7 @@ class Method(nn.Module):
         self.references = build_references(config, num_classes, model)  # ReferenceGuidedLabeler or None
 
     def unsup_weight(self, progress: TrainProgress) -> float:
-        """Weight of the unsupervised losses at ``progress`` (:func:`~semiseg.pseudo.unsup_weight`; 0 without a
+        """Weight of the unsupervised losses at ``progress`` (:func:`~semiseg.blocks.schedule.unsup_weight`; 0 without a
         :class:`SemiConfig`)."""
         cfg = self.config
         return unsup_weight(progress, cfg.warmup, cfg.rampup) if isinstance(cfg, SemiConfig) else 0.0
@@ -163,15 +152,15 @@ class Method(nn.Module):
 
     def after_step(self, model: nn.Module, progress: TrainProgress) -> None:
         """Called by the trainer after each optimiser step: the teacher follows the student
-        (an :class:`~semiseg.pseudo.EMATeacher` averages it; the student itself has nothing to do)."""
+        (an :class:`~semiseg.blocks.pseudo.EMATeacher` averages it; the student itself has nothing to do)."""
         self.teacher.update(model)
 
     def with_references(self, model: nn.Module, batch: Batch, pseudo: PseudoLabels) -> PseudoLabels:
         """``pseudo`` (of ``batch.x_u``) kept only where reference-guided labels agree.
 
         With ``references=True`` in the config, the teacher's (else the model's) decoder features
-        label ``batch.x_u`` by their nearest labelled pixel (:func:`~semiseg.refbank.reference_labels`,
-        the bank of the method's :class:`~semiseg.refbank.ReferenceGuidedLabeler` plus the labelled
+        label ``batch.x_u`` by their nearest labelled pixel (:func:`~semiseg.blocks.refbank.reference_labels`,
+        the bank of the method's :class:`~semiseg.blocks.refbank.ReferenceGuidedLabeler` plus the labelled
         batch, which then enters the bank); pixels whose pseudo-label differs get confidence 0, so
         no threshold keeps them. Without it, ``pseudo`` unchanged. The extra cost is one eval-mode
         forward pass of the labelled and unlabelled batch.
@@ -183,7 +172,7 @@ class Method(nn.Module):
 
     def supervised_only(self, model: nn.Module, batch: Batch) -> LossOutput:
         """L_sup alone: a semi-supervised method's step while its unsupervised weight is 0
-        (:func:`~semiseg.pseudo.blend` at weight 0, so the warm-up is the supervised baseline)."""
+        (:func:`~semiseg.blocks.pseudo.blend` at weight 0, so the warm-up is the supervised baseline)."""
         sup = self.sup_loss(model(batch.x_l), batch.y_l)
         return LossOutput(sup, {"sup": float(sup.detach())}, {"unsup_weight": 0.0})
 
@@ -192,7 +181,7 @@ class Method(nn.Module):
 
         While ``w`` is 0 (a warm-up) or the batch lacks the unlabelled images the method requires,
         L_sup alone (:meth:`supervised_only`; the unlabelled streams are not computed). Otherwise
-        :meth:`unsupervised` gives L_sup and L_u, blended by :func:`~semiseg.pseudo.blend`.
+        :meth:`unsupervised` gives L_sup and L_u, blended by :func:`~semiseg.blocks.pseudo.blend`.
 
         Returns:
             the total; the terms ``sup`` then the method's own, detached floats; the method's

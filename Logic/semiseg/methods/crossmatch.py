@@ -16,7 +16,8 @@ u the weak view of an unlabelled batch, s1/s2 two strong views CutMixed with a s
 - L_dkd = mean of two: each perturbed decoder on s2 against that same decoder's own (detached)
   prediction of u, CutMixed with its prediction of m (the weak image teaches the strong one);
 - L_kd = (1 - eta) L_tkd + eta L_dkd, eta = 0.3;
-- L = (L_sup + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_kd) / 2, blended in by the weight w_u (:func:`~semiseg.pseudo.blend`).
+- L = (L_sup + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_kd) / 2, blended in by the weight w_u
+  (:func:`~semiseg.blocks.pseudo.blend`).
 
 Every unsupervised Dice counts only pixels whose target's confidence is >= tau (0.95). There is no
 separate fp stream (the perturbed decoders replace it), no EMA and no ramp-up in the paper.
@@ -27,9 +28,9 @@ Choices that differ from the public code or that it leaves open (ours):
   and discards it); the feature dropout stays active in that pass, as in the code (its dropout
   modules are not registered, so ``model.eval()`` leaves them on).
 - ``warmup``/``rampup`` scale the unsupervised part by ``w_u`` (0/0 = the paper's constant 1;
-  while ``w_u`` is 0 only the labelled forward runs and L = L_sup (see :func:`~semiseg.pseudo.blend`)). ``ema`` > 0
-  makes the
-  teacher labels (y_w and all of m's predictions) with an EMA copy of the network; the L_dkd
+  while ``w_u`` is 0 only the labelled forward runs and L = L_sup (see
+  :func:`~semiseg.blocks.pseudo.blend`)). ``ema`` > 0 makes the teacher labels (y_w and all of m's
+  predictions) with an EMA copy of the network; the L_dkd
   targets on u still come from the student's perturbed decoders (0 = off, the paper's choice).
 """
 
@@ -40,11 +41,12 @@ import dataclasses
 import torch
 import torch.nn as nn
 
-from ..config import check_ranges
-from ..losses import masked_dice
-from ..perturb import decode_with_dropout
-from ..pseudo import PseudoLabels, TeacherConfig, evaluating
-from .base import Batch, LossParts, Method, TrainProgress
+from ..blocks.losses import masked_dice
+from ..blocks.perturb import decode_with_dropout
+from ..blocks.pseudo import PseudoLabels, TeacherConfig, evaluating
+from ..blocks.schedule import TrainProgress
+from ..settings import check_ranges
+from .base import Batch, LossParts, Method
 
 __all__ = ["CrossMatch", "CrossMatchConfig"]
 

@@ -11,21 +11,21 @@ Streams on an unlabelled batch u with weak view w and a second unlabelled batch 
 - s: a strong view of u CutMixed (one box per sample, probability ``cutmix_p``) with a strong view
   of m, whose pseudo-labels come from a no-grad pass in eval mode, mixed with the same box.
 
-L = (L_sup + L_u) / 2 blended in by w_u (:func:`~semiseg.pseudo.blend`),
+L = (L_sup + L_u) / 2 blended in by w_u (:func:`~semiseg.blocks.pseudo.blend`),
 L_u = masked Dice(p_s, mixed argmax) over pixels whose mixed confidence is >= tau (0.95).
 
 Choices the papers leave open (ours):
 
-- The strong view is :func:`~semiseg.perturb.strong_augment` (colour jitter + blur) of the weak
+- The strong view is :func:`~semiseg.blocks.perturb.strong_augment` (colour jitter + blur) of the weak
   view. ``cutmix_p = 0`` gives the original FixMatch (no box; m is then not read). Measured on ACDC
   with 3 labelled patients (docs/BENCHMARKS.md): without CutMix FixMatch fell below the supervised
   baseline at a 1000-iteration CPU budget, so CutMix is on by default, as in UniMatch's baseline.
 - Labelled, weak and strong images pass the network in one forward (one set of batch-norm
   statistics, as FixMatch's reference code does); the weak prediction is detached.
-- ``warmup``/``rampup`` (:class:`~semiseg.pseudo.SemiConfig`, 0/0 = papers' constant weight 1)
+- ``warmup``/``rampup`` (:class:`~semiseg.blocks.pseudo.SemiConfig`, 0/0 = papers' constant weight 1)
   and ``ema`` (0 = off, papers' choice; else the pseudo-labels come from an EMA teacher,
-  :class:`~semiseg.pseudo.EMATeacher`) are for short budgets. While the weight is 0 the
-  unlabelled streams are not computed and L = L_sup (see :func:`~semiseg.pseudo.blend`).
+  :class:`~semiseg.blocks.pseudo.EMATeacher`) are for short budgets. While the weight is 0 the
+  unlabelled streams are not computed and L = L_sup (see :func:`~semiseg.blocks.pseudo.blend`).
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ import dataclasses
 
 import torch.nn as nn
 
-from ..config import check_ranges
-from ..losses import masked_dice
-from ..pseudo import PseudoLabels, TeacherConfig, forward_split
-from .base import Batch, LossParts, Method, TrainProgress
+from ..blocks.losses import masked_dice
+from ..blocks.pseudo import PseudoLabels, TeacherConfig, forward_split
+from ..blocks.schedule import TrainProgress
+from ..settings import check_ranges
+from .base import Batch, LossParts, Method
 
 __all__ = ["FixMatch", "FixMatchConfig"]
 

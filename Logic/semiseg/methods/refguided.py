@@ -2,7 +2,7 @@
 
 Seibold, Reiß, Kleesiek, Stiefelhagen, "Reference-guided Pseudo-Label Generation for Medical
 Semantic Segmentation", AAAI 2022, arXiv 2112.00735. No public code; our reconstruction (its
-choices are listed below; :mod:`semiseg.refbank` holds the labelling itself as a reusable
+choices are listed below; :mod:`semiseg.blocks.refbank` holds the labelling itself as a reusable
 pseudo-label source).
 
 Per step, after a supervised warm-up, on an unlabelled batch u and a second unlabelled batch m:
@@ -11,7 +11,7 @@ Per step, after a supervised warm-up, on an unlabelled batch u and a second unla
    labelled batch and the weak views of u and m gives the decoder's last features (before the
    classifier), average-pooled by ``feature_stride`` and L2-normalised, and the teacher's own
    prediction;
-2. references = the labelled batch's cells on that grid (:func:`~semiseg.refbank.grid_references`)
+2. references = the labelled batch's cells on that grid (:func:`~semiseg.blocks.refbank.grid_references`)
    plus the class-balanced bank of earlier steps; every unlabelled cell gets, per class, its best
    cosine similarity to that class's references (computed in ``chunk`` x ``chunk`` blocks); the
    batch's references then enter the bank;
@@ -21,8 +21,8 @@ Per step, after a supervised warm-up, on an unlabelled batch u and a second unla
 4. a strong view of u (colour jitter + blur) is CutMixed with a strong view of m (one box per
    sample, probability ``cutmix_p``; targets and masks mixed with the same box) and trained on
    the targets: ``L_u = (masked CE + masked Dice) / 2``;
-   ``L = (L_sup + weight_u * L_u) / 2`` blended in by ``w(t)`` (:func:`~semiseg.pseudo.blend`),
-   ``w(t)`` from :func:`~semiseg.pseudo.unsup_weight`.
+   ``L = (L_sup + weight_u * L_u) / 2`` blended in by ``w(t)`` (:func:`~semiseg.blocks.pseudo.blend`),
+   ``w(t)`` from :func:`~semiseg.blocks.schedule.unsup_weight`.
 
 The network is unchanged and inference costs nothing extra.
 
@@ -59,13 +59,14 @@ import dataclasses
 import torch
 import torch.nn as nn
 
-from ..config import check_ranges
+from ..blocks.losses import masked_cross_entropy, masked_dice
+from ..blocks.perturb import mix_targets
+from ..blocks.pseudo import TeacherConfig, forward_split, pseudo_label
+from ..blocks.refbank import ReferenceGuidedLabeler, reference_labels
+from ..blocks.schedule import TrainProgress
 from ..errors import InputError
-from ..losses import masked_cross_entropy, masked_dice
-from ..perturb import mix_targets
-from ..pseudo import TeacherConfig, forward_split, pseudo_label
-from ..refbank import ReferenceGuidedLabeler, reference_labels
-from .base import Batch, LossParts, Method, TrainProgress
+from ..settings import check_ranges
+from .base import Batch, LossParts, Method
 
 __all__ = ["RefGuided", "RefGuidedConfig", "COMBINE", "combine_labels"]
 
@@ -90,7 +91,7 @@ class RefGuidedConfig(TeacherConfig):
         combine: ``"alone"``, ``"agree"`` or ``"union"`` (agree).
         cutmix_p: probability of a CutMix box in the strong view (0.5; 0 = none).
         ema: EMA decay of the teacher that computes the embeddings (0: the network itself; see
-            :class:`~semiseg.pseudo.TeacherConfig`).
+            :class:`~semiseg.blocks.pseudo.TeacherConfig`).
     """
 
     warmup: float = 0.2
@@ -166,7 +167,7 @@ class RefGuided(Method):
     def pseudo_labels(
         self, model: nn.Module, x_l: torch.Tensor, y_l: torch.Tensor, x_u: torch.Tensor, update: bool = True
     ):
-        """Reference-guided labels of ``x_u`` (:func:`~semiseg.refbank.reference_labels` with the
+        """Reference-guided labels of ``x_u`` (:func:`~semiseg.blocks.refbank.reference_labels` with the
         teacher: the EMA copy if any, else the network itself).
 
         Returns:

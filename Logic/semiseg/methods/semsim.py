@@ -14,15 +14,15 @@ On top, a Spatial-aware Fusion Module (:class:`~semiseg.models.sfm.SpatialFusion
 method, trained with the network, unused at inference) turns encoder stages into features f on
 which two terms are computed:
 
-* ``L_intra`` (:mod:`semiseg.affinity`): masked Dice between the weak view's affinity-rectified
+* ``L_intra`` (:mod:`semiseg.blocks.affinity`): masked Dice between the weak view's affinity-rectified
   prediction (target: argmax, mask: its confidence >= tau) and s1's rectified prediction.
-* ``L_cross`` (:mod:`semiseg.prototypes`): local prototypes of the labelled images are queried by
+* ``L_cross`` (:mod:`semiseg.blocks.prototypes`): local prototypes of the labelled images are queried by
   s2's features; masked CE to the argmax of the weak view's querying prediction, each pixel
   weighted by the uncertainty weight U (r = 1000) of the weak view's querying.
 
-``L = (L_sup + 0.5 L_u + 0.25 L_intra + 0.25 L_cross) / 2`` blended in by ``w(t)`` (:func:`~semiseg.pseudo.blend`);
-``w(t)`` is
-:func:`~semiseg.pseudo.unsup_weight` (1 throughout with the paper's defaults).
+``L = (L_sup + 0.5 L_u + 0.25 L_intra + 0.25 L_cross) / 2`` blended in by ``w(t)``
+(:func:`~semiseg.blocks.pseudo.blend`); ``w(t)`` is :func:`~semiseg.blocks.schedule.unsup_weight` (1
+throughout with the paper's defaults).
 
 Choices the paper leaves open (ours; all in :class:`SemSimConfig`):
 
@@ -51,15 +51,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..affinity import affinity, rectify, to_grid
-from ..config import check_ranges
+from ..blocks.affinity import affinity, rectify, to_grid
+from ..blocks.losses import masked_cross_entropy, masked_dice
+from ..blocks.perturb import decode_with_dropout, mix_targets
+from ..blocks.prototypes import class_weights, local_prototypes, query, uncertainty_weight
+from ..blocks.pseudo import PseudoLabels, SemiConfig, confidence_mask, evaluating
+from ..blocks.schedule import TrainProgress
 from ..errors import InputError
-from ..losses import masked_cross_entropy, masked_dice
 from ..models.sfm import SpatialFusion
-from ..perturb import decode_with_dropout, mix_targets
-from ..prototypes import class_weights, local_prototypes, query, uncertainty_weight
-from ..pseudo import PseudoLabels, SemiConfig, confidence_mask, evaluating
-from .base import Batch, LossParts, Method, TrainProgress
+from ..settings import check_ranges
+from .base import Batch, LossParts, Method
 
 __all__ = ["SemSim", "SemSimConfig"]
 
@@ -69,7 +70,7 @@ class SemSimConfig(SemiConfig):
     """SemSim's hyper-parameters (paper defaults unless marked "ours").
 
     Args:
-        tau, warmup, rampup: see :class:`~semiseg.pseudo.SemiConfig` (0.95, 0, 0).
+        tau, warmup, rampup: see :class:`~semiseg.blocks.pseudo.SemiConfig` (0.95, 0, 0).
         fp_dropout: channel dropout of the feature-perturbed stream (0.5).
         cutmix_p: probability of a CutMix box per strong view (0.5).
         weight_u, weight_intra, weight_cross: weights of L_u, L_intra, L_cross (0.5, 0.25, 0.25).

@@ -6,7 +6,8 @@ import dataclasses
 
 import torch.nn as nn
 
-from .base import Batch, LossOutput, Method, TrainProgress
+from ..blocks.schedule import TrainProgress
+from .base import Batch, LossOutput, Method
 
 __all__ = ["Supervised"]
 

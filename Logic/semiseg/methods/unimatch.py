@@ -10,7 +10,7 @@ Streams on an unlabelled batch u with weak view w and a second unlabelled batch 
   of m; the pseudo-labels of m come from a no-grad pass in eval mode, mixed with the same box;
 - fp: the decoder on ``Dropout2d(0.5)`` of every encoder feature of w, trained on w's pseudo-labels.
 
-L = (L_sup + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp) / 2 blended in by w_u (:func:`~semiseg.pseudo.blend`), each
+L = (L_sup + 0.25 L_s1 + 0.25 L_s2 + 0.5 L_fp) / 2 blended in by w_u (:func:`~semiseg.blocks.pseudo.blend`), each
 unsupervised term a masked Dice
 over pixels whose (mixed) confidence is >= tau (0.95).
 
@@ -18,10 +18,11 @@ Choices the paper leaves open or that differ from its code (ours):
 
 - Only the unlabelled samples' features are dropped and decoded for the fp stream (UniMatch also
   decodes dropped labelled features and discards them), in the same decoder pass as the clean
-  features (:func:`~semiseg.perturb.decode_with_dropout`).
+  features (:func:`~semiseg.blocks.perturb.decode_with_dropout`).
 - ``warmup``/``rampup`` scale the unsupervised part by ``w_u`` (0/0 = papers' constant 1); while
-  ``w_u`` is 0 only the labelled forward runs and L = L_sup (see :func:`~semiseg.pseudo.blend`). ``ema`` > 0 takes every
-  pseudo-label (u and m) from an EMA teacher instead of the student (0 = off, the paper's choice).
+  ``w_u`` is 0 only the labelled forward runs and L = L_sup (see :func:`~semiseg.blocks.pseudo.blend`).
+  ``ema`` > 0 takes every pseudo-label (u and m) from an EMA teacher instead of the student (0 = off, the
+  paper's choice).
 """
 
 from __future__ import annotations
@@ -31,11 +32,12 @@ import dataclasses
 import torch
 import torch.nn as nn
 
-from ..config import check_ranges
-from ..losses import masked_dice
-from ..perturb import decode_with_dropout
-from ..pseudo import PseudoLabels, TeacherConfig, forward_split
-from .base import Batch, LossParts, Method, TrainProgress
+from ..blocks.losses import masked_dice
+from ..blocks.perturb import decode_with_dropout
+from ..blocks.pseudo import PseudoLabels, TeacherConfig, forward_split
+from ..blocks.schedule import TrainProgress
+from ..settings import check_ranges
+from .base import Batch, LossParts, Method
 
 __all__ = ["UniMatch", "UniMatchConfig"]
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator
 import torch
 import torch.nn as nn
 
-from ..config import PRECISIONS
+from ..contract import PRECISIONS
 
 __all__ = ["PRECISIONS", "MixedPrecision", "bf16_supported", "resolve_precision", "set_precision"]
 

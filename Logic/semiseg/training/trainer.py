@@ -18,19 +18,21 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from ..augment import weak_augment
-from ..config import ModelConfig, TrainConfig, to_dict
-from ..cpu import torch_default_threads, training_threads
-from ..data import SliceSet
+from ..blocks.augment import weak_augment
+from ..blocks.schedule import TrainProgress
 from ..errors import Cancelled, CancelToken, InputError  # CancelToken re-exported (torch-free, in errors)
-from ..methods import Batch, Method, TrainProgress, build_method
-from ..models import UNet2D, resolve_precision, set_precision
+from ..io.slices import SliceSet
+from ..methods import Batch, Method, build_method
+from ..models import UNet2D, resolve_device, resolve_precision, set_precision
+from ..settings import to_dict
 from .allocator import keep_freed_memory
 from .checkpoint import load_checkpoint, save_checkpoint
+from .config import ModelConfig, TrainConfig
+from .cpu import torch_default_threads, training_threads
 from .prefetch import Prefetcher
 from .progress import ProgressLog
 
-__all__ = ["TrainData", "Trainer", "CancelToken", "resolve_device", "poly_lr"]
+__all__ = ["TrainData", "Trainer", "CancelToken", "poly_lr"]
 
 
 @dataclasses.dataclass
@@ -41,17 +43,6 @@ class TrainData:
     val: SliceSet
     unlabeled: SliceSet
     num_classes: int
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when present, else CPU; an explicit device that is missing is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise InputError("device 'cuda' was asked for but no CUDA GPU is available; use --device auto or cpu")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InputError("device 'mps' was asked for but Apple MPS is not available; use --device auto or cpu")
-    return torch.device(name)
 
 
 def poly_lr(base: float, iteration: int, total: int, power: float, warmup: int = 0) -> float:
@@ -65,7 +56,7 @@ class Trainer:
     """Trains a UNet with one method on :class:`TrainData`.
 
     Args:
-        config: optimisation and bookkeeping (:class:`~semiseg.config.TrainConfig`).
+        config: optimisation and bookkeeping (:class:`~semiseg.training.config.TrainConfig`).
         method: registered method name; ``method_options`` its config fields.
         run_dir: where ``checkpoint.pt`` and ``progress.jsonl`` go.
         meta: plain values stored in the checkpoint for inference (class names, axis, ...).
@@ -91,7 +82,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
         self.device = resolve_device(config.device)
-        if config.threads or self.device.type == "cpu":  # the cores other processes leave free (semiseg.cpu)
+        if config.threads or self.device.type == "cpu":  # the cores other processes leave free (semiseg.training.cpu)
             torch.set_num_threads(training_threads(config.threads, torch_default_threads()))
         self.threads = torch.get_num_threads()
         torch.manual_seed(config.seed)

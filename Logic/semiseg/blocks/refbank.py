@@ -264,7 +264,7 @@ def reference_labels(
 def build_references(config: object, num_classes: int, model: nn.Module) -> ReferenceGuidedLabeler | None:
     """The extra pseudo-label source ``config`` asks for: a :class:`ReferenceGuidedLabeler` over
     ``model``'s last decoder features (``model.features[0]`` channels) for a
-    :class:`~semiseg.pseudo.SemiConfig` with ``references=True``, else ``None`` (no filter)."""
+    :class:`~semiseg.blocks.pseudo.SemiConfig` with ``references=True``, else ``None`` (no filter)."""
     if isinstance(config, SemiConfig) and config.references:
         return ReferenceGuidedLabeler(num_classes, model.features[0])
     return None

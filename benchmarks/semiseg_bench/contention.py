@@ -2,13 +2,13 @@
 
 The engine always shares the machine: Slicer renders and the web page's server draws slice views
 while it trains. This benchmark measures what that costs, and what the thread count and the way
-OpenMP threads wait do about it (:mod:`semiseg.cpu`). For each number of busy neighbours (processes
+OpenMP threads wait do about it (:mod:`semiseg.training.cpu`). For each number of busy neighbours (processes
 that keep one core busy in a Python loop, as a render loop or a second training would), each torch
 thread count and each way of waiting, one fresh process times the real
-:class:`~semiseg.training.Trainer` step: the ``train`` measurement of :mod:`semiseg.bench.scaling`
+:class:`~semiseg.training.Trainer` step: the ``train`` measurement of :mod:`semiseg_bench.scaling`
 (synthetic volumes, steady-state iteration, median of ``--steps`` steps after an untimed one).
 
-- Threads: a number, or ``0`` = the engine's own choice (:func:`semiseg.cpu.training_threads`,
+- Threads: a number, or ``0`` = the engine's own choice (:func:`semiseg.training.cpu.training_threads`,
   ``OMP_NUM_THREADS`` removed from the child); the record keeps the count it chose.
 - Ways of waiting, for fixed counts above one: ``default`` (libgomp's: 300 000 spins, then sleep),
   ``PASSIVE`` (``OMP_WAIT_POLICY=PASSIVE``: sleep at once), ``ACTIVE`` (spin for good), ``spin=N``
@@ -174,7 +174,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from ..errors import InputError
+    from semiseg.errors import InputError
 
     check_methods([args.method])
     for policy in args.policies:

@@ -14,11 +14,12 @@ so that the ratio holds even when other processes load the machine and the absol
   the same run.
 - Inference: slices/s of :class:`~semiseg.inference.Predictor` on a volume of ``slices`` slices
   (resize, forward, softmax, resize back) in each precision; utilisation from
-  :func:`~semiseg.bench.flops.forward_flops`.
+  :func:`~semiseg_bench.flops.forward_flops`.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import tempfile
@@ -30,14 +31,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import TrainConfig
-from ..data import SliceSet
-from ..models import UNet2D, bf16_supported
-from ..training import TrainData, Trainer
-from ..training.progress import ProgressLog
+from semiseg.io.slices import SliceSet
+from semiseg.models import UNet2D, bf16_supported
+from semiseg.training import TrainData, Trainer
+from semiseg.training.config import TrainConfig
+from semiseg.training.progress import ProgressLog
+
+from .common import check_methods, int_list, str_list
 from .flops import forward_flops, matmul_peak_gflops
 
-__all__ = ["measure_throughput", "compare_methods", "matmul_peaks", "add_utilisation", "print_table"]
+__all__ = ["measure_throughput", "compare_methods", "matmul_peaks", "add_utilisation", "print_table", "add_arguments",
+           "main"]
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -96,8 +100,8 @@ def measure_throughput(
         A flat dict: ``train_seconds_per_step_fp32``, ``..._bf16``, images/s, GFLOP per step, utilisation against
         each peak, ``train_bf16_speedup`` (fp32 s/step / bf16 s/step), and the same for inference.
     """
-    from ..inference import Predictor
-    from ..models import resolve_precision
+    from semiseg.inference import Predictor
+    from semiseg.models import resolve_precision
 
     peaks = peaks or matmul_peaks()
     fwd = forward_flops(UNet2D(1, num_classes).eval(), torch.zeros(1, 1, size, size))
@@ -246,3 +250,29 @@ def print_table(result: dict[str, Any] | list[dict[str, Any]]) -> None:
             f"{r['train_gflop_per_step']:.1f} | {r['train_flop_utilisation_fp32_vs_fp32_peak']:.0%} | "
             f"{r['train_flop_utilisation_bf16_vs_bf16_peak']:.0%} |"
         )
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``semiseg bench throughput`` and of ``benchmarks/throughput.py``."""
+    from semiseg.contract import METHOD_LABELS
+
+    p.add_argument("--method", default="supervised", choices=list(METHOD_LABELS))
+    p.add_argument("--methods", type=str_list, default=[], help="comma-separated methods: one row per method and size")
+    p.add_argument("--size", type=int, default=256)
+    p.add_argument("--sizes", type=int_list, default=[], help="comma-separated sizes (with --methods)")
+    p.add_argument("--batch", type=int, default=12)
+    p.add_argument("--steps", type=int, default=10, help="steps per interleaved block")
+    p.add_argument("--blocks", type=int, default=3, help="blocks per precision")
+    p.add_argument("--slices", type=int, default=24, help="slices of the inference volume")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda", "mps"])
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.methods:
+        check_methods(args.methods)
+        print_table(compare_methods(args.methods, args.sizes or [args.size], args.batch, args.steps, args.blocks,
+                                    args.slices))
+    else:
+        print_table(measure_throughput(args.size, args.batch, args.steps, args.slices, device=args.device,
+                                       method=args.method, blocks=args.blocks))
+    return 0

@@ -1,14 +1,9 @@
-"""Slice-wise prediction of whole volumes: pseudo-labels, confidence, entropy and a review list.
+"""Slice-wise prediction of whole volumes: pseudo-labels, confidence, entropy and the review list.
 
 Each slice along the run's axis is resized to the training size, predicted in batches, and its
 class probabilities are resized back (bilinear) to the slice's own size before the argmax, so
 every output lies on the input's grid. Confidence is the max softmax probability, entropy is
-``-sum p log p`` in nats.
-
-The review list ranks slices from least to most confident. The statistic (our choice) is the
-mean confidence over the slice's *region of interest*: the pixels predicted as foreground or
-whose confidence is below 0.9. A mean over the whole slice would be dominated by easy background
-and rank every slice near 1. A slice with no such pixel scores 1.
+``-sum p log p`` in nats. The review list is :func:`~semiseg.inference.review.review_slices`.
 """
 
 from __future__ import annotations
@@ -21,29 +16,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .data import Volume, normalize_intensity, put_slices, resize_images, take_slices
-from .errors import InputError
-from .imageio import OUTPUT_FORMATS, read_image, volume_name, write_like
-from .models import UNet2D, resolve_precision, set_precision
-from .training.checkpoint import load_checkpoint
-from .training.trainer import resolve_device
+from ..errors import InputError
+from ..io.images import OUTPUT_FORMATS, read_image, volume_name, write_like
+from ..io.slices import Volume, normalize_intensity, put_slices, resize_images, take_slices
+from ..models import UNet2D, resolve_precision, set_precision
+from ..models.device import resolve_device
+from ..training.checkpoint import load_checkpoint
+from .review import REVIEW_STATISTIC, review_slices
 
 if TYPE_CHECKING:
-    from .completion import ShapePrior
+    from ..completion import ShapePrior
 
 __all__ = [
     "Predictor",
     "predict_volume",
     "outputs",
     "write_result",
-    "review_slices",
     "write_prediction",
-    "REVIEW_STATISTIC",
-    "ROI_CONFIDENCE",
 ]
-
-ROI_CONFIDENCE = 0.9
-REVIEW_STATISTIC = f"mean confidence over the slice's pixels predicted foreground or with confidence < {ROI_CONFIDENCE}"
 
 
 class Predictor:
@@ -99,26 +89,6 @@ class Predictor:
             probs = torch.nn.functional.interpolate(probs, size=(rows, cols), mode="bilinear", align_corners=False)
             out[:, start : start + chunk.shape[0]] = probs.permute(1, 0, 2, 3).cpu().numpy()
         return np.stack([put_slices(p, axis) for p in out])
-
-
-def review_slices(
-    labels: np.ndarray, confidence: np.ndarray, axis: int, labeled: set[int] | None = None
-) -> list[dict[str, Any]]:
-    """Per-slice review entries sorted from least to most confident (see module docstring)."""
-    lab, conf = take_slices(labels, axis), take_slices(confidence, axis)
-    entries = []
-    for i in range(lab.shape[0]):
-        roi = (lab[i] > 0) | (conf[i] < ROI_CONFIDENCE)
-        score = float(conf[i][roi].mean()) if roi.any() else 1.0
-        entries.append(
-            {
-                "index": i,
-                "confidence": round(score, 6),
-                "foreground_fraction": round(float((lab[i] > 0).mean()), 6),
-                "labeled": bool(labeled and i in labeled),
-            }
-        )
-    return sorted(entries, key=lambda e: (e["confidence"], e["index"]))
 
 
 def outputs(probs: np.ndarray) -> dict[str, np.ndarray]:

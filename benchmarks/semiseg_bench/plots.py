@@ -3,8 +3,8 @@
 Both read the benchmarks' own JSONL records, so a figure can be redrawn from results without
 training again::
 
-    python -m semiseg.bench.plots curve bench-results/acdc3.jsonl docs/images/acdc3_curve.png
-    python -m semiseg.bench.plots k bench-results/clinician_la.jsonl docs/images/clinician_la.png
+    python -m semiseg_bench.plots curve bench-results/acdc3.jsonl docs/images/acdc3_curve.png
+    python -m semiseg_bench.plots k bench-results/clinician_la.jsonl docs/images/clinician_la.png
 """
 
 from __future__ import annotations

@@ -14,22 +14,18 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import math
 from collections.abc import Iterator, Sequence
-from typing import TYPE_CHECKING, ClassVar, Union
+from typing import ClassVar, Union
 
 import torch
 import torch.nn as nn
 
-from .config import check_ranges
-from .errors import InputError
+from ..errors import InputError
+from ..settings import check_ranges
 from .perturb import mix_targets
 
-if TYPE_CHECKING:  # imported for type hints only: methods import this module
-    from .methods.base import TrainProgress
-
 __all__ = [
-    "SemiConfig", "TeacherConfig", "PseudoLabels", "pseudo_label", "confidence_mask", "unsup_weight", "blend",
+    "SemiConfig", "TeacherConfig", "PseudoLabels", "pseudo_label", "confidence_mask", "blend",
     "Teacher", "StudentTeacher", "EMATeacher", "build_teacher", "forward_split", "evaluating", "eval_logits",
 ]
 
@@ -131,22 +127,6 @@ class PseudoLabels:
     def mask(self, tau: float) -> torch.Tensor:
         """:func:`confidence_mask` of the confidences."""
         return confidence_mask(self.confidence, tau)
-
-
-def unsup_weight(progress: TrainProgress, warmup: float, rampup: float) -> float:
-    """Weight of the unsupervised losses at ``progress``.
-
-    0 during the first ``warmup`` fraction of the iterations, then ``exp(-5 (1 - t)^2)`` with ``t``
-    going from 0 to 1 over the next ``rampup`` fraction, then 1. ``warmup = rampup = 0`` gives the
-    papers' constant 1.
-    """
-    f = progress.fraction
-    if f < warmup:
-        return 0.0
-    if rampup > 0 and f < warmup + rampup:
-        t = (f - warmup) / rampup
-        return math.exp(-5.0 * (1.0 - t) ** 2)
-    return 1.0
 
 
 def blend(sup: torch.Tensor, unsup: torch.Tensor | float, weight: float) -> torch.Tensor:

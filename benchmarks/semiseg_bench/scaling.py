@@ -1,7 +1,7 @@
 """Speed and memory: per method and volume size, against this machine's matrix-multiply peak.
 
-Every measurement runs in a fresh Python process (``python -m semiseg.bench.scaling --child SPEC``)
-that reports its own peak resident memory (``VmHWM``, see :func:`~semiseg.bench.common.peak_rss_mb`),
+Every measurement runs in a fresh Python process (``python -m semiseg_bench.scaling --child SPEC``)
+that reports its own peak resident memory (``VmHWM``, see :func:`~semiseg_bench.common.peak_rss_mb`),
 so numbers never contaminate each other; a ``baseline`` process that only imports the engine gives
 the memory every process pays anyway.
 
@@ -16,7 +16,7 @@ What is measured (definitions):
   :class:`torch.utils.flop_counter.FlopCounterMode` around one real step counts every convolution,
   matrix multiply and attention product the method runs, forward and backward (no-grad pseudo-label
   passes count once, trained passes with their gradients). FLOP utilisation = counted FLOPs /
-  measured seconds / :func:`~semiseg.bench.flops.matmul_peak_gflops`. The data are synthetic volumes
+  measured seconds / :func:`~semiseg_bench.flops.matmul_peak_gflops`. The data are synthetic volumes
   written to disk in the child (content does not change the work done); "prepare" is reading them
   and building the slice sets, as ``semiseg train`` does.
 - **inference** (one UNet for every method: the methods' heads and streams are training-only):
@@ -31,7 +31,7 @@ What is measured (definitions):
   *and* >= ``--usable-min`` (0.5). Time to usable = preparing the data + training up to that
   checkpoint + saving it and predicting the volume; ``null`` when no checkpoint qualifies.
 - **growth**: least-squares ``t = a + b n`` with R^2, the log-log exponent and the ratio per
-  doubling (:func:`~semiseg.bench.common.linear_fit`) for inference against slices and volumes,
+  doubling (:func:`~semiseg_bench.common.linear_fit`) for inference against slices and volumes,
   preparation and step time against volumes, step time against pixels per slice, and memory.
 
 Run (the budget of docs/BENCHMARKS.md; the same as ``semiseg bench scaling``)::
@@ -98,8 +98,8 @@ def _write_synthetic(
 def _child_baseline(spec: dict[str, Any]) -> dict[str, Any]:
     import torch  # noqa: F401
 
-    from .. import data, inference, training  # noqa: F401
-    from ..methods import METHODS  # noqa: F401
+    from semiseg import training  # noqa: F401
+    from semiseg.methods import METHODS  # noqa: F401
 
     return {}
 
@@ -108,11 +108,12 @@ def _child_train(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from ..config import TrainConfig
-    from ..data import build_slice_sets, load_volume
-    from ..models import UNet2D
-    from ..training import TrainData, Trainer
-    from ..training.progress import ProgressLog
+    from semiseg.io.slices import build_slice_sets, load_volume
+    from semiseg.models import UNet2D
+    from semiseg.training import TrainData, Trainer
+    from semiseg.training.config import TrainConfig
+    from semiseg.training.progress import ProgressLog
+
     from .flops import forward_flops
 
     size, batch = spec["size"], spec["batch"]
@@ -184,9 +185,10 @@ def _child_infer(spec: dict[str, Any]) -> dict[str, Any]:
     import numpy as np
     import torch
 
-    from ..data import load_volume
-    from ..inference import Predictor, predict_volume, write_prediction
-    from ..models import UNet2D
+    from semiseg.inference import Predictor, predict_volume, write_prediction
+    from semiseg.io.slices import load_volume
+    from semiseg.models import UNet2D
+
     from .flops import forward_flops
 
     predictor = Predictor(spec["checkpoint"], "cpu", batch_size=spec["batch"])
@@ -224,11 +226,12 @@ def _child_infer(spec: dict[str, Any]) -> dict[str, Any]:
 def _child_first_usable(spec: dict[str, Any]) -> dict[str, Any]:
     import dataclasses
 
-    from ..config import TrainConfig
-    from ..data import build_slice_sets, labeled_slice_indices, load_volume
-    from ..inference import Predictor, predict_volume
-    from ..training import TrainData, Trainer
-    from ..training.progress import ProgressLog
+    from semiseg.inference import Predictor, predict_volume
+    from semiseg.io.slices import build_slice_sets, labeled_slice_indices, load_volume
+    from semiseg.training import TrainData, Trainer
+    from semiseg.training.config import TrainConfig
+    from semiseg.training.progress import ProgressLog
+
     from .acdc import CLASS_NAMES
     from .clinician import keep_slices, score_hidden, sparsify
 
@@ -315,14 +318,14 @@ def _child_main(argv: list[str]) -> int:
     result = CHILDREN[spec["kind"]](spec)
     openmp_wait = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
     result.update(peak_rss_mb=peak_rss_mb(), child_seconds=time.perf_counter() - t, openmp_wait=openmp_wait)
-    from ..metrics import to_jsonable
+    from semiseg.inference.metrics import to_jsonable
 
     print(json.dumps(to_jsonable(result)))
     return 0
 
 
 def run_child(spec: dict[str, Any], timeout: float = 3600, env: dict[str, str | None] | None = None) -> dict[str, Any]:
-    """Run one measurement in a fresh ``python -m semiseg.bench.scaling --child`` process; its last stdout line.
+    """Run one measurement in a fresh ``python -m semiseg_bench.scaling --child`` process; its last stdout line.
 
     ``env`` changes the child's environment over this process's: a ``None`` value removes the variable.
     """
@@ -333,7 +336,7 @@ def run_child(spec: dict[str, Any], timeout: float = 3600, env: dict[str, str | 
         else:
             child_env[key] = value
     proc = subprocess.run(
-        [sys.executable, "-m", "semiseg.bench.scaling", "--child", json.dumps(spec)],
+        [sys.executable, "-m", "semiseg_bench.scaling", "--child", json.dumps(spec)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -347,9 +350,9 @@ def run_child(spec: dict[str, Any], timeout: float = 3600, env: dict[str, str | 
 # -- the parent -------------------------------------------------------------------------------
 def _make_checkpoint(folder: Path, size: int) -> Path:
     """An untrained supervised checkpoint at ``size`` (inference cost does not depend on the weights)."""
-    from ..config import TrainConfig
-    from ..training import Trainer
-    from ..training.progress import ProgressLog
+    from semiseg.training import Trainer
+    from semiseg.training.config import TrainConfig
+    from semiseg.training.progress import ProgressLog
 
     cfg = TrainConfig(iterations=1, size=size, device="cpu")
     trainer = Trainer(cfg, "supervised", {}, NUM_CLASSES, folder, meta={"axis": 2}, log=ProgressLog(None, stream=None))
@@ -373,7 +376,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every measurement as ``args`` says; writes ``args.out`` afresh; returns the records (summary last)."""
     import torch
 
-    from ..methods import METHODS
+    from semiseg.methods import METHODS
+
     from .flops import matmul_peak_gflops
 
     if args.threads:
@@ -488,7 +492,7 @@ def _fit(points: list[tuple[float, float]]) -> dict[str, Any]:
 
 
 def growth(records: Sequence[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Line fits of every measured growth (see :func:`~semiseg.bench.common.linear_fit`)."""
+    """Line fits of every measured growth (see :func:`~semiseg_bench.common.linear_fit`)."""
     fits: dict[str, dict[str, Any]] = {}
     infer = [r for r in records if r["kind"] == "infer"]
     one = [r for r in infer if r["volumes"] == 1]

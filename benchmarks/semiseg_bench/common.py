@@ -20,7 +20,6 @@ __all__ = [
     "format_table",
     "int_list",
     "str_list",
-    "key_value",
     "check_methods",
 ]
 
@@ -32,7 +31,7 @@ def default_data_root() -> Path:
     """
     if os.environ.get("SEMISEG_DATA"):
         return Path(os.environ["SEMISEG_DATA"])
-    beside = Path(__file__).resolve().parents[3].parent / "shared" / "data"
+    beside = Path(__file__).resolve().parents[2].parent / "shared" / "data"
     return beside if beside.is_dir() else Path("..") / "shared" / "data"
 
 
@@ -46,7 +45,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 def append_jsonl(path: str | os.PathLike, record: dict[str, Any]) -> None:
     """Append one record (NaN and infinities written as ``null``)."""
-    from ..metrics import to_jsonable
+    from semiseg.inference.metrics import to_jsonable
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,8 +126,8 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[Any]], fmt: str
 
 def check_methods(names: Iterable[str]) -> None:
     """Raise :class:`~semiseg.errors.InputError` naming every unknown method and the valid ones."""
-    from ..errors import InputError
-    from ..methods import METHODS
+    from semiseg.errors import InputError
+    from semiseg.methods import METHODS
 
     bad = sorted({m for m in names if m not in METHODS})
     if bad:
@@ -143,16 +142,3 @@ def int_list(text: str) -> list[int]:
 def str_list(text: str) -> list[str]:
     """``"a,b"`` -> ``["a", "b"]`` (for argparse)."""
     return [x for x in text.replace(" ", "").split(",") if x]
-
-
-def key_value(text: str) -> tuple[str, Any]:
-    """``KEY=VALUE`` of a command-line option; the value as JSON when it parses (numbers, true), else text."""
-    import argparse
-
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"method option must be KEY=VALUE, got {text!r}")
-    try:
-        return key, json.loads(value)
-    except ValueError:
-        return key, value

@@ -42,27 +42,21 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..completion import ShapePrior
-from ..config import PRECISIONS, TrainConfig
-from ..data import SliceSet, Volume, build_slice_sets, labeled_slice_indices, load_volume, take_slices
-from ..errors import InputError
-from ..imageio import volume_name
-from ..inference import Predictor
-from ..methods import METHODS
-from ..metrics import evaluate_volume
-from ..training import TrainData, Trainer
-from ..training.progress import ProgressLog
+from semiseg.completion import ShapePrior
+from semiseg.contract import PRECISIONS
+from semiseg.errors import InputError
+from semiseg.inference import Predictor
+from semiseg.inference.metrics import evaluate_volume
+from semiseg.io.images import volume_name
+from semiseg.io.slices import SliceSet, Volume, build_slice_sets, labeled_slice_indices, load_volume, take_slices
+from semiseg.methods import METHODS
+from semiseg.settings import key_value
+from semiseg.training import TrainData, Trainer
+from semiseg.training.config import TrainConfig
+from semiseg.training.progress import ProgressLog
+
 from .acdc import CLASS_NAMES as ACDC_CLASSES, RECIPE
-from .common import (
-    append_jsonl,
-    check_methods,
-    default_data_root,
-    format_table,
-    int_list,
-    key_value,
-    read_jsonl,
-    str_list,
-)
+from .common import append_jsonl, check_methods, default_data_root, format_table, int_list, read_jsonl, str_list
 
 __all__ = ["keep_slices", "hidden_slices", "sparsify", "score_hidden", "contour_interpolation", "list_dataset",
            "run_case", "run", "summary_table", "add_arguments", "main"]
@@ -199,7 +193,7 @@ def slice_scores(
     Spearman correlation between the slice's review confidence and its Dice (``review.json``'s statistic)."""
     from scipy.stats import spearmanr
 
-    from ..inference import review_slices
+    from semiseg.inference.review import review_slices
 
     p, r = take_slices(pred, axis), take_slices(ref, axis)
     review = {e["index"]: e["confidence"] for e in review_slices(pred, confidence, axis)}
@@ -518,7 +512,7 @@ def slices_table(records: Sequence[dict[str, Any]]) -> str:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ..methods import METHODS
+    from semiseg.methods import METHODS
 
     p.add_argument("--dataset", choices=sorted(DATASETS), default="la")
     p.add_argument("--data", help="the dataset folder (default: ../shared/data/<dataset>)")

@@ -9,18 +9,12 @@ never a subclass.
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Any, TypeVar
 
-from .contract import train_setting_problem
-from .errors import InputError
+from ..contract import PRECISIONS, train_setting_problem
+from ..errors import InputError
+from ..settings import check_ranges
 
-__all__ = ["TrainConfig", "ModelConfig", "PRECISIONS", "check_ranges", "from_dict", "to_dict"]
-
-PRECISIONS = ("auto", "bf16", "fp32")
-"""Values of :attr:`TrainConfig.precision` (see :mod:`semiseg.models.precision`)."""
-
-T = TypeVar("T")
+__all__ = ["TrainConfig", "ModelConfig"]
 
 
 @dataclasses.dataclass
@@ -54,7 +48,7 @@ class TrainConfig:
             labelled slices exist; then every ``val_stride``-th labelled slice is held out (our choice:
             with fewer labels every labelled slice is worth more as training data).
         log_every: progress line period in iterations.
-        threads: torch CPU threads (0: one per core that other processes leave free, see :mod:`semiseg.cpu`).
+        threads: torch CPU threads (0: one per core that other processes leave free, see :mod:`semiseg.training.cpu`).
     """
 
     iterations: int = 30000
@@ -106,64 +100,3 @@ class TrainConfig:
             log_every="[1, inf)",
             threads="[0, 4096]",
         )
-
-
-def check_ranges(config: Any, **intervals: str) -> None:
-    """Raise :class:`InputError` naming the first field of ``config`` outside its interval.
-
-    Intervals are written as in mathematics: ``"[0, 1]"`` closed, ``"[0, 1)"`` open at 1, ``"(0, inf)"``
-    positive, e.g. ``check_ranges(self, cutmix_p="[0, 1]", ema="[0, 1)")``.
-    """
-    for name, interval in intervals.items():
-        value = getattr(config, name)
-        low, high = (float(x) for x in interval[1:-1].split(","))
-        above = value >= low if interval[0] == "[" else value > low
-        below = value <= high if interval[-1] == "]" else value < high
-        if not (above and below):
-            raise InputError(f"{name} must be in {interval}, got {value}")
-
-
-def from_dict(cls: type[T], values: dict[str, Any] | None, where: str = "config") -> T:
-    """Build dataclass ``cls`` from ``values``, refusing unknown keys.
-
-    Raises:
-        InputError: not a dict, a key that ``cls`` does not have (naming the valid ones), or a value
-            whose type is not that of the field's default (``"300"`` or ``3.7`` or ``true`` for an integer).
-    """
-    if values is not None and not isinstance(values, dict):
-        raise InputError(f"{where} settings must be an object of key: value, got {values!r}")
-    values = dict(values or {})
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(names))
-    if unknown:
-        raise InputError(f"unknown {where} key(s) {unknown}; valid keys: {sorted(names)}")
-    for key, value in list(values.items()):
-        default = names[key].default
-        if default is not dataclasses.MISSING and not _same_kind(value, default):
-            raise InputError(
-                f"{where} {key!r} must be {_KIND_NAMES.get(type(default), type(default).__name__)}, got {value!r}"
-            )
-        if isinstance(default, tuple) and isinstance(value, list):
-            values[key] = tuple(value)
-    return cls(**values)
-
-
-_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string", tuple: "a list"}
-
-
-def _same_kind(value: Any, default: Any) -> bool:
-    """Whether ``value`` may stand for a field whose default is ``default`` (JSON types; an int is a float)."""
-    if isinstance(default, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(default, bool)
-    if isinstance(default, int):
-        return isinstance(value, int)
-    if isinstance(default, float):
-        return isinstance(value, (int, float)) and math.isfinite(value)
-    if isinstance(default, tuple):
-        return isinstance(value, (list, tuple)) and (not default or all(_same_kind(v, default[0]) for v in value))
-    return default is None or isinstance(value, type(default))
-
-
-def to_dict(obj: Any) -> dict[str, Any]:
-    """A JSON-friendly dict of a config dataclass."""
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(obj).items()}

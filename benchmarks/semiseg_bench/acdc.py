@@ -30,14 +30,16 @@ from typing import Any
 
 import numpy as np
 
-from ..config import PRECISIONS, TrainConfig
-from ..data import SliceSet, Volume, build_slice_sets, load_volume
-from ..errors import InputError
-from ..inference import Predictor, predict_volume
-from ..metrics import evaluate_volume
-from ..recipes import SHORT_BUDGET
-from ..training import TrainData, Trainer
-from ..training.progress import ProgressLog
+from semiseg.contract import PRECISIONS
+from semiseg.errors import InputError
+from semiseg.inference import Predictor, predict_volume
+from semiseg.inference.metrics import evaluate_volume
+from semiseg.io.slices import SliceSet, Volume, build_slice_sets, load_volume
+from semiseg.training import TrainData, Trainer
+from semiseg.training.config import TrainConfig
+from semiseg.training.progress import ProgressLog
+from semiseg.training.recipes import SHORT_BUDGET
+
 from .common import default_data_root, read_jsonl
 
 __all__ = ["load_acdc", "run_method", "evaluate_model", "CLASS_NAMES", "RECIPE", "add_arguments", "run_protocol",
@@ -45,7 +47,7 @@ __all__ = ["load_acdc", "run_method", "evaluate_model", "CLASS_NAMES", "RECIPE",
 
 CLASS_NAMES = ["background", "RV", "Myo", "LV"]
 
-# Our short-budget recipe (docs/BENCHMARKS.md, semiseg.recipes): a supervised warm-up, then a ramp
+# Our short-budget recipe (docs/BENCHMARKS.md, semiseg.training.recipes): a supervised warm-up, then a ramp
 # of the unsupervised weight. The papers' defaults (no warm-up, no ramp) are the methods' own defaults.
 RECIPE = dict(SHORT_BUDGET)
 
@@ -188,7 +190,7 @@ def _budget(a: argparse.Namespace) -> dict[str, Any]:
 
 def run_protocol(a: argparse.Namespace) -> list[dict[str, Any]]:
     """Train and score every row of ``a.methods`` not yet in ``a.out``; returns every record of the file."""
-    from ..config import TrainConfig
+    from semiseg.training.config import TrainConfig
 
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)

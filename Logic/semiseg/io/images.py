@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["read_image", "read_labels", "write_like", "check_same_geometry", "volume_name", "OUTPUT_FORMATS"]
 

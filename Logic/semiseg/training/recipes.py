@@ -3,13 +3,13 @@
 A job names a recipe (``"auto"`` by default); the recipe supplies the training settings and
 method options the job leaves out. Whatever the job sets explicitly wins.
 
-- ``"paper"``: the papers' settings, i.e. the defaults of :class:`~semiseg.config.TrainConfig`
+- ``"paper"``: the papers' settings, i.e. the defaults of :class:`~semiseg.training.config.TrainConfig`
   (256x256, batch 12 + 12, SGD lr 0.01) and of each method's config (constant unsupervised
   weight 1 from the first iteration). They need tens of thousands of GPU iterations.
 - ``"cpu"`` (ours): 1000 iterations at 128x128, batch 4 + 4, SGD lr 0.03, bfloat16 forward passes
   where the CPU has native bf16 (``precision="auto"``, :mod:`semiseg.models.precision`), and for the
   semi-supervised methods a supervised warm-up of 20 % of the iterations followed by a ramp-up of
-  the unsupervised weight over 30 % (:func:`~semiseg.pseudo.unsup_weight`). This is the budget of
+  the unsupervised weight over 30 % (:func:`~semiseg.blocks.schedule.unsup_weight`). This is the budget of
   the ACDC benchmark in docs/BENCHMARKS.md (``semiseg bench acdc``), where these choices let the
   semi-supervised methods beat the supervised baseline within minutes on a CPU.
   Runs shorter than 500 iterations warm up for half of them and ramp up over the next 20 %
@@ -29,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = [
     "RECIPES",
@@ -52,7 +52,7 @@ CPU_TRAIN: dict[str, Any] = {
     "lr": 0.03,
     "precision": "auto",
 }
-"""Training settings of the ``"cpu"`` recipe (fields of :class:`~semiseg.config.TrainConfig`)."""
+"""Training settings of the ``"cpu"`` recipe (fields of :class:`~semiseg.training.config.TrainConfig`)."""
 
 QUICK_TRAIN: dict[str, Any] = {**CPU_TRAIN, "iterations": 600, "size": 96}
 """Training settings of the ``"quick"`` recipe."""
@@ -72,7 +72,7 @@ def resolve_recipe(recipe: str, device: str = "auto") -> str:
         raise InputError(f"recipe must be one of {', '.join(RECIPES)}, got {recipe!r}")
     if recipe != "auto":
         return recipe
-    from .training.trainer import resolve_device
+    from ..models.device import resolve_device
 
     on_cpu = device == "cpu" or (
         device == "auto" and resolve_device("auto").type == "cpu"
@@ -91,7 +91,7 @@ def apply_recipe(
         train: the job's own training settings (they win over the recipe's).
         options: the job's own method options (they win over the recipe's).
     """
-    from .methods import METHODS
+    from ..methods import METHODS
 
     name = resolve_recipe(recipe, str(train.get("device", "auto")))
     if name == "paper":

@@ -25,9 +25,9 @@ import SimpleITK as sitk
 import torch
 import torch.nn.functional as F
 
-from .contract import choose_axis, labeled_slices
-from .errors import InputError
-from .imageio import check_same_geometry, read_image, read_labels, volume_name
+from ..contract import choose_axis, labeled_slices
+from ..errors import InputError
+from .images import check_same_geometry, read_image, read_labels, volume_name
 
 __all__ = [
     "Volume",
@@ -121,7 +121,7 @@ def load_volume(
     """Read a scan and (optionally) its label map, checking that both lie on one grid.
 
     Raises:
-        InputError: see :func:`semiseg.imageio.read_image` and :func:`read_labels`.
+        InputError: see :func:`semiseg.io.images.read_image` and :func:`read_labels`.
     """
     array, reference = read_image(image_path)
     labels = None

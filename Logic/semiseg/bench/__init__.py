@@ -1,1 +1,0 @@
-"""Benchmarks behind ``semiseg bench`` (scripts in ``benchmarks/`` call these)."""
