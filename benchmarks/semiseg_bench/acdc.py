@@ -40,7 +40,7 @@ from semiseg.training.config import TrainConfig
 from semiseg.training.progress import ProgressLog
 from semiseg.training.recipes import SHORT_BUDGET
 
-from .common import default_data_root, read_jsonl
+from .common import bench_train_config, default_data_root, read_jsonl
 
 __all__ = ["load_acdc", "run_method", "evaluate_model", "CLASS_NAMES", "RECIPE", "add_arguments", "run_protocol",
            "summary_table", "class_table", "main"]
@@ -190,7 +190,6 @@ def _budget(a: argparse.Namespace) -> dict[str, Any]:
 
 def run_protocol(a: argparse.Namespace) -> list[dict[str, Any]]:
     """Train and score every row of ``a.methods`` not yet in ``a.out``; returns every record of the file."""
-    from semiseg.training.config import TrainConfig
 
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -210,18 +209,7 @@ def run_protocol(a: argparse.Namespace) -> list[dict[str, Any]]:
         data, val = cache[labeled]
         method = "supervised" if row == "full" else row
         options = {} if method == "supervised" or a.paper_defaults else dict(RECIPE)
-        cfg = TrainConfig(
-            iterations=a.iterations,
-            size=a.size,
-            batch_labeled=a.batch,
-            batch_unlabeled=a.batch,
-            lr=a.lr,
-            seed=a.seed,
-            precision=a.precision,
-            device="cpu",
-            val_every=0,
-            checkpoint_every=max(1, a.iterations // 4),
-        )
+        cfg = bench_train_config(a, checkpoint_every=max(1, a.iterations // 4))
         result = run_method(method, data, val, cfg, options, Path(a.runs) / f"{a.labeled}-{row}", a.curve_every)
         result["row"], result["protocol"], result["labeled_slices"], result["budget"] = (
             row,

@@ -56,7 +56,16 @@ from semiseg.training.config import TrainConfig
 from semiseg.training.progress import ProgressLog
 
 from .acdc import CLASS_NAMES as ACDC_CLASSES, RECIPE
-from .common import append_jsonl, check_methods, default_data_root, format_table, int_list, read_jsonl, str_list
+from .common import (
+    append_jsonl,
+    bench_train_config,
+    check_methods,
+    default_data_root,
+    format_table,
+    int_list,
+    read_jsonl,
+    str_list,
+)
 
 __all__ = ["keep_slices", "hidden_slices", "sparsify", "score_hidden", "contour_interpolation", "list_dataset",
            "run_case", "run", "summary_table", "add_arguments", "main"]
@@ -407,19 +416,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         toy = np.zeros((3, 8, 8), np.uint8)
         toy[[0, 2], 2:6, 2:6] = 1
         contour_interpolation(toy, 2)
-    config = TrainConfig(
-        iterations=args.iterations,
-        size=args.size,
-        batch_labeled=args.batch,
-        batch_unlabeled=args.batch,
-        lr=args.lr,
-        seed=args.seed,
-        precision=args.precision,
-        device="cpu",
-        val_every=0,
-        checkpoint_every=args.iterations,
-        log_every=max(1, args.iterations),
-        threads=args.threads,
+    config = bench_train_config(
+        args, checkpoint_every=args.iterations, log_every=max(1, args.iterations), threads=args.threads
     )
     options = method_options(args)
     print(budget_text(b), flush=True)

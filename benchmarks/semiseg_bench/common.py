@@ -21,6 +21,7 @@ __all__ = [
     "int_list",
     "str_list",
     "check_methods",
+    "bench_train_config",
 ]
 
 
@@ -142,3 +143,23 @@ def int_list(text: str) -> list[int]:
 def str_list(text: str) -> list[str]:
     """``"a,b"`` -> ``["a", "b"]`` (for argparse)."""
     return [x for x in text.replace(" ", "").split(",") if x]
+
+
+def bench_train_config(args: Any, **bookkeeping: Any) -> Any:
+    """The :class:`~semiseg.training.config.TrainConfig` of a benchmark's command line: ``--iterations``,
+    ``--size``, ``--batch`` (labelled and unlabelled), ``--lr``, ``--seed`` and ``--precision``, on the CPU
+    without validation; ``bookkeeping`` sets the rest (checkpoints, logging, threads)."""
+    from semiseg.training.config import TrainConfig
+
+    return TrainConfig(
+        iterations=args.iterations,
+        size=args.size,
+        batch_labeled=args.batch,
+        batch_unlabeled=args.batch,
+        lr=args.lr,
+        seed=args.seed,
+        precision=args.precision,
+        device="cpu",
+        val_every=0,
+        **bookkeeping,
+    )

@@ -55,6 +55,11 @@ def plot_learning_curve(rows: Sequence[dict[str, Any]], path: str | Path, names:
                 linestyle="--" if name == "full" else "-", label=name)
     ax.set_xlabel("training minutes (CPU)")
     ax.set_ylabel("mean Dice on val patients (%)")
+    return _save(plt, fig, ax, title, path)
+
+
+def _save(plt: Any, fig: Any, ax: Any, title: str, path: str | Path) -> Path:
+    """Percent axis, grid, legend and title; the figure written to ``path`` (folders made) and closed."""
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -97,17 +102,7 @@ def plot_dice_vs_k(records: Sequence[dict[str, Any]], path: str | Path, title: s
     ax.set_xticks(all_k)
     ax.set_xlabel("labelled slices per volume (k)")
     ax.set_ylabel("Dice on hidden slices (%)\nmean ± std over volumes")
-    ax.set_ylim(0, 100)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    if title:
-        ax.set_title(textwrap.fill(title, 80), fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, ax, title, path)
 
 
 def main(argv: list[str] | None = None) -> None:
