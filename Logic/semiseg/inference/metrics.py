@@ -101,18 +101,8 @@ def dice(pred: np.ndarray, ref: np.ndarray) -> float:
 
 
 def jaccard(pred: np.ndarray, ref: np.ndarray) -> float:
-    """Jaccard index (intersection over union) ``|P & R| / |P | R|``.
-
-    Args:
-        pred: predicted mask (non-zero = foreground), any dimension.
-        ref: reference mask of the same shape.
-
-    Returns:
-        a value in [0, 1]; 1.0 when both masks are empty.
-
-    Raises:
-        ValueError: the shapes differ.
-    """
+    """Jaccard index (intersection over union) ``|P & R| / |P | R|``; arguments, range, empty masks and
+    errors as in :func:`dice`."""
     p, r = _as_masks(pred, ref)
     union = int(np.count_nonzero(p | r))
     if union == 0:
@@ -221,17 +211,7 @@ def asd(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = Non
     One direction only: the mean over the surface voxels of ``pred`` of the distance to the
     nearest surface voxel of ``ref``; so ``asd(a, b) != asd(b, a)`` in general (see :func:`assd`).
 
-    Args:
-        pred: predicted mask, any dimension.
-        ref: reference mask of the same shape.
-        spacing: voxel size per array axis (numpy order); ``None`` for unit spacing (voxels).
-
-    Returns:
-        the mean distance in the units of ``spacing``; 0.0 when both masks are empty, NaN when
-        exactly one is.
-
-    Raises:
-        ValueError: the shapes or the spacing do not fit.
+    Arguments, empty masks and errors as in :func:`hd95`.
     """
     p, r = _as_masks(pred, ref)
     sampling = _spacing(spacing, p.ndim)
@@ -248,19 +228,7 @@ def assd(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = No
     """Average symmetric surface distance: the mean of ``asd(pred, ref)`` and ``asd(ref, pred)``.
 
     As ``medpy.metric.binary.assd`` (the mean of the two one-directional means, not the mean of
-    the pooled distances).
-
-    Args:
-        pred: predicted mask, any dimension.
-        ref: reference mask of the same shape.
-        spacing: voxel size per array axis (numpy order); ``None`` for unit spacing (voxels).
-
-    Returns:
-        the distance in the units of ``spacing``; 0.0 when both masks are empty, NaN when
-        exactly one is.
-
-    Raises:
-        ValueError: the shapes or the spacing do not fit.
+    the pooled distances). Arguments, empty masks and errors as in :func:`hd95`.
     """
     d = _both_directions(pred, ref, spacing)
     if isinstance(d, float):
