@@ -7,6 +7,8 @@ process to its first ``preview`` line, to its ``done`` line and to its exit, wit
 final result on the hidden slices. Run it on an idle machine:
 
     OMP_NUM_THREADS=1 python benchmarks/first_preview.py --k 3 --method supervised --recipe quick
+
+``--iterations`` and ``--size`` override the recipe's (a quick check of the script, not the measurement).
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ def main() -> None:
     p.add_argument("--method", default="supervised")
     p.add_argument("--recipe", default="quick")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--iterations", type=int, help="training iterations (default: the recipe's)")
+    p.add_argument("--size", type=int, help="training size in pixels (default: the recipe's)")
     args = p.parse_args()
     root = Path(args.data) if args.data else default_data_root() / "la"
     name = list_dataset(root, "la")[0][args.volume]
@@ -46,13 +50,16 @@ def main() -> None:
         sparse = sitk.GetImageFromArray(sparsify(labels, 2, kept))
         sparse.CopyInformation(reference)
         sitk.WriteImage(sparse, str(job_dir / "labels.nii.gz"))
+        train = {"threads": args.threads}
+        train.update({key: getattr(args, key) for key in ("iterations", "size") if getattr(args, key) is not None})
         job = {"format_version": 1, "image": str(root / "images" / f"{name}.nii.gz"), "labels": "labels.nii.gz",
-               "method": args.method, "recipe": args.recipe, "train": {"threads": args.threads}}
+               "method": args.method, "recipe": args.recipe, "train": train}
         (job_dir / "job.json").write_text(json.dumps(job))
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
         start = time.perf_counter()
         command = [sys.executable, "-m", "semiseg", "train", "--job", str(job_dir)]
-        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+        errors = (job_dir / "stderr.txt").open("w")  # shown if the engine fails
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)
         seconds: dict[str, float] = {}
         for line in proc.stdout:  # type: ignore[union-attr]
             if line.startswith("{"):
@@ -60,6 +67,10 @@ def main() -> None:
                 seconds.setdefault(event, time.perf_counter() - start)
         proc.wait()
         seconds["exit"] = time.perf_counter() - start
+        errors.close()
+        if proc.returncode != 0:
+            tail = (job_dir / "stderr.txt").read_text()[-3000:]
+            raise SystemExit(f"{tail}\nsemiseg train --job failed with exit code {proc.returncode}")
         pred = sitk.GetArrayFromImage(sitk.ReadImage(str(job_dir / "run" / "predictions" / name / "labels.nii.gz")))
         dice = score_hidden(pred, labels, kept, 2, 2, reference.GetSpacing()[::-1], ["background", "LA"])["dice"]
     print(f"LA volume {name}, k = {args.k}, method {args.method}, recipe {args.recipe}, {args.threads} thread(s), "

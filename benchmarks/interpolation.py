@@ -13,6 +13,8 @@ about a minute per dataset on one core.
 
     python benchmarks/interpolation.py --dataset la --k 2,3,5,8
     python benchmarks/interpolation.py --dataset acdc --k 2,3,5
+
+``--volumes N`` scores only the first N volumes of the benchmark order (a quick check).
 """
 
 from __future__ import annotations
@@ -31,9 +33,10 @@ from semiseg_bench.common import default_data_root, format_table, int_list
 BACKENDS = ("itk", "morphological", "shape")
 
 
-def run(dataset: str, ks: list[int], root: Path) -> list[list]:
+def run(dataset: str, ks: list[int], root: Path, volumes: int | None = None) -> list[list]:
     class_names = DATASETS[dataset]
     targets, _ = list_dataset(root, dataset)
+    targets = targets[:volumes] if volumes else targets
     scores: dict[tuple[str, int], list[float]] = {}
     seconds: dict[str, list[float]] = {}
     for name in targets:
@@ -66,9 +69,10 @@ def main() -> None:
     p.add_argument("--dataset", choices=sorted(DATASETS), default="la")
     p.add_argument("--data", help="the dataset folder (default: ../shared/data/<dataset>)")
     p.add_argument("--k", type=int_list, default=[2, 3, 5])
+    p.add_argument("--volumes", type=int, help="only the first N volumes (default: all)")
     args = p.parse_args()
     root = Path(args.data) if args.data else default_data_root() / args.dataset
-    rows = run(args.dataset, args.k, root)
+    rows = run(args.dataset, args.k, root, args.volumes)
     print(f"{args.dataset.upper()}: Dice % on the hidden slices, mean over volumes; seconds per volume and k")
     print(format_table(["interpolation", *(f"k={k}" for k in args.k), "seconds"], rows, ".2f"))
 

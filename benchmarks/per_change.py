@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import ctypes
 import ctypes.util
+import shutil
 import statistics
 import tempfile
 import time
@@ -118,6 +119,7 @@ def main() -> None:
             after.get(name, lambda: None)()
     for c in contexts:
         c.__exit__(None, None, None)
+    shutil.rmtree(tmp, ignore_errors=True)  # the trainers' empty run folders
 
     median = {k: statistics.median(v) for k, v in times.items()}
     base = median["all"]

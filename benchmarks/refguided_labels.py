@@ -23,9 +23,14 @@ from pathlib import Path
 
 import torch
 
-from semiseg.blocks.refbank import ReferenceGuidedLabeler, grid_references, pool_embeddings, scores_to_label
+from semiseg.blocks.refbank import (
+    ReferenceGuidedLabeler,
+    grid_references,
+    pool_embeddings,
+    scores_to_label,
+    upsample_scores,
+)
 from semiseg.io.slices import build_slice_sets, load_volume
-from semiseg.methods.refguided import upsample_scores
 from semiseg.models.unet import UNet2D
 from semiseg.training.checkpoint import load_checkpoint
 from semiseg_bench.acdc import _cases
