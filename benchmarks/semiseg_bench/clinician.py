@@ -74,10 +74,14 @@ INTERPOLATION = "interpolation"
 COMPLETION = "completion"
 """The product's pipeline: ``supervised`` on the k slices, fused with their shape prior (:mod:`semiseg.completion`).
 It shares the ``supervised`` row's training (one network, scored twice: alone and fused)."""
-CANDIDATES = ("prior", "completion_inside", "completion_pl")
-"""Rows that measure the pipeline's parts (``--candidates``): the prior alone (interpolation and the shrinking
-shapes beyond it, no network), the fusion without the shapes beyond the labelled range, and a network trained
-with the interpolated slices as weighted extra labels (``CompletionConfig.pseudo_labels`` 1), then fused."""
+CANDIDATES = ("prior", "completion_inside", "completion_pl", "completion_lcc")
+"""Rows that measure the pipeline's parts (``--candidates``, or ``--candidates ROW,...`` for some): the prior
+alone (interpolation and the shrinking shapes beyond it, no network), the fusion without the shapes beyond the
+labelled range, a network trained with the interpolated slices as weighted extra labels
+(``CompletionConfig.pseudo_labels`` 1), then fused, and the fusion with each class cut to its largest 3D
+connected component (MONAI's ``KeepLargestConnectedComponent``; the voxels cut become background)."""
+SHARED_ROWS = ("supervised", COMPLETION, "prior", "completion_inside", "completion_lcc")
+"""Rows scored from the ``supervised`` row's network, without training again."""
 DISTANCE_BINS = ((1, 1, "1"), (2, 3, "2-3"), (4, 7, "4-7"), (8, 10**9, "8+"))
 DATASETS: dict[str, list[str]] = {"la": ["background", "LA"], "acdc": list(ACDC_CLASSES)}
 
@@ -297,12 +301,12 @@ def run_case(
         confidence = None
         if row == INTERPOLATION:
             pred = contour_interpolation(sparse.labels, axis)  # type: ignore[arg-type]
-        elif row in ("supervised", COMPLETION, "prior", "completion_inside") and shared:
+        elif row in SHARED_ROWS and shared:
             probs, extra = shared["probs"], dict(shared["extra"])
         else:
             opts = (
                 {}
-                if row in ("supervised", COMPLETION, "prior", "completion_inside", "completion_pl")
+                if row in (*SHARED_ROWS, "completion_pl")
                 else dict(options)
             )
             tmp = tempfile.mkdtemp(prefix="semiseg-clin-") if run_root is None else None
@@ -323,7 +327,7 @@ def run_case(
                 shared.update(probs=probs, extra=extra)
         distance, inside = prior.interpolation.distance, prior.interpolation.inside
         if row != INTERPOLATION:
-            if row in (COMPLETION, "completion_pl"):
+            if row in (COMPLETION, "completion_pl", "completion_lcc"):
                 probs = prior.fuse(probs)
                 extra = {**extra, "prior": prior.fit}
             elif row == "completion_inside":
@@ -332,12 +336,22 @@ def run_case(
                 probs = prior.alone()
             pred = probs.argmax(0).astype(np.uint8)
             confidence = probs.max(0)
+            if row == "completion_lcc":
+                pred = largest_components(pred, num_classes)
         seconds = time.perf_counter() - t
         score = score_hidden(pred, volume.labels, kept, axis, num_classes, volume.spacing_kji, class_names)
         if confidence is not None:
             extra["slices"] = slice_scores(pred, volume.labels, confidence, kept, axis, distance, inside)
         records.append({**base, "row": row, **score, "seconds": seconds, **extra})
     return records
+
+
+def largest_components(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """``labels`` (K, J, I) with each class cut to its largest 3D connected component (face-connected)."""
+    from monai.transforms import KeepLargestConnectedComponent
+
+    keep = KeepLargestConnectedComponent(applied_labels=list(range(1, num_classes)), is_onehot=False, independent=True)
+    return np.asarray(keep(torch.from_numpy(labels[None].astype(np.int64))))[0].astype(labels.dtype)
 
 
 # -- datasets ---------------------------------------------------------------------------------
@@ -411,7 +425,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         raise InputError("holds results of another budget; write to a new --out so every row shares one budget", out)
     done = {(r["volume"], r["k"], r["row"]) for r in old}
     rows = [INTERPOLATION, "supervised", COMPLETION] + [m for m in args.methods if m != "supervised"]
-    rows += list(CANDIDATES) if args.candidates else []
+    rows += args.candidates
     if INTERPOLATION in rows:  # fail early when ITK is missing, and keep its (slow, lazy) loading out of the timings
         toy = np.zeros((3, 8, 8), np.uint8)
         toy[[0, 2], 2:6, 2:6] = 1
@@ -528,7 +542,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=["unimatch"],
         help=f"semi-supervised rows (of {', '.join(sorted(METHODS))}); interpolation and supervised always run",
     )
-    p.add_argument("--candidates", action="store_true", help=f"add the rows {', '.join(CANDIDATES)} (see CANDIDATES)")
+    p.add_argument(
+        "--candidates",
+        type=str_list,
+        nargs="?",
+        const=list(CANDIDATES),
+        default=[],
+        help=f"add the rows {', '.join(CANDIDATES)} (see CANDIDATES), or the comma-separated ones named",
+    )
     p.add_argument("--iterations", type=int, default=200)
     p.add_argument("--size", type=int, default=96)
     p.add_argument("--batch", type=int, default=4, help="labelled and unlabelled slices per step")
