@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,23 @@ def test_the_engine_is_a_floor_plan_without_a_circle():
 
     circles = [(a, b) for a in graph for b in graph[a] if b in graph and reaches(b, a, set())]
     assert not circles, f"import circles: {circles}"
+
+
+def _python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_the_command_line_imports_where_resource_does_not_exist():
+    """Windows has no ``resource`` module: ``python -m semiseg`` must not need it (only a benchmark does)."""
+    proc = _python("import sys; sys.modules['resource'] = None; import semiseg.cli; semiseg.cli.main(['--help'])")
+    assert 'usage: semiseg' in proc.stdout, proc.stderr
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_the_contract_and_the_job_checks_import_without_torch():
+    proc = _python(
+        "import sys; sys.modules['torch'] = None; sys.modules['monai'] = None\n"
+        "import semiseg.contract, semiseg.errors, semiseg.settings, semiseg.training.config, semiseg.training.recipes\n"
+        "print(semiseg.contract.DEFAULT_METHOD)"
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "unimatch", proc.stderr
