@@ -1,0 +1,101 @@
+"""``semiseg bench review``: the simulated correction loop on real ACDC scans at a tiny budget, and its choice
+of the slice to correct."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from semiseg_bench.common import read_jsonl
+from semiseg_bench.review import Scan, _choose
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("itk") is None, reason="interpolation needs the bench extra (ITK)")
+def test_review_loop_smoke_on_acdc(tmp_path):
+    if not (DATA / "acdc" / "splits.json").exists():
+        pytest.fail(f"the ACDC data is missing: {DATA / 'acdc'} (see ../shared/data/README.md)")
+    out = tmp_path / "review.jsonl"
+    cmd = [
+        sys.executable,
+        "-m",
+        "semiseg",
+        "bench",
+        "review",
+        "--dataset",
+        "acdc",
+        "--data",
+        str(DATA / "acdc"),
+        "--scans",
+        "1",
+        "--k",
+        "2",
+        "--held-out",
+        "1",
+        "--corrections",
+        "2",
+        "--iterations",
+        "3",
+        "--retrain-iterations",
+        "2",
+        "--size",
+        "32",
+        "--batch",
+        "2",
+        "--method",
+        "supervised",
+        "--out",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    records = read_jsonl(out)
+    assert [(r["strategy"], r["corrections"]) for r in records] == [
+        (s, n) for s in ("confidence", "random", "interpolation") for n in range(3)
+    ]
+    by = {(r["strategy"], r["corrections"]): r for r in records}
+    for strategy in ("confidence", "random"):
+        sizes = [sum(map(len, by[(strategy, n)]["labeled"])) for n in range(3)]
+        assert sizes == [sizes[0], sizes[0] + 1, sizes[0] + 2]  # each correction labels one new slice
+        assert sizes[0] == 2 * 2  # one patient, both frames, 2 slices each
+        assert by[(strategy, 2)]["seconds"] > by[(strategy, 0)]["seconds"] > 0
+        assert all(0 <= by[(strategy, n)]["held_out_dice"] <= 1 for n in range(3))
+    for n in range(3):  # interpolation follows the confidence loop's slices, without a network
+        assert by[("interpolation", n)]["labeled"] == by[("confidence", n)]["labeled"]
+        assert by[("interpolation", n)]["held_out_dice"] is None
+    assert all(0 < r["study_dice"] <= 1 for r in records)
+    assert out.with_suffix(".png").read_bytes()[:8] == PNG
+    last = proc.stdout.rstrip().splitlines()
+    assert last[-1].startswith("| interpolation |") and last[-3].startswith("| confidence |")
+
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # every strategy done: nothing reruns
+    assert again.returncode == 0 and len(read_jsonl(out)) == len(records) and '"strategy"' not in again.stdout
+
+
+def _scan(slices: int, labeled: set[int]) -> Scan:
+    from semiseg.io.slices import Volume
+
+    labels = np.zeros((slices, 4, 4), np.uint8)
+    return Scan(Volume("v", np.zeros((slices, 4, 4), np.float32), None, labels), labeled)  # type: ignore[arg-type]
+
+
+def test_the_least_confident_unlabelled_slice_of_the_whole_study_is_corrected_first():
+    study = [_scan(4, {0}), _scan(3, {2})]
+    conf = [np.full((4, 4, 4), 0.9, np.float32), np.full((3, 4, 4), 0.8, np.float32)]
+    conf[0][0] = 0.1  # labelled: never chosen
+    conf[0][3] = 0.5
+    conf[1][1] = 0.4  # the least confident unlabelled slice, in the second scan
+    done = [{"labels": np.zeros(c.shape, np.uint8), "confidence": c} for c in conf]
+    assert _choose("confidence", study, done, np.random.default_rng(0)) == (1, 1)
+    study[1].labeled.add(1)
+    assert _choose("confidence", study, done, np.random.default_rng(0)) == (0, 3)
+    picks = {_choose("random", study, done, np.random.default_rng(seed)) for seed in range(40)}
+    assert picks == {(0, 1), (0, 2), (0, 3), (1, 0)}  # random: any unlabelled slice, never a labelled one

@@ -1,0 +1,338 @@
+"""``semiseg bench review``: the correction loop of a study, simulated (issue 12).
+
+A study is ``m`` scans with ``k`` labelled slices each (the structure's slices spread evenly, as in the
+clinician benchmark). The loop trains one network on all of them, completes each scan (the network
+fused with the scan's shape prior, :mod:`semiseg.completion`), then repeats ``--corrections`` times:
+
+1. choose a slice of the study that is not labelled yet;
+2. the correction: its pseudo-labels are replaced by the expert's labels, and the slice is accepted
+   (it joins that scan's labelled slices, an empty one as a checked-empty slice);
+3. retrain, warm-started from the last network, for ``--retrain-iterations``.
+
+After the first training and after every correction it records the study's Dice (every slice of every
+study scan, labelled ones included, as the user ends up with them), the Dice of the held-out scans
+(the network alone, as ``semiseg predict`` gives them) and the wall-clock seconds so far.
+
+Strategies, at the same number of slices:
+
+- ``confidence``: the least confident slice of the whole study (the review list's order,
+  :func:`semiseg.inference.review.review_slices`), as the review list shows it to the user;
+- ``random``: a slice drawn uniformly from the study's unlabelled slices (seeded);
+- ``interpolation``: no network: Slicer's *Fill between slices* (ITK's morphological contour
+  interpolation) of each scan from the slices the ``confidence`` loop had labelled at that count
+  (or the ``random`` loop's, when ``confidence`` is not run). Nothing beyond the first and last
+  labelled slice of a scan.
+
+Datasets: ACDC (the study is the first ``m`` train patients, both frames each; the val patients are
+held out) and LA (the study is the first ``m`` volumes of ``splits.json``; the next ``--held-out`` are held out).
+Our choices: a slice is "the least confident" by the review statistic, ties to the lowest (scan, index);
+the retraining keeps the optimiser's schedule of a fresh run of ``--retrain-iterations``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from semiseg.completion import ShapePrior
+from semiseg.errors import InputError
+from semiseg.inference import Predictor, review_slices
+from semiseg.inference.metrics import dice
+from semiseg.io.slices import SliceSet, Volume, build_slice_sets, labeled_slice_indices, load_volume
+from semiseg.training import TrainData, Trainer
+from semiseg.training.progress import ProgressLog
+
+from .common import append_jsonl, bench_train_config, check_methods, default_data_root, read_jsonl, str_list
+
+__all__ = ["STRATEGIES", "Scan", "load_study", "run_strategy", "add_arguments", "main"]
+
+STRATEGIES = ("confidence", "random", "interpolation")
+AXIS = 2
+
+
+@dataclasses.dataclass
+class Scan:
+    """A study scan: the volume with its expert labels, and the slices the user has labelled so far."""
+
+    volume: Volume
+    labeled: set[int]
+
+    def as_labeled(self) -> Volume:
+        """The volume as the user has labelled it: expert labels on the labelled slices only."""
+        assert self.volume.labels is not None
+        labels = np.zeros_like(self.volume.labels)
+        idx = sorted(self.labeled)
+        labels[idx] = self.volume.labels[idx]
+        empty = [i for i in idx if not labels[i].any()]
+        return dataclasses.replace(self.volume, labels=labels, extra_labeled={AXIS: empty})
+
+
+def load_study(root: Path, dataset: str, scans: int, k: int, held_out: int) -> tuple[list[Scan], list[Volume], int]:
+    """(study scans with ``k`` labelled slices each, held-out volumes, number of classes)."""
+    from .clinician import keep_slices
+
+    splits = json.loads((root / "splits.json").read_text())
+    if dataset == "acdc":
+
+        def frames(patients: list[str]) -> list[tuple[Path, Path]]:
+            return [
+                (p, root / "labels" / p.name)
+                for pt in patients
+                for p in sorted((root / "images").glob(f"{pt}_frame*.nii.gz"))
+            ]
+
+        study_files, held_files, classes = frames(splits["train"][:scans]), frames(splits["val"][:held_out]), 4
+    elif dataset == "la":
+        names = splits["volumes"]
+        pair = [(root / "images" / f"{n}.nii.gz", root / "labels" / f"{n}.nii.gz") for n in names]
+        study_files, held_files, classes = pair[:scans], pair[scans : scans + held_out], 2
+    else:
+        raise InputError(f"dataset must be acdc or la, got {dataset!r}")
+    study = []
+    for image, labels in study_files:
+        volume = load_volume(image, labels, classes)
+        structure = labeled_slice_indices(volume.labels, AXIS)  # type: ignore[arg-type]
+        study.append(Scan(volume, set(keep_slices(structure, k))))
+    held = [load_volume(image, labels, classes) for image, labels in held_files]
+    return study, held, classes
+
+
+def _train_data(study: list[Scan], size: int, classes: int) -> TrainData:
+    train, _, unlabeled = build_slice_sets([s.as_labeled() for s in study], [], AXIS, size, min_val_slices=10**9)
+    empty = SliceSet(train.images[:0], train.labels[:0], [])  # type: ignore[index]
+    return TrainData(train, empty, unlabeled, classes)
+
+
+def _mean_dice(pred: np.ndarray, ref: np.ndarray, classes: int) -> float:
+    return float(np.mean([dice(pred == c, ref == c) for c in range(1, classes)]))
+
+
+def _complete(predictor: Predictor | None, scan: Scan, classes: int) -> dict[str, np.ndarray]:
+    """The scan as the user gets it: the network fused with its prior, or the interpolation alone."""
+    sparse = scan.as_labeled()
+    kept = sorted(scan.labeled)
+    if predictor is None:
+        from .clinician import contour_interpolation
+
+        return {"labels": contour_interpolation(sparse.labels, AXIS)}  # type: ignore[arg-type]
+    prior = ShapePrior.build(sparse.labels, AXIS, kept, classes)  # type: ignore[arg-type]
+    probs = prior.fuse(predictor.probabilities(scan.volume.image, AXIS))
+    return {"labels": probs.argmax(0).astype(np.uint8), "confidence": probs.max(0)}
+
+
+def _choose(strategy: str, study: list[Scan], done: list[dict[str, np.ndarray]], rng: np.random.Generator):
+    """(scan index, slice index) of the next correction."""
+    if strategy == "random":
+        free = [
+            (s, i) for s, scan in enumerate(study) for i in range(scan.volume.num_slices(AXIS)) if i not in scan.labeled
+        ]
+        return free[int(rng.integers(len(free)))]
+    entries = []
+    for s, (scan, out) in enumerate(zip(study, done)):
+        for e in review_slices(out["labels"], out["confidence"], AXIS, scan.labeled):
+            if not e["labeled"]:
+                entries.append((e["confidence"], s, e["index"]))
+    _, s, i = min(entries)
+    return s, i
+
+
+def run_strategy(
+    args: argparse.Namespace, strategy: str, history: list[list[list[int]]] | None = None
+) -> list[dict[str, Any]]:
+    """The records of one strategy, ``n`` = 0 .. corrections; ``history``: another strategy's labelled slices per
+    scan at each count (for ``interpolation``)."""
+    root = Path(args.data) if args.data else default_data_root() / args.dataset
+    study, held, classes = load_study(root, args.dataset, args.scans, args.k, args.held_out)
+    if history is not None and len(history) <= args.corrections:
+        raise InputError(f"the interpolation strategy needs the slices of {args.corrections} corrections")
+    rng = np.random.default_rng(args.seed)
+    records, seconds, model = [], 0.0, None
+    for n in range(args.corrections + 1):
+        start = time.perf_counter()
+        if strategy == "interpolation":
+            if history is None:
+                raise InputError("the interpolation strategy follows another strategy's slices: run it after one")
+            for scan, labeled in zip(study, history[n]):
+                scan.labeled = set(labeled)
+            done = [_complete(None, scan, classes) for scan in study]
+            held_dice = None
+        else:
+            iterations = args.iterations if n == 0 else args.retrain_iterations
+            config = bench_train_config(args, checkpoint_every=0, log_every=max(1, iterations), threads=args.threads)
+            config = dataclasses.replace(config, iterations=iterations)
+            with tempfile.TemporaryDirectory(prefix="semiseg-review-") as tmp:
+                trainer = Trainer(
+                    config,
+                    args.method,
+                    _options(args.method, iterations),
+                    classes,
+                    tmp,
+                    meta={"axis": AXIS},
+                    log=ProgressLog(None, stream=None),
+                )
+                if model is not None:
+                    trainer.model.load_state_dict(model.state_dict())
+                trainer.fit(_train_data(study, args.size, classes))
+            model = trainer.model.eval()
+            predictor = Predictor.of_model(model, args.size, classes, AXIS, trainer.device)
+            done = [_complete(predictor, scan, classes) for scan in study]
+            held_dice = (
+                float(
+                    np.mean(
+                        [_mean_dice(predictor.probabilities(v.image, AXIS).argmax(0), v.labels, classes) for v in held]
+                    )
+                )
+                if held
+                else None
+            )
+        seconds += time.perf_counter() - start
+        study_dice = float(
+            np.mean([_mean_dice(out["labels"], scan.volume.labels, classes) for scan, out in zip(study, done)])
+        )
+        records.append(
+            {
+                "dataset": args.dataset,
+                "strategy": strategy,
+                "corrections": n,
+                "study_dice": study_dice,
+                "held_out_dice": held_dice,
+                "seconds": round(seconds, 2),
+                "labeled": [sorted(scan.labeled) for scan in study],
+                "budget": budget(args),
+            }
+        )
+        print(
+            json.dumps(
+                {k: records[-1][k] for k in ("strategy", "corrections", "study_dice", "held_out_dice", "seconds")}
+            ),
+            flush=True,
+        )
+        if n < args.corrections and strategy != "interpolation":
+            s, i = _choose(strategy, study, done, rng)
+            study[s].labeled.add(i)  # the correction: the expert's labels of this slice, accepted
+    return records
+
+
+def _options(method: str, iterations: int) -> dict[str, Any]:
+    """The ``cpu`` recipe's method options for a run of ``iterations`` (a short run warms up longer)."""
+    from semiseg.training.recipes import apply_recipe
+
+    return apply_recipe("cpu", method, {"iterations": iterations}, {})[2]
+
+
+def budget(args: argparse.Namespace) -> dict[str, Any]:
+    return {
+        k: getattr(args, k)
+        for k in (
+            "scans",
+            "k",
+            "held_out",
+            "method",
+            "iterations",
+            "retrain_iterations",
+            "size",
+            "batch",
+            "lr",
+            "seed",
+            "precision",
+        )
+    }
+
+
+def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
+    from .plots import _pyplot
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for strategy in STRATEGIES:
+        rows = sorted((r for r in records if r["strategy"] == strategy), key=lambda r: r["corrections"])
+        if not rows:
+            continue
+        axes[0].plot(
+            [r["corrections"] for r in rows], [100 * r["study_dice"] for r in rows], marker="o", label=strategy
+        )
+        if strategy != "interpolation":
+            axes[1].plot(
+                [r["seconds"] / 60 for r in rows], [100 * r["study_dice"] for r in rows], marker="o", label=strategy
+            )
+    axes[0].set_xlabel("corrected slices")
+    axes[1].set_xlabel("wall-clock minutes (training and completion)")
+    for ax in axes:
+        ax.set_ylabel("study Dice (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from semiseg.contract import DEFAULT_METHOD, PRECISIONS
+
+    p.add_argument("--dataset", choices=["acdc", "la"], default="acdc")
+    p.add_argument("--data", help="the dataset folder (default: ../shared/data/<dataset>)")
+    p.add_argument("--scans", type=int, default=3, help="study scans (ACDC: patients, both frames each)")
+    p.add_argument("--k", type=int, default=3, help="labelled slices per scan to start from")
+    p.add_argument("--held-out", type=int, default=10, help="held-out scans scored with the same network")
+    p.add_argument("--corrections", type=int, default=10)
+    p.add_argument("--strategies", type=str_list, default=list(STRATEGIES))
+    p.add_argument("--method", default=DEFAULT_METHOD)
+    p.add_argument("--iterations", type=int, default=1000, help="the first training")
+    p.add_argument("--retrain-iterations", type=int, default=200, help="each warm-started retraining")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=0.03)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--precision", default="auto", choices=PRECISIONS)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument(
+        "--out", default="bench-results/review.jsonl", help="JSONL records (a re-run skips finished strategies)"
+    )
+    p.add_argument("--plot", help="PNG of the study's Dice against corrections and time (default: beside --out)")
+
+
+def main(args: argparse.Namespace) -> int:
+    check_methods([args.method])
+    bad = [s for s in args.strategies if s not in STRATEGIES]
+    if bad:
+        raise InputError(f"unknown strategies {bad}; valid: {', '.join(STRATEGIES)}")
+    out = Path(args.out)
+    old = [r for r in read_jsonl(out) if r.get("budget") == json.loads(json.dumps(budget(args)))]
+    for strategy in sorted(args.strategies, key=STRATEGIES.index):
+        if strategy in {r["strategy"] for r in old}:
+            continue
+        followed = next((s for s in ("confidence", "random") if s in {r["strategy"] for r in old}), None)
+        history = (
+            [r["labeled"] for r in sorted(old, key=lambda r: r["corrections"]) if r["strategy"] == followed]
+            if followed
+            else None
+        )
+        records = run_strategy(args, strategy, history)
+        for r in records:
+            append_jsonl(out, r)
+        old += records
+    records = [r for r in read_jsonl(out) if r.get("budget") == json.loads(json.dumps(budget(args)))]
+    path = plot(records, args.plot or out.with_suffix(".png"))
+    print(f"\nstudy Dice (%) by corrected slices ({args.dataset}, {args.scans} scans x {args.k} slices; plot: {path})")
+    counts = sorted({r["corrections"] for r in records})
+    print("| strategy | " + " | ".join(str(c) for c in counts) + " |")
+    print("|---|" + "---|" * len(counts))
+    for strategy in STRATEGIES:
+        by = {r["corrections"]: r for r in records if r["strategy"] == strategy}
+        if by:
+            print(
+                f"| {strategy} | "
+                + " | ".join(f"{100 * by[c]['study_dice']:.1f}" if c in by else "" for c in counts)
+                + " |"
+            )
+    return 0
