@@ -40,6 +40,8 @@ def test_review_loop_smoke_on_acdc(tmp_path):
         "2",
         "--held-out",
         "1",
+        "--unlabeled",
+        "1",
         "--corrections",
         "2",
         "--iterations",

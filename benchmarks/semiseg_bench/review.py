@@ -74,8 +74,16 @@ class Scan:
         return dataclasses.replace(self.volume, labels=labels, extra_labeled={AXIS: empty})
 
 
-def load_study(root: Path, dataset: str, scans: int, k: int, held_out: int) -> tuple[list[Scan], list[Volume], int]:
-    """(study scans with ``k`` labelled slices each, held-out volumes, number of classes)."""
+def load_study(
+    root: Path, dataset: str, scans: int, k: int, held_out: int, unlabeled: int = 0
+) -> tuple[list[Scan], list[Volume], list[Volume], int]:
+    """(study scans with ``k`` labelled slices each, held-out volumes, extra unlabelled volumes, classes).
+
+    ACDC: the study is the protocol's ``labeled_<m>`` patients where ``splits.json`` has them (3 and 7), else
+    the first ``m`` train patients; the other train patients are the unlabelled pool, the val patients are
+    held out. LA: the first ``m`` volumes of ``splits.json``, the next ``held_out`` held out, the rest the
+    pool. ``unlabeled``: volumes of the pool used as unlabelled data (-1: all).
+    """
     from .clinician import keep_slices
 
     splits = json.loads((root / "splits.json").read_text())
@@ -88,11 +96,15 @@ def load_study(root: Path, dataset: str, scans: int, k: int, held_out: int) -> t
                 for p in sorted((root / "images").glob(f"{pt}_frame*.nii.gz"))
             ]
 
-        study_files, held_files, classes = frames(splits["train"][:scans]), frames(splits["val"][:held_out]), 4
+        chosen = splits.get(f"labeled_{scans}") or splits["train"][:scans]
+        pool = [p for p in splits["train"] if p not in chosen]
+        study_files, held_files, pool_files = frames(chosen), frames(splits["val"][:held_out]), frames(pool)
+        classes = 4
     elif dataset == "la":
         names = splits["volumes"]
         pair = [(root / "images" / f"{n}.nii.gz", root / "labels" / f"{n}.nii.gz") for n in names]
-        study_files, held_files, classes = pair[:scans], pair[scans : scans + held_out], 2
+        study_files, held_files, pool_files = pair[:scans], pair[scans : scans + held_out], pair[scans + held_out :]
+        classes = 2
     else:
         raise InputError(f"dataset must be acdc or la, got {dataset!r}")
     study = []
@@ -101,11 +113,22 @@ def load_study(root: Path, dataset: str, scans: int, k: int, held_out: int) -> t
         structure = labeled_slice_indices(volume.labels, AXIS)  # type: ignore[arg-type]
         study.append(Scan(volume, set(keep_slices(structure, k))))
     held = [load_volume(image, labels, classes) for image, labels in held_files]
-    return study, held, classes
+    extra = [load_volume(image) for image, _ in (pool_files if unlabeled < 0 else pool_files[:unlabeled])]
+    return study, held, extra, classes
 
 
-def _train_data(study: list[Scan], size: int, classes: int) -> TrainData:
-    train, _, unlabeled = build_slice_sets([s.as_labeled() for s in study], [], AXIS, size, min_val_slices=10**9)
+def held_out_dice(predictor: Predictor, held: list[Volume], classes: int) -> float:
+    """Mean over classes of the class's Dice averaged over the held-out volumes (as ``semiseg bench acdc``)."""
+    per_volume = [
+        [dice(pred == c, v.labels == c) for c in range(1, classes)]
+        for v in held
+        for pred in [predictor.probabilities(v.image, AXIS).argmax(0)]
+    ]
+    return float(np.mean(np.nanmean(np.array(per_volume), axis=0)))
+
+
+def _train_data(study: list[Scan], extra: list[Volume], size: int, classes: int) -> TrainData:
+    train, _, unlabeled = build_slice_sets([s.as_labeled() for s in study], extra, AXIS, size, min_val_slices=10**9)
     empty = SliceSet(train.images[:0], train.labels[:0], [])  # type: ignore[index]
     return TrainData(train, empty, unlabeled, classes)
 
@@ -149,7 +172,7 @@ def run_strategy(
     """The records of one strategy, ``n`` = 0 .. corrections; ``history``: another strategy's labelled slices per
     scan at each count (for ``interpolation``)."""
     root = Path(args.data) if args.data else default_data_root() / args.dataset
-    study, held, classes = load_study(root, args.dataset, args.scans, args.k, args.held_out)
+    study, held, extra, classes = load_study(root, args.dataset, args.scans, args.k, args.held_out, args.unlabeled)
     if history is not None and len(history) <= args.corrections:
         raise InputError(f"the interpolation strategy needs the slices of {args.corrections} corrections")
     rng = np.random.default_rng(args.seed)
@@ -179,19 +202,11 @@ def run_strategy(
                 )
                 if model is not None:
                     trainer.model.load_state_dict(model.state_dict())
-                trainer.fit(_train_data(study, args.size, classes))
+                trainer.fit(_train_data(study, extra, args.size, classes))
             model = trainer.model.eval()
             predictor = Predictor.of_model(model, args.size, classes, AXIS, trainer.device)
             done = [_complete(predictor, scan, classes) for scan in study]
-            held_dice = (
-                float(
-                    np.mean(
-                        [_mean_dice(predictor.probabilities(v.image, AXIS).argmax(0), v.labels, classes) for v in held]
-                    )
-                )
-                if held
-                else None
-            )
+            held_dice = held_out_dice(predictor, held, classes) if held else None
         seconds += time.perf_counter() - start
         study_dice = float(
             np.mean([_mean_dice(out["labels"], scan.volume.labels, classes) for scan, out in zip(study, done)])
@@ -284,6 +299,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scans", type=int, default=3, help="study scans (ACDC: patients, both frames each)")
     p.add_argument("--k", type=int, default=3, help="labelled slices per scan to start from")
     p.add_argument("--held-out", type=int, default=10, help="held-out scans scored with the same network")
+    p.add_argument("--unlabeled", type=int, default=-1, help="other scans as unlabelled data (-1: all of the pool)")
     p.add_argument("--corrections", type=int, default=10)
     p.add_argument("--strategies", type=str_list, default=list(STRATEGIES))
     p.add_argument("--method", default=DEFAULT_METHOD)
