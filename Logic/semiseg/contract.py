@@ -6,9 +6,12 @@ This module imports nothing but the standard library and numpy, so that the Slic
 
 - the method catalogue: :data:`METHOD_LABELS` (the registered method names, ``semiseg.methods.METHODS``,
   and how a front end shows them, in the order a menu lists them) and :data:`DEFAULT_METHOD`;
-- the job folder: :data:`JOB_FORMAT_VERSION` and :class:`JobFields`, the keys of ``job.json`` and
-  their defaults (docs/JOB_FORMAT.md); the engine's :class:`semiseg.job.Job` adds the checks, a front
-  end writes ``dataclasses.asdict(JobFields(...))``;
+- the job folder (docs/JOB_FORMAT.md): :data:`JOB_FORMAT_VERSION` (written) and :data:`JOB_FORMAT_VERSIONS`
+  (read); the keys of ``job.json`` and their defaults, in its two forms: :class:`VolumesJobFields` (format 2:
+  a list of :class:`VolumeFields`) and :class:`JobFields` (one image, format 1's keys). The engine's
+  :class:`semiseg.job.VolumesJob` and :class:`semiseg.job.Job` add the checks; a front end writes
+  ``dataclasses.asdict(VolumesJobFields(volumes=[VolumeFields(...), ...], ...))`` or
+  ``dataclasses.asdict(JobFields(...))``;
 - the exit codes of ``semiseg`` (also the ``exit_code`` of ``status.json``) and what they mean;
 - the progress event names (:data:`EVENTS`), the ``event`` of each JSON line of progress;
 - the labelled-slice and axis rule (:func:`painted_slices`, :func:`labeled_slices`, :func:`choose_axis`);
@@ -23,7 +26,9 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["DEFAULT_METHOD", "METHOD_LABELS", "JOB_FORMAT_VERSION", "JobFields", "REQUIRED_JOB_FIELDS",
+__all__ = ["DEFAULT_METHOD", "METHOD_LABELS", "JOB_FORMAT_VERSION", "JOB_FORMAT_VERSIONS", "VOLUMES_FORMAT_VERSION",
+           "JobFields", "REQUIRED_JOB_FIELDS", "VolumeFields", "REQUIRED_VOLUME_FIELDS", "VolumesJobFields",
+           "REQUIRED_VOLUMES_JOB_FIELDS", "SHARED_JOB_FIELDS", "SINGLE_VOLUME_FIELDS",
            "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_CANCELLED", "EXIT_MEANINGS", "EVENTS",
            "painted_slices", "labeled_slices", "choose_axis",
            "MIN_ITERATIONS", "SIZE_STEP", "MIN_SIZE", "train_setting_problem"]
@@ -43,15 +48,30 @@ DEFAULT_METHOD = "unimatch"
 
 # -- the job folder -----------------------------------------------------------------------------------
 
-JOB_FORMAT_VERSION = 1
-"""The ``format_version`` of ``job.json`` this engine writes and reads (docs/JOB_FORMAT.md)."""
+JOB_FORMAT_VERSION = 2
+"""The ``format_version`` this engine writes (the default of :class:`VolumesJobFields` and :class:`JobFields`),
+and the newest it reads; a ``job.json`` of a newer format is refused."""
+
+JOB_FORMAT_VERSIONS = (1, 2)
+"""The ``format_version`` values this engine reads: 1 (one ``image``) and 2 (``volumes``, or one ``image``)."""
+
+VOLUMES_FORMAT_VERSION = 2
+"""The first format with ``volumes``: format 1 names one ``image`` only."""
+
+
+def _required(fields_of: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(fields_of) if f.default is dataclasses.MISSING
+                 and f.default_factory is dataclasses.MISSING)
 
 
 @dataclasses.dataclass
 class JobFields:
-    """The keys of ``job.json`` and their defaults (docs/JOB_FORMAT.md); ``image`` and ``labels`` are required.
+    """The keys of a single-volume ``job.json`` and their defaults (docs/JOB_FORMAT.md); ``image`` and ``labels``
+    are required.
 
-    Paths are relative to the job folder unless absolute. The engine refuses any other key.
+    Format 1's keys, and the single-volume form of format 2 (the same keys under ``"format_version": 2``):
+    one labelled ``image`` and the ``unlabeled`` volumes sliced along its axis. Paths are relative to the job
+    folder unless absolute. The engine refuses any other key.
     """
 
     image: str
@@ -72,8 +92,67 @@ class JobFields:
     completion: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
-REQUIRED_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(JobFields) if f.default is dataclasses.MISSING
-                            and f.default_factory is dataclasses.MISSING)
+REQUIRED_JOB_FIELDS = _required(JobFields)
+
+
+@dataclasses.dataclass
+class VolumeFields:
+    """One entry of ``volumes`` in a format-2 ``job.json``; ``image`` is required.
+
+    Attributes:
+        image: the scan (NIfTI, NRRD, MHA, or a DICOM series folder), relative to the job folder unless absolute.
+            Its file name without extension names the volume (``RUN_DIR/predictions/<name>/``), so two volumes
+            must not share one.
+        labels: its label map (on the image's grid), or ``None``: an unlabelled volume (unlabelled data only).
+        labeled_slices: slices (along ``axis``) checked and found empty; only with ``labels``.
+        axis: ``"auto"`` or 0, 1, 2 (IJK). ``auto``: the axis of the volume's labelled slices
+            (:func:`choose_axis`); for an unlabelled volume, the axis most labelled volumes take.
+    """
+
+    image: str
+    labels: str | None = None
+    labeled_slices: list[int] = dataclasses.field(default_factory=list)
+    axis: str | int = "auto"
+
+
+REQUIRED_VOLUME_FIELDS = _required(VolumeFields)
+
+
+@dataclasses.dataclass
+class VolumesJobFields:
+    """The keys of a format-2 ``job.json`` that lists its volumes (docs/JOB_FORMAT.md); ``volumes`` is required.
+
+    One training over every volume (the labelled slices of all labelled volumes pooled, every other slice
+    unlabelled data), then, with ``predict``, a prediction of every volume and of each of ``predict_images``
+    (volumes predicted only, not trained on). The other keys are those of :class:`JobFields`
+    (:data:`SHARED_JOB_FIELDS`), with the same meaning and defaults. The engine refuses any other key.
+    """
+
+    volumes: list[VolumeFields]
+    format_version: int = JOB_FORMAT_VERSION
+    predict_images: list[str] = dataclasses.field(default_factory=list)
+    classes: list[str] | None = None
+    method: str = DEFAULT_METHOD
+    recipe: str = "auto"
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)
+    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    init_checkpoint: str | None = None
+    run_dir: str = "run"
+    predict: bool = True
+    output_format: str = "nii.gz"
+    completion: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+REQUIRED_VOLUMES_JOB_FIELDS = _required(VolumesJobFields)
+
+SHARED_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(VolumesJobFields)
+                          if f.name in {g.name for g in dataclasses.fields(JobFields)} and f.name != "format_version")
+"""The keys both forms of ``job.json`` have, with the same meaning (besides ``format_version``)."""
+
+SINGLE_VOLUME_FIELDS = tuple(f.name for f in dataclasses.fields(JobFields)
+                             if f.name not in SHARED_JOB_FIELDS and f.name != "format_version")
+"""The keys of the single-volume form that ``volumes`` replaces: ``image``, ``labels``, ``unlabeled``,
+``labeled_slices``, ``axis``."""
 
 # -- exit codes ---------------------------------------------------------------------------------------
 
@@ -88,13 +167,15 @@ EXIT_MEANINGS = {EXIT_OK: "done", EXIT_INTERNAL: "internal error", EXIT_BAD_INPU
 
 EVENTS = (
     "setup",            # the job was read and checked: device, threads, labelled slices, warnings
+    "volume",           # format 2: one line per volume after ``setup``: its name, axis, labelled slices, role
     "start",            # training starts (or resumes) at ``iteration`` of ``iterations``
     "iteration",        # loss, its terms and statistics, learning rate, seconds left
     "validation",       # Dice on the validation slices
     "checkpoint",       # a checkpoint was saved
-    "preview",          # preliminary results of the labelled image in RUN_DIR/preview/<name>
+    "preview",          # preliminary results of a labelled volume in RUN_DIR/preview/<name>
     "preview_skipped",  # a preview could not be written (a file held open); training goes on
     "trained",          # training ended
+    "predicting",       # format 2: the prediction of one volume (``number`` of ``of``) starts
     "predicted",        # the results of one volume are in RUN_DIR/predictions/<name>
     "cancelled",        # the run stopped on request; the last good checkpoint is kept
     "done",             # the run finished

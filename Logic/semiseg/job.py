@@ -4,24 +4,45 @@
 describes. Every input is read and checked before anything is written, so bad input leaves no
 partial run folder; a crash or cancel leaves the last good checkpoint and a ``status.json`` that
 says what happened.
+
+A job comes in two forms (:mod:`semiseg.contract`): :class:`VolumesJob` lists its volumes (format 2), a
+:class:`Job` names one labelled image and its unlabelled volumes (format 1's keys, read under format 1 or
+2). :func:`prepare` turns either into one list of :class:`PreparedVolume` (the single-volume form is the
+list of its image and its unlabelled volumes), so that training, the completion, the previews and the
+prediction are one code for both. What a format-1 job writes and emits is what it always did; a
+format-2 job adds a ``volume`` event per volume and a ``predicting`` event before each prediction.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
-import functools
 import json
 import os
+import time
 import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from .contract import JOB_FORMAT_VERSION, METHOD_LABELS, REQUIRED_JOB_FIELDS, JobFields
+from .contract import (
+    JOB_FORMAT_VERSION,
+    METHOD_LABELS,
+    REQUIRED_JOB_FIELDS,
+    REQUIRED_VOLUME_FIELDS,
+    REQUIRED_VOLUMES_JOB_FIELDS,
+    SHARED_JOB_FIELDS,
+    SINGLE_VOLUME_FIELDS,
+    VOLUMES_FORMAT_VERSION,
+    JobFields,
+    VolumeFields,
+    VolumesJobFields,
+)
 from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Cancelled, CancelToken, InputError
-from .io.images import OUTPUT_FORMATS
+from .io.images import OUTPUT_FORMATS, volume_name
 from .settings import from_dict, to_dict
 from .training.config import TrainConfig
 from .training.recipes import RECIPES, apply_recipe
@@ -32,7 +53,8 @@ if TYPE_CHECKING:  # torch is imported when a job runs, not when it is read and 
     from .training import TrainData
     from .training.progress import ProgressLog
 
-__all__ = ["JOB_FORMAT_VERSION", "Job", "RunLock", "load_job", "run_job", "prepare", "write_status"]
+__all__ = ["JOB_FORMAT_VERSION", "Job", "VolumesJob", "RunLock", "load_job", "run_job", "prepare", "write_status",
+           "Prepared", "PreparedVolume"]
 
 
 def _integer(v: Any) -> bool:
@@ -63,28 +85,51 @@ FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "output_format": (lambda v: isinstance(v, str), "a string"),
     "completion": (lambda v: isinstance(v, dict), "an object of completion settings"),
 }
-"""The type (and simple range) of every ``job.json`` key: what it must be, as the error message says it."""
+"""The type (and simple range) of every key of a single-volume ``job.json``: what it must be, as the error message
+says it."""
+
+SHARED_RULES = {key: rule for key, rule in FIELD_RULES.items() if key == "format_version" or key in SHARED_JOB_FIELDS}
+"""The rules of the keys both forms share."""
+
+VOLUMES_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "volumes": (lambda v: isinstance(v, list) and len(v) > 0, "a non-empty list of volumes"),
+    "predict_images": (lambda v: isinstance(v, list) and all(_path(p) for p in v), "a list of file paths"),
+}
+"""The rules of the keys of the volumes form that the single-volume form does not have."""
+
+VOLUME_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "image": FIELD_RULES["image"],
+    "labels": (lambda v: v is None or _path(v), "null or a file path (a non-empty string)"),
+    "labeled_slices": FIELD_RULES["labeled_slices"],
+    "axis": FIELD_RULES["axis"],
+}
+"""The rules of the keys of one entry of ``volumes``."""
 
 
-class Job(JobFields):
-    """What ``job.json`` holds (the contract's :class:`~semiseg.contract.JobFields`; paths resolved against the
-    job folder), and its checks."""
+def _check_rules(obj: Any, rules: dict[str, tuple[Callable[[Any], bool], str]], where: str, prefix: str = "") -> None:
+    """Raise :class:`InputError` naming ``where`` (and ``prefix``) and the first key whose value breaks ``rules``."""
+    for key, (ok, want) in rules.items():
+        value = getattr(obj, key)
+        if not ok(value):
+            raise InputError(f"{prefix}{key!r} must be {want}, got {value!r}", where)
 
-    def check_fields(self, where: str) -> None:
-        """Raise :class:`InputError` naming ``where`` and the first key whose value breaks :data:`FIELD_RULES`."""
-        for key, (ok, want) in FIELD_RULES.items():
-            value = getattr(self, key)
-            if not ok(value):
-                raise InputError(f"{key!r} must be {want}, got {value!r}", where)
 
-    def check(self, where: str) -> None:
-        """Raise :class:`InputError` for settings that cannot work, naming ``where``.
+class _Checks:
+    """The checks of what both forms of a job share (:data:`~semiseg.contract.SHARED_JOB_FIELDS`)."""
 
-        The type of every field and the job's own training settings are checked first, then that
-        the input files can be opened, all without torch; then the settings as the run will use them
-        (the recipe's, overridden by the job's), which needs the method registry.
-        """
-        self.check_fields(where)
+    format_version: int
+    method: str
+    recipe: str
+    classes: list[str] | None
+    train: dict[str, Any]
+    method_options: dict[str, Any]
+    init_checkpoint: str | None
+    output_format: str
+    completion: dict[str, Any]
+
+    def _check_settings(self, where: str, check_files: Callable[[], None]) -> None:
+        """The format version, method, classes, output format, recipe, the job's own training settings, the
+        input files (``check_files``), then the settings as the run will use them (the method registry)."""
         if self.format_version > JOB_FORMAT_VERSION:
             raise InputError(
                 f"written by a newer SemiSegSlicer (job format {self.format_version} > {JOB_FORMAT_VERSION}); "
@@ -104,11 +149,9 @@ class Job(JobFields):
         if self.recipe not in RECIPES:
             raise InputError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}", where)
         _named(where, lambda: from_dict(TrainConfig, self.train, where="train").validate())
-        for path in [self.image, self.labels, *self.unlabeled] + (
-            [self.init_checkpoint] if self.init_checkpoint else []
-        ):
-            if not Path(path).exists():
-                raise InputError("file not found", path)
+        check_files()
+        if self.init_checkpoint and not Path(self.init_checkpoint).exists():
+            raise InputError("file not found", self.init_checkpoint)
         from .methods import METHODS  # torch
 
         _named(where, lambda: self.settings[1].validate())
@@ -117,12 +160,138 @@ class Job(JobFields):
 
         _named(where, lambda: from_dict(CompletionConfig, self.completion, where="completion").validate())
 
-    @functools.cached_property
+    @property
     def settings(self) -> tuple[str, TrainConfig, dict[str, Any]]:
         """The recipe this job resolves to, its training config and its method options: the recipe
-        (:mod:`semiseg.training.recipes`) applied once, under the settings the job gives explicitly."""
-        recipe, train, options = apply_recipe(self.recipe, self.method, self.train, self.method_options)
-        return recipe, from_dict(TrainConfig, train, where="train"), options
+        (:mod:`semiseg.training.recipes`) applied under the settings the job gives explicitly, once for the
+        settings as they are (a job's settings changed after it was read are taken, e.g. to resume longer)."""
+        key = json.dumps([self.recipe, self.method, self.train, self.method_options], sort_keys=True, default=str)
+        cached = self.__dict__.get("_settings")
+        if cached is None or cached[0] != key:
+            recipe, train, options = apply_recipe(self.recipe, self.method, self.train, self.method_options)
+            cached = key, (recipe, from_dict(TrainConfig, train, where="train"), options)
+            self.__dict__["_settings"] = cached
+        return cached[1]
+
+
+class Job(JobFields, _Checks):
+    """A single-volume job (the contract's :class:`~semiseg.contract.JobFields`, format 1's keys; paths resolved
+    against the job folder), and its checks."""
+
+    def check_fields(self, where: str) -> None:
+        """Raise :class:`InputError` naming ``where`` and the first key whose value breaks :data:`FIELD_RULES`."""
+        _check_rules(self, FIELD_RULES, where)
+
+    def check(self, where: str) -> None:
+        """Raise :class:`InputError` for settings that cannot work, naming ``where``.
+
+        The type of every field and the job's own training settings are checked first, then that
+        the input files can be opened, all without torch; then the settings as the run will use them
+        (the recipe's, overridden by the job's), which needs the method registry.
+        """
+        self.check_fields(where)
+
+        def files() -> None:
+            for path in [self.image, self.labels, *self.unlabeled]:
+                if not Path(path).exists():
+                    raise InputError("file not found", path)
+
+        self._check_settings(where, files)
+
+
+class VolumesJob(VolumesJobFields, _Checks):
+    """A job that lists its volumes (the contract's :class:`~semiseg.contract.VolumesJobFields`, format 2; paths
+    resolved against the job folder), and its checks.
+
+    Every message about one volume names it: its file and its place in ``job.json``
+    (``volumes[1]``, ``predict_images[0]``).
+    """
+
+    source = "job.json"
+    """The ``job.json`` this job was read from (:func:`load_job` sets it), named by messages about a volume."""
+
+    def check_fields(self, where: str) -> None:
+        """Raise :class:`InputError` naming ``where`` and the first key, or the first key of a volume, whose value
+        breaks its rule (:data:`SHARED_RULES`, :data:`VOLUMES_RULES`, :data:`VOLUME_RULES`). Entries of ``volumes``
+        given as dicts become :class:`~semiseg.contract.VolumeFields`."""
+        _check_rules(self, {**SHARED_RULES, **VOLUMES_RULES}, where)
+        self.volumes = [_volume_entry(entry, n, where) for n, entry in enumerate(self.volumes)]
+
+    def check(self, where: str) -> None:
+        """Raise :class:`InputError` for settings or volumes that cannot work, naming ``where``, and the volume.
+
+        As :meth:`Job.check`, and: at least one volume has labels, ``labeled_slices`` come with labels, no two
+        volumes share a name (their output folder), every file exists.
+        """
+        self.check_fields(where)
+        if not any(v.labels for v in self.volumes):
+            raise InputError(
+                f"no labelled volume: give at least one of the {len(self.volumes)} volume(s) of 'volumes' its "
+                "'labels' (a label map with a few painted slices)",
+                where,
+            )
+        for n, v in enumerate(self.volumes):
+            if v.labeled_slices and not v.labels:
+                raise InputError(
+                    f"volumes[{n}] ({self.shown(v.image)}): 'labeled_slices' needs 'labels' (a label map, which may "
+                    "be empty)",
+                    where,
+                )
+        seen: dict[str, str] = {}
+        for place, path in self.places(self.shown):
+            name = volume_name(path)
+            if name in seen:
+                raise InputError(
+                    f"{seen[name]} and {place} have the same name {name!r}, the name of their output folder "
+                    f"(predictions/{name}/): rename one of the files",
+                    where,
+                )
+            seen[name] = place
+
+        def files() -> None:
+            for n, v in enumerate(self.volumes):
+                for path in [v.image] + ([v.labels] if v.labels else []):
+                    if not Path(path).exists():
+                        raise InputError(f"file not found (volumes[{n}] in {self.source})", path)
+            for n, path in enumerate(self.predict_images):
+                if not Path(path).exists():
+                    raise InputError(f"file not found (predict_images[{n}] in {self.source})", path)
+
+        self._check_settings(where, files)
+
+    def shown(self, path: str) -> str:
+        """``path`` as a message shows it: relative to the job folder when inside it."""
+        folder = Path(self.source).parent
+        return os.path.relpath(path, folder) if Path(path).is_relative_to(folder) else path
+
+    def places(self, shown: Callable[[str], str] | None = None) -> list[tuple[str, str]]:
+        """``(place, image path)`` of every volume: ``"volumes[1] (b.nrrd)"``, then ``"predict_images[0] (x.nrrd)"``,
+        the file as ``shown`` gives it (default: as the job holds it)."""
+        shown = shown or (lambda p: p)
+        return [(f"volumes[{n}] ({shown(v.image)})", v.image) for n, v in enumerate(self.volumes)] + [
+            (f"predict_images[{n}] ({shown(p)})", p) for n, p in enumerate(self.predict_images)
+        ]
+
+
+def _volume_entry(entry: Any, n: int, where: str) -> VolumeFields:
+    """One entry of ``volumes`` checked (an object with known keys of the right types) as a ``VolumeFields``."""
+    if isinstance(entry, VolumeFields):
+        fields = entry
+    else:
+        if not isinstance(entry, dict):
+            raise InputError(f"volumes[{n}] must be an object such as {{\"image\": ..., \"labels\": ...}}, "
+                             f"got {entry!r}", where)
+        names = [f.name for f in dataclasses.fields(VolumeFields)]
+        unknown = sorted(set(entry) - set(names))
+        if unknown:
+            raise InputError(f"volumes[{n}]: unknown key(s) {unknown}; valid keys: {names}", where)
+        for key in REQUIRED_VOLUME_FIELDS:
+            if key not in entry:
+                raise InputError(f"volumes[{n}]: needs an {key!r} field", where)
+        fields = VolumeFields(**entry)
+    shown = fields.image if isinstance(fields.image, str) else repr(fields.image)
+    _check_rules(fields, VOLUME_RULES, where, f"volumes[{n}] ({shown}): ")
+    return fields
 
 
 def _named(where: str, check: Callable[[], Any]) -> None:
@@ -135,8 +304,10 @@ def _named(where: str, check: Callable[[], Any]) -> None:
         raise InputError(str(err), where) from None
 
 
-def load_job(job_dir: str | os.PathLike, allow_outside_run_dir: bool = False) -> Job:
+def load_job(job_dir: str | os.PathLike, allow_outside_run_dir: bool = False) -> Job | VolumesJob:
     """Read and check ``JOB_DIR/job.json``; relative paths are taken relative to ``JOB_DIR``.
+
+    A ``job.json`` with ``volumes`` (format 2) gives a :class:`VolumesJob`, one with ``image`` a :class:`Job`.
 
     Args:
         allow_outside_run_dir: accept a ``run_dir`` outside ``JOB_DIR`` (absolute, or with ``..``).
@@ -162,21 +333,33 @@ def load_job(job_dir: str | os.PathLike, allow_outside_run_dir: bool = False) ->
             f"update the engine",
             path,
         )
-    names = {f.name for f in dataclasses.fields(Job)}
-    unknown = sorted(set(raw) - names)
-    if unknown:
-        raise InputError(f"unknown key(s) {unknown}; valid keys: {sorted(names)}", path)
-    for key in REQUIRED_JOB_FIELDS:
-        if key not in raw:
-            raise InputError(f"needs an {key!r} field", path)
-    job = Job(**raw)
-    job.check_fields(str(path))  # before the paths are resolved
+    job: Job | VolumesJob
+    if "volumes" in raw:
+        job = _read_volumes_job(raw, path)
+    else:
+        names = {f.name for f in dataclasses.fields(Job)}
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise InputError(f"unknown key(s) {unknown}; valid keys: {sorted(names)}", path)
+        for key in REQUIRED_JOB_FIELDS:
+            if key not in raw:
+                raise InputError(f"needs an {key!r} field", path)
+        job = Job(**raw)
+        job.check_fields(str(path))  # before the paths are resolved
 
     def resolve(p: str) -> str:
         return str(p if os.path.isabs(p) else job_dir / p)
 
-    job.image, job.labels = resolve(job.image), resolve(job.labels)
-    job.unlabeled = [resolve(p) for p in job.unlabeled]
+    if isinstance(job, VolumesJob):
+        job.source = str(path)
+        job.volumes = [
+            dataclasses.replace(v, image=resolve(v.image), labels=resolve(v.labels) if v.labels else None)
+            for v in job.volumes
+        ]
+        job.predict_images = [resolve(p) for p in job.predict_images]
+    else:
+        job.image, job.labels = resolve(job.image), resolve(job.labels)
+        job.unlabeled = [resolve(p) for p in job.unlabeled]
     run_dir, job.run_dir = job.run_dir, resolve(job.run_dir)
     inside = Path(os.path.realpath(job.run_dir)).is_relative_to(os.path.realpath(job_dir))
     if not (inside or allow_outside_run_dir):
@@ -188,6 +371,31 @@ def load_job(job_dir: str | os.PathLike, allow_outside_run_dir: bool = False) ->
     if job.init_checkpoint:
         job.init_checkpoint = resolve(job.init_checkpoint)
     job.check(str(path))
+    return job
+
+
+def _read_volumes_job(raw: dict[str, Any], path: Path) -> VolumesJob:
+    """The :class:`VolumesJob` of a ``job.json`` with ``volumes``, its keys and types checked (paths as written)."""
+    names = [f.name for f in dataclasses.fields(VolumesJob)]
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        single = sorted(set(unknown) & set(SINGLE_VOLUME_FIELDS))
+        own = ", ".join(repr(k) for k in SINGLE_VOLUME_FIELDS if k != "unlabeled")
+        hint = f"; with 'volumes', each volume names its own {own}, and one without 'labels' is unlabelled data"
+        hint = hint if single else ""
+        raise InputError(f"unknown key(s) {unknown}; valid keys: {sorted(names)}{hint}", path)
+    for key in REQUIRED_VOLUMES_JOB_FIELDS:
+        if key not in raw:
+            raise InputError(f"needs an {key!r} field", path)
+    job = VolumesJob(**raw)
+    if isinstance(job.format_version, int) and not isinstance(job.format_version, bool):
+        if job.format_version < VOLUMES_FORMAT_VERSION:
+            raise InputError(
+                f"'volumes' needs format_version {VOLUMES_FORMAT_VERSION} or later, got {job.format_version} (format 1 "
+                "names one 'image' with its 'labels' and 'unlabeled' volumes)",
+                path,
+            )
+    job.check_fields(str(path))  # before the paths are resolved
     return job
 
 
@@ -283,11 +491,44 @@ def _lock(fd: int) -> None:
 
 
 @dataclasses.dataclass
-class Prepared:
-    """A job's data read, checked and sliced, ready to train."""
+class PreparedVolume:
+    """One volume of a prepared job: what it is trained as and how it is predicted.
 
-    volume: Volume
-    unlabeled: list[Volume]
+    Attributes:
+        name: its output name (``RUN_DIR/predictions/<name>/``, ``RUN_DIR/preview/<name>/``).
+        path: its image file.
+        axis: its IJK slicing axis.
+        volume: the volume read (``None`` for a volume only predicted: it is read when predicted).
+        labeled: its labelled slice indices along ``axis`` (painted and checked-empty; ``[]``: unlabelled).
+        prior: its shape prior (the completion; labelled volumes with the completion on), else ``None``.
+        train: part of the training data (labelled slices, or unlabelled data).
+        place: where a format-2 ``job.json`` lists it (``"volumes[1]"``, ``"predict_images[0]"``), else ``""``.
+        slices: its slice count along ``axis``, when ``volume`` is not kept.
+    """
+
+    name: str
+    path: str
+    axis: int
+    volume: Volume | None
+    labeled: list[int] = dataclasses.field(default_factory=list)
+    prior: ShapePrior | None = None
+    train: bool = True
+    place: str = ""
+    slices: int | None = None
+
+
+@dataclasses.dataclass
+class Prepared:
+    """A job's data read, checked and sliced, ready to train.
+
+    Attributes:
+        volumes: every volume of the job (:class:`PreparedVolume`), in the order of ``job.json``: a single-volume
+            job's image, then its unlabelled volumes; a format-2 job's ``volumes``, then its ``predict_images``.
+        axis: the job's axis: that of its labelled volume, or the one most labelled volumes take (format 2);
+            the checkpoint's default for ``semiseg predict``.
+    """
+
+    volumes: list[PreparedVolume]
     axis: int
     num_classes: int
     class_names: list[str]
@@ -296,7 +537,23 @@ class Prepared:
     recipe: str
     method_options: dict[str, Any]
     completion: "CompletionConfig"
-    prior: "ShapePrior | None"
+
+    @property
+    def labeled(self) -> list[PreparedVolume]:
+        """The labelled volumes."""
+        return [v for v in self.volumes if v.labeled]
+
+    @property
+    def volume(self) -> Volume:
+        """The (first) labelled volume."""
+        volume = self.labeled[0].volume
+        assert volume is not None
+        return volume
+
+    @property
+    def prior(self) -> "ShapePrior | None":
+        """The shape prior of the (first) labelled volume."""
+        return self.labeled[0].prior
 
 
 def check_axis(labels: np.ndarray, axis: int, path: str | os.PathLike) -> None:
@@ -341,17 +598,15 @@ def check_checkpoint(path: str | os.PathLike, num_classes: int, method: str | No
         raise InputError(f"checkpoint is of method {state.get('method_name')!r}, not {method!r}", path)
 
 
-def prepare(job: Job) -> Prepared:
+def prepare(job: Job | VolumesJob) -> Prepared:
     """Read and check every input of ``job`` and build its slice sets (writes nothing).
 
     The job's recipe (:mod:`semiseg.training.recipes`) fills in the training settings and method options
     the job leaves out.
     """
-    import torch
-
-    from .completion import CompletionConfig, ShapePrior
-    from .io.slices import SliceSet, build_slice_sets, choose_axis, labeled_slice_indices, load_volume
-    from .training import TrainData
+    if isinstance(job, VolumesJob):
+        return _prepare_volumes(job)
+    from .io.slices import choose_axis, labeled_slice_indices, load_volume
 
     recipe, config, options = job.settings
     config.validate()
@@ -374,41 +629,151 @@ def prepare(job: Job) -> Prepared:
         axis = int(job.axis)
         check_axis(volume.labels, axis, job.labels)
     volume.extra_labeled = {axis: list(job.labeled_slices)}
-    labeled_slice_indices(volume.labels, axis, job.labeled_slices)  # range check of the listed slices
+    labeled = labeled_slice_indices(volume.labels, axis, job.labeled_slices)  # range check of the listed slices
     unlabeled = [load_volume(p) for p in job.unlabeled]
     for u in unlabeled:
-        if min(u.image.shape[2 - a] for a in range(3) if a != axis) < 8:
-            raise InputError(f"too small to slice along axis {axis} (size {u.reference.GetSize()})", u.path)
+        _check_sliceable(u, axis)
     if job.init_checkpoint:
         check_checkpoint(job.init_checkpoint, num_classes)
-    labeled, val, unl = build_slice_sets(
-        [volume], unlabeled, axis, config.size, config.min_val_slices, config.val_stride
+    volumes = [PreparedVolume("", job.image, axis, volume, labeled)]
+    volumes += [PreparedVolume("", u.path, axis, u) for u in unlabeled]
+    used: list[str] = []  # output names: file names, made unique
+    for v in volumes:
+        assert v.volume is not None
+        name, n = v.volume.name, 2
+        while name in used:
+            name, n = f"{v.volume.name}_{n}", n + 1
+        used.append(name)
+        v.name = name
+    return _prepared(job, volumes, axis, num_classes, recipe, config, options)
+
+
+def _check_sliceable(volume: Volume, axis: int) -> None:
+    if min(volume.image.shape[2 - a] for a in range(3) if a != axis) < 8:
+        raise InputError(f"too small to slice along axis {axis} (size {volume.reference.GetSize()})", volume.path)
+
+
+@contextlib.contextmanager
+def _about(place: str, source: str, path: str | None = None) -> Iterator[None]:
+    """Add to an :class:`InputError` raised inside which volume it is about: ``(volumes[1] in job.json)``; one that
+    names no file is made to name ``path``."""
+    try:
+        yield
+    except InputError as err:
+        bare = str(err)[len(err.path) + 2 :] if err.path else str(err)
+        raise InputError(f"{bare} ({place} in {source})", err.path or path) from None
+
+
+def _prepare_volumes(job: VolumesJob) -> Prepared:
+    """:func:`prepare` of a format-2 job: every volume read and checked, each message naming its volume."""
+    from .io.slices import choose_axis, labeled_slice_indices, load_volume
+
+    recipe, config, options = job.settings
+    config.validate()
+    declared = len(job.classes) if job.classes else None
+    source = job.source
+    volumes: list[PreparedVolume] = []
+    for n, spec in enumerate(job.volumes):
+        place = f"volumes[{n}]"
+        with _about(place, source, spec.labels or spec.image):
+            volume = load_volume(spec.image, spec.labels, declared)
+            if volume.labels is not None and not volume.labels.any() and not spec.labeled_slices:
+                raise InputError("no labelled slice: the label map is empty and no slice is listed as checked",
+                                 spec.labels)
+        volumes.append(PreparedVolume(volume.name, spec.image, -1, volume, place=place))
+    labeled = [(v, spec) for v, spec in zip(volumes, job.volumes) if spec.labels]
+    if declared is None:
+        num_classes = max(int(v.volume.labels.max()) for v, _ in labeled if v.volume and v.volume.labels is not None)
+        num_classes += 1
+        if num_classes < 2:
+            raise InputError(
+                "fewer than 2 classes: the label maps hold only background; paint at least one class, or declare "
+                "'classes'",
+                source,
+            )
+    else:
+        num_classes = declared
+    for v, spec in labeled:
+        assert v.volume is not None and v.volume.labels is not None
+        with _about(v.place, source, spec.labels):
+            if spec.axis == "auto":
+                v.axis = choose_axis(v.volume.labels, v.volume.spacing_kji)
+            else:
+                v.axis = int(spec.axis)
+                check_axis(v.volume.labels, v.axis, spec.labels or "")
+            v.volume.extra_labeled = {v.axis: list(spec.labeled_slices)}
+            v.labeled = labeled_slice_indices(v.volume.labels, v.axis, spec.labeled_slices)
+    axis = max((2, 1, 0), key=[v.axis for v, _ in labeled].count)  # most labelled volumes' (ties: K, J, I)
+    for v, spec in zip(volumes, job.volumes):
+        if not spec.labels:
+            assert v.volume is not None
+            v.axis = axis if spec.axis == "auto" else int(spec.axis)
+            with _about(v.place, source):
+                _check_sliceable(v.volume, v.axis)
+    for n, path in enumerate(job.predict_images):  # read now, so that a bad one is refused before training
+        place = f"predict_images[{n}]"
+        with _about(place, source):
+            only = load_volume(path)
+            _check_sliceable(only, axis)
+        slices = only.num_slices(axis)
+        del only
+        volumes.append(PreparedVolume(volume_name(path), path, axis, None, train=False, place=place, slices=slices))
+    if job.init_checkpoint:
+        check_checkpoint(job.init_checkpoint, num_classes)
+    return _prepared(job, volumes, axis, num_classes, recipe, config, options)
+
+
+def _prepared(
+    job: Job | VolumesJob,
+    volumes: list[PreparedVolume],
+    axis: int,
+    num_classes: int,
+    recipe: str,
+    config: TrainConfig,
+    options: dict[str, Any],
+) -> Prepared:
+    """The slice sets of ``volumes`` (the labelled slices of all labelled volumes pooled; every other slice of every
+    training volume unlabelled data) and each labelled volume's shape prior."""
+    import torch
+
+    from .completion import CompletionConfig, ShapePrior
+    from .io.slices import SliceSet, build_slice_sets
+    from .training import TrainData
+
+    labeled = [v for v in volumes if v.labeled]
+    unlabeled = [v for v in volumes if v.train and not v.labeled]
+    labeled_set, val, unl = build_slice_sets(
+        [v.volume for v in labeled],  # type: ignore[misc]
+        [v.volume for v in unlabeled],  # type: ignore[misc]
+        [v.axis for v in labeled + unlabeled],
+        config.size,
+        config.min_val_slices,
+        config.val_stride,
     )
     names = list(job.classes) if job.classes else ["background"] + [f"class {c}" for c in range(1, num_classes)]
     completion = from_dict(CompletionConfig, job.completion, where="completion")
     completion.validate()
-    prior = None
     if completion.enabled:  # the user's slices interpolated, to fuse with the network (semiseg.completion)
-        prior = ShapePrior.build(
-            volume.labels, axis, labeled_slice_indices(volume.labels, axis, job.labeled_slices), num_classes, completion
-        )
-        if completion.pseudo_labels > 0:
-            extra = prior.pseudo_labeled(volume.image, volume.name, config.size, completion.pseudo_labels)
-            labeled = SliceSet.concat(
-                [dataclasses.replace(labeled, weights=torch.ones(len(labeled))), extra], config.size, True
+        extras = []
+        for v in labeled:
+            assert v.volume is not None and v.volume.labels is not None
+            v.prior = ShapePrior.build(v.volume.labels, v.axis, v.labeled, num_classes, completion)
+            if completion.pseudo_labels > 0:
+                extras.append(v.prior.pseudo_labeled(v.volume.image, v.name, config.size, completion.pseudo_labels))
+        if extras:
+            labeled_set = SliceSet.concat(
+                [dataclasses.replace(labeled_set, weights=torch.ones(len(labeled_set))), *extras], config.size, True
             )
     return Prepared(
-        volume,
-        unlabeled,
+        volumes,
         axis,
         num_classes,
         names,
-        TrainData(labeled, val, unl, num_classes),
+        TrainData(labeled_set, val, unl, num_classes),
         config,
         recipe,
         options,
         completion,
-        prior,
     )
 
 
@@ -495,24 +860,32 @@ def run_job(
 
 
 def _run_locked(
-    job: Job, prepared: Prepared, run_dir: Path, resume: bool, log: ProgressLog | None, cancel: CancelToken
+    job: Job | VolumesJob, prepared: Prepared, run_dir: Path, resume: bool, log: ProgressLog | None,
+    cancel: CancelToken
 ) -> dict[str, Any]:
     from .completion.preview import Previews
     from .inference import Predictor, write_prediction
-    from .io.slices import labeled_slice_indices
     from .training import Trainer
     from .training.progress import ProgressLog
 
     (run_dir / "cancel").unlink(missing_ok=True)
     log = log or ProgressLog(run_dir / "progress.jsonl")
+    several = isinstance(job, VolumesJob)  # format 2's volumes: its events and records say which volume
     try:
         write_status(run_dir, "running")
-        meta = {
-            "axis": prepared.axis,
-            "class_names": prepared.class_names,
-            "image": job.image,
-            "labeled_slices": labeled_slice_indices(prepared.volume.labels, prepared.axis, job.labeled_slices),
-        }
+        meta: dict[str, Any] = {"axis": prepared.axis, "class_names": prepared.class_names}
+        resolved: dict[str, Any] = {}
+        if several:
+            meta["volumes"] = [
+                {"name": v.name, "image": v.path, "axis": v.axis, "labeled_slices": v.labeled}
+                for v in prepared.volumes if v.train
+            ]
+            resolved["volumes_resolved"] = [
+                {**_volume_record(v), "prior": v.prior.fit if v.prior else None} for v in prepared.volumes
+            ]
+        else:
+            meta.update(image=job.image, labeled_slices=prepared.labeled[0].labeled)
+            resolved["prior"] = prepared.prior.fit if prepared.prior else None
         (run_dir / "config.json").write_text(
             json.dumps(
                 {
@@ -523,12 +896,15 @@ def _run_locked(
                     "method_options_resolved": prepared.method_options,
                     "num_classes": prepared.num_classes,
                     "completion_resolved": to_dict(prepared.completion),
-                    "prior": prepared.prior.fit if prepared.prior else None,
+                    **resolved,
                 },
                 indent=1,
             )
         )
         log.emit("setup", **setup_report(prepared))
+        if several:
+            for v in prepared.volumes:
+                log.emit("volume", **_volume_record(v))
         trainer = Trainer(
             prepared.config,
             job.method,
@@ -544,22 +920,24 @@ def _run_locked(
         elif job.init_checkpoint:
             trainer.warm_start(job.init_checkpoint)
         on_step = None
-        if prepared.prior is not None and prepared.completion.preview_every > 0:
-            previews = Previews(
-                run_dir,
-                _output_names(prepared)[0],
-                prepared.volume,
-                prepared.prior,
-                prepared.completion.preview_every,
-                log,
-                job.output_format,
-                set(meta["labeled_slices"]),
-            )
-            previews.first(prepared.config.iterations)
+        every = prepared.completion.preview_every
+        previews = [
+            Previews(run_dir, v.name, v.volume, v.prior, every, log, job.output_format, set(v.labeled))
+            for v in prepared.volumes
+            if v.prior is not None and v.volume is not None and every > 0
+        ]
+        if previews:
+            for p in previews:  # each labelled volume's prior alone, before training
+                p.first(prepared.config.iterations)
+            turn = [0]
 
             def on_step(iteration: int, _: dict[str, Any]) -> None:
-                if previews.due() and iteration < prepared.config.iterations:
-                    previews.network(
+                # One volume's preview every `every` seconds, the labelled volumes in turn: a run with many
+                # labelled volumes spends on previews what a run with one does.
+                if time.monotonic() - max(p.last for p in previews) >= every and iteration < prepared.config.iterations:
+                    p = previews[turn[0] % len(previews)]
+                    turn[0] += 1
+                    p.network(
                         trainer.model,
                         prepared.config.size,
                         prepared.num_classes,
@@ -575,15 +953,17 @@ def _run_locked(
             predictor.model.register_forward_pre_hook(
                 lambda *_: _obey(cancel, log, "predicting")
             )  # each batch of slices
-            labeled = set(meta["labeled_slices"])
-            volumes = [(prepared.volume, labeled, prepared.prior)] + [(u, set(), None) for u in prepared.unlabeled]
-            for (vol, marks, prior), name in zip(volumes, _output_names(prepared)):
+            for number, v in enumerate(prepared.volumes, 1):
                 _obey(cancel, log, "predicting")
+                count = {"number": number, "of": len(prepared.volumes)} if several else {}
+                if several:
+                    log.emit("predicting", name=v.name, **count)
                 out = write_prediction(
-                    predictor, vol.path, run_dir / "predictions" / name, prepared.axis, job.output_format, marks, prior
+                    predictor, v.path, run_dir / "predictions" / v.name, v.axis, job.output_format, set(v.labeled),
+                    v.prior,
                 )
-                predictions[name] = str(out)
-                log.emit("predicted", name=name, dir=str(out.relative_to(run_dir)))
+                predictions[v.name] = str(out)
+                log.emit("predicted", name=v.name, dir=str(out.relative_to(run_dir)), **count)
         log.emit("done", iteration=summary["iteration"], seconds=summary["seconds"])
         write_status(run_dir, "done", exit_code=EXIT_OK)
         return {
@@ -617,15 +997,19 @@ def _run_locked(
         log.close()
 
 
-def _output_names(prepared: Prepared) -> list[str]:
-    """The output folder name of the labelled volume, then of each unlabelled one (file names made unique)."""
-    used: list[str] = []
-    for vol in [prepared.volume, *prepared.unlabeled]:
-        name, n = vol.name, 2
-        while name in used:
-            name, n = f"{vol.name}_{n}", n + 1
-        used.append(name)
-    return used
+def _volume_record(v: PreparedVolume) -> dict[str, Any]:
+    """What a ``volume`` event says of one volume of a format-2 job (and ``config.json``'s ``volumes_resolved``, with
+    its prior's fit)."""
+    slices = v.volume.num_slices(v.axis) if v.volume is not None else v.slices
+    return {
+        "name": v.name,
+        "place": v.place,
+        "image": v.path,
+        "axis": v.axis,
+        "slices": slices,
+        "labeled_slices": v.labeled,
+        "train": v.train,
+    }
 
 
 def _obey(cancel: CancelToken, log: ProgressLog, phase: str) -> None:

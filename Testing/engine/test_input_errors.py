@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from semiseg.contract import JOB_FORMAT_VERSION
 from semiseg.errors import InputError
 from semiseg.job import load_job, run_job
 
@@ -120,7 +121,9 @@ def test_volume_too_small(case):
 
 def test_newer_job_format(case):
     write_job(case["dir"], format_version=99)
-    with pytest.raises(InputError, match=r"job\.json: written by a newer SemiSegSlicer \(job format 99 > 1\)"):
+    with pytest.raises(
+        InputError, match=rf"job\.json: written by a newer SemiSegSlicer \(job format 99 > {JOB_FORMAT_VERSION}\)"
+    ):
         _run(case["dir"])
     _assert_nothing_written(case["dir"])
 

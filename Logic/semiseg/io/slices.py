@@ -215,7 +215,7 @@ def _slice_set(volume: Volume, axis: int, indices: Sequence[int], size: int, lab
 def build_slice_sets(
     labeled_volumes: Sequence[Volume],
     unlabeled_volumes: Sequence[Volume],
-    axis: int,
+    axis: int | Sequence[int],
     size: int,
     min_val_slices: int = 6,
     val_stride: int = 5,
@@ -226,31 +226,41 @@ def build_slice_sets(
     slices of ``unlabeled_volumes`` are unlabelled. When there are at least ``min_val_slices``
     labelled slices, every ``val_stride``-th one is held out for validation.
 
+    Args:
+        axis: the IJK slicing axis of every volume, or one per volume (``labeled_volumes``, then
+            ``unlabeled_volumes``).
+
     Raises:
         InputError: no labelled slice at all.
     """
+    count = len(labeled_volumes) + len(unlabeled_volumes)
+    axes = [axis] * count if isinstance(axis, int) else [int(a) for a in axis]
+    if len(axes) != count:
+        raise ValueError(f"{len(axes)} axes for {count} volumes")
+    labeled_axes, unlabeled_axes = axes[: len(labeled_volumes)], axes[len(labeled_volumes) :]
     train, val, unlabeled = [], [], []
     all_labeled: list[tuple[Volume, int]] = []
-    for vol in labeled_volumes:
+    for vol, a in zip(labeled_volumes, labeled_axes):
         assert vol.labels is not None
-        idx = labeled_slice_indices(vol.labels, axis, vol.extra_labeled.get(axis, ()))
+        idx = labeled_slice_indices(vol.labels, a, vol.extra_labeled.get(a, ()))
         all_labeled += [(vol, i) for i in idx]
-        rest = sorted(set(range(vol.num_slices(axis))) - set(idx))
-        unlabeled.append(_slice_set(vol, axis, rest, size, labeled=False))
+        rest = sorted(set(range(vol.num_slices(a))) - set(idx))
+        unlabeled.append(_slice_set(vol, a, rest, size, labeled=False))
     if not all_labeled:
         names = ", ".join(v.path or v.name for v in labeled_volumes)
+        along = f"axis {axis}" if isinstance(axis, int) else f"axes {sorted(set(labeled_axes))}"
         raise InputError(
-            f"no labelled slice along axis {axis} in {names}: paint at least one slice or list checked-empty slices"
+            f"no labelled slice along {along} in {names}: paint at least one slice or list checked-empty slices"
         )
     held = set()
     if len(all_labeled) >= min_val_slices:
         held = set(range(val_stride - 1, len(all_labeled), val_stride))
-    for vol in labeled_volumes:
+    for vol, a in zip(labeled_volumes, labeled_axes):
         mine = [(n, i) for n, (v, i) in enumerate(all_labeled) if v is vol]
-        train.append(_slice_set(vol, axis, [i for n, i in mine if n not in held], size, labeled=True))
-        val.append(_slice_set(vol, axis, [i for n, i in mine if n in held], size, labeled=True))
-    for vol in unlabeled_volumes:
-        unlabeled.append(_slice_set(vol, axis, list(range(vol.num_slices(axis))), size, labeled=False))
+        train.append(_slice_set(vol, a, [i for n, i in mine if n not in held], size, labeled=True))
+        val.append(_slice_set(vol, a, [i for n, i in mine if n in held], size, labeled=True))
+    for vol, a in zip(unlabeled_volumes, unlabeled_axes):
+        unlabeled.append(_slice_set(vol, a, list(range(vol.num_slices(a))), size, labeled=False))
     return (
         SliceSet.concat(train, size, True),
         SliceSet.concat(val, size, True),
