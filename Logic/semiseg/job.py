@@ -163,15 +163,10 @@ class _Checks:
     @property
     def settings(self) -> tuple[str, TrainConfig, dict[str, Any]]:
         """The recipe this job resolves to, its training config and its method options: the recipe
-        (:mod:`semiseg.training.recipes`) applied under the settings the job gives explicitly, once for the
-        settings as they are (a job's settings changed after it was read are taken, e.g. to resume longer)."""
-        key = json.dumps([self.recipe, self.method, self.train, self.method_options], sort_keys=True, default=str)
-        cached = self.__dict__.get("_settings")
-        if cached is None or cached[0] != key:
-            recipe, train, options = apply_recipe(self.recipe, self.method, self.train, self.method_options)
-            cached = key, (recipe, from_dict(TrainConfig, train, where="train"), options)
-            self.__dict__["_settings"] = cached
-        return cached[1]
+        (:mod:`semiseg.training.recipes`) applied under the settings the job gives explicitly, for the checks
+        and for the run alike (computed from the job's settings as they are now)."""
+        recipe, train, options = apply_recipe(self.recipe, self.method, self.train, self.method_options)
+        return recipe, from_dict(TrainConfig, train, where="train"), options
 
 
 class Job(JobFields, _Checks):
