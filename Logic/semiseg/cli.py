@@ -101,9 +101,17 @@ def _parser(with_bench: bool = True) -> argparse.ArgumentParser:
         help="accept a job.json whose run_dir lies outside the job folder (absolute, or with ..)",
     )
 
-    r = sub.add_parser("predict", help="write labels, confidence, entropy and review.json for a scan")
+    r = sub.add_parser("predict", help="write labels, confidence, entropy and review.json for a scan, or many")
     r.add_argument("--run", required=True, help="a run folder (or a checkpoint.pt)")
-    r.add_argument("--image", required=True)
+    which = r.add_mutually_exclusive_group(required=True)
+    which.add_argument("--image", help="one scan; its results go to OUT")
+    which.add_argument(
+        "--images",
+        nargs="+",
+        metavar="IMAGE_OR_FOLDER",
+        help="many scans, one model load: files, or folders (their .nii, .nii.gz, .nrrd, .mha, .mhd files by name); "
+        "each scan's results go to OUT/<name>/; scans finished there by an earlier run are skipped",
+    )
     r.add_argument("--out", required=True)
     r.add_argument("--axis", type=_axis, default="auto", help="default: the axis the run was trained along")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -209,8 +217,13 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from .inference import Predictor, write_prediction
+    from .inference import Predictor, image_paths, predict_many, summary_table, write_prediction
+    from .training.progress import ProgressLog
 
+    images = image_paths(args.images) if args.images else None  # a missing input is refused before the model loads
+    cancel = CancelToken()
+    if images is not None:  # --image keeps today's behaviour: SIGTERM ends it
+        signal.signal(signal.SIGTERM, cancel.set)
     ckpt = Path(args.run)
     ckpt = ckpt / "checkpoint.pt" if ckpt.is_dir() else ckpt
     out = Path(args.out)
@@ -228,9 +241,13 @@ def _predict(args: argparse.Namespace) -> int:
         raise InputError(
             f"checkpoint does not hold a usable model ({type(err).__name__}: {str(err)[:200]})", ckpt
         ) from None
-    out = write_prediction(
-        predictor, args.image, args.out, None if args.axis == "auto" else args.axis, args.output_format
-    )
+    axis = None if args.axis == "auto" else args.axis
+    if images is not None:
+        log = ProgressLog(None, stream=sys.stdout, bar=False)
+        summary = predict_many(predictor, images, out, axis, args.output_format, log=log, cancel=cancel)
+        print(summary_table(summary))
+        return EXIT_OK
+    out = write_prediction(predictor, args.image, args.out, axis, args.output_format)
     print(json.dumps({"event": "predicted", "dir": str(out)}))
     return EXIT_OK
 

@@ -176,7 +176,8 @@ EVENTS = (
     "preview_skipped",  # a preview could not be written (a file held open); training goes on
     "trained",          # training ended
     "predicting",       # format 2: the prediction of one volume (``number`` of ``of``) starts
-    "predicted",        # the results of one volume are in RUN_DIR/predictions/<name>
+    "predicted",        # the results of one volume are in RUN_DIR/predictions/<name> (predict --images: OUT/<name>)
+    "skipped",          # predict --images: a volume's results in OUT/<name> were finished by an earlier run
     "cancelled",        # the run stopped on request; the last good checkpoint is kept
     "done",             # the run finished
     "error",            # the run failed: ``message``

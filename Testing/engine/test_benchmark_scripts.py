@@ -201,6 +201,17 @@ def _per_change(tmp: Path, request) -> None:
         assert seconds > 0 and (name == "all changes" or re.search(r"\| \d+\.\d\dx \| [+-]\d\.\d{3} s/it \|", line))
 
 
+@smoke("predict_many.py")
+def _predict_many(tmp: Path, request) -> None:
+    stdout = run("predict_many.py", "--data", str(data("la")), "--volumes", "3", "--subset", "2", "--size", "32")
+    assert stdout.startswith("3 LA volumes (16 scans repeated, 88 slices each)")
+    rows = {line[:46].strip(): [float(v) for v in line[46:].split()] for line in stdout.splitlines()[2:6]}
+    assert [v[0] for v in rows.values()] == [2, 2, 3, 3], stdout
+    assert all(seconds > 0 and per_s > 0 and per_volume > 0 for _, seconds, per_s, per_volume in rows.values())
+    assert re.search(r"^100 volumes: --images \d+ s \(target 180 s: (met|missed)\)", stdout, re.M), stdout
+    assert "identical files: 16 of 16 (the first 2 volume(s)" in stdout  # 4 files of 2 volumes, against 2 paths
+
+
 @smoke("refguided_labels.py")
 def _refguided_labels(tmp: Path, request) -> None:
     checkpoint = request.getfixturevalue("checkpoint_32")

@@ -52,6 +52,7 @@ class Predictor:
         self, checkpoint: str | os.PathLike, device: str = "auto", batch_size: int = 16, precision: str = "auto"
     ) -> None:
         state = load_checkpoint(checkpoint)
+        self.checkpoint: Path | None = Path(checkpoint)
         self.device = resolve_device(device)
         mc = state["model_config"]
         self.num_classes = int(state["num_classes"])
@@ -73,6 +74,7 @@ class Predictor:
         self = cls.__new__(cls)
         self.model, self.size, self.num_classes, self.axis = model, int(size), int(num_classes), int(axis)
         self.device, self.batch_size, self.meta = device, batch_size, {"axis": axis}
+        self.checkpoint = None
         return self
 
     @torch.no_grad()
