@@ -214,6 +214,7 @@ def test_finished_means_every_file_written_for_this_image_and_checkpoint(checkpo
     assert not finished(result, image, "nrrd")  # another format: not there
     assert not finished(result, tmp_path / image.name, "nii.gz")  # another image of the same name
     assert not finished(result, image, "nii.gz", not_before=time.time() + 60)  # a checkpoint trained since
+    assert finished(result, image, "nii.gz", axis=2) and not finished(result, image, "nii.gz", axis=0)
     (result / "entropy.nii.gz").unlink()
     assert not finished(result, image, "nii.gz")
     (result / ".entropy.tmp.nii.gz").write_bytes(b"half")  # killed while writing: the rerun does it again, cleanly

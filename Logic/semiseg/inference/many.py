@@ -15,7 +15,7 @@ The choices made:
   the others wait; on the loaded 2-core machine two threads ran 6 times slower than one).
   ``OMP_NUM_THREADS`` or ``threads`` fix the count. The count is set for the call and given back after.
 - Resume: a volume is finished when its ``review.json`` exists (:func:`write_result` renames it into
-  place last), with its three volumes, names the same image and is not older than the checkpoint.
+  place last), with its three volumes, names the same image and axis and is not older than the checkpoint.
   Finished volumes are skipped (a ``skipped`` event), so an interrupted run continues where it stopped
   and a retrained checkpoint redoes everything.
 - Stop: a cancel (the token, which SIGTERM sets) or Ctrl-C stops the network before its next batch;
@@ -101,8 +101,12 @@ def image_paths(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     return paths
 
 
-def finished(out_dir: str | os.PathLike, image: str | os.PathLike, output_format: str, not_before: float = 0.0) -> bool:
-    """Whether ``out_dir`` holds a whole result of ``image`` written at ``not_before`` (a time stamp) or later."""
+def finished(
+    out_dir: str | os.PathLike, image: str | os.PathLike, output_format: str, not_before: float = 0.0,
+    axis: int | None = None,
+) -> bool:
+    """Whether ``out_dir`` holds a whole result of ``image`` (sliced along ``axis``, if given) written at
+    ``not_before`` (a time stamp) or later."""
     out_dir = Path(out_dir)
     review = out_dir / "review.json"
     try:
@@ -113,6 +117,8 @@ def finished(out_dir: str | os.PathLike, image: str | os.PathLike, output_format
         content = json.loads(review.read_text())
         recorded, slices = content["image"], content["slices"]
     except (OSError, ValueError, KeyError, TypeError):
+        return False
+    if axis is not None and content.get("axis") != axis:
         return False
     return isinstance(slices, list) and bool(recorded) and os.path.abspath(recorded) == os.path.abspath(image)
 
@@ -294,7 +300,7 @@ def predict_many(
     for index, image in enumerate(paths):
         name = volume_name(image)
         out_dir = out / name
-        if finished(out_dir, image, output_format, not_before):
+        if finished(out_dir, image, output_format, not_before, axis):
             done.append(_summary(name, image, out_dir, "skipped"))
             shared.emit("skipped", name=name, dir=str(out_dir), number=index + 1, of=len(paths),
                         reason="finished by an earlier run")
