@@ -1,0 +1,236 @@
+"""Running a prepared job: training with previews, the completion, the predictions, ``status.json`` and
+the cleanup after a crash, a cancel or a full disk (:func:`run_job`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Cancelled, CancelToken, InputError
+from ..settings import to_dict
+from .folder import RunLock, write_status
+from .prepare import Prepared, PreparedVolume, check_checkpoint, prepare, setup_report
+from .reading import Job, VolumesJob
+
+if TYPE_CHECKING:  # torch is imported when a job runs, not when it is read and checked
+    from ..training.progress import ProgressLog
+
+
+def _no_space(err: BaseException, run_dir: Path) -> InputError | None:
+    """The :class:`InputError` a full disk should have raised, if ``err`` (or its cause) is one."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if (isinstance(seen, OSError) and seen.errno == errno.ENOSPC) or "No space left" in str(seen):
+            return InputError(f"no space left on {run_dir}; free some space and resume the run (--resume)")
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _remove_temp_files(run_dir: Path) -> None:
+    """Remove what a failed or cancelled write left: ``*.tmp`` files and staged predictions."""
+    for pattern in ("*.tmp", ".*.tmp", "predictions/*/.*.tmp.*"):
+        for path in run_dir.glob(pattern):
+            path.unlink(missing_ok=True)
+
+
+def _finish(
+    run_dir: Path, log: ProgressLog, state: str, message: str, exit_code: int, event: str | None = None
+) -> None:
+    """The last words of a run that did not finish: its ``error`` event, temporary files removed, its status.
+
+    Each step is tried on its own, so that on a full disk the status is still written (see :func:`write_status`).
+    """
+    import sys
+
+    steps = [lambda: log.emit("error", message=event)] if event else []
+    for step in steps + [lambda: _remove_temp_files(run_dir), lambda: write_status(run_dir, state, message, exit_code)]:
+        try:
+            step()
+        except OSError as err:
+            print(f"semiseg: could not record the {state} state in {run_dir}: {err}", file=sys.stderr)
+
+
+def run_job(
+    job: Job, resume: bool = False, log: ProgressLog | None = None, cancel: CancelToken | None = None
+) -> dict[str, Any]:
+    """Train and (optionally) predict as ``job`` says; returns a summary.
+
+    The run folder is locked (:class:`RunLock`) for the whole run. A cancel (``cancel``, SIGTERM
+    through it, or ``RUN_DIR/cancel``) is obeyed in every phase: set-up, training (a checkpoint is
+    saved) and prediction.
+
+    Raises:
+        InputError: bad input (nothing is written), a run folder that cannot be written or is in use,
+            or a full disk (the last good checkpoint is kept, temporary files are removed).
+        Cancelled: cancellation; ``status.json`` says so and the last good checkpoint is kept.
+    """
+    prepared = prepare(job)
+    run_dir = Path(job.run_dir)
+    if resume and (run_dir / "checkpoint.pt").exists():
+        check_checkpoint(run_dir / "checkpoint.pt", prepared.num_classes, job.method)
+    with RunLock(run_dir):
+        return _run_locked(job, prepared, run_dir, resume, log, cancel or CancelToken(run_dir / "cancel"))
+
+
+def _run_locked(
+    job: Job | VolumesJob, prepared: Prepared, run_dir: Path, resume: bool, log: ProgressLog | None,
+    cancel: CancelToken
+) -> dict[str, Any]:
+    from ..completion.preview import Previews
+    from ..inference import Predictor, write_prediction
+    from ..training import Trainer
+    from ..training.progress import ProgressLog
+
+    (run_dir / "cancel").unlink(missing_ok=True)
+    log = log or ProgressLog(run_dir / "progress.jsonl")
+    several = isinstance(job, VolumesJob)  # format 2's volumes: its events and records say which volume
+    try:
+        write_status(run_dir, "running")
+        meta: dict[str, Any] = {"axis": prepared.axis, "class_names": prepared.class_names}
+        resolved: dict[str, Any] = {}
+        if several:
+            meta["volumes"] = [
+                {"name": v.name, "image": v.path, "axis": v.axis, "labeled_slices": v.labeled}
+                for v in prepared.volumes if v.train
+            ]
+            resolved["volumes_resolved"] = [
+                {**_volume_record(v), "prior": v.prior.fit if v.prior else None} for v in prepared.volumes
+            ]
+        else:
+            meta.update(image=job.image, labeled_slices=prepared.labeled[0].labeled)
+            resolved["prior"] = prepared.prior.fit if prepared.prior else None
+        (run_dir / "config.json").write_text(
+            json.dumps(
+                {
+                    **dataclasses.asdict(job),
+                    "axis_resolved": prepared.axis,
+                    "recipe_resolved": prepared.recipe,
+                    "train_resolved": to_dict(prepared.config),
+                    "method_options_resolved": prepared.method_options,
+                    "num_classes": prepared.num_classes,
+                    "completion_resolved": to_dict(prepared.completion),
+                    **resolved,
+                },
+                indent=1,
+            )
+        )
+        log.emit("setup", **setup_report(prepared))
+        if several:
+            for v in prepared.volumes:
+                log.emit("volume", **_volume_record(v))
+        trainer = Trainer(
+            prepared.config,
+            job.method,
+            prepared.method_options,
+            prepared.num_classes,
+            run_dir,
+            meta=meta,
+            log=log,
+            cancel=cancel,
+        )
+        if resume and trainer.checkpoint_path.exists():
+            trainer.resume(trainer.checkpoint_path)
+        elif job.init_checkpoint:
+            trainer.warm_start(job.init_checkpoint)
+        on_step = None
+        every = prepared.completion.preview_every
+        previews = [
+            Previews(run_dir, v.name, v.volume, v.prior, every, log, job.output_format, set(v.labeled))
+            for v in prepared.volumes
+            if v.prior is not None and v.volume is not None and every > 0
+        ]
+        if previews:
+            for p in previews:  # each labelled volume's prior alone, before training
+                p.first(prepared.config.iterations)
+            turn = [0]
+
+            def on_step(iteration: int, _: dict[str, Any]) -> None:
+                # One volume's preview every `every` seconds, the labelled volumes in turn: a run with many
+                # labelled volumes spends on previews what a run with one does.
+                if time.monotonic() - max(p.last for p in previews) >= every and iteration < prepared.config.iterations:
+                    p = previews[turn[0] % len(previews)]
+                    turn[0] += 1
+                    p.network(
+                        trainer.model,
+                        prepared.config.size,
+                        prepared.num_classes,
+                        trainer.device,
+                        iteration,
+                        prepared.config.iterations,
+                    )
+
+        summary = trainer.fit(prepared.data, on_step=on_step)
+        predictions = {}
+        if job.predict:
+            predictor = Predictor(trainer.checkpoint_path, prepared.config.device)
+            predictor.model.register_forward_pre_hook(
+                lambda *_: _obey(cancel, log, "predicting")
+            )  # each batch of slices
+            for number, v in enumerate(prepared.volumes, 1):
+                _obey(cancel, log, "predicting")
+                count = {"number": number, "of": len(prepared.volumes)} if several else {}
+                if several:
+                    log.emit("predicting", name=v.name, **count)
+                out = write_prediction(
+                    predictor, v.path, run_dir / "predictions" / v.name, v.axis, job.output_format, set(v.labeled),
+                    v.prior,
+                )
+                predictions[v.name] = str(out)
+                log.emit("predicted", name=v.name, dir=str(out.relative_to(run_dir)), **count)
+        log.emit("done", iteration=summary["iteration"], seconds=summary["seconds"])
+        write_status(run_dir, "done", exit_code=EXIT_OK)
+        return {
+            **summary,
+            "run_dir": str(run_dir),
+            "axis": prepared.axis,
+            "predictions": predictions,
+            "num_classes": prepared.num_classes,
+        }
+    except Cancelled as err:
+        _finish(run_dir, log, "cancelled", str(err), EXIT_CANCELLED)
+        raise
+    except InputError as err:
+        _finish(run_dir, log, "failed", str(err), EXIT_BAD_INPUT, str(err))
+        raise
+    except Exception as err:
+        full = _no_space(err, run_dir)
+        if full is not None:
+            _finish(run_dir, log, "failed", str(full), EXIT_BAD_INPUT, str(full))
+            raise full from None
+        _finish(
+            run_dir,
+            log,
+            "failed",
+            f"{type(err).__name__}: {err}\n{traceback.format_exc(limit=5)}",
+            EXIT_INTERNAL,
+            f"{type(err).__name__}: {err}",
+        )
+        raise
+    finally:
+        log.close()
+
+
+def _volume_record(v: PreparedVolume) -> dict[str, Any]:
+    """What a ``volume`` event says of one volume of a format-2 job (and ``config.json``'s ``volumes_resolved``, with
+    its prior's fit)."""
+    slices = v.volume.num_slices(v.axis) if v.volume is not None else v.slices
+    return {
+        "name": v.name,
+        "place": v.place,
+        "image": v.path,
+        "axis": v.axis,
+        "slices": slices,
+        "labeled_slices": v.labeled,
+        "train": v.train,
+    }
+
+
+def _obey(cancel: CancelToken, log: ProgressLog, phase: str) -> None:
+    if cancel.requested():
+        log.emit("cancelled", phase=phase)
+        raise Cancelled(f"cancelled while {phase}")
