@@ -37,7 +37,7 @@ except ImportError:  # the module loaded from a source checkout: the engine is i
     from semiseg.contract import DEFAULT_METHOD, METHOD_LABELS
 
 # SemiSegSlicerLib imports the contract too: after the engine is on the path
-from SemiSegSlicerLib import Session, cache, dependencies, labeledslices, resultimport  # noqa: E402
+from SemiSegSlicerLib import Session, StudySession, cache, dependencies, labeledslices, resultimport  # noqa: E402
 from SemiSegSlicerLib.curves import CurvePlot, TrainingCurves  # noqa: E402
 from SemiSegSlicerLib.mrmlio import firstScalarVolume  # noqa: E402
 from SemiSegSlicerLib.session import checkTrainRequest  # noqa: E402
@@ -299,11 +299,14 @@ class SemiSegSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
-    """Everything the widget does, without GUI: delegates to ``SemiSegSlicerLib.Session``."""
+    """Everything the widget does, without GUI: delegates to ``SemiSegSlicerLib.Session`` (one volume) or
+    ``SemiSegSlicerLib.StudySession`` (several scans); the review, accept and undo act on the one started last."""
 
     def __init__(self):
         ScriptedLoadableModuleLogic.__init__(self)
         self.session = None
+        self.study = None
+        self._studyActive = False  # the study was started last (else the one-volume session)
         self.curves = TrainingCurves()
         self.curvePlot = None  # CurvePlot of the loss and validation Dice, made by the first training
 
@@ -336,6 +339,13 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
                                    pythonPath=self.enginePythonPath())
         return self.session
 
+    def getStudy(self):
+        if self.study is None or self.study.scene is not slicer.mrmlScene:
+            environment = slicer.util.startupEnvironment() if hasattr(slicer.util, "startupEnvironment") else None
+            self.study = StudySession(slicer.mrmlScene, self.pythonExecutable(), self.cacheDir(), env=environment,
+                                      pythonPath=self.enginePythonPath())
+        return self.study
+
     @staticmethod
     def missingDependencies():
         return dependencies.missingDependencies()
@@ -346,20 +356,39 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
         dependencies.installDependencies(requirementsPath, askConfirmation)
 
     def clearCache(self):
-        keep = [self.session.exported.jobDir] if self.running else []
-        if self.session is not None and not self.running:
-            self.session.lastRunDir = None
+        keep = [self.active.client.jobDir] if self.running else []
+        for session in (self.session, self.study):
+            if session is not None and not self.running:
+                session.lastRunDir = None
         return cache.clearCache(self.cacheDir(), keep=keep)
 
     # -- training ---------------------------------------------------------------------------------
 
     @property
+    def active(self):
+        """The one-volume session or the study, whichever was started last (None before either)."""
+        return self.study if self._studyActive and self.study is not None else self.session
+
+    @property
     def running(self):
-        return self.session is not None and self.session.running
+        return any(s is not None and s.running for s in (self.session, self.study))
 
     @property
     def canRetrain(self):
-        return self.session is not None and cache.latestCheckpoint(self.session.lastRunDir) is not None
+        return self.active is not None and cache.latestCheckpoint(self.active.lastRunDir) is not None
+
+    def _checkDependencies(self):
+        missing = self.missingDependencies()
+        if missing:
+            raise RuntimeError(
+                _("Missing Python packages: {names}. Press 'Install dependencies'.").format(names=", ".join(missing))
+            )
+
+    def _newCurves(self):
+        self.curves = TrainingCurves()
+        if self.curvePlot is None or self.curvePlot.chartNode.GetScene() is not slicer.mrmlScene:
+            self.curvePlot = CurvePlot(slicer.mrmlScene)
+        self.curvePlot.update(self.curves)
 
     def startTraining(self, parameters, unlabeledVolumes=(), retrain=False, methodOptions=None):
         train = checkTrainRequest(
@@ -368,11 +397,9 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
             parameters.method.value,
             {"iterations": parameters.iterations, "size": parameters.size, "device": parameters.device},
         )
-        missing = self.missingDependencies()
-        if missing:
-            raise RuntimeError(
-                _("Missing Python packages: {names}. Press 'Install dependencies'.").format(names=", ".join(missing))
-            )
+        self._checkDependencies()
+        if self.running:
+            raise RuntimeError(_("A job is already running; cancel it first."))
         exported = self.getSession().start(
             parameters.inputVolume,
             parameters.segmentation,
@@ -382,22 +409,47 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
             methodOptions=methodOptions,
             retrain=retrain,
         )
-        self.curves = TrainingCurves()
-        if self.curvePlot is None or self.curvePlot.chartNode.GetScene() is not slicer.mrmlScene:
-            self.curvePlot = CurvePlot(slicer.mrmlScene)
-        self.curvePlot.update(self.curves)
+        self._studyActive = False
+        self._newCurves()
         return exported
 
+    def startStudy(self, parameters, pairs, retrain=False, methodOptions=None):
+        """One training over several scans: ``pairs`` of (volume node, segmentation node or None); the method and
+        training settings of ``parameters``. ``retrain`` warm-starts from the study's last run, on its pairs as they
+        are now (every accepted slice included) when ``pairs`` is None."""
+        study = self.getStudy()
+        pairs = study.pairs if pairs is None else list(pairs)
+        labelled = next(((v, s) for v, s in pairs if s is not None), (None, None))
+        train = checkTrainRequest(*labelled, parameters.method.value,
+                                  {"iterations": parameters.iterations, "size": parameters.size,
+                                   "device": parameters.device})
+        self._checkDependencies()
+        if self.running:
+            raise RuntimeError(_("A job is already running; cancel it first."))
+        exported = study.start(pairs, method=parameters.method.value, train=train, methodOptions=methodOptions,
+                               retrain=retrain)
+        self._studyActive = True
+        self._newCurves()
+        return exported
+
+    def applyToMoreVolumes(self, volumeNodes):
+        """Segment volumes loaded later with the study's model, without training; their slices join the review."""
+        if self.running:
+            raise RuntimeError(_("A job is already running; cancel it first."))
+        jobDir = self.getStudy().applyToVolumes(volumeNodes)
+        self._studyActive = True
+        return jobDir
+
     def poll(self):
-        """The session's progress; the training curves' plot nodes follow its events."""
-        progress = self.getSession().poll()
+        """The running session's progress; the training curves' plot nodes follow its events."""
+        progress = (self.active or self.getSession()).poll()
         if self.curves.add(progress.events) and self.curvePlot is not None:
             self.curvePlot.update(self.curves)
         return progress
 
     def cancel(self, graceSeconds=10.0):
-        if self.session is not None:
-            self.session.cancel(graceSeconds)
+        if self.active is not None:
+            self.active.cancel(graceSeconds)
 
     def waitForJob(self, timeoutSeconds=600.0, processEvents=True):
         """Poll until the job ends (for scripts and tests); returns the last progress."""
@@ -416,14 +468,16 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
 
     @property
     def review(self):
-        return self.session.review if self.session is not None else None
+        return self.active.review if self.active is not None else None
 
     @property
     def canUndo(self):
-        return self.session is not None and bool(self.session.history)
+        return self.active is not None and bool(self.active.history)
 
     def applyConfidenceDisplay(self, show, opacity):
-        result = self.session.result if self.session is not None else None
+        if self.active is self.study and self.study is not None:
+            self.study.opacity = opacity
+        result = self.active.result if self.active is not None else None
         if result is None or result.confidenceNode is None or result.confidenceNode.GetScene() is None:
             return
         if show:
@@ -435,14 +489,17 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
         """Make a review row current (by ``row`` or by ``step`` from the current one) and show it."""
         if self.review is None:  # nothing to show yet: the buttons are off
             return None
-        self.session.selectReview(row=row, step=step)
+        self.active.selectReview(row=row, step=step)
         return self.review.current
 
     def acceptCurrentSlice(self):
-        return self.getSession().acceptCurrent()
+        """Accept the current review slice; returns its index (of its volume, in a study)."""
+        accepted = (self.active or self.getSession()).acceptCurrent()
+        return accepted[1] if isinstance(accepted, tuple) else accepted
 
     def undoAccept(self):
-        return self.getSession().undoAccept()
+        undone = (self.active or self.getSession()).undoAccept()
+        return undone[1] if isinstance(undone, tuple) else undone
 
     def markSliceChecked(self, volumeNode, segmentationNode, sliceViewName="Red"):
         """Mark the slice shown in a slice view as checked (labelled even if empty); returns a summary."""

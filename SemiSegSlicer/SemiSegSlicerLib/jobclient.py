@@ -42,8 +42,12 @@ def hiddenConsoleOptions() -> dict:
     return {"startupinfo": info}
 
 
-def engineCommand(python: str, jobDir: str) -> list[str]:
-    """The engine's command line for a job folder, as an argument list (never a shell string)."""
+def engineCommand(python: str, jobDir: str, arguments=None) -> list[str]:
+    """The engine's command line for a job folder, as an argument list (never a shell string).
+
+    ``arguments`` replaces ``train --job JOB_DIR`` (e.g. ``predict --run RUN --images ... --out OUT``)."""
+    if arguments is not None:
+        return [python, "-m", "semiseg", *[os.fspath(a) for a in arguments]]
     return [python, "-m", "semiseg", "train", "--job", os.fspath(jobDir)]
 
 
@@ -57,11 +61,14 @@ class JobClient:
         env: the environment of the process (default: this process's); ``PYTHONUNBUFFERED`` is set.
         pythonPath: folders prepended to ``PYTHONPATH`` (where the ``semiseg`` package lies).
         stderrLines: how many last lines of stderr are kept for error messages.
+        arguments: the engine's arguments instead of ``train --job JOB_DIR`` (:func:`engineCommand`); the
+            process still runs in ``jobDir``.
     """
 
     def __init__(self, python: str, jobDir: str, runDir: str | None = None, env: dict | None = None,
-                 pythonPath=(), stderrLines: int = 40):
+                 pythonPath=(), stderrLines: int = 40, arguments=None):
         self.python = python
+        self.arguments = list(arguments) if arguments is not None else None
         self.jobDir = os.path.abspath(os.fspath(jobDir))
         self.runDir = os.path.abspath(runDir) if runDir else os.path.join(self.jobDir, "run")
         self.env = dict(os.environ if env is None else env)
@@ -90,7 +97,8 @@ class JobClient:
         else:
             kwargs["start_new_session"] = True
         self.process = subprocess.Popen(
-            engineCommand(self.python, self.jobDir), cwd=self.jobDir, env=self.env, stdin=subprocess.DEVNULL,
+            engineCommand(self.python, self.jobDir, self.arguments), cwd=self.jobDir, env=self.env,
+            stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, encoding="utf-8", errors="replace",
             bufsize=1, **kwargs)
         self._readers = [threading.Thread(target=self._readStdout, daemon=True, name="semiseg-stdout"),

@@ -14,12 +14,21 @@ import json
 import os
 import re
 
-from semiseg.contract import DEFAULT_METHOD, JobFields, choose_axis, labeled_slices, painted_slices
+from semiseg.contract import (
+    DEFAULT_METHOD,
+    JobFields,
+    VolumeFields,
+    VolumesJobFields,
+    choose_axis,
+    labeled_slices,
+    painted_slices,
+)
 
 from . import labeledslices
 from .mrmlio import checkSameTransform, segmentsToArray, writeArrayAsVolume, writeVolume
 
-__all__ = ["SIDECAR", "ExportedJob", "segmentList", "exportJob", "loadExportedJob"]
+__all__ = ["SIDECAR", "ExportedJob", "StudyVolume", "ExportedStudy", "segmentList", "exportJob", "exportStudyJob",
+           "loadExportedJob"]
 
 SIDECAR = "slicer.json"
 IMAGE_FILE = "image.nrrd"
@@ -158,6 +167,147 @@ def exportJob(
     _writeJson(os.path.join(jobDir, SIDECAR), exported.sidecar())
     _writeJson(os.path.join(jobDir, "job.json"), job)  # last: a folder with job.json is complete
     return exported
+
+
+@dataclasses.dataclass
+class StudyVolume:
+    """One volume of a study (:func:`exportStudyJob`): its engine name (``predictions/<name>/``) and nodes."""
+
+    name: str
+    volumeNodeId: str
+    segmentationNodeId: str | None  # None: no segmentation (unlabelled data)
+    segments: list[dict]  # this segmentation's segments in class order (label n + 1 = segments[n]); [] if none
+    axis: int | None  # the IJK axis written to job.json, or None for "auto"
+    labeledSlices: list[int]  # [] : unlabelled data of the training (no segmentation, or nothing labelled on it)
+
+    def exported(self, study: ExportedStudy, runDir: str | None = None) -> ExportedJob:
+        """This volume as the single-volume :class:`ExportedJob` that :func:`~.resultimport.importResults`
+        reads (called ``name`` in its ``unlabeled`` map); segments default to the study's."""
+        return ExportedJob(jobDir=study.jobDir, runDir=runDir or study.runDir, volumeNodeId=self.volumeNodeId,
+                           segmentationNodeId=self.segmentationNodeId or "", segments=self.segments or study.segments,
+                           classes=study.classes, axis=self.axis, labeledSlices=self.labeledSlices,
+                           unlabeled={self.name: self.volumeNodeId}, job={})
+
+
+@dataclasses.dataclass
+class ExportedStudy:
+    """What :func:`exportStudyJob` wrote: a format-2 job over several volumes."""
+
+    jobDir: str
+    runDir: str
+    volumes: list[StudyVolume]
+    segments: list[dict]  # the classes' segments ({"id", "name", "color"}) of the first labelled segmentation
+    classes: list[str]
+    job: dict
+
+    def volume(self, name: str) -> StudyVolume:
+        for volume in self.volumes:
+            if volume.name == name:
+                return volume
+        raise KeyError(f"no volume {name!r} in this study")
+
+
+def _studySegments(segmentationNode, reference: list[dict]) -> list[dict]:
+    """``segmentationNode``'s segments in the order of the class names of ``reference`` (matched by name)."""
+    own = segmentList(segmentationNode)
+    byName = {s["name"]: s for s in own}
+    names = [s["name"] for s in reference]
+    if len(byName) != len(own) or set(byName) != set(names):
+        raise ValueError(f"segmentation {segmentationNode.GetName()!r} has the segments {[s['name'] for s in own]}, "
+                         f"the study's classes are {names}: every segmentation of a study needs the same "
+                         "segment names (one per structure)")
+    return [byName[name] for name in names]
+
+
+def exportStudyJob(
+    jobDir: str | os.PathLike,
+    pairs,
+    *,
+    method: str = DEFAULT_METHOD,
+    train: dict | None = None,
+    methodOptions: dict | None = None,
+    initCheckpoint: str | None = None,
+    outputFormat: str = "nrrd",
+) -> ExportedStudy:
+    """Write a format-2 job folder (docs/JOB_FORMAT.md, "several volumes") for one training over a study.
+
+    Args:
+        pairs: ``(volume node, segmentation node or None)`` per volume. Each labelled volume gets its own labels
+            file, its own checked-empty slices and axis, by the single-volume rules of :func:`exportJob`; a
+            volume without segmentation, or whose segmentation holds no labelled slice, is unlabelled data.
+            Segments are matched across segmentations by name; the classes are those of the first labelled one.
+
+    Raises:
+        ValueError: no volume, a volume twice, no labelled volume, segmentations with other segment names,
+            or a volume and segmentation under different transforms.
+        FileExistsError: ``jobDir`` already holds a job.
+    """
+    jobDir = os.path.abspath(os.fspath(jobDir))
+    pairs = [(v, s) for v, s in pairs]
+    if not pairs:
+        raise ValueError("select at least one volume")
+    if os.path.exists(os.path.join(jobDir, "job.json")):
+        raise FileExistsError(f"{jobDir} already holds a job")
+    ids = [v.GetID() if v is not None else None for v, _ in pairs]
+    if len(set(ids)) != len(ids):
+        raise ValueError("a volume is listed twice in the study")
+    reference = None
+    for volumeNode, segmentationNode in pairs:
+        if volumeNode is None or volumeNode.GetImageData() is None:
+            raise ValueError("select volumes that hold image data")
+        if segmentationNode is not None and segmentationNode.GetSegmentation().GetNumberOfSegments():
+            checkSameTransform(volumeNode, segmentationNode)
+            reference = reference or segmentList(segmentationNode)
+    if reference is None:
+        raise ValueError("no segmentation with a segment: add one segment per structure and paint a few slices")
+
+    volumes, entries, arrays = [], [], []
+    for n, (volumeNode, segmentationNode) in enumerate(pairs):
+        name = f"v{n + 1:02d}_{_safeName(volumeNode.GetName())}"
+        segments, axis, labeled, checkedEmpty, labels = [], None, [], [], None
+        if segmentationNode is not None and segmentationNode.GetSegmentation().GetNumberOfSegments():
+            segments = _studySegments(segmentationNode, reference)
+            labels = segmentsToArray(segmentationNode, [s["id"] for s in segments], volumeNode)
+            checkedAxis, checked = labeledslices.checkedSlices(segmentationNode)
+            axis = checkedAxis if checked else None
+            sliceAxis = axis if axis is not None else choose_axis(labels, volumeNode.GetSpacing()[::-1])
+            labeled = labeled_slices(labels, sliceAxis, checked)
+            checkedEmpty = sorted(set(checked) - set(painted_slices(labels, sliceAxis)))
+            if not labeled:  # nothing labelled on it yet: unlabelled data of the training (its segmentation kept)
+                axis, labels = None, None
+        volumes.append(StudyVolume(name, volumeNode.GetID(), segmentationNode.GetID() if segments else None,
+                                   segments, axis, labeled))
+        arrays.append(labels)
+        entries.append(VolumeFields(image=name + ".nrrd", labels=name + "_labels.nrrd" if labels is not None else None,
+                                    labeled_slices=checkedEmpty if labels is not None else [],
+                                    axis=axis if axis is not None else "auto"))
+    if all(labels is None for labels in arrays):
+        raise ValueError("no labelled slice in any volume: paint at least one slice, or mark slices you checked "
+                         "as empty")
+
+    os.makedirs(jobDir, exist_ok=True)
+    for (volumeNode, _), entry, labels in zip(pairs, entries, arrays):
+        writeVolume(volumeNode, os.path.join(jobDir, entry.image))
+        if labels is not None:
+            writeArrayAsVolume(labels, volumeNode, os.path.join(jobDir, entry.labels))
+    job = dataclasses.asdict(
+        VolumesJobFields(
+            volumes=entries,
+            classes=["background"] + [s["name"] for s in reference],
+            method=method,
+            train={k: v for k, v in (train or {}).items() if v is not None},
+            method_options=dict(methodOptions or {}),
+            init_checkpoint=os.path.abspath(initCheckpoint) if initCheckpoint else None,
+            output_format=outputFormat,
+        )
+    )
+    study = ExportedStudy(jobDir=jobDir, runDir=os.path.join(jobDir, job["run_dir"]), volumes=volumes,
+                          segments=reference, classes=job["classes"], job=job)
+    sidecar = dataclasses.asdict(study)
+    sidecar.pop("job")
+    _writeJson(os.path.join(jobDir, SIDECAR), sidecar)
+    _writeJson(os.path.join(jobDir, "job.json"), job)  # last: a folder with job.json is complete
+    return study
 
 
 def loadExportedJob(jobDir: str | os.PathLike) -> ExportedJob:

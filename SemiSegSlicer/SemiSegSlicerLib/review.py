@@ -17,7 +17,7 @@ import numpy as np
 from . import labeledslices
 from .mrmlio import checkSameTransform, ijkToRasMatrix, numpyAxis, segmentsToArray, writeSegmentArrays
 
-__all__ = ["ReviewModel", "sliceCenterRas", "jumpSlices", "AcceptRecord", "acceptSlice", "undoAccept"]
+__all__ = ["ReviewModel", "StudyReview", "sliceCenterRas", "jumpSlices", "AcceptRecord", "acceptSlice", "undoAccept"]
 
 
 class ReviewModel:
@@ -69,6 +69,76 @@ class ReviewModel:
 
     def setLabeled(self, index: int, labeled: bool = True) -> None:
         self.slices[self.rowOfSlice(index)]["labeled"] = labeled
+
+
+class StudyReview:
+    """One review list across the volumes of a study, least confident first.
+
+    Built from each volume's ``review.json`` (in volume order); each entry is the engine's slice entry with
+    ``volume`` (the volume's name) and ``axis`` added. Ties of confidence go by volume order, then slice index.
+    Steps as :class:`ReviewModel` does.
+    """
+
+    def __init__(self, reviews: list[tuple[str, dict]]):
+        self.volumes: list[str] = []
+        self.slices: list[dict] = []
+        self.statistic = ""
+        for order, (name, review) in enumerate(reviews):
+            self._add(order, name, review)
+        self._sort()
+        self.current = 0 if self.slices else -1
+
+    def _add(self, order: int, name: str, review: dict) -> None:
+        model = ReviewModel(review)  # checks it
+        if name in self.volumes:
+            raise ValueError(f"volume {name!r} is already in the review list")
+        self.volumes.append(name)
+        self.statistic = self.statistic or model.statistic
+        for entry in model.slices:
+            self.slices.append(dict(entry, volume=name, axis=model.axis, _order=order))
+
+    def _sort(self) -> None:
+        def key(entry):
+            confidence = entry.get("confidence")
+            confidence = float(confidence) if isinstance(confidence, (int, float)) else float("inf")
+            return confidence, entry["_order"], entry["index"]
+
+        self.slices.sort(key=key)
+
+    def addVolume(self, name: str, review: dict) -> None:
+        """Add a volume's slices (a volume segmented later); the current entry stays current."""
+        current = self.currentSlice
+        self._add(len(self.volumes), name, review)
+        self._sort()
+        self.current = self.slices.index(current) if current is not None else 0
+
+    def __len__(self) -> int:
+        return len(self.slices)
+
+    @property
+    def currentSlice(self) -> dict | None:
+        return self.slices[self.current] if 0 <= self.current < len(self.slices) else None
+
+    def select(self, row: int) -> dict:
+        if not 0 <= row < len(self.slices):
+            raise IndexError(f"review row {row} is outside 0..{len(self.slices) - 1}")
+        self.current = row
+        return self.slices[row]
+
+    def next(self) -> dict | None:
+        return self.select((self.current + 1) % len(self.slices)) if self.slices else None
+
+    def previous(self) -> dict | None:
+        return self.select((self.current - 1) % len(self.slices)) if self.slices else None
+
+    def rowOfSlice(self, volume: str, index: int) -> int:
+        for row, entry in enumerate(self.slices):
+            if entry["volume"] == volume and entry["index"] == index:
+                return row
+        raise KeyError(f"slice {index} of volume {volume!r} is not in the review list")
+
+    def setLabeled(self, volume: str, index: int, labeled: bool = True) -> None:
+        self.slices[self.rowOfSlice(volume, index)]["labeled"] = labeled
 
 
 def sliceCenterRas(volumeNode, axis: int, index: int) -> tuple[float, float, float]:

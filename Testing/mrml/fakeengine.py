@@ -35,30 +35,78 @@ from pathlib import Path
 MAIN = r'''
 import json, os, signal, subprocess, sys, time
 
-job_dir = sys.argv[sys.argv.index("--job") + 1]
-job = json.load(open(os.path.join(job_dir, "job.json")))
-fake_file = os.path.join(job_dir, "fake.json")
-fake = json.load(open(fake_file)) if os.path.exists(fake_file) else json.loads(os.environ["FAKE_ENGINE"])
-run_dir = os.path.join(job_dir, job.get("run_dir", "run"))
-os.makedirs(run_dir, exist_ok=True)
 
 
 def say(**event):
     print(json.dumps(event), flush=True)
 
 
+def volume_name(path):
+    name = os.path.basename(os.path.normpath(path))
+    for ext in (".nii.gz", ".nii", ".nrrd", ".mha", ".mhd"):
+        if name.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+def fake_predict():
+    """``semiseg predict --run RUN --images A B ... --out OUT [--format F]``: OUT/<name>/ per image."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    args = sys.argv[2:]
+    images, out, ext, n = [], None, "nii.gz", 0
+    while n < len(args):
+        if args[n] == "--images":
+            n += 1
+            while n < len(args) and not args[n].startswith("--"):
+                images.append(args[n])
+                n += 1
+            continue
+        if args[n] == "--out":
+            out = args[n + 1]
+        elif args[n] == "--format":
+            ext = args[n + 1]
+        n += 2
+    if not os.path.isfile(os.path.join(args[args.index("--run") + 1], "checkpoint.pt")):
+        print("semiseg: error: no checkpoint.pt in the run folder", file=sys.stderr, flush=True)
+        sys.exit(2)
+    for number, path in enumerate(images, start=1):
+        image = sitk.ReadImage(path)
+        shape = sitk.GetArrayFromImage(image).shape
+        labels = np.zeros(shape, np.uint8)
+        labels[:, : shape[1] // 2, : shape[2] // 2] = 1
+        slices = [{"index": k, "confidence": 0.505 + 0.01 * k, "foreground_fraction": 0.25, "labeled": False}
+                  for k in range(shape[0])]
+        name = volume_name(path)
+        write_prediction(os.path.join(out, name), labels, np.full(shape, 0.6, np.float32),
+                         {"axis": 2, "statistic": "fake", "slices": slices}, image, ext)
+        say(event="predicted", name=name, dir=os.path.join(out, name), number=number, of=len(images), seconds=0.01)
+    say(event="done", volumes=len(images), predicted=len(images), skipped=0, seconds=0.1)
+    sys.exit(0)
+
+
+if sys.argv[1] != "predict":
+    job_dir = sys.argv[sys.argv.index("--job") + 1]
+    job = json.load(open(os.path.join(job_dir, "job.json")))
+    fake_file = os.path.join(job_dir, "fake.json")
+    fake = json.load(open(fake_file)) if os.path.exists(fake_file) else json.loads(os.environ["FAKE_ENGINE"])
+    run_dir = os.path.join(job_dir, job.get("run_dir", "run"))
+    os.makedirs(run_dir, exist_ok=True)
+
+
 def status(state, message, code):
     json.dump({"state": state, "message": message, "exit_code": code}, open(os.path.join(run_dir, "status.json"), "w"))
 
 
-def write_prediction(out, labels, confidence, review, like):
+def write_prediction(out, labels, confidence, review, like, ext=None):
     """labels, confidence, entropy and review.json in ``out``, each written under a temporary name and
     moved into place (os.replace), review.json last: what the engine does."""
     import numpy as np
     import SimpleITK as sitk
 
     os.makedirs(out, exist_ok=True)
-    ext = job.get("output_format", "nii.gz")
+    ext = ext or job.get("output_format", "nii.gz")
     entropy = -np.log(np.clip(confidence, 1e-6, 1.0)).astype(np.float32)
     for stem, array in (("labels", labels.astype(np.uint8)), ("confidence", confidence.astype(np.float32)),
                         ("entropy", entropy)):
@@ -110,7 +158,49 @@ def previews():
             wait_for_gate()
 
 
+def study_done():
+    """A format-2 job: one ``volume`` line per volume, then each volume's prediction in
+    ``predictions/<name>/`` (labels = its labels with slice 0 also filled, or a block for an unlabelled
+    volume; confidence 0.8; review slice k at 0.5 + 0.01 k), ``predicting``/``predicted`` lines as the engine's."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    entries = [dict(v, place=f"volumes[{n}]", train=True) for n, v in enumerate(job["volumes"])]
+    entries += [{"image": p, "place": f"predict_images[{n}]", "train": False}
+                for n, p in enumerate(job.get("predict_images", []))]
+    say(event="setup", volumes=len(entries))
+    for e in entries:
+        say(event="volume", name=volume_name(e["image"]), place=e["place"], image=e["image"], axis=2,
+            slices=0, labeled_slices=e.get("labeled_slices", []), train=e["train"])
+    for it in (1, 2, 3):
+        say(event="iteration", iteration=it, iterations=3, loss=1.0 / it, terms={"sup": 1.0 / it}, lr=0.01,
+            seconds_left=3 - it, elapsed=it)
+    open(os.path.join(run_dir, "checkpoint.pt"), "wb").write(b"fake")
+    for number, e in enumerate(entries, start=1):
+        name = volume_name(e["image"])
+        say(event="predicting", name=name, number=number, of=len(entries))
+        image = sitk.ReadImage(os.path.join(job_dir, e["image"]))
+        if e.get("labels"):
+            array = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(job_dir, e["labels"])))
+            array[0] = array.max(axis=0)
+        else:
+            array = np.zeros(sitk.GetArrayFromImage(image).shape, np.uint8)
+            array[:, :2, :2] = 1
+        slices = [{"index": k, "confidence": 0.5 + 0.01 * k, "foreground_fraction": 0.1, "labeled": False}
+                  for k in range(array.shape[0])]
+        write_prediction(os.path.join(run_dir, "predictions", name), array, np.full(array.shape, 0.8, np.float32),
+                         {"axis": 2, "statistic": "fake", "slices": slices}, image)
+        say(event="predicted", name=name, dir=f"predictions/{name}", number=number, of=len(entries))
+    say(event="done", iteration=3, seconds=0.1)
+    status("done", "", 0)
+    sys.exit(0)
+
+
+if sys.argv[1] == "predict":
+    fake_predict()
 mode = fake["mode"]
+if "volumes" in job and mode == "done":
+    study_done()
 if mode == "hang" and fake.get("launcher") and not os.environ.get("FAKE_ENGINE_CHILD"):
     engine = subprocess.Popen([sys.executable, "-m", "semiseg"] + sys.argv[1:], env=dict(os.environ,
     FAKE_ENGINE_CHILD="1"))

@@ -162,5 +162,50 @@ def main(fakeEngineDir: str, cacheDir: str) -> dict:
     return seen
 
 
+def studyMain(fakeEngineDir: str, cacheDir: str) -> dict:
+    """The logic's study path: two (volume, segmentation) pairs, one training, the review across them, accept,
+    retrain on the study's pairs, and "apply to more volumes"."""
+    setup = SceneSetup()
+    scene = setup.scene
+    installStandIns(scene, cacheDir)
+    import SemiSegSlicer as module
+
+    seen = {}
+    rng = np.random.default_rng(3)
+    pairs = []
+    for n, shape in enumerate(((5, 16, 18), (4, 12, 14))):
+        volume = addVolume(scene, rng.normal(size=shape).astype(np.float32), origin=(60.0 * n, 0, 0), name=f"scan{n}")
+        mask = np.zeros(shape, np.uint8)
+        mask[2, 4:10, 5:12] = 1
+        pairs.append((volume, addSegmentation(scene, volume, {"tumour": ((1, 0, 0), mask)}, name=f"labels{n}")))
+    later = addVolume(scene, rng.normal(size=(3, 10, 10)).astype(np.float32), origin=(-60.0, 0, 0), name="later")
+    logic = module.SemiSegSlicerLogic()
+    logic.enginePythonPath = lambda: [fakeEngineDir]
+    os.environ["FAKE_ENGINE"] = json.dumps({"mode": "done"})
+    parameters = types.SimpleNamespace(method=module.Method.SUPERVISED, iterations=3, size=64, device="cpu")
+    exported = logic.startStudy(parameters, pairs)
+    seen["volumes"] = [v["image"] for v in exported.job["volumes"]]
+    seen["running"] = logic.running
+    seen["state"] = logic.waitForJob(120).state
+    seen["reviewVolumes"] = sorted({e["volume"] for e in logic.review.slices})
+    seen["row"] = logic.selectReviewSlice(row=1)
+    seen["background"] = scene.GetNodesByClass("vtkMRMLSliceCompositeNode").GetItemAsObject(0).GetBackgroundVolumeID()
+    seen["secondVolume"] = pairs[1][0].GetID()
+    seen["accepted"] = logic.acceptCurrentSlice()
+    seen["canUndo"], seen["canRetrain"] = logic.canUndo, logic.canRetrain
+    again = logic.startStudy(parameters, None, retrain=True)
+    seen["retrainLabelled"] = [v.labeledSlices for v in again.volumes]
+    seen["retrainState"] = logic.waitForJob(120).state
+    logic.applyToMoreVolumes([later])
+    seen["applyState"] = logic.waitForJob(120).state
+    seen["reviewLength"] = len(logic.review)
+    logic.applyConfidenceDisplay(True, 0.5)
+    seen["opacity"] = scene.GetNodesByClass("vtkMRMLSliceCompositeNode").GetItemAsObject(0).GetForegroundOpacity()
+    return seen
+
+
 if __name__ == "__main__":
-    print(json.dumps(main(sys.argv[1], sys.argv[2])))
+    if sys.argv[3:] == ["study"]:
+        print(json.dumps(studyMain(sys.argv[1], sys.argv[2])))
+    else:
+        print(json.dumps(main(sys.argv[1], sys.argv[2])))

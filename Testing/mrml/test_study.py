@@ -1,0 +1,308 @@
+"""A study of several scans (issue 12, item 3): one format-2 job over two (volume, segmentation) pairs, every
+volume's result imported into its own nodes, one review list across the volumes, accepting slices of each,
+retraining on both, and segmenting a volume loaded later with the model. Against the fake engine (real files,
+written in the engine's layout), on a real MRML scene."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from SemiSegSlicerLib import labeledslices
+from SemiSegSlicerLib.jobexport import exportStudyJob
+from SemiSegSlicerLib.mrmlio import arrayFromVolume, readVolume, segmentsToArray
+from SemiSegSlicerLib.review import StudyReview
+from SemiSegSlicerLib.session import StudySession
+
+import fakeengine
+from mrmltesting import DATA, HERE, ROOT, addSegmentation, addVolume, rotation, segmentationSnapshot
+
+SHAPE_A = (6, 20, 24)  # K, J, I
+SHAPE_B = (5, 16, 18)
+
+
+@pytest.fixture
+def engine(tmp_path):
+    return fakeengine.install(tmp_path / "fake")
+
+
+def _pair(scene, shape, name, painted, origin, colorOrder=False):
+    volume = addVolume(scene, np.random.default_rng(len(name)).normal(size=shape).astype(np.float32),
+                       (0.8, 0.9, 3.0), origin, rotation(20, "z"), name=name)
+    heart = np.zeros(shape, np.uint8)
+    heart[painted, 5:12, 6:14] = 1
+    lung = np.zeros(shape, np.uint8)
+    lung[painted, 1:4, 1:4] = 1
+    segments = {"heart": ((1, 0.5, 0), heart), "lung": ((0, 0.5, 1), lung)}
+    if colorOrder:  # the second segmentation lists its segments in another order: matched by name
+        segments = dict(reversed(list(segments.items())))
+    return volume, addSegmentation(scene, volume, segments, name=f"{name} labels")
+
+
+@pytest.fixture
+def study(scene):
+    a = _pair(scene, SHAPE_A, "scanA", 2, (4.0, -3.0, 2.0))
+    b = _pair(scene, SHAPE_B, "scanB", 3, (100.0, 50.0, -20.0), colorOrder=True)
+    labeledslices.markChecked(b[1], 2, 0)  # a slice of scan B checked and found empty
+    return a, b
+
+
+def _session(scene, tmp_path, engine):
+    env = dict(os.environ, FAKE_ENGINE=json.dumps({"mode": "done"}))
+    return StudySession(scene, sys.executable, str(tmp_path / "cache"), env=env, pythonPath=[engine])
+
+
+def _finish(session, seconds=120.0):
+    """Poll until the job ends; the last progress, with every event of the job in ``events``."""
+    deadline, events = time.monotonic() + seconds, []
+    while time.monotonic() < deadline:
+        progress = session.poll()
+        events += progress.events
+        if progress.state != "running":
+            progress.events = events
+            return progress
+        time.sleep(0.05)
+    raise AssertionError("the job did not finish in time")
+
+
+def _composites(scene):
+    nodes = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+
+
+def test_study_export_writes_a_format_2_job(scene, study, tmp_path):
+    (volumeA, userA), (volumeB, userB) = study
+    exported = exportStudyJob(tmp_path / "job", [(volumeA, userA), (volumeB, userB)])
+    job = json.loads((tmp_path / "job" / "job.json").read_text())
+    assert job["format_version"] == 2 and "image" not in job
+    assert job["classes"] == ["background", "heart", "lung"]
+    a, b = job["volumes"]
+    assert a == {"image": "v01_scanA.nrrd", "labels": "v01_scanA_labels.nrrd", "labeled_slices": [], "axis": "auto"}
+    assert b == {"image": "v02_scanB.nrrd", "labels": "v02_scanB_labels.nrrd", "labeled_slices": [0], "axis": 2}
+    assert [v.labeledSlices for v in exported.volumes] == [[2], [0, 3]]
+    # scan B's segments were listed lung first: its labels follow the study's classes (heart = 1, lung = 2)
+    import SimpleITK as sitk
+
+    labelsB = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "job" / b["labels"])))
+    assert set(np.unique(labelsB[3])) == {0, 1, 2} and labelsB[3, 6, 7] == 1 and labelsB[3, 2, 2] == 2
+    assert [s["name"] for s in exported.volume("v02_scanB").segments] == ["heart", "lung"]
+
+
+def test_study_export_refuses_other_segment_names(scene, study, tmp_path):
+    (volumeA, userA), (volumeB, userB) = study
+    userB.GetSegmentation().GetNthSegment(0).SetName("liver")
+    with pytest.raises(ValueError, match="same segment names"):
+        exportStudyJob(tmp_path / "job", [(volumeA, userA), (volumeB, userB)])
+    with pytest.raises(ValueError, match="twice"):
+        exportStudyJob(tmp_path / "job2", [(volumeA, userA), (volumeA, None)])
+
+
+def test_study_review_orders_across_volumes():
+    review = StudyReview([
+        ("a", {"axis": 2, "slices": [{"index": 1, "confidence": 0.5}, {"index": 0, "confidence": 0.7}]}),
+        ("b", {"axis": 1, "slices": [{"index": 4, "confidence": 0.5}, {"index": 2, "confidence": 0.6},
+                                     {"index": 0, "confidence": 0.5}]}),
+    ])
+    assert [(e["volume"], e["index"]) for e in review.slices] == [("a", 1), ("b", 0), ("b", 4), ("b", 2), ("a", 0)]
+    assert review.currentSlice["volume"] == "a" and review.slices[1]["axis"] == 1
+    review.select(3)
+    review.addVolume("c", {"axis": 2, "slices": [{"index": 0, "confidence": 0.1}]})
+    assert review.slices[0]["volume"] == "c" and review.currentSlice == {**review.slices[4]}
+    assert (review.currentSlice["volume"], review.currentSlice["index"]) == ("b", 2)
+    review.setLabeled("b", 2)
+    assert review.slices[review.rowOfSlice("b", 2)]["labeled"] is True
+
+
+def test_two_volume_study_round(scene, study, engine, tmp_path):
+    (volumeA, userA), (volumeB, userB) = study
+    before = {userA.GetID(): segmentationSnapshot(userA), userB.GetID(): segmentationSnapshot(userB)}
+    session = _session(scene, tmp_path, engine)
+    exported = session.start([(volumeA, userA), (volumeB, userB)], method="supervised", train={"iterations": 3})
+    assert session.running
+    progress = _finish(session)
+    assert progress.state == "done" and progress.imported, progress.message
+    assert [e["event"] for e in progress.events].count("predicted") == 2
+
+    # both results imported into separate nodes, on their own volume's grid
+    entryA, entryB = session.entries["v01_scanA"], session.entries["v02_scanB"]
+    pseudoA, pseudoB = entryA.result.segmentationNode, entryB.result.segmentationNode
+    assert len({pseudoA.GetID(), pseudoB.GetID(), userA.GetID(), userB.GetID()}) == 4
+    assert pseudoA.GetName() == "scanA labels pseudo-labels" and pseudoB.GetName() == "scanB labels pseudo-labels"
+    idsA = [s["id"] for s in exported.volume("v01_scanA").segments]
+    idsB = [s["id"] for s in exported.volume("v02_scanB").segments]
+    assert segmentsToArray(pseudoA, idsA, volumeA).shape == SHAPE_A
+    predictedB = segmentsToArray(pseudoB, idsB, volumeB)
+    assert predictedB.shape == SHAPE_B and predictedB[0].any()  # the fake engine fills slice 0
+    assert arrayFromVolume(entryB.result.confidenceNode).shape == SHAPE_B
+    assert entryA.result.confidenceNode is not entryB.result.confidenceNode
+    for user in (userA, userB):
+        assert segmentationSnapshot(user) == before[user.GetID()]
+
+    # one review list across the study: least confident first, ties by volume order then slice index
+    review = session.review
+    assert len(review) == SHAPE_A[0] + SHAPE_B[0]
+    assert [(e["volume"], e["index"]) for e in review.slices[:4]] == [
+        ("v01_scanA", 0), ("v02_scanB", 0), ("v01_scanA", 1), ("v02_scanB", 1)]
+    assert [(e["volume"], e["index"]) for e in review.slices[-1:]] == [("v01_scanA", 5)]
+
+    # jumping to an entry of the second volume shows that volume and its slice
+    entry = session.selectReview(row=3)
+    assert (entry["volume"], entry["index"]) == ("v02_scanB", 1)
+    for composite in _composites(scene):
+        assert composite.GetBackgroundVolumeID() == volumeB.GetID()
+        assert composite.GetForegroundVolumeID() == entryB.result.confidenceNode.GetID()
+    assert pseudoB.GetDisplayNode().GetVisibility() and not pseudoA.GetDisplayNode().GetVisibility()
+    red = scene.GetNodesByClassByName("vtkMRMLSliceNode", "Red").GetItemAsObject(0)
+    assert labeledslices.viewAxisAndIndex(volumeB, red) == (2, 1)
+
+    # accept a slice of each volume
+    assert session.acceptCurrent() == ("v02_scanB", 1)  # empty in the pseudo-labels: checked, so labelled
+    np.testing.assert_array_equal(segmentsToArray(userB, idsB, volumeB)[1], predictedB[1])
+    assert labeledslices.checkedSlices(userB) == (2, [0, 1])
+    session.selectReview(row=0)
+    assert session.review.currentSlice["volume"] == "v01_scanA"
+    assert [c.GetBackgroundVolumeID() for c in _composites(scene)] == [volumeA.GetID()] * 3
+    assert pseudoA.GetDisplayNode().GetVisibility() and not pseudoB.GetDisplayNode().GetVisibility()
+    predictedA = segmentsToArray(pseudoA, idsA, volumeA)
+    assert predictedA[0].any()
+    assert session.acceptCurrent() == ("v01_scanA", 0)
+    np.testing.assert_array_equal(segmentsToArray(userA, idsA, volumeA)[0], predictedA[0])
+    assert labeledslices.checkedSlices(userA) == (2, [0])
+    assert session.review.slices[session.review.rowOfSlice("v01_scanA", 0)]["labeled"] is True
+    # undo and redo the last one
+    assert session.undoAccept() == ("v01_scanA", 0)
+    assert segmentationSnapshot(userA) == before[userA.GetID()]
+    session.selectReview(row=0)
+    session.acceptCurrent()
+
+    # retrain: both accepted slices are labelled slices of their volumes in the next job
+    again = session.retrain(method="supervised", train={"iterations": 3})
+    job = json.loads(Path(again.jobDir, "job.json").read_text())
+    assert job["init_checkpoint"] == str(Path(exported.runDir, "checkpoint.pt"))
+    assert [v.labeledSlices for v in again.volumes] == [[0, 2], [0, 1, 3]]
+    assert job["volumes"][0]["axis"] == 2 and job["volumes"][1]["labeled_slices"] == [0, 1]
+    import SimpleITK as sitk
+
+    labelsA = sitk.GetArrayFromImage(sitk.ReadImage(str(Path(again.jobDir, job["volumes"][0]["labels"]))))
+    assert labelsA[0].any() and labelsA[0].max() <= 2
+    assert _finish(session).state == "done"
+    assert session.entries["v01_scanA"].result.segmentationNode is pseudoA  # updated in place
+    assert session.review is not None and len(session.review) == SHAPE_A[0] + SHAPE_B[0]
+    assert segmentationSnapshot(userB) != before[userB.GetID()]  # only through the accepts
+    assert segmentsToArray(userB, idsB, volumeB)[[2, 4]].sum() == 0
+
+
+def test_apply_to_more_volumes(scene, study, engine, tmp_path):
+    (volumeA, userA), (volumeB, userB) = study
+    session = _session(scene, tmp_path, engine)
+    with pytest.raises(RuntimeError, match="no trained model"):
+        session.applyToVolumes([volumeB])
+    session.start([(volumeA, userA)], method="supervised", train={"iterations": 3})
+    assert _finish(session).state == "done"
+    before = {user.GetID(): segmentationSnapshot(user) for user in (userA, userB)}
+    nodesBefore = scene.GetNumberOfNodes()
+    later = addVolume(scene, np.zeros((4, 12, 14), np.float32), (1.0, 1.0, 2.0), (-50.0, 0.0, 0.0), name="later")
+    with pytest.raises(ValueError, match="already in the study"):
+        session.applyToVolumes([volumeA])
+    jobDir = session.applyToVolumes([later])
+    assert session.running
+    progress = _finish(session)
+    assert progress.state == "done" and progress.imported, progress.message
+    assert Path(jobDir, "predictions", "a01_later", "review.json").is_file()
+    entry = session.entries["a01_later"]
+    assert not entry.trained and entry.result.segmentationNode.GetName() == "later pseudo-labels"
+    assert scene.GetNumberOfNodes() > nodesBefore
+    ids = [s["id"] for s in session.study.segments]
+    predicted = segmentsToArray(entry.result.segmentationNode, ids, later)
+    assert predicted.shape == (4, 12, 14) and predicted.any()
+    assert arrayFromVolume(entry.result.confidenceNode).shape == (4, 12, 14)
+    # its slices join the review list, ordered with the study's (the fake predict's are 0.505 + 0.01 k)
+    assert len(session.review) == SHAPE_A[0] + 4
+    assert [(e["volume"], e["index"]) for e in session.review.slices[:3]] == [
+        ("v01_scanA", 0), ("a01_later", 0), ("v01_scanA", 1)]
+    session.selectReview(row=1)
+    assert [c.GetBackgroundVolumeID() for c in _composites(scene)] == [later.GetID()] * 3
+    # accepting a slice of it makes its segmentation, which joins the study
+    assert session.acceptCurrent() == ("a01_later", 0)
+    made = scene.GetNodeByID(entry.volume.segmentationNodeId)
+    assert made.GetName() == "later labels" and labeledslices.checkedSlices(made) == (2, [0])
+    np.testing.assert_array_equal(segmentsToArray(made, ids, later)[0], predicted[0])
+    for user in (userA, userB):
+        assert segmentationSnapshot(user) == before[user.GetID()]
+    again = session.retrain(method="supervised", train={"iterations": 3})
+    assert [(v.name, v.labeledSlices) for v in again.volumes] == [("v01_scanA", [2]), ("v02_later", [0])]
+    assert _finish(session).state == "done"
+    assert list(session.entries) == ["v01_scanA", "v02_later"]
+
+
+def test_module_logic_study(tmp_path):
+    """SemiSegSlicer.py's logic class (outside Slicer, see modulesmoke.py): startStudy, the review across the
+    volumes, accept, retrain on the study's pairs and applyToMoreVolumes."""
+    fake = fakeengine.install(tmp_path / "fake")
+    completed = subprocess.run([sys.executable, str(HERE / "modulesmoke.py"), str(fake), str(tmp_path / "cache"),
+                                "study"], cwd=HERE, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    seen = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert seen["volumes"] == ["v01_scan0.nrrd", "v02_scan1.nrrd"] and seen["running"] is True
+    assert seen["state"] == "done" and seen["reviewVolumes"] == ["v01_scan0", "v02_scan1"]
+    assert seen["row"] == 1 and seen["background"] == seen["secondVolume"]  # row 1: slice 0 of the second volume
+    assert seen["accepted"] == 0 and seen["canUndo"] is True and seen["canRetrain"] is True
+    assert seen["retrainLabelled"] == [[2], [0, 2]] and seen["retrainState"] == "done"
+    assert seen["applyState"] == "done" and seen["reviewLength"] == 5 + 4 + 3
+    assert seen["opacity"] == pytest.approx(0.5)
+
+
+@pytest.mark.engine
+def test_two_volume_study_with_the_real_engine(scene, tmp_path):
+    """The real engine (a few iterations, small size, CPU) on two ACDC volumes, two labelled slices each: both
+    volumes' results imported, one review list across them, a slice of the second volume accepted."""
+    classes = (("right ventricle", (0.9, 0.3, 0.3)), ("myocardium", (0.3, 0.8, 0.3)),
+               ("left ventricle", (0.3, 0.4, 0.9)))
+    pairs, references = [], []
+    for case in ("patient003_frame01", "patient004_frame01"):
+        image, labels = DATA / "acdc" / "images" / f"{case}.nii.gz", DATA / "acdc" / "labels" / f"{case}.nii.gz"
+        if not image.is_file() or not labels.is_file():
+            pytest.fail(f"real ACDC data missing at {image.parent.parent}")
+        volume = readVolume(scene, image, case)
+        labelNode = readVolume(scene, labels, "reference", "vtkMRMLLabelMapVolumeNode")
+        reference = arrayFromVolume(labelNode)
+        scene.RemoveNode(labelNode)
+        painted = [k for k in range(reference.shape[0]) if np.any(reference[k] == 3)]
+        keep = [painted[len(painted) // 3], painted[2 * len(painted) // 3]]
+        sparse = np.zeros_like(reference)
+        sparse[keep] = reference[keep]
+        segments = {name: (color, sparse == value) for value, (name, color) in enumerate(classes, start=1)}
+        pairs.append((volume, addSegmentation(scene, volume, segments, name=f"{case} labels")))
+        references.append(reference)
+    before = [segmentationSnapshot(user) for _, user in pairs]
+    session = StudySession(scene, sys.executable, str(tmp_path / "cache"), pythonPath=[str(ROOT / "Logic")])
+    session.start(pairs, method="supervised", train={"iterations": 4, "size": 64, "device": "cpu",
+                                                     "batch_labeled": 2, "batch_unlabeled": 2, "seed": 0})
+    progress = _finish(session, seconds=600)
+    assert progress.state == "done", progress.message
+    kinds = [e["event"] for e in progress.events]
+    assert kinds.count("volume") == 2 and kinds.count("predicted") == 2
+    names = list(session.entries)
+    assert names == ["v01_patient003_frame01", "v02_patient004_frame01"]
+    for (volume, user), reference, name, snapshot in zip(pairs, references, names, before):
+        result = session.entries[name].result
+        ids = [s["id"] for s in session.study.volume(name).segments]
+        assert segmentsToArray(result.segmentationNode, ids, volume).shape == reference.shape
+        assert arrayFromVolume(result.confidenceNode).shape == reference.shape
+        assert segmentationSnapshot(user) == snapshot
+    assert len(session.review) == sum(r.shape[0] for r in references)
+    confidences = [e["confidence"] for e in session.review.slices]
+    assert confidences == sorted(confidences) and {e["volume"] for e in session.review.slices} == set(names)
+    row = next(r for r, e in enumerate(session.review.slices) if e["volume"] == names[1])
+    entry = session.selectReview(row=row)
+    assert all(c.GetBackgroundVolumeID() == pairs[1][0].GetID() for c in _composites(scene))
+    assert session.acceptCurrent() == (names[1], entry["index"])
+    assert segmentationSnapshot(pairs[0][1]) == before[0]
+    assert entry["index"] in labeledslices.labeledSlicesOfSegmentation(pairs[1][1], pairs[1][0])[1]
