@@ -16,6 +16,7 @@ import time
 import unittest
 from typing import Annotated
 
+import ctk
 import qt
 import slicer
 import vtk
@@ -118,6 +119,12 @@ class SemiSegSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         # Effects registered later (by modules loaded after this one) join the editor, as in Slicer's Segment Editor.
         self._effectFactory = slicer.qSlicerSegmentEditorEffectFactory.instance()
         self._effectFactory.connect("effectRegistered(QString)", self.onEffectRegistered)
+        self._studyPairs = []  # (volume, segmentation) of the study section, added one by one from the inputs
+        self.studyLabel, self.studyButtons = studySection(self.layout, (
+            (_("Add the volume and segmentation above"), self.onAddToStudy),
+            (_("Train on the study"), lambda: self.onTrain(retrain=False, study=True)),
+            (_("Clear the study"), self.onClearStudy),
+            (_("Apply the model to the ticked extra volumes"), self.onApplyToVolumes)))
         self.initializeParameterNode()
         self.updateButtons()
 
@@ -191,16 +198,41 @@ class SemiSegSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             button.enabled = reviewing
         self.ui.undoAcceptButton.enabled = reviewing and self.logic.canUndo
         self.ui.clearCacheButton.enabled = not running
+        for button in self.studyButtons:
+            button.enabled = not running
 
-    def onTrain(self, retrain):
+    def onTrain(self, retrain, study=False):
+        """Train on the inputs, or on the study's pairs (``study``; a retrain after a study retrains the study)."""
         with slicer.util.tryWithErrorDisplay(_("Failed to start training."), waitCursor=True):
-            unlabeled = self.ui.unlabeledVolumesSelector.checkedNodes()
-            exported = self.logic.startTraining(self._parameterNode, unlabeledVolumes=unlabeled, retrain=retrain)
+            if study or (retrain and self.logic.studyActive):
+                exported = self.logic.startStudy(self._parameterNode, None if retrain else self._studyPairs,
+                                                 retrain=retrain)
+            else:
+                unlabeled = self.ui.unlabeledVolumesSelector.checkedNodes()
+                exported = self.logic.startTraining(self._parameterNode, unlabeledVolumes=unlabeled, retrain=retrain)
             self.ui.curvesPlotWidget.setMRMLScene(slicer.mrmlScene)
             self.ui.curvesPlotWidget.setMRMLPlotViewNode(self.logic.curvePlot.viewNode)
             self.ui.progressBar.value = 0
+            volumes = getattr(exported, "volumes", [exported])
             self.ui.statusLabel.text = _("Training on {count} labelled slices...").format(
-                count=len(exported.labeledSlices))
+                count=sum(len(v.labeledSlices) for v in volumes))
+            self._timer.start()
+        self.updateButtons()
+
+    def onAddToStudy(self):
+        parameters = self._parameterNode
+        if parameters and parameters.inputVolume and all(v is not parameters.inputVolume for v, _s in self._studyPairs):
+            self._studyPairs.append((parameters.inputVolume, parameters.segmentation or None))
+        self.studyLabel.text = "; ".join(f"{v.GetName()} + {s.GetName() if s else '-'}" for v, s in self._studyPairs)
+
+    def onClearStudy(self):
+        self._studyPairs = []
+        self.studyLabel.text = ""
+
+    def onApplyToVolumes(self):
+        with slicer.util.tryWithErrorDisplay(_("Failed to segment the volumes."), waitCursor=True):
+            self.logic.applyToMoreVolumes(self.ui.unlabeledVolumesSelector.checkedNodes())
+            self.ui.statusLabel.text = _("Segmenting the volumes with the study's model...")
             self._timer.start()
         self.updateButtons()
 
@@ -253,7 +285,8 @@ class SemiSegSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slices = self.logic.review.slices if self.logic.review else []
         table.setRowCount(len(slices))
         for row, entry in enumerate(slices):
-            values = (str(entry["index"]), f"{entry.get('confidence', float('nan')):.3f}",
+            index = f"{entry['volume']}: {entry['index']}" if "volume" in entry else str(entry["index"])
+            values = (index, f"{entry.get('confidence', float('nan')):.3f}",
                       f"{100 * entry.get('foreground_fraction', 0.0):.1f} %", _("yes") if entry.get("labeled") else "")
             for column, value in enumerate(values):
                 table.setItem(row, column, qt.QTableWidgetItem(value))
@@ -363,6 +396,10 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
         return cache.clearCache(self.cacheDir(), keep=keep)
 
     # -- training ---------------------------------------------------------------------------------
+
+    @property
+    def studyActive(self):
+        return self._studyActive and self.study is not None
 
     @property
     def active(self):
@@ -525,6 +562,27 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
             node.SetSingletonTag("SemiSegSlicer")
             node = slicer.mrmlScene.AddNode(node)
         return node
+
+
+def studySection(layout, buttons):
+    """The collapsible "Study (several scans)" section under the .ui's: a label of the study's pairs and one button
+    per ``(text, slot)``; returns the label and the buttons."""
+    section = ctk.ctkCollapsibleButton()
+    section.text = _("Study (several scans)")
+    section.collapsed = True
+    form = qt.QFormLayout(section)
+    label = qt.QLabel("")
+    label.wordWrap = True
+    label.toolTip = _("The (volume, segmentation) pairs of one training; each segmentation names the same segments.")
+    form.addRow(label)
+    made = []
+    for text, slot in buttons:
+        button = qt.QPushButton(text)
+        button.clicked.connect(slot)
+        form.addRow(button)
+        made.append(button)
+    layout.addWidget(section)
+    return label, made
 
 
 class SemiSegSlicerTest(ScriptedLoadableModuleTest):

@@ -72,6 +72,18 @@ class Timer:
             self.timeout.emit()
 
 
+class Widget:
+    """A ``qt``/``ctk`` widget or layout the module makes itself (not from the .ui): properties are attributes,
+    ``clicked`` a :class:`Signal`, ``addRow`` notes its widgets in ``rows``."""
+
+    def __init__(self, *args):
+        self.clicked = Signal()
+        self.rows = []
+
+    def addRow(self, *widgets):
+        self.rows.append(widgets)
+
+
 class ModuleTest(unittest.TestCase):
     """``ScriptedLoadableModuleTest``: a ``unittest.TestCase`` with ``delayDisplay``."""
 
@@ -83,6 +95,9 @@ def installStandIns(scene, cacheDir):
     """Put stand-ins for what exists only inside the Slicer application in ``sys.modules`` and ``slicer``."""
     qt = types.ModuleType("qt")
     qt.QTimer, qt.QTableWidgetItem = Timer, str  # a table item: its text
+    qt.QLabel = qt.QPushButton = qt.QFormLayout = Widget
+    ctk = types.ModuleType("ctk")
+    ctk.ctkCollapsibleButton = Widget
     i18n = types.ModuleType("slicer.i18n")
     i18n.tr = lambda text: text
     i18n.translate = lambda context, text: text
@@ -95,7 +110,7 @@ def installStandIns(scene, cacheDir):
                  "ScriptedLoadableModuleTest"):
         setattr(scripted, name, type(name, (), {"__init__": lambda self, *args: None}))
     scripted.ScriptedLoadableModuleTest = ModuleTest
-    sys.modules.update({"qt": qt, "slicer.i18n": i18n, "slicer.parameterNodeWrapper": wrapper,
+    sys.modules.update({"qt": qt, "ctk": ctk, "slicer.i18n": i18n, "slicer.parameterNodeWrapper": wrapper,
                         "slicer.ScriptedLoadableModule": scripted})
     slicer.i18n, slicer.parameterNodeWrapper, slicer.ScriptedLoadableModule = i18n, wrapper, scripted
     slicer.mrmlScene = scene

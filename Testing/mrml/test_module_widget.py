@@ -67,3 +67,9 @@ def test_dependencies_are_installed_with_slicer_packaging_when_slicer_has_it(see
     assert seen["slicer512"] == [["pip_ensure", ["requirements of requirements.txt"],
                                   {"requester": "SemiSegSlicer", "prompt_install": False}]]
     assert seen["slicer510"] == [["pip_install", ["semiseg-package-that-is-not-installed>=1.0"], {}]]
+
+
+def test_the_study_section_adds_the_inputs_as_pairs(seen):
+    assert seen["studyButtons"] == 4
+    assert seen["studyPairs"] == [["scan", "segmentation"]] and seen["studyLabel"] == "scan + segmentation"
+    assert seen["studyPairsCleared"] == 0

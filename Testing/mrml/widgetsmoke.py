@@ -127,6 +127,15 @@ def widgetChecks(module, scene, ui, factory, dialogs) -> dict:
     seen["inputVolume"] = widget._parameterNode.inputVolume.GetName()
     seen["labelmap"] = labelmap.GetName()
     seen["segmentation"] = widget._parameterNode.segmentation.GetID() == segmentation.GetID()
+    # The study section (several scans): its buttons add the inputs as a pair, once, and clear the pairs.
+    seen["studyButtons"] = len(widget.studyButtons)
+    add, _train, clear, _apply = widget.studyButtons
+    add.clicked.emit()
+    add.clicked.emit()
+    seen["studyPairs"] = [(v.GetName(), s.GetName()) for v, s in widget._studyPairs]
+    seen["studyLabel"] = widget.studyLabel.text
+    clear.clicked.emit()
+    seen["studyPairsCleared"] = len(widget._studyPairs)
     factory.emit("effectRegistered(QString)", "A late effect")
     seen["effectListUpdates"] = ui.called("ui.segmentEditorWidget.updateEffectList")
     widget.exit()
