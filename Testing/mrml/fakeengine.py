@@ -23,6 +23,13 @@
 - ``{"mode": "crash"}``: a traceback on stderr, an error line, status failed, exit 1;
 - ``{"mode": "bad_input"}``: a message naming the file, exit 2.
 
+A format-2 job (``"volumes"``) in mode ``done`` is run as the engine runs it (docs/JOB_FORMAT.md): a ``volume`` line
+per volume (``volumes`` then ``predict_images``), then per volume ``predicting``, ``predictions/<name>/`` (its labels
+with slice 0 also filled, or a block for an unlabelled volume; confidence 0.8; review slice ``k`` at ``0.5 + 0.01 k``)
+and ``predicted``. ``semiseg predict --run RUN --images A B ... --out OUT [--format F]`` writes ``OUT/<name>/`` per
+image (the upper-left quarter of every slice labelled 1, confidence 0.6, review slice ``k`` at ``0.505 + 0.01 k``)
+with its ``predicted`` line, then ``done``; exit 2 without ``RUN/checkpoint.pt``.
+
 Without ``fake.json`` the same JSON is read from the environment variable ``FAKE_ENGINE``.
 
 Put the folder returned by :func:`install` first on ``PYTHONPATH`` so it shadows the real engine.
