@@ -411,7 +411,7 @@ class StudySession:
             ValueError: no volume, or a volume already in the study.
             RuntimeError: a job is running, or there is no finished run.
         """
-        volumeNodes = [node for node in volumeNodes if node is not None]
+        volumeNodes = list({node.GetID(): node for node in volumeNodes if node is not None}.values())  # once each
         if not volumeNodes:
             raise ValueError("select the volumes to segment")
         known = {entry.volume.volumeNodeId for entry in self.entries.values()}

@@ -211,7 +211,7 @@ def test_apply_to_more_volumes(scene, study, engine, tmp_path):
     later = addVolume(scene, np.zeros((4, 12, 14), np.float32), (1.0, 1.0, 2.0), (-50.0, 0.0, 0.0), name="later")
     with pytest.raises(ValueError, match="already in the study"):
         session.applyToVolumes([volumeA])
-    jobDir = session.applyToVolumes([later])
+    jobDir = session.applyToVolumes([later, later])  # a volume ticked twice is segmented once
     assert session.running
     progress = _finish(session)
     assert progress.state == "done" and progress.imported, progress.message
