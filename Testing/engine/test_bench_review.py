@@ -61,10 +61,10 @@ def test_review_loop_smoke_on_acdc(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = read_jsonl(out)
     assert [(r["strategy"], r["corrections"]) for r in records] == [
-        (s, n) for s in ("confidence", "random", "interpolation") for n in range(3)
+        (s, n) for s in ("confidence", "uncertainty", "random", "interpolation") for n in range(3)
     ]
     by = {(r["strategy"], r["corrections"]): r for r in records}
-    for strategy in ("confidence", "random"):
+    for strategy in ("confidence", "uncertainty", "random"):
         sizes = [sum(map(len, by[(strategy, n)]["labeled"])) for n in range(3)]
         assert sizes == [sizes[0], sizes[0] + 1, sizes[0] + 2]  # each correction labels one new slice
         assert sizes[0] == 2 * 2  # one patient, both frames, 2 slices each
@@ -76,7 +76,7 @@ def test_review_loop_smoke_on_acdc(tmp_path):
     assert all(0 < r["study_dice"] <= 1 for r in records)
     assert out.with_suffix(".png").read_bytes()[:8] == PNG
     last = proc.stdout.rstrip().splitlines()
-    assert last[-1].startswith("| interpolation |") and last[-3].startswith("| confidence |")
+    assert last[-1].startswith("| interpolation |") and last[-4].startswith("| confidence |")
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # every strategy done: nothing reruns
     assert again.returncode == 0 and len(read_jsonl(out)) == len(records) and '"strategy"' not in again.stdout
@@ -101,3 +101,15 @@ def test_the_least_confident_unlabelled_slice_of_the_whole_study_is_corrected_fi
     assert _choose("confidence", study, done, np.random.default_rng(0)) == (0, 3)
     picks = {_choose("random", study, done, np.random.default_rng(seed)) for seed in range(40)}
     assert picks == {(0, 1), (0, 2), (0, 3), (1, 0)}  # random: any unlabelled slice, never a labelled one
+
+
+def test_the_uncertainty_strategy_takes_the_slice_with_the_most_uncertain_pixels():
+    study = [_scan(4, {0}), _scan(3, {2})]
+    conf = [np.full((4, 4, 4), 0.99, np.float32), np.full((3, 4, 4), 0.99, np.float32)]
+    conf[0][0] = 0.1  # labelled: never chosen
+    conf[0][3, :2] = 0.5  # 8 pixels at 0.5: the most uncertain mass
+    conf[1][1, 0, 0] = 0.2  # the lowest mean over its region of interest (one pixel): the review list's first
+    done = [{"labels": np.zeros(c.shape, np.uint8), "confidence": c} for c in conf]
+    assert _choose("uncertainty", study, done, np.random.default_rng(0)) == (0, 3)
+    assert _choose("confidence", study, done, np.random.default_rng(0)) == (1, 1)
+

@@ -17,6 +17,8 @@ Strategies, at the same number of slices:
 
 - ``confidence``: the least confident slice of the whole study (the review list's order,
   :func:`semiseg.inference.review.review_slices`), as the review list shows it to the user;
+- ``uncertainty``: the slice with the most uncertain pixels, ``sum(1 - confidence)`` over the slice (a
+  candidate: the review list's mean favours small, hard slices whose correction moves the Dice little);
 - ``random``: a slice drawn uniformly from the study's unlabelled slices (seeded);
 - ``interpolation``: no network: Slicer's *Fill between slices* (ITK's morphological contour
   interpolation) of each scan from the slices the ``confidence`` loop had labelled at that count
@@ -53,7 +55,7 @@ from .common import append_jsonl, bench_train_config, check_methods, default_dat
 
 __all__ = ["STRATEGIES", "Scan", "load_study", "run_strategy", "add_arguments", "main"]
 
-STRATEGIES = ("confidence", "random", "interpolation")
+STRATEGIES = ("confidence", "uncertainty", "random", "interpolation")
 AXIS = 2
 
 
@@ -157,6 +159,15 @@ def _choose(strategy: str, study: list[Scan], done: list[dict[str, np.ndarray]],
             (s, i) for s, scan in enumerate(study) for i in range(scan.volume.num_slices(AXIS)) if i not in scan.labeled
         ]
         return free[int(rng.integers(len(free)))]
+    if strategy == "uncertainty":
+        mass = [
+            (-float((1.0 - np.moveaxis(out["confidence"], 2 - AXIS, 0)[i]).sum()), s, i)
+            for s, (scan, out) in enumerate(zip(study, done))
+            for i in range(scan.volume.num_slices(AXIS))
+            if i not in scan.labeled
+        ]
+        _, s, i = min(mass)
+        return s, i
     entries = []
     for s, (scan, out) in enumerate(zip(study, done)):
         for e in review_slices(out["labels"], out["confidence"], AXIS, scan.labeled):
@@ -327,7 +338,7 @@ def main(args: argparse.Namespace) -> int:
     for strategy in sorted(args.strategies, key=STRATEGIES.index):
         if strategy in {r["strategy"] for r in old}:
             continue
-        followed = next((s for s in ("confidence", "random") if s in {r["strategy"] for r in old}), None)
+        followed = next((s for s in ("confidence", "uncertainty", "random") if s in {r["strategy"] for r in old}), None)
         history = (
             [r["labeled"] for r in sorted(old, key=lambda r: r["corrections"]) if r["strategy"] == followed]
             if followed
