@@ -2,7 +2,8 @@
 
 ``python fakeserve.py FAKE_DIR serve ARGS...`` installs the fake ``semiseg`` package in ``FAKE_DIR`` and
 runs the real command line (``semiseg.cli.main(["serve", ARGS...])``) with one change: the sessions it makes
-put ``FAKE_DIR`` first on the engine's ``PYTHONPATH``, so ``python -m semiseg train`` runs the fake,
+(one-volume and study sessions) put ``FAKE_DIR`` first on the engine's ``PYTHONPATH``, so ``python -m semiseg
+train`` (and ``predict``) runs the fake,
 which does what the environment variable ``FAKE_ENGINE`` says (a JSON object, see fakeengine.py). The
 server itself, the page and SemiSegSlicerLib are the real ones. For the browser tests of behaviour that
 the real engine only shows at its own pace (live previews).
@@ -28,7 +29,12 @@ def main(fakeDir: str, argv: list[str]) -> int:
         def __init__(self, scene, python, cacheDir, env=None, pythonPath=()):
             super().__init__(scene, python, cacheDir, env=env, pythonPath=[fake])
 
+    class FakeEngineStudySession(logic.StudySession):
+        def __init__(self, scene, python, cacheDir, env=None, pythonPath=()):
+            super().__init__(scene, python, cacheDir, env=env, pythonPath=[fake])
+
     logic.Session = FakeEngineSession
+    logic.StudySession = FakeEngineStudySession
     return cli(argv)
 
 

@@ -59,9 +59,10 @@ class SemiSegWebApp:
         self.logic.set_ui(self.ui)
 
     def shutdown(self) -> None:
-        """Stop a running engine (and every process it started)."""
-        if self.logic.session.running:
-            self.logic.session.cancel(5.0)
+        """Stop a running engine job, a study's too (and every process it started)."""
+        for session in (self.logic.session, self.logic.study):
+            if session.running:
+                session.cancel(5.0)
 
 
 def _publicUrl(host: str, port: int) -> str:

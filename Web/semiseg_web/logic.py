@@ -25,10 +25,11 @@ from undo_stack import UndoStack
 
 from SemiSegSlicerLib import Session, labeledslices, review as reviewlib
 from SemiSegSlicerLib.mrmlio import segmentsToArray, vtkMessagesOff, writeArrayAsVolume
+from SemiSegSlicerLib.session import StudySession
 
 from .painting import Brush, reattachEffectPipelines
 from .plot import Curves
-from .state import LAYOUTS, AppState, PlotState, SegmentItem
+from .state import LAYOUTS, AppState, PlotState, SegmentItem, StudyState, VolumeItem
 from .training import TrainingAndReview
 
 __all__ = ["SemiSegLogic", "viewLayouts"]
@@ -113,9 +114,13 @@ class SemiSegLogic(TrainingAndReview):
             env=self._engineEnvironment(),
             pythonPath=[str(Path(semiseg.__file__).resolve().parents[1])],
         )
-        self.volume = None
-        self.labels = None  # the user's segmentation node
-        self.unlabeled: list = []
+        self.study = self._newStudySession()
+        self.mode = "single"  # whose results the page shows: "single" (self.session) or "study" (self.study)
+        self.volume = None  # the volume shown and painted
+        self.labels = None  # the user's segmentation node of that volume
+        self.allVolumes: list = []  # every loaded volume, in loading order
+        self.labelsOf: dict = {}  # volume node ID -> the user's segmentation of that volume
+        self.studyIds: set = set()  # node IDs of the volumes marked as part of the study
         self.curves = Curves()
         self._follower: asyncio.Task | None = None
         self._sliceObservation = None
@@ -154,9 +159,28 @@ class SemiSegLogic(TrainingAndReview):
             env.pop(key, None)
         return env
 
+    def _newStudySession(self) -> StudySession:
+        return StudySession(self.scene, self.session.python, self.session.cacheDir, env=self.session.env,
+                            pythonPath=self.session.pythonPath)
+
+    @property
+    def unlabeled(self) -> list:
+        """The unlabelled data of a one-volume training: every other loaded volume."""
+        return [node for node in self.allVolumes if node is not self.volume]
+
+    @property
+    def active(self):
+        """The session whose results the page shows: the one-volume :class:`Session` or the :class:`StudySession`."""
+        return self.study if self.mode == "study" else self.session
+
     def set_ui(self, ui) -> None:
         connections = {
             ui.load_files: self.loadClientFiles,
+            ui.add_files: lambda files: self.loadClientFiles(files, add=True),
+            ui.volume_clicked: self.selectVolume,
+            ui.study_toggled: self.setInStudy,
+            ui.train_study_clicked: self.trainStudy,
+            ui.apply_clicked: self.applyToMoreVolumes,
             ui.save_clicked: self.saveLabels,
             ui.segment_clicked: self.selectSegment,
             ui.add_segment_clicked: self.addSegment,
@@ -206,8 +230,9 @@ class SemiSegLogic(TrainingAndReview):
 
     # -- volumes ----------------------------------------------------------------------------------
 
-    def loadClientFiles(self, files: list[dict]) -> None:
-        """Volumes uploaded from the page: written to a private temporary folder, then opened."""
+    def loadClientFiles(self, files: list[dict], add: bool = False) -> None:
+        """Volumes uploaded from the page: written to a private temporary folder, then opened (``add``: added to
+        the volumes loaded, see :meth:`addPaths`)."""
         with tempfile.TemporaryDirectory(prefix="semiseg-upload-") as folder:
             paths = []
             for file in files or []:
@@ -217,18 +242,32 @@ class SemiSegLogic(TrainingAndReview):
                 path = Path(folder) / _safeFileName(client.name)
                 path.write_bytes(client.content)
                 paths.append(str(path))
-            self.openPaths(paths)
+            (self.addPaths if add and self.volume is not None else self.openPaths)(paths)
 
-    def openPaths(self, paths) -> None:
-        """Open volumes: the first is segmented, the others add unlabelled data. Replaces the scene."""
+    @staticmethod
+    def _files(paths) -> list[str]:
         files = []
         for path in paths:
             path = Path(path)
             files += sorted(str(p) for p in path.iterdir() if p.is_file()) if path.is_dir() else [str(path)]
         if not files:
             raise ValueError("no volume file was given")
-        if self.session.running:
-            self.session.cancel(5.0)
+        return files
+
+    def _loadVolumes(self, files) -> list:
+        volumes = self.app.io_manager.load_volumes(files)
+        if not volumes:
+            raise ValueError(f"no volume could be read from {', '.join(Path(f).name for f in files[:3])}")
+        for node in volumes:
+            node.SetName(_stem(node.GetName()))
+        return list(volumes)
+
+    def openPaths(self, paths) -> None:
+        """Open volumes: the first is segmented, the others add unlabelled data. Replaces the scene."""
+        files = self._files(paths)
+        for session in (self.session, self.study):
+            if session.running:
+                session.cancel(5.0)
         self.brush.detach()
         self.scene.Clear(0)
         self.session = Session(
@@ -238,13 +277,11 @@ class SemiSegLogic(TrainingAndReview):
             env=self.session.env,
             pythonPath=self.session.pythonPath,
         )
-        volumes = self.app.io_manager.load_volumes(files)
-        if not volumes:
-            raise ValueError(f"no volume could be read from {', '.join(Path(f).name for f in files[:3])}")
-        self.volume, self.unlabeled = volumes[0], list(volumes[1:])
-        for node in volumes:
-            node.SetName(_stem(node.GetName()))
+        self.study, self.mode = self._newStudySession(), "single"
+        volumes = self._loadVolumes(files)
+        self.volume, self.allVolumes, self.studyIds = volumes[0], volumes, set()
         self.labels = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{self.volume.GetName()} labels")
+        self.labelsOf = {self.volume.GetID(): self.labels}
         self.labels.CreateDefaultDisplayNodes()
         self.labels.SetReferenceImageGeometryParameterFromVolumeNode(self.volume)
         self.brush.attach(self.labels, self.volume)
@@ -255,9 +292,6 @@ class SemiSegLogic(TrainingAndReview):
         self._showVolume()
         self.curves = Curves()
         self.data.volume_loaded = True
-        self.data.volume_name = self.volume.GetName() + (
-            f" (+{len(self.unlabeled)} unlabelled)" if self.unlabeled else ""
-        )
         self.data.train.running, self.data.train.state, self.data.train.percent, self.data.train.text = (
             False,
             "idle",
@@ -268,9 +302,127 @@ class SemiSegLogic(TrainingAndReview):
         self.data.train.plot = PlotState()
         self.data.review.has_results, self.data.review.rows, self.data.review.current = False, [], -1
         self.data.review.can_undo, self.data.review.edit_pseudo, self.data.review.preview_text = False, False, ""
+        self.data.study = StudyState()
         self.data.message = f"Opened {self.volume.GetName()}: pick a segment, choose Paint and label a few slices."
         self._refreshSegments()
         self._refreshLabeled()
+        self._refreshVolumes()
+
+    def addPaths(self, paths) -> None:
+        """Add volumes to those loaded (the scene, labels and results stay): unlabelled data, more volumes of a
+        study (mark them and paint them), or volumes to segment with the study's model (Apply to more volumes)."""
+        if self.volume is None:
+            return self.openPaths(paths)
+        volumes = self._loadVolumes(self._files(paths))
+        self.allVolumes += volumes
+        self.app.display_manager.show_volume_in_slice_background(self.volume)  # the shown volume stays shown
+        self._applyResultDisplay()
+        self._refreshVolumes()
+        self.data.message = f"Added {', '.join(v.GetName() for v in volumes)}."
+
+    # -- several volumes: the shown one, the study ------------------------------------------------
+
+    def _volumeById(self, nodeId: str):
+        node = next((v for v in self.allVolumes if v.GetID() == nodeId), None)
+        if node is None or node.GetScene() is not self.scene:
+            raise ValueError(f"no loaded volume {nodeId!r}")
+        return node
+
+    def _labelsFor(self, volume):
+        """The user's segmentation of ``volume``; a new one, with the segments of the others, when it has none."""
+        labels = self.labelsOf.get(volume.GetID())
+        if labels is not None and labels.GetScene() is self.scene:
+            return labels
+        labels = self.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", f"{volume.GetName()} labels")
+        labels.CreateDefaultDisplayNodes()
+        labels.SetReferenceImageGeometryParameterFromVolumeNode(volume)
+        template = next((s for s in self.labelsOf.values() if s is not None and s.GetScene() is self.scene), None)
+        if template is not None:
+            source = template.GetSegmentation()
+            for n in range(source.GetNumberOfSegments()):
+                segment = source.GetNthSegment(n)
+                labels.GetSegmentation().AddEmptySegment(source.GetNthSegmentID(n), segment.GetName(),
+                                                         segment.GetColor())
+        self.labelsOf[volume.GetID()] = labels
+        return labels
+
+    def _setVolume(self, volume, resetViews: bool = True) -> None:
+        """Show and paint ``volume`` (with its own labels)."""
+        changed = volume is not self.volume
+        self.volume, self.labels = volume, self._labelsFor(volume)
+        self.data.active_volume = volume.GetID()
+        if changed:
+            self._attachBrush()
+            if resetViews:
+                self._showVolume()
+            else:
+                self.app.display_manager.show_volume_in_slice_background(volume)
+        self._applyResultDisplay()
+        self._refreshCurrentSlice()
+        self._refreshLabeled()
+
+    def selectVolume(self, nodeId: str) -> None:
+        """Show volume ``nodeId`` in the views: its labels are painted; its results (a study's) are shown."""
+        self._setVolume(self._volumeById(nodeId))
+        self._refreshVolumes()
+        self.data.message = f"Showing {self.volume.GetName()}."
+
+    def setInStudy(self, nodeId: str, inStudy: bool) -> None:
+        """Mark a loaded volume as part of the study (with its own labels, made now when it has none) or not."""
+        volume = self._volumeById(nodeId)
+        if inStudy:
+            self._labelsFor(volume)
+            self.studyIds.add(volume.GetID())
+        else:
+            self.studyIds.discard(volume.GetID())
+        self._refreshVolumes()
+
+    def _studyNameOf(self, volume) -> str | None:
+        """The study's name of ``volume`` (its entry), None when the study has no result for it."""
+        if volume is None:
+            return None
+        return next((name for name, e in self.study.entries.items() if e.volume.volumeNodeId == volume.GetID()), None)
+
+    def _syncStudyPairs(self) -> None:
+        """Segmentations the study made (a slice accepted in a volume segmented later) join the page's labels."""
+        for volume, labels in self.study.pairs:
+            if labels is not None:
+                self.labelsOf.setdefault(volume.GetID(), labels)
+                self.studyIds.add(volume.GetID())
+        if self.volume is not None and self.labels is not self.labelsOf.get(self.volume.GetID()):
+            self.labels = self.labelsOf[self.volume.GetID()]
+            self._attachBrush()
+
+    def _refreshVolumes(self) -> None:
+        segmented = {e.volume.volumeNodeId for e in self.study.entries.values() if not e.trained}
+        items = []
+        for volume in self.allVolumes:
+            if volume.GetScene() is not self.scene:
+                continue
+            labels = self.labelsOf.get(volume.GetID())
+            count = 0
+            if labels is not None and labels.GetScene() is self.scene:
+                count = len(labeledslices.labeledSlicesOfSegmentation(labels, volume)[1])
+            items.append(VolumeItem(node_id=volume.GetID(), name=volume.GetName(), in_study=volume.GetID() in
+                                    self.studyIds, labeled=count, segmented=volume.GetID() in segmented))
+        self.data.volumes = items
+        self.data.active_volume = self.volume.GetID() if self.volume is not None else ""
+        study = self.data.study
+        study.count = sum(item.in_study for item in items)
+        if self.volume is not None:
+            others = len(items) - 1
+            self.data.volume_name = self.volume.GetName() + (
+                f" (study of {study.count}, {len(items)} loaded)" if study.count >= 2
+                else f" (+{others} unlabelled)" if others else ""
+            )
+        known = {e.volume.volumeNodeId for e in self.study.entries.values()}
+        study.can_apply = bool(self.study.study is not None and self.study.lastRunDir and any(
+            item.node_id not in known and not item.in_study for item in items))
+        study.text = (
+            f"{study.count} volumes in the study: each is trained with its own labels."
+            if study.count >= 2
+            else "Tick two volumes or more (each with its own painted labels) to train them as one study."
+        )
 
     def _showVolume(self) -> None:
         if self.volume is None:
@@ -356,7 +508,8 @@ class SemiSegLogic(TrainingAndReview):
     # -- labels -----------------------------------------------------------------------------------
 
     def _attachBrush(self) -> None:
-        pseudo = self.session.result.segmentationNode if self.session.result is not None else None
+        result = self._shownResult()
+        pseudo = result.segmentationNode if result is not None else None
         target = pseudo if self.data.review.edit_pseudo and pseudo is not None else self.labels
         self.brush.attach(target, self.volume)
         self._refreshSegments()
@@ -378,6 +531,10 @@ class SemiSegLogic(TrainingAndReview):
             self.data.review.edit_pseudo = False
             self.brush.attach(self.labels, self.volume)
         self.data.active_segment_id = self.brush.addSegment(name)
+        added = self.labels.GetSegmentation().GetSegment(self.data.active_segment_id)
+        for labels in self.labelsOf.values():  # every volume's labels keep the same segments (a study needs them)
+            if labels is not self.labels and labels.GetScene() is self.scene:
+                labels.GetSegmentation().AddEmptySegment(self.data.active_segment_id, name, added.GetColor())
         self.data.new_segment_name = ""
         self._refreshSegments()
 
@@ -411,6 +568,11 @@ class SemiSegLogic(TrainingAndReview):
             return
         axis, slices = labeledslices.labeledSlicesOfSegmentation(self.labels, self.volume)
         self.data.labeled_slices = slices
+        items = self.data.volumes
+        for item in items:
+            if item.node_id == self.volume.GetID() and item.labeled != len(slices):
+                item.labeled = len(slices)
+                self.data.volumes = items
         self.data.labeled_text = (
             labeledslices.labeledSlicesText(axis, slices)
             if slices

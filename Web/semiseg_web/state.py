@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 
 from semiseg.contract import DEFAULT_METHOD, METHOD_LABELS as METHODS  # torch-free: the server never imports torch
 
-__all__ = ["METHODS", "LAYOUTS", "SegmentItem", "ReviewRow", "PlotState", "TrainState", "ReviewState", "AppState"]
+__all__ = [
+    "METHODS", "LAYOUTS", "SegmentItem", "VolumeItem", "ReviewRow", "PlotState", "TrainState", "ReviewState",
+    "StudyState", "AppState",
+]
 
 LAYOUTS = {
     "axial": "Slices (one view)",
@@ -26,9 +29,21 @@ class SegmentItem:
 
 
 @dataclass
+class VolumeItem:
+    """A loaded volume in the page's volume list."""
+
+    node_id: str = ""
+    name: str = ""
+    in_study: bool = False  # marked as part of the study (trained with its own labels)
+    labeled: int = 0  # its labelled slices
+    segmented: bool = False  # segmented with the model without training on it ("Apply to more volumes")
+
+
+@dataclass
 class ReviewRow:
     row: int = 0
     index: int = 0
+    volume: str = ""  # the volume's name (a study's review list; "" for one volume)
     confidence: float = 0.0
     foreground: float = 0.0  # percent of the slice
     labeled: bool = False
@@ -74,6 +89,16 @@ class ReviewState:
 
 
 @dataclass
+class StudyState:
+    """A study: several volumes, each with its own labels, trained as one job (one review list across them)."""
+
+    active: bool = False  # the results shown are the study's (the review list names each slice's volume)
+    count: int = 0  # volumes marked as part of the study
+    can_apply: bool = False  # a trained study model and volumes outside the study to segment with it
+    text: str = ""
+
+
+@dataclass
 class AppState:
     volume_loaded: bool = False
     volume_name: str = ""
@@ -96,5 +121,8 @@ class AppState:
     current_slice: int = -1
     slice_count: int = 0
     saved_path: str = ""
+    volumes: list[VolumeItem] = field(default_factory=list)
+    active_volume: str = ""  # node ID of the volume shown and painted
+    study: StudyState = field(default_factory=StudyState)
     train: TrainState = field(default_factory=TrainState)
     review: ReviewState = field(default_factory=ReviewState)

@@ -10,6 +10,7 @@ from trame.ui.vuetify3 import VAppLayout
 from trame.widgets import client, html, vuetify3 as v
 from trame_server.utils.typed_state import TypedState
 from trame_slicer.app.ui import LoadVolumeUI
+from trame_slicer.app.ui.load_volume_ui import LoadVolumeButton, LoadVolumeItemsState
 from undo_stack import Signal
 
 from semiseg.contract import MIN_ITERATIONS, MIN_SIZE, SIZE_STEP
@@ -24,6 +25,8 @@ html { overflow-y: hidden; }
 .semiseg-panel .v-card-title { font-size: 1rem; padding-bottom: 0; }
 .semiseg-review tbody tr { cursor: pointer; }
 .semiseg-review tbody tr.current td { background: rgba(33, 150, 243, 0.35); }
+.semiseg-volumes .shown { background: rgba(33, 150, 243, 0.35); }
+.semiseg-volumes .volume-name { cursor: pointer; }
 .semiseg-plot { background: #1e1e1e; border: 1px solid #444; width: 100%; height: 100px; }
 """
 
@@ -32,6 +35,11 @@ class SemiSegUI:
     """Builds the page on ``server`` and exposes one :class:`Signal` per user action."""
 
     load_files = Signal(list)
+    add_files = Signal(list)
+    volume_clicked = Signal(str)
+    study_toggled = Signal(str, bool)
+    train_study_clicked = Signal()
+    apply_clicked = Signal()
     save_clicked = Signal()
     segment_clicked = Signal(str)
     add_segment_clicked = Signal()
@@ -55,6 +63,7 @@ class SemiSegUI:
             client.Style(_STYLE)
             self._appBar(title)
             with v.VNavigationDrawer(permanent=True, width=440, location="left", classes="semiseg-panel"):
+                self._volumesCard()
                 self._labelsCard()
                 self._trainCard()
                 self._reviewCard()
@@ -92,6 +101,51 @@ class SemiSegUI:
                 classes="mr-2",
             )
             v.VProgressCircular(indeterminate=("!!trame__busy",), size=18, width=2, color="#04a94d", classes="mr-3")
+
+    # -- volumes ----------------------------------------------------------------------------------
+
+    def _volumesCard(self) -> None:
+        """The loaded volumes: which one is shown (and painted), which are part of the study; more can be added."""
+        n = self.name
+        with html.Div(v_show=(f"{n.volume_loaded}",), classes="px-4 pt-2 semiseg-volumes", id="volumes"):
+            with html.Div(classes="d-flex align-center"):
+                html.Span("Volumes", classes="text-subtitle-2")
+                v.VSpacer()
+                html.Span("Add volumes", classes="text-caption mr-1")
+                with html.Div(id="add-volume"):
+                    button = LoadVolumeButton(
+                        name="Add volumes (a study, or to segment with its model)",
+                        load_directory=False,
+                        icon="mdi-file-plus",
+                        typed_state=TypedState(self.server.state, LoadVolumeItemsState, namespace="semiseg_add_volume"),
+                    )
+                    button.on_load_volume.connect(self.add_files)
+            with html.Table(style="width: 100%; border-collapse: collapse;", classes="text-body-2"):
+                with html.Tr(
+                    v_for=f"(item, i) in {n.volumes}",
+                    key="item.node_id",
+                    classes=(f"item.node_id === {n.active_volume} ? 'shown' : ''",),
+                ):
+                    with html.Td(style="width: 24px;"):
+                        html.Input(
+                            type="checkbox",
+                            id=("'study-check-' + i",),
+                            checked=("item.in_study",),
+                            title="part of the study (trained with its own labels)",
+                            change=self._trigger(self.study_toggled, "item.node_id, $event.target.checked"),
+                        )
+                    html.Td(
+                        "{{ item.name }}",
+                        id=("'volume-' + i",),
+                        classes="volume-name",
+                        click=self._trigger(self.volume_clicked, "item.node_id"),
+                    )
+                    html.Td(
+                        "{{ item.labeled }} labelled{{ item.segmented ? ' · segmented by the model' : '' }}",
+                        classes="text-caption text-right",
+                        id=("'volume-info-' + i",),
+                    )
+            html.Div("{{ %s }}" % n.study.text, classes="text-caption text-medium-emphasis", id="study-text")
 
     # -- labels -----------------------------------------------------------------------------------
 
@@ -272,7 +326,7 @@ class SemiSegUI:
                     id="device",
                     style="min-width: 110px;",
                 )
-            with html.Div(classes="d-flex mt-2"):
+            with html.Div(classes="d-flex flex-wrap mt-2"):
                 v.VBtn(
                     "Train",
                     prepend_icon="mdi-play",
@@ -291,6 +345,16 @@ class SemiSegUI:
                     id="retrain-button",
                 )
                 v.VBtn(
+                    "Train study",
+                    prepend_icon="mdi-layers-triple",
+                    color="primary",
+                    variant="tonal",
+                    click=self.train_study_clicked,
+                    classes="mr-2",
+                    disabled=(f"{n.study.count} < 2 || {t.running}",),
+                    id="train-study-button",
+                )
+                v.VBtn(
                     "Cancel",
                     prepend_icon="mdi-stop",
                     color="error",
@@ -299,6 +363,17 @@ class SemiSegUI:
                     disabled=(f"!{t.running}",),
                     id="cancel-button",
                 )
+            v.VBtn(
+                "Apply to more volumes",
+                prepend_icon="mdi-auto-fix",
+                size="small",
+                variant="tonal",
+                click=self.apply_clicked,
+                v_show=(f"{n.study.active}",),
+                disabled=(f"!{n.study.can_apply} || {t.running}",),
+                classes="mt-2",
+                id="apply-button",
+            )
             with v.VProgressLinear(
                 model_value=(t.percent,), height=18, color="primary", classes="mt-2", rounded=True, id="train-progress"
             ):
@@ -382,7 +457,9 @@ class SemiSegUI:
                     density="compact", height=210, fixed_header=True, classes="semiseg-review", id="review-table"
                 ):
                     with html.Thead(), html.Tr():
-                        for heading in ("Slice", "Confidence", "Foreground", "Labelled"):
+                        html.Th("Slice")
+                        html.Th("Volume", v_if=(f"{self.name.study.active}",))
+                        for heading in ("Confidence", "Foreground", "Labelled"):
                             html.Th(heading)
                     with (
                         html.Tbody(),
@@ -394,6 +471,7 @@ class SemiSegUI:
                         ),
                     ):
                         html.Td("{{ row.index }}")
+                        html.Td("{{ row.volume }}", v_if=(f"{self.name.study.active}",))
                         html.Td("{{ row.confidence.toFixed(3) }}")
                         html.Td("{{ row.foreground.toFixed(1) }} %")
                         html.Td("{{ row.labeled ? 'yes' : '' }}")

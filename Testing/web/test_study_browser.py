@@ -1,0 +1,161 @@
+"""A study of several volumes in a real browser (headless Chromium over the DevTools protocol), issue 12, item 3:
+two of three loaded volumes marked as part of the study, each labelled on its own, trained as one job; one review
+list across both, least confident first, each entry naming its volume; clicking an entry of the second volume shows
+that volume and slice; a slice accepted in each volume; Retrain sends both; a fourth volume added from the page;
+Apply to more volumes segments the third and fourth without training and their slices join the list.
+
+The server is the real ``semiseg serve`` whose jobs run the fake engine (``fakeserve.py`` with
+``Testing/mrml/fakeengine.py``: real result files in the engine's layout, a review list with slice ``k`` at
+confidence ``0.5 + 0.01 k`` in every volume of a study).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import time
+
+import pytest
+from test_e2e_browser import Page, _changed
+
+from cdp import Browser
+from webtesting import HERE, SCREENSHOTS, ServerProcess, server_environment, synthetic_volume
+
+SHAPES = {"alpha": (8, 48, 40), "beta": (6, 40, 40), "gamma": (5, 32, 36)}
+
+
+@pytest.fixture
+def server(tmp_path):
+    volumes = [synthetic_volume(tmp_path / f"{name}.nrrd", shape=shape) for name, shape in SHAPES.items()]
+    env = server_environment()
+    env["FAKE_ENGINE"] = json.dumps({"mode": "done"})
+    args = [*volumes, "--segments", "disc", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out"]
+    with ServerProcess(args, env=env, launcher=[sys.executable, HERE / "fakeserve.py", tmp_path / "fake"]) as process:
+        process.tmp = tmp_path
+        yield process
+        print("---- semiseg serve output ----\n" + process.output(200))
+
+
+def _rows(browser) -> list[list[str]]:
+    return browser.evaluate(
+        "[...document.querySelectorAll('#review-table tbody tr')].map(r => [...r.cells].map(c => c.innerText))"
+    )
+
+
+def _jobs(server) -> list:
+    return sorted((server.tmp / "cache").glob("job-*"), key=lambda p: p.stat().st_mtime)
+
+
+def _shown(browser) -> str:
+    return browser.evaluate("(document.querySelector('#volumes tr.shown td.volume-name') || {}).innerText || ''")
+
+
+def _wait_jobs(server, count: int, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while len(_jobs(server)) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no job {count} in the cache")
+        time.sleep(0.1)
+
+
+def test_a_two_volume_study_in_the_browser(server, chromium_path):
+    shots = SCREENSHOTS / "study"
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    with Browser(chromium_path, width=1280, height=900) as browser:
+        page = Page(browser, shots)
+        b = browser
+        b.navigate(server.url)
+        page.wait_text("#volume-name", "alpha", timeout=60)
+        b.wait_for("document.querySelectorAll('#volumes tbody tr, #volumes tr').length >= 3", timeout=30,
+                   what="the volume list")
+        assert _shown(b) == "alpha"
+
+        # two volumes marked as part of the study, each with its own labels (a slice checked, empty, in each)
+        b.click("#study-check-0")
+        b.click("#study-check-1")
+        page.wait_text("#study-text", "2 volumes in the study")
+        b.click("#mark-checked")
+        page.wait_text("#volume-info-0", "1 labelled")
+        b.click("#volume-1")
+        page.wait_text("#current-slice", "of 0-5")
+        assert _shown(b) == "beta"
+        b.click("#mark-checked")
+        page.wait_text("#volume-info-1", "1 labelled")
+        assert "0 labelled" in b.text("#volume-info-2")
+        b.fill("#size", "32")
+        b.click("#train-study-button")
+        _wait_jobs(server, 1)
+        page.wait_text("#message", "Pseudo-labels and confidence", timeout=120)
+        assert b.text("#progress-text").startswith("Done")
+
+        # one review list across both volumes, least confident first, each entry naming its volume
+        b.wait_for("document.querySelectorAll('#review-table tbody tr').length === 14", timeout=30,
+                   what="the study's review list")
+        rows = _rows(b)
+        assert [r[:2] for r in rows[:4]] == [["0", "alpha"], ["0", "beta"], ["1", "alpha"], ["1", "beta"]], rows
+        confidences = [float(r[2]) for r in rows]
+        assert confidences == sorted(confidences) and {r[1] for r in rows} == {"alpha", "beta"}
+        page.shot("study-review")
+
+        # an entry of the second volume shows that volume and that slice
+        b.click("#volume-0")
+        page.wait_text("#current-slice", "of 0-7")
+        alphaView = page.settled_view()
+        b.click("#review-table tbody tr", 3)
+        page.wait_text("#current-slice", "Slice 1 of 0-5")
+        assert _shown(b) == "beta" and "of beta" in b.text("#message")
+        betaView = page.settled_view(alphaView)
+        assert _changed(betaView, alphaView) > 0.02
+        page.shot("beta-slice-1")
+
+        # accept it, then a slice of the first volume
+        b.click("#accept-button")
+        page.wait_text("#volume-info-1", "2 labelled")
+        page.wait_text("#message", "Slice 1 of beta copied")
+        b.click("#review-table tbody tr", 0)
+        page.wait_text("#current-slice", "Slice 0 of 0-7")
+        assert _shown(b) == "alpha"
+        b.click("#accept-button")
+        page.wait_text("#volume-info-0", "2 labelled")
+        page.wait_text("#message", "Slice 0 of alpha copied")
+
+        # Retrain sends both volumes with their accepted slices
+        b.click("#retrain-button")
+        _wait_jobs(server, 2)
+        page.wait_text("#message", "Pseudo-labels and confidence", timeout=120)
+        job = json.loads((_jobs(server)[-1] / "job.json").read_text())
+        alpha, beta = job["volumes"]
+        assert alpha["image"] == "v01_alpha.nrrd" and beta["image"] == "v02_beta.nrrd"
+        assert 0 in alpha["labeled_slices"] and len(alpha["labeled_slices"]) == 2, alpha
+        assert 1 in beta["labeled_slices"] and len(beta["labeled_slices"]) == 2, beta
+        assert job["init_checkpoint"].endswith("checkpoint.pt")
+
+        # a volume loaded later, from the page (added: the volumes, labels and results stay)
+        delta = synthetic_volume(server.tmp / "delta.nrrd", shape=(4, 30, 30))
+        b.set_files("#add-volume input[type=file]", [delta])
+        page.wait_text("#volume-3", "delta", timeout=60)
+        assert _shown(b) == "alpha" and len(_rows(b)) == 14
+
+        # Apply to more volumes: the volumes outside the study (the third, and the one loaded later) segmented with
+        # the model, without training; their slices join the review list
+        b.wait_for("!document.querySelector('#apply-button').disabled", timeout=30, what="Apply to more volumes")
+        b.click("#apply-button")
+        b.wait_for("document.querySelectorAll('#review-table tbody tr').length === 23", timeout=120,
+                   what="the slices of the volumes segmented with the model in the review list")
+        page.wait_text("#volume-info-2", "segmented by the model")
+        page.wait_text("#volume-info-3", "segmented by the model")
+        assert len(_jobs(server)) == 3  # one more job: the prediction
+        rows = _rows(b)
+        assert {r[1] for r in rows} == {"alpha", "beta", "gamma", "delta"}
+        assert [float(r[2]) for r in rows] == sorted(float(r[2]) for r in rows)
+        b.click("#review-table tbody tr", [r[1] for r in rows].index("gamma"))
+        page.wait_text("#current-slice", "of 0-4")
+        assert _shown(b) == "gamma"
+        b.click("#review-table tbody tr", [r[1] for r in rows].index("delta"))
+        page.wait_text("#current-slice", "of 0-3")
+        assert _shown(b) == "delta"
+        page.shot("delta")
+        errors = [line for line in b.console if line.startswith("exception")]
+    assert not errors, errors
