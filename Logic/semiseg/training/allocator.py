@@ -3,9 +3,9 @@
 glibc's ``malloc`` serves every block above its mmap threshold (at most 32 MB, and a UNet
 activation at 256x256 or a batch of 12 at 128x128 is larger) with a fresh ``mmap`` and unmaps it on
 ``free``; the next step then page-faults through the same memory again, every step. Fixing the
-threshold above any activation and raising the trim threshold lets freed blocks be reused (measured
-in docs/BENCHMARKS.md section 3: the page faults cost up to 40 % of a float32 step at 256 px), at
-the price of a higher resident peak, as PyTorch's own caching allocators make on GPUs.
+threshold above any activation and raising the trim threshold lets freed blocks be reused, at the
+price of a higher resident peak, as PyTorch's own caching allocators make on GPUs
+(``benchmarks/per_change.py`` measures what it saves, docs/BENCHMARKS.md section 3).
 """
 
 from __future__ import annotations
