@@ -243,13 +243,69 @@ def _predict(args: argparse.Namespace) -> int:
         ) from None
     axis = None if args.axis == "auto" else args.axis
     if images is not None:
+        from .inference.sharded import Ranks
+
         log = ProgressLog(None, stream=sys.stdout, bar=False)
+        ranks = Ranks.from_environ()
+        if ranks is not None:  # under torchrun: this rank's share of the volumes (docs/SCALE.md)
+            return _predict_shard(ranks, predictor, images, out, axis, args.output_format, log, cancel)
         summary = predict_many(predictor, images, out, axis, args.output_format, log=log, cancel=cancel)
         print(summary_table(summary))
         return EXIT_OK
     out = write_prediction(predictor, args.image, args.out, axis, args.output_format)
     print(json.dumps({"event": "predicted", "dir": str(out)}))
     return EXIT_OK
+
+
+def _predict_shard(ranks, predictor, images, out, axis, output_format, log, cancel) -> int:
+    """One rank of ``torchrun ... -m semiseg predict --images``: its volumes, then rank 0 prints the one summary.
+
+    Every rank reports to rank 0 whether it failed or not (an error is caught, reported, then its exit code
+    returned), so rank 0 never waits for a rank that stopped; it says which ranks failed and exits non-zero.
+    """
+    from .inference import predict_many, summary_table
+    from .inference.sharded import barrier, close_group, gather_results, init_group, merge_summaries, rank_threads
+
+    init_group(ranks)
+    try:
+        barrier()  # the ranks measure the others' load together, so that they do not count each other
+        threads = rank_threads(0, ranks)
+        result: object
+        try:
+            result = predict_many(predictor, images, out, axis, output_format, log=log, cancel=cancel,
+                                  threads=threads, shard=(ranks.rank, ranks.world))
+            code = EXIT_OK
+        except InputError as err:
+            result, code = (EXIT_BAD_INPUT, f"semiseg: error: {err}"), EXIT_BAD_INPUT
+        except (Cancelled, KeyboardInterrupt) as err:
+            result, code = (EXIT_CANCELLED, f"semiseg: {err or 'interrupted'}"), EXIT_CANCELLED
+        except Exception as err:  # noqa: BLE001 - reported to rank 0, then the exit code says "internal error"
+            import traceback
+
+            traceback.print_exc()
+            result, code = (EXIT_INTERNAL, f"internal error: {type(err).__name__}: {err}"), EXIT_INTERNAL
+        if code != EXIT_OK:
+            print(f"rank {ranks.rank}: {result[1]}", file=sys.stderr, flush=True)
+        try:
+            gathered = gather_results(result, ranks)
+        except Exception as err:  # noqa: BLE001 - a rank gone or the timeout: say so rather than hang
+            print(f"semiseg: error: rank {ranks.rank} could not collect the ranks' results ({type(err).__name__}: "
+                  f"{str(err)[:300]}); the finished volumes are kept, a rerun skips them", file=sys.stderr, flush=True)
+            return code or EXIT_INTERNAL
+        if gathered is None:  # not rank 0: its events are printed, rank 0 prints the summary
+            return code
+        failed = [(r, part) for r, part in enumerate(gathered) if isinstance(part, tuple)]
+        if failed:
+            for r, (_, message) in failed:
+                print(f"semiseg: rank {r} of {ranks.world} failed: {message}", file=sys.stderr)
+            print(f"semiseg: {len(failed)} of {ranks.world} rank(s) failed; the volumes finished are kept, a rerun "
+                  "skips them", file=sys.stderr, flush=True)
+            return failed[0][1][0]
+        sys.stdout.flush()
+        print(summary_table(merge_summaries(gathered, [str(p) for p in images])), flush=True)
+        return EXIT_OK
+    finally:
+        close_group()
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -22,6 +22,8 @@ The choices made:
   the writer finishes the volume it is writing (whole, or nothing: its files are renamed into place) and
   drops the queued one. A volume that cannot be read or written stops the run after the volumes before
   it are written. Either way both threads are joined before the call returns or raises.
+- Shards: ``shard=(rank, world)`` keeps the volumes whose index in the input list is ``rank`` modulo
+  ``world`` (torchrun's ranks, :mod:`semiseg.inference.sharded`); the events then carry the rank.
 """
 
 from __future__ import annotations
@@ -149,11 +151,13 @@ class VolumeSummary:
 
 @dataclasses.dataclass
 class ManySummary:
-    """What :func:`predict_many` did: each volume in the order given, the seconds of the call, the torch threads."""
+    """What :func:`predict_many` did: each volume in the order given, the seconds of the call, the torch threads
+    (of each process, when ``processes`` shared the volumes out)."""
 
     volumes: list[VolumeSummary]
     seconds: float
     threads: int
+    processes: int = 1
 
     @property
     def predicted(self) -> int:
@@ -178,15 +182,15 @@ def _summary(name: str, image: Path, out_dir: Path, state: str, seconds: float =
 class _Shared:
     """What the three threads share: the stop flag, the first failure of a thread, the progress log's lock."""
 
-    def __init__(self, log: ProgressLog, cancel: CancelToken) -> None:
-        self.log, self.cancel = log, cancel
+    def __init__(self, log: ProgressLog, cancel: CancelToken, extra: dict[str, Any] | None = None) -> None:
+        self.log, self.cancel, self.extra = log, cancel, extra or {}
         self.stop = threading.Event()
         self.failure: BaseException | None = None
         self._lock = threading.Lock()
 
     def emit(self, event: str, **fields: Any) -> None:
         with self._lock:
-            self.log.emit(event, **fields)
+            self.log.emit(event, **fields, **self.extra)
 
     def fail(self, err: BaseException) -> None:
         with self._lock:
@@ -275,11 +279,14 @@ def predict_many(
     log: ProgressLog | None = None,
     cancel: CancelToken | None = None,
     threads: int = 0,
+    shard: tuple[int, int] | None = None,
 ) -> ManySummary:
     """Predict every volume of ``images`` (files, or folders: :func:`image_paths`) into ``out/<volume name>/``.
 
     Volumes already finished there (:func:`finished`) are skipped. One progress event per volume
-    (``predicted`` or ``skipped``), then ``done``; ``cancelled`` or ``error`` when it stops early.
+    (``predicted`` or ``skipped``), then ``done``; ``cancelled`` or ``error`` when it stops early. With
+    ``shard=(rank, world)`` only the volumes whose index in the list is ``rank`` modulo ``world`` (the
+    inputs are checked whole all the same); the events carry ``rank``, ``number`` and ``of`` count the whole list.
 
     Raises:
         InputError: a missing input, two volumes with one name, a volume that cannot be read or written (the
@@ -294,10 +301,11 @@ def predict_many(
     axis = predictor.axis if axis is None else axis
     checkpoint = predictor.checkpoint
     not_before = checkpoint.stat().st_mtime if checkpoint is not None and checkpoint.exists() else 0.0
-    shared = _Shared(log or ProgressLog(None), cancel or CancelToken())
+    shared = _Shared(log or ProgressLog(None), cancel or CancelToken(), {} if shard is None else {"rank": shard[0]})
     done: list[VolumeSummary] = []
     todo = []
-    for index, image in enumerate(paths):
+    mine = [(i, p) for i, p in enumerate(paths) if shard is None or i % shard[1] == shard[0]]
+    for index, image in mine:
         name = volume_name(image)
         out_dir = out / name
         if finished(out_dir, image, output_format, not_before, axis):
@@ -358,7 +366,7 @@ def predict_many(
         _join(reader, writer)
     order = {str(p): i for i, p in enumerate(paths)}
     summary = ManySummary(sorted(done, key=lambda v: order[v.image]), time.perf_counter() - start, count)
-    shared.emit("done", volumes=len(paths), predicted=summary.predicted, skipped=summary.skipped,
+    shared.emit("done", volumes=len(mine), predicted=summary.predicted, skipped=summary.skipped,
                 seconds=summary.seconds, volumes_per_second=summary.volumes_per_second, threads=count)
     return summary
 
@@ -377,6 +385,7 @@ def summary_table(summary: ManySummary) -> str:
         f"before) in {summary.seconds:.1f} s: {summary.volumes_per_second:.2f} volumes/s, "
         + (f"{summary.seconds / summary.predicted:.2f} s/volume" if summary.predicted else "- s/volume")
         + f", {summary.threads} torch thread(s)"
+        + (f" in each of {summary.processes} processes" if summary.processes > 1 else "")
     )
     rows.append("confidence: the review list's per-slice statistic (review.json), the mean over the volume's slices")
     return "\n".join(rows)
