@@ -247,7 +247,7 @@ def reference_labels(
         logits, feats = net.decode(net.encode(torch.cat([x_l, x_u])), return_features=True)
     emb = pool_embeddings(feats, feature_stride)
     emb_l, emb_u = emb.split([x_l.shape[0], x_u.shape[0]])
-    refs = grid_references(emb_l, y_l, labeler.num_classes, labeler.min_purity)
+    refs = gather_rows(*grid_references(emb_l, y_l, labeler.num_classes, labeler.min_purity))
     scores = labeler.class_scores(emb_u, extra=refs)
     if update:
         labeler.update(*refs)
@@ -259,6 +259,34 @@ def reference_labels(
         label = F.interpolate(label[:, None].float(), size=size, mode="nearest")[:, 0].long()
         margin = F.interpolate(margin[:, None], size=size, mode="nearest")[:, 0]
     return label, margin, logits[x_l.shape[0] :]
+
+
+def gather_rows(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The rows of ``tensors`` (same first dimension) of every rank of a torchrun run, in rank order.
+
+    Under torchrun each rank holds its share of the global labelled batch; the references of a step are
+    those of the whole global batch, as in one process (the rows of rank 0, then rank 1, ...), so every
+    rank labels with, and adds to its bank, the same references. In one process: ``tensors`` unchanged.
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensors
+    world = dist.get_world_size()
+    n = torch.tensor([tensors[0].shape[0]], dtype=torch.long, device=tensors[0].device)
+    counts = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(counts, n)
+    sizes = [int(c.item()) for c in counts]
+    most = max(sizes)
+    out = []
+    for t in tensors:
+        wire = torch.float32 if t.is_floating_point() else torch.long  # types every backend sends (not bf16 on gloo)
+        padded = torch.zeros((most, *t.shape[1:]), dtype=wire, device=t.device)
+        padded[: t.shape[0]] = t
+        parts = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(parts, padded)
+        out.append(torch.cat([p[:k] for p, k in zip(parts, sizes)]).to(t.dtype))
+    return tuple(out)
 
 
 def build_references(config: object, num_classes: int, model: nn.Module) -> ReferenceGuidedLabeler | None:

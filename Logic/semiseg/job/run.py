@@ -18,6 +18,7 @@ from .prepare import Prepared, PreparedVolume, check_checkpoint, prepare, setup_
 from .reading import Job, VolumesJob
 
 if TYPE_CHECKING:  # torch is imported when a job runs, not when it is read and checked
+    from ..training.distributed import World
     from ..training.progress import ProgressLog
 
 
@@ -64,27 +65,74 @@ def run_job(
     through it, or ``RUN_DIR/cancel``) is obeyed in every phase: set-up, training (a checkpoint is
     saved) and prediction.
 
+    Under torchrun (``WORLD_SIZE`` > 1 in the environment, :mod:`semiseg.training.distributed`) every process
+    runs this: rank 0 takes the lock and alone writes the run folder (``config.json``, ``status.json``,
+    progress, checkpoints, previews, predictions); the other ranks train their share of each step and write
+    nothing. A rank that dies makes the others fail within the collective timeout; rank 0 then marks the
+    run failed, keeping the last good checkpoint.
+
     Raises:
         InputError: bad input (nothing is written), a run folder that cannot be written or is in use,
             or a full disk (the last good checkpoint is kept, temporary files are removed).
         Cancelled: cancellation; ``status.json`` says so and the last good checkpoint is kept.
     """
+    from ..training.distributed import world_from_env
+
     prepared = prepare(job)
     run_dir = Path(job.run_dir)
     if resume and (run_dir / "checkpoint.pt").exists():
         check_checkpoint(run_dir / "checkpoint.pt", prepared.num_classes, job.method)
+    cancel = cancel or CancelToken(run_dir / "cancel")
+    world = world_from_env()
+    if world.distributed:
+        return _run_distributed(job, prepared, run_dir, resume, log, cancel, world)
     with RunLock(run_dir):
-        return _run_locked(job, prepared, run_dir, resume, log, cancel or CancelToken(run_dir / "cancel"))
+        return _run_locked(job, prepared, run_dir, resume, log, cancel)
+
+
+def _run_distributed(
+    job: Job | VolumesJob, prepared: Prepared, run_dir: Path, resume: bool, log: ProgressLog | None,
+    cancel: CancelToken, world: World
+) -> dict[str, Any]:
+    """One rank of a torchrun run: join the process group, rank 0 locks the folder, every rank trains."""
+    from ..training.distributed import any_rank, close_world, init_world
+
+    init_world(world, prepared.config.device, prepared.config.dist_timeout)
+    ok = False
+    try:
+        lock, problem = None, None
+        if world.main:
+            try:
+                lock = RunLock(run_dir).acquire()
+                (run_dir / "cancel").unlink(missing_ok=True)  # before the other ranks may look for it
+            except InputError as err:
+                problem = err
+        if any_rank(problem is not None, world):  # no rank trains when rank 0 could not take the folder
+            raise problem or InputError("rank 0 could not take the run folder (its message says why)", run_dir)
+        try:
+            summary = _run_locked(job, prepared, run_dir, resume, log, cancel, world)
+            ok = True
+            return summary
+        finally:
+            if lock is not None:
+                lock.release()
+    finally:
+        close_world(barrier=ok)
 
 
 def _run_locked(
     job: Job | VolumesJob, prepared: Prepared, run_dir: Path, resume: bool, log: ProgressLog | None,
-    cancel: CancelToken
+    cancel: CancelToken, world: World | None = None
 ) -> dict[str, Any]:
+    from ..training.distributed import World
+    from ..training.progress import ProgressLog
+
+    world = world or World()
+    if not world.main:
+        return _run_other_rank(job, prepared, run_dir, resume, cancel, world)
     from ..completion.preview import Previews
     from ..inference import Predictor, write_prediction
     from ..training import Trainer
-    from ..training.progress import ProgressLog
 
     (run_dir / "cancel").unlink(missing_ok=True)
     log = log or ProgressLog(run_dir / "progress.jsonl")
@@ -115,6 +163,21 @@ def _run_locked(
                     "num_classes": prepared.num_classes,
                     "completion_resolved": to_dict(prepared.completion),
                     **resolved,
+                    **(
+                        {
+                            "distributed": {
+                                "world_size": world.size,
+                                "batch_labeled_per_rank": prepared.config.batch_labeled,
+                                "batch_unlabeled_per_rank": prepared.config.batch_unlabeled,
+                                "global_batch_labeled": prepared.config.batch_labeled * world.size,
+                                "global_batch_unlabeled": prepared.config.batch_unlabeled * world.size,
+                                "lr": prepared.config.lr,
+                                "lr_scaled": False,
+                            }
+                        }
+                        if world.distributed
+                        else {}
+                    ),
                 },
                 indent=1,
             )
@@ -132,6 +195,7 @@ def _run_locked(
             meta=meta,
             log=log,
             cancel=cancel,
+            world=world,
         )
         if resume and trainer.checkpoint_path.exists():
             trainer.resume(trainer.checkpoint_path)
@@ -165,6 +229,10 @@ def _run_locked(
                     )
 
         summary = trainer.fit(prepared.data, on_step=on_step)
+        if world.distributed:  # the other ranks are done: predict alone, without them waiting on a collective
+            from ..training.distributed import close_world
+
+            close_world()
         predictions = {}
         if job.predict:
             predictor = Predictor(trainer.checkpoint_path, prepared.config.device)
@@ -213,6 +281,30 @@ def _run_locked(
         raise
     finally:
         log.close()
+
+
+def _run_other_rank(
+    job: Job | VolumesJob, prepared: Prepared, run_dir: Path, resume: bool, cancel: CancelToken, world: World
+) -> dict[str, Any]:
+    """A rank other than 0 of a torchrun run: it trains its share of each step and writes nothing (no status,
+    progress, checkpoint, preview or prediction: rank 0 does); its errors end the process, which makes
+    rank 0's next collective fail."""
+    from ..training import Trainer
+    from ..training.distributed import close_world
+    from ..training.progress import ProgressLog
+
+    trainer = Trainer(
+        prepared.config, job.method, prepared.method_options, prepared.num_classes, run_dir,
+        log=ProgressLog(None, None, False), cancel=cancel, world=world,
+    )
+    if resume and trainer.checkpoint_path.exists():
+        trainer.resume(trainer.checkpoint_path)
+    elif job.init_checkpoint:
+        trainer.warm_start(job.init_checkpoint)
+    summary = trainer.fit(prepared.data)
+    close_world()  # together with rank 0, which then goes on alone (predictions)
+    return {**summary, "run_dir": str(run_dir), "axis": prepared.axis, "predictions": {},
+            "num_classes": prepared.num_classes}
 
 
 def _volume_record(v: PreparedVolume) -> dict[str, Any]:

@@ -48,7 +48,10 @@ class TrainConfig:
             labelled slices exist; then every ``val_stride``-th labelled slice is held out (our choice:
             with fewer labels every labelled slice is worth more as training data).
         log_every: progress line period in iterations.
-        threads: torch CPU threads (0: one per core that other processes leave free, see :mod:`semiseg.training.cpu`).
+        threads: torch CPU threads (0: one per core that other processes leave free, see :mod:`semiseg.training.cpu`;
+            under torchrun, shared among the node's processes).
+        dist_timeout: seconds a collective of a torchrun run waits for the other processes before the run fails
+            (a rank that died; see :mod:`semiseg.training.distributed`). Unused in one process.
     """
 
     iterations: int = 30000
@@ -71,6 +74,7 @@ class TrainConfig:
     val_stride: int = 5
     log_every: int = 10
     threads: int = 0
+    dist_timeout: float = 600.0
 
     def validate(self) -> None:
         """Raise :class:`InputError` for values no run can use."""
@@ -99,4 +103,5 @@ class TrainConfig:
             val_stride="[1, inf)",
             log_every="[1, inf)",
             threads="[0, 4096]",
+            dist_timeout="(0, inf)",
         )

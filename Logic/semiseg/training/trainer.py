@@ -29,6 +29,7 @@ from .allocator import keep_freed_memory
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import ModelConfig, TrainConfig
 from .cpu import torch_default_threads, training_threads
+from .distributed import World, any_rank, average_gradients, broadcast_buffers, broadcast_state
 from .prefetch import Prefetcher
 from .progress import ProgressLog
 
@@ -62,6 +63,12 @@ class Trainer:
         meta: plain values stored in the checkpoint for inference (class names, axis, ...).
         log: progress writer (default: ``run_dir/progress.jsonl`` and stdout).
         cancel: a :class:`CancelToken` (default: the file ``run_dir/cancel``).
+        world: the torchrun world this process belongs to (default: one process; see
+            :mod:`semiseg.training.distributed`). With N processes every rank draws the same global batch of
+            N x ``batch_labeled`` (+ N x ``batch_unlabeled``) slices with the run's data generator and trains
+            on its own contiguous share, so the data of a step are those of one process at the global batch;
+            gradients are averaged over the ranks, buffers follow rank 0, and only rank 0 writes
+            (checkpoints, progress) or validates.
     """
 
     def __init__(
@@ -75,23 +82,31 @@ class Trainer:
         meta: dict[str, Any] | None = None,
         log: ProgressLog | None = None,
         cancel: CancelToken | None = None,
+        world: World | None = None,
     ) -> None:
         config.validate()
         self.config = config
+        self.world = world or World()
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.world.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         self.checkpoint_path = self.run_dir / "checkpoint.pt"
         self.device = resolve_device(config.device)
         if config.threads or self.device.type == "cpu":  # the cores other processes leave free (semiseg.training.cpu)
-            torch.set_num_threads(training_threads(config.threads, torch_default_threads()))
+            threads = training_threads(config.threads, torch_default_threads())
+            if self.world.distributed and not config.threads:  # the processes on this node share its cores
+                threads = max(1, threads // self.world.local_size)
+            torch.set_num_threads(threads)
         self.threads = torch.get_num_threads()
-        torch.manual_seed(config.seed)
+        torch.manual_seed(self._torch_seed(0))
         self.generator = torch.Generator().manual_seed(config.seed)
         self.model_config = model_config or ModelConfig()
         self.num_classes = num_classes
         self.model = UNet2D(1, num_classes, self.model_config.features, self.model_config.dropout)
         self.method: Method = build_method(method, method_options, num_classes, self.model)
         self.method_name, self.method_options = method, dict(method_options or {})
+        if self.world.distributed and self.device.type == "cuda":  # batch statistics over the global batch
+            self.model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
         self.model.to(self.device)
         self.method.to(self.device)
         # the networks autocast themselves
@@ -109,13 +124,22 @@ class Trainer:
         self.amp = self.precision == "fp16"  # CUDA AMP: its loss scaling
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.meta = dict(meta or {})
-        self.log = log or ProgressLog(self.run_dir / "progress.jsonl")
+        self.log = log or (
+            ProgressLog(self.run_dir / "progress.jsonl") if self.world.main else ProgressLog(None, None, False)
+        )
         self.cancel = cancel or CancelToken(self.run_dir / "cancel")
         self.iteration = 0
         self._prefetch: Prefetcher | None = None
         self._prefetch_data: TrainData | None = None
         self._data_rng: torch.Tensor | None = None
         self.saved_iteration: int | None = None  # the iteration of the last checkpoint written or loaded
+
+    def _torch_seed(self, iteration: int) -> int:
+        """The seed of torch's global RNG (dropout, ...): the run's seed on rank 0 (as in one process); on
+        another rank one of its own, so that ranks do not drop the same channels of different samples."""
+        if self.world.main:
+            return self.config.seed
+        return (self.config.seed + 1_000_003 * self.world.rank + 7919 * iteration) % (2**63)
 
     # -- state -------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
@@ -135,7 +159,11 @@ class Trainer:
             "meta": self.meta,
         }
 
-    def save(self) -> Path:
+    def save(self) -> Path | None:
+        """Write the checkpoint (rank 0 only: the other ranks hold the same state and write nothing)."""
+        if not self.world.main:
+            self.saved_iteration = self.iteration
+            return None
         path = save_checkpoint(self.state(), self.checkpoint_path)
         self.saved_iteration = self.iteration
         self.log.emit("checkpoint", iteration=self.iteration, path=path.name)
@@ -157,6 +185,8 @@ class Trainer:
             self.generator.set_state(state["generator"])
             torch.set_rng_state(state["torch_rng"])
             self.iteration = int(state["iteration"])
+            if not self.world.main:
+                torch.manual_seed(self._torch_seed(self.iteration))
         except (KeyError, RuntimeError, TypeError, ValueError) as err:
             raise InputError(
                 f"checkpoint does not fit this run ({type(err).__name__}: {str(err)[:200]})", path
@@ -186,7 +216,8 @@ class Trainer:
     def _batch(self, data: TrainData, iteration: int) -> Batch:
         """The batch of ``iteration``, drawn with the data generator; no unlabelled images during a warm-up."""
         c = self.config
-        i = self._sample(data.labeled, c.batch_labeled)
+        n = self.world.size  # every rank draws the global batch, then keeps its share (_share)
+        i = self._sample(data.labeled, c.batch_labeled * n)
         x_l, y_l = weak_augment(data.labeled.images[i], data.labeled.labels[i], self.generator)  # type: ignore[index]
         batch = Batch(x_l, y_l)
         k = self.method.unlabeled_batches
@@ -194,13 +225,33 @@ class Trainer:
             if not len(data.unlabeled):
                 raise InputError(f"method {self.method_name!r} needs unlabelled slices, and there are none")
             batch.x_u = weak_augment(
-                data.unlabeled.images[self._sample(data.unlabeled, c.batch_unlabeled)], None, self.generator
+                data.unlabeled.images[self._sample(data.unlabeled, c.batch_unlabeled * n)], None, self.generator
             )
             if k > 1:
                 batch.x_u2 = weak_augment(
-                    data.unlabeled.images[self._sample(data.unlabeled, c.batch_unlabeled)], None, self.generator
+                    data.unlabeled.images[self._sample(data.unlabeled, c.batch_unlabeled * n)], None, self.generator
                 )
-        return self.method.prepare(batch, self.generator)
+        return self._share(self.method.prepare(batch, self.generator))
+
+    def _share(self, batch: Batch) -> Batch:
+        """This rank's contiguous share of a global batch (the batch itself in one process)."""
+        if not self.world.distributed:
+            return batch
+        r, n = self.world.rank, self.world.size
+
+        def part(t: torch.Tensor | None) -> torch.Tensor | None:
+            if t is None:
+                return None
+            b = t.shape[0] // n
+            return t[r * b : (r + 1) * b]
+
+        return Batch(
+            part(batch.x_l),  # type: ignore[arg-type]
+            part(batch.y_l),  # type: ignore[arg-type]
+            part(batch.x_u),
+            part(batch.x_u2),
+            [type(s)(part(s.image), part(s.box)) for s in batch.strong],
+        )
 
     def _prepared(self, data: TrainData, iteration: int) -> tuple[Batch, torch.Tensor]:
         return self._batch(data, iteration), self.generator.get_state()
@@ -250,11 +301,29 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(out.total).backward()
+        loss = float(out.total.detach())
+        if self.world.distributed:
+            average_gradients([p for g in self.optimizer.param_groups for p in g["params"]], self.world)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.world.distributed:
+            broadcast_buffers([self.model], self.world)  # batch-norm statistics, as DDP's broadcast_buffers
         self.method.after_step(self.model, progress)
+        terms = out.terms
+        if self.world.distributed:
+            broadcast_buffers([self.method], self.world)  # banks, teacher statistics
+            loss, terms = self._mean_over_ranks(loss, terms)
         self.iteration += 1
-        return {"loss": float(out.total.detach()), "terms": out.terms, "stats": out.stats, "lr": lr}
+        return {"loss": loss, "terms": terms, "stats": out.stats, "lr": lr}
+
+    def _mean_over_ranks(self, loss: float, terms: dict[str, float]) -> tuple[float, dict[str, float]]:
+        """The loss and its terms over the global batch (the mean of the ranks'; the statistics stay rank 0's)."""
+        import torch.distributed as dist
+
+        t = torch.tensor([loss, *terms.values()], dtype=torch.float64)
+        dist.all_reduce(t)
+        mean = (t / self.world.size).tolist()
+        return mean[0], dict(zip(terms, mean[1:]))
 
     @torch.no_grad()
     def validate(self, val: SliceSet, chunk: int = 16) -> float:
@@ -288,8 +357,20 @@ class Trainer:
         data = TrainData(
             data.labeled.to(self.device), data.val.to(self.device), data.unlabeled.to(self.device), data.num_classes
         )
+        broadcast_state([self.model, self.method], self.world)  # after a resume or warm start: rank 0's
+        spread = (
+            {
+                "world_size": self.world.size,
+                "global_batch_labeled": c.batch_labeled * self.world.size,
+                "global_batch_unlabeled": c.batch_unlabeled * self.world.size,
+                "lr": c.lr,
+            }
+            if self.world.distributed
+            else {}
+        )
         self.log.emit(
             "start",
+            **spread,
             iterations=c.iterations,
             iteration=self.iteration,
             method=self.method_name,
@@ -304,7 +385,7 @@ class Trainer:
         last: dict[str, Any] = {}
         val_dice = float("nan")
         while self.iteration < c.iterations:
-            if self.cancel.requested():
+            if any_rank(self.cancel.requested(), self.world):  # rank 0's cancel file, any rank's SIGTERM
                 if self.iteration and self.saved_iteration != self.iteration:
                     self.save()
                 self.log.emit("cancelled", iteration=self.iteration)
@@ -327,7 +408,7 @@ class Trainer:
                     elapsed=elapsed,
                     seconds_left=left,
                 )
-            if c.val_every and len(data.val) and (it % c.val_every == 0 or it == c.iterations):
+            if self.world.main and c.val_every and len(data.val) and (it % c.val_every == 0 or it == c.iterations):
                 val_dice = self.validate(data.val)
                 self.log.emit("validation", iteration=it, dice=val_dice)
             if c.checkpoint_every and it % c.checkpoint_every == 0 and it != c.iterations:
