@@ -187,3 +187,30 @@ def test_each_method_trains_two_steps_under_two_processes(toy_case, method, opti
         assert last["stats"]["bank_fill"] > 0
     state = load_checkpoint(run / "checkpoint.pt")
     assert state["iteration"] == 2
+
+
+def test_hung_rank_fails_the_run_after_the_collective_timeout(toy_case):
+    """SIGSTOP rank 1 (alive but silent, its connections open): rank 0 gives up after ``dist_timeout`` (5 s here),
+    exits non-zero and writes ``failed``; nothing waits forever."""
+    job = _job(toy_case, "run", iterations=3000, batch_labeled=2, batch_unlabeled=2, checkpoint_every=3,
+               dist_timeout=5)
+    run = toy_case["dir"] / "run"
+    procs = _rank_processes(job)
+    try:
+        _wait_for(lambda: (run / "progress.jsonl").exists()
+                  and any(e["event"] == "checkpoint" for e in _events(run)), 120)
+        procs[1].send_signal(signal.SIGSTOP)
+        t0 = time.monotonic()
+        code = procs[0].wait(timeout=60)
+        waited = time.monotonic() - t0
+        print(f"rank 0 ended {waited:.1f} s after rank 1 stopped, exit {code}")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+    assert code not in (0, None)
+    assert 4 < waited < 40
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and "timed out" in status["message"].lower(), status["message"][:300]
+    assert load_checkpoint(run / "checkpoint.pt")["iteration"] % 3 == 0
