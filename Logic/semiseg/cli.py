@@ -233,6 +233,12 @@ def _predict(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"cannot make the output folder ({err.strerror or err})", out) from None
+    if images is not None and args.device in ("auto", "cuda"):
+        from .inference.sharded import Ranks, use_local_gpu
+
+        ranks = Ranks.from_environ()
+        if ranks is not None:  # under torchrun: one GPU per process of the machine, when there are GPUs
+            use_local_gpu(ranks)
     try:
         predictor = Predictor(ckpt, args.device)
     except InputError:

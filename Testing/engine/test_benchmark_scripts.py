@@ -212,6 +212,16 @@ def _predict_many(tmp: Path, request) -> None:
     assert "identical files: 16 of 16 (the first 2 volume(s)" in stdout  # 4 files of 2 volumes, against 2 paths
 
 
+@smoke("predict_sharded.py")
+def _predict_sharded(tmp: Path, request) -> None:
+    stdout = run("predict_sharded.py", "--data", str(data("la")), "--volumes", "3", "--processes", "2", "--size", "32")
+    assert stdout.startswith("3 LA volumes (264 slices), 1 torch thread(s) per process")
+    rows = [line.split() for line in stdout.splitlines()[2:4]]
+    assert [r[0] for r in rows] == ["1", "2"], stdout
+    assert all(float(v) > 0 for r in rows for v in r[1:5]) and rows[0][5] == "100%", stdout
+    assert "identical files: 12 of 12 (1 process against 2)" in stdout  # 4 files of 3 volumes
+
+
 @smoke("refguided_labels.py")
 def _refguided_labels(tmp: Path, request) -> None:
     checkpoint = request.getfixturevalue("checkpoint_32")

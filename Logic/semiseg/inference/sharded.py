@@ -14,6 +14,7 @@ each finds its place in the environment torchrun sets (``RANK``, ``WORLD_SIZE``,
   which ranks failed. A rank that fails still reports, so nobody waits for it; a rank that dies is
   ended by torchrun with the others; a rank that never reports ends the wait after
   ``SEMISEG_DIST_TIMEOUT`` seconds (default 1800).
+- GPUs: with ``--device auto`` or ``cuda`` each process of a machine takes the GPU of its ``LOCAL_RANK``.
 - Threads: each rank takes its share of the free cores (:func:`rank_threads`); ``OMP_NUM_THREADS``
   overrides, and torchrun sets it to 1 when it starts more than one process and it is unset.
 """
@@ -29,7 +30,7 @@ from typing import TypeVar
 from ..training.cpu import others_busy_cores, torch_default_threads
 from .many import ManySummary
 
-__all__ = ["Ranks", "shard", "rank_threads", "merge_summaries", "DEFAULT_TIMEOUT"]
+__all__ = ["Ranks", "shard", "rank_threads", "merge_summaries", "use_local_gpu", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = 1800.0
 """Seconds rank 0 waits for the others' results (``SEMISEG_DIST_TIMEOUT`` overrides): the process group's timeout."""
@@ -83,6 +84,14 @@ def rank_threads(requested: int, ranks: Ranks, busy: float | None = None) -> int
     busy = others_busy_cores() if busy is None else busy
     free = default if busy is None else max(1, min(default, round((os.cpu_count() or default) - busy)))
     return max(1, free // ranks.local_world - 1)
+
+
+def use_local_gpu(ranks: Ranks) -> None:
+    """Make ``cuda`` mean GPU ``LOCAL_RANK`` (modulo the GPUs there are) of this machine; nothing without GPUs."""
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.device_count() > 0:
+        torch.cuda.set_device(ranks.local_rank % torch.cuda.device_count())
 
 
 def merge_summaries(parts: Sequence[ManySummary], order: Sequence[str]) -> ManySummary:
