@@ -173,3 +173,32 @@ def test_a_failing_rank_fails_the_run_with_a_message_and_no_hang(checkpoint, tmp
     assert "semiseg: rank 1 of 2 failed: semiseg: error:" in stderr and str(folder / "v1.nii.gz") in stderr, stderr
     assert not any(line.startswith("volume ") for line in table_of(stdout))  # no summary of a failed run
     assert all(finished(tmp_path / "out" / n, folder / f"{n}.nii.gz", "nii.gz") for n in ("v0", "v2"))  # rank 0's
+
+
+def test_a_hung_rank_fails_the_run_after_the_timeout(checkpoint, tmp_path):  # noqa: F811
+    folder = six_volumes(tmp_path)
+    proc = torchrun("predict", "--run", checkpoint.parent, "--images", folder, "--out", tmp_path / "out",
+                    env={"SEMISEG_DIST_TIMEOUT": "10"})
+    stopped = None
+    try:
+        for line in proc.stdout:
+            if line.startswith("{") and json.loads(line).get("rank") == 1:  # rank 1 has started: stop it there
+                workers = descendants(proc.pid)
+                stopped = next(pid for pid in workers
+                               if b"\0RANK=1\0" in b"\0" + Path(f"/proc/{pid}/environ").read_bytes())
+                os.kill(stopped, signal.SIGSTOP)
+                break
+        start = time.perf_counter()
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if stopped is not None:
+            try:
+                os.kill(stopped, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        proc.kill()
+    assert stopped is not None
+    assert proc.returncode != 0 and time.perf_counter() - start < 200
+    assert "rank 0 could not collect the ranks' results" in stderr, stderr[-3000:]
+    assert not any(line.startswith("volume ") for line in table_of(stdout))
+    assert all(finished(tmp_path / "out" / n, folder / f"{n}.nii.gz", "nii.gz") for n in ("v0", "v2", "v4"))
