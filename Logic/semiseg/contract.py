@@ -28,7 +28,7 @@ import numpy as np
 
 __all__ = ["DEFAULT_METHOD", "METHOD_LABELS", "JOB_FORMAT_VERSION", "JOB_FORMAT_VERSIONS", "VOLUMES_FORMAT_VERSION",
            "JobFields", "REQUIRED_JOB_FIELDS", "VolumeFields", "REQUIRED_VOLUME_FIELDS", "VolumesJobFields",
-           "REQUIRED_VOLUMES_JOB_FIELDS", "SHARED_JOB_FIELDS", "SINGLE_VOLUME_FIELDS",
+           "REQUIRED_VOLUMES_JOB_FIELDS", "SharedJobFields", "SHARED_JOB_FIELDS", "SINGLE_VOLUME_FIELDS",
            "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_CANCELLED", "EXIT_MEANINGS", "EVENTS",
            "painted_slices", "labeled_slices", "choose_axis",
            "MIN_ITERATIONS", "SIZE_STEP", "MIN_SIZE", "train_setting_problem"]
@@ -64,8 +64,25 @@ def _required(fields_of: type) -> tuple[str, ...]:
                  and f.default_factory is dataclasses.MISSING)
 
 
+@dataclasses.dataclass(kw_only=True)
+class SharedJobFields:
+    """The keys both forms of ``job.json`` have, with the same meaning and defaults (docs/JOB_FORMAT.md):
+    the classes, the method and its recipe and settings, where the run goes and what it writes."""
+
+    classes: list[str] | None = None
+    method: str = DEFAULT_METHOD
+    recipe: str = "auto"
+    train: dict[str, Any] = dataclasses.field(default_factory=dict)
+    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    init_checkpoint: str | None = None
+    run_dir: str = "run"
+    predict: bool = True
+    output_format: str = "nii.gz"
+    completion: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
 @dataclasses.dataclass
-class JobFields:
+class JobFields(SharedJobFields):
     """The keys of a single-volume ``job.json`` and their defaults (docs/JOB_FORMAT.md); ``image`` and ``labels``
     are required.
 
@@ -80,16 +97,6 @@ class JobFields:
     unlabeled: list[str] = dataclasses.field(default_factory=list)
     labeled_slices: list[int] = dataclasses.field(default_factory=list)
     axis: str | int = "auto"
-    classes: list[str] | None = None
-    method: str = DEFAULT_METHOD
-    recipe: str = "auto"
-    train: dict[str, Any] = dataclasses.field(default_factory=dict)
-    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    init_checkpoint: str | None = None
-    run_dir: str = "run"
-    predict: bool = True
-    output_format: str = "nii.gz"
-    completion: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 REQUIRED_JOB_FIELDS = _required(JobFields)
@@ -119,34 +126,23 @@ REQUIRED_VOLUME_FIELDS = _required(VolumeFields)
 
 
 @dataclasses.dataclass
-class VolumesJobFields:
+class VolumesJobFields(SharedJobFields):
     """The keys of a format-2 ``job.json`` that lists its volumes (docs/JOB_FORMAT.md); ``volumes`` is required.
 
     One training over every volume (the labelled slices of all labelled volumes pooled, every other slice
     unlabelled data), then, with ``predict``, a prediction of every volume and of each of ``predict_images``
-    (volumes predicted only, not trained on). The other keys are those of :class:`JobFields`
-    (:data:`SHARED_JOB_FIELDS`), with the same meaning and defaults. The engine refuses any other key.
+    (volumes predicted only, not trained on). The other keys are :class:`SharedJobFields`. The engine refuses
+    any other key.
     """
 
     volumes: list[VolumeFields]
     format_version: int = JOB_FORMAT_VERSION
     predict_images: list[str] = dataclasses.field(default_factory=list)
-    classes: list[str] | None = None
-    method: str = DEFAULT_METHOD
-    recipe: str = "auto"
-    train: dict[str, Any] = dataclasses.field(default_factory=dict)
-    method_options: dict[str, Any] = dataclasses.field(default_factory=dict)
-    init_checkpoint: str | None = None
-    run_dir: str = "run"
-    predict: bool = True
-    output_format: str = "nii.gz"
-    completion: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 REQUIRED_VOLUMES_JOB_FIELDS = _required(VolumesJobFields)
 
-SHARED_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(VolumesJobFields)
-                          if f.name in {g.name for g in dataclasses.fields(JobFields)} and f.name != "format_version")
+SHARED_JOB_FIELDS = tuple(f.name for f in dataclasses.fields(SharedJobFields))
 """The keys both forms of ``job.json`` have, with the same meaning (besides ``format_version``)."""
 
 SINGLE_VOLUME_FIELDS = tuple(f.name for f in dataclasses.fields(JobFields)

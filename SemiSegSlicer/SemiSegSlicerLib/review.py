@@ -20,25 +20,12 @@ from .mrmlio import checkSameTransform, ijkToRasMatrix, numpyAxis, segmentsToArr
 __all__ = ["ReviewModel", "StudyReview", "sliceCenterRas", "jumpSlices", "AcceptRecord", "acceptSlice", "undoAccept"]
 
 
-class ReviewModel:
-    """The ordered review list and the current position in it."""
+class _Rows:
+    """Stepping through a list of review entries (``slices``) with one current row; ``next`` and
+    ``previous`` wrap around."""
 
-    def __init__(self, review: dict):
-        try:
-            self.axis = int(review["axis"])
-            self.slices = [dict(entry) for entry in review["slices"]]
-            for entry in self.slices:
-                entry["index"] = int(entry["index"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise ValueError(f"review list is malformed ({err!r})") from None
-        numpyAxis(self.axis)
-        self.statistic = review.get("statistic", "")
-        self.current = 0 if self.slices else -1
-
-    @classmethod
-    def fromFile(cls, path: str | os.PathLike) -> ReviewModel:
-        with open(path, encoding="utf-8") as f:
-            return cls(json.load(f))
+    slices: list[dict]
+    current: int
 
     def __len__(self) -> int:
         return len(self.slices)
@@ -61,6 +48,27 @@ class ReviewModel:
     def previous(self) -> dict | None:
         return self.select((self.current - 1) % len(self.slices)) if self.slices else None
 
+
+class ReviewModel(_Rows):
+    """The ordered review list and the current position in it."""
+
+    def __init__(self, review: dict):
+        try:
+            self.axis = int(review["axis"])
+            self.slices = [dict(entry) for entry in review["slices"]]
+            for entry in self.slices:
+                entry["index"] = int(entry["index"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"review list is malformed ({err!r})") from None
+        numpyAxis(self.axis)
+        self.statistic = review.get("statistic", "")
+        self.current = 0 if self.slices else -1
+
+    @classmethod
+    def fromFile(cls, path: str | os.PathLike) -> ReviewModel:
+        with open(path, encoding="utf-8") as f:
+            return cls(json.load(f))
+
     def rowOfSlice(self, index: int) -> int:
         for row, entry in enumerate(self.slices):
             if entry["index"] == index:
@@ -71,7 +79,7 @@ class ReviewModel:
         self.slices[self.rowOfSlice(index)]["labeled"] = labeled
 
 
-class StudyReview:
+class StudyReview(_Rows):
     """One review list across the volumes of a study, least confident first.
 
     Built from each volume's ``review.json`` (in volume order); each entry is the engine's slice entry with
@@ -111,25 +119,6 @@ class StudyReview:
         self._add(len(self.volumes), name, review)
         self._sort()
         self.current = self.slices.index(current) if current is not None else 0
-
-    def __len__(self) -> int:
-        return len(self.slices)
-
-    @property
-    def currentSlice(self) -> dict | None:
-        return self.slices[self.current] if 0 <= self.current < len(self.slices) else None
-
-    def select(self, row: int) -> dict:
-        if not 0 <= row < len(self.slices):
-            raise IndexError(f"review row {row} is outside 0..{len(self.slices) - 1}")
-        self.current = row
-        return self.slices[row]
-
-    def next(self) -> dict | None:
-        return self.select((self.current + 1) % len(self.slices)) if self.slices else None
-
-    def previous(self) -> dict | None:
-        return self.select((self.current - 1) % len(self.slices)) if self.slices else None
 
     def rowOfSlice(self, volume: str, index: int) -> int:
         for row, entry in enumerate(self.slices):

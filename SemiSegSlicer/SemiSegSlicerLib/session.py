@@ -112,6 +112,16 @@ def checkTrainRequest(volumeNode, segmentationNode, method: str, train: dict | N
     return train
 
 
+def _move(review, row: int | None, step: int) -> None:
+    """Make ``row`` of ``review`` current (a negative one counts from the end), else move ``step`` rows (wrapping)."""
+    if review is None:
+        raise ValueError("there is no review list yet: train first")
+    if row is not None:
+        review.select(row % len(review) if row < 0 and len(review) else row)
+    elif step:
+        (review.next if step > 0 else review.previous)()
+
+
 class Session:
     """Args:
         scene: the MRML scene.
@@ -263,12 +273,7 @@ class Session:
         Raises:
             ValueError: there is no review list yet.
         """
-        if self.review is None:
-            raise ValueError("there is no review list yet: train first")
-        if row is not None:
-            self.review.select(row % len(self.review) if row < 0 and len(self.review) else row)
-        elif step:
-            (self.review.next if step > 0 else self.review.previous)()
+        _move(self.review, row, step)
         return self.jumpToCurrent()
 
     def jumpToCurrent(self) -> dict | None:
@@ -558,12 +563,7 @@ class StudySession:
 
     def selectReview(self, row: int | None = None, step: int = 0) -> dict | None:
         """As :meth:`Session.selectReview`, across the study: shows the entry's volume and slice."""
-        if self.review is None:
-            raise ValueError("there is no review list yet: train first")
-        if row is not None:
-            self.review.select(row % len(self.review) if row < 0 and len(self.review) else row)
-        elif step:
-            (self.review.next if step > 0 else self.review.previous)()
+        _move(self.review, row, step)
         return self.jumpToCurrent()
 
     def jumpToCurrent(self) -> dict | None:

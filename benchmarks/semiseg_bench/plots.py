@@ -65,6 +65,11 @@ def _save(plt: Any, fig: Any, ax: Any, title: str, path: str | Path) -> Path:
     ax.legend()
     if title:
         ax.set_title(textwrap.fill(title, 80), fontsize=8)
+    return save_figure(plt, fig, path)
+
+
+def save_figure(plt: Any, fig: Any, path: str | Path) -> Path:
+    """``fig`` laid out, written to ``path`` (its folders made) and closed."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -273,7 +273,7 @@ def budget(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
-    from .plots import _pyplot
+    from .plots import _pyplot, save_figure
 
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -294,12 +294,7 @@ def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
         ax.set_ylabel("study Dice (%)")
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(plt, fig, path)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
