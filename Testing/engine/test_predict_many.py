@@ -321,7 +321,8 @@ def test_a_failing_write_stops_the_threads(checkpoint, tmp_path):
 def test_a_signal_ends_the_process_with_exit_3(checkpoint, tmp_path, sig):
     """A thread left running would keep the process alive after the main thread returns: it must end at once."""
     folder = tmp_path / "in"
-    linked(folder, la_images(4))
+    # 40 volumes (4 real ones linked under 40 names), so the signal finds the run going however fast the machine
+    linked(folder, la_images(4) * 10, [f"v{i:02d}.nii.gz" for i in range(40)])
     proc = cli("predict", "--run", checkpoint, "--images", folder, "--out", tmp_path / "out")
     try:
         wait_for(proc, "predicted")
