@@ -66,6 +66,12 @@ def our_threads() -> list[str]:
     return [t.name for t in threading.enumerate() if t.name.startswith("semiseg-predict")]
 
 
+def _default_sigint() -> None:
+    """A shell that starts a job in the background ignores SIGINT in it, and children inherit that (so does
+    a CI runner's): give the child Ctrl-C back, as a terminal's user has it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args: object, **kwargs) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "semiseg", *map(str, args)],
@@ -73,6 +79,7 @@ def cli(*args: object, **kwargs) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
+        preexec_fn=_default_sigint,
         **kwargs,
     )
 
