@@ -34,6 +34,24 @@ from semiseg_bench.common import default_data_root
 TARGET_VOLUMES, TARGET_SECONDS = 100, 180.0
 
 
+def la_scans(data: str | None) -> list[Path]:
+    """The LA scans of ``data`` (default: ../shared/data/la)."""
+    la = Path(data) if data else default_data_root() / "la"
+    scans = sorted((la / "images").glob("*.nii.gz"))
+    if not scans:
+        raise SystemExit(f"no LA volumes in {la / 'images'}")
+    return scans
+
+
+def link_volumes(scans: list[Path], folder: Path, count: int) -> Path:
+    """``count`` volumes in ``folder`` (made): links to ``scans`` in turn, under new names (links, not copies:
+    every volume is still read from disk)."""
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"v{i:04d}_{scans[i % len(scans)].name}").symlink_to(scans[i % len(scans)])
+    return folder
+
+
 def train_checkpoint(la: Path, run_dir: Path, size: int) -> Path:
     """2 supervised steps at ``size`` px on the first LA volume's slices, as the engine's own Trainer runs them."""
     from semiseg.io.slices import build_slice_sets, load_volume
@@ -82,19 +100,14 @@ def main() -> None:
     p.add_argument("--checkpoint", help="a run's checkpoint.pt (default: a tiny one trained here at --size px)")
     p.add_argument("--size", type=int, default=128, help="training size of the tiny checkpoint (the recipe's: 128)")
     args = p.parse_args()
-    la = Path(args.data) if args.data else default_data_root() / "la"
-    scans = sorted((la / "images").glob("*.nii.gz"))
-    if not scans:
-        raise SystemExit(f"no LA volumes in {la / 'images'}")
+    scans = la_scans(args.data)
+    la = scans[0].parent.parent
     subset = min(args.subset, args.volumes)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="semiseg-predict-many-") as folder:
         tmp = Path(folder)
         checkpoint = Path(args.checkpoint) if args.checkpoint else train_checkpoint(la, tmp / "run", args.size)
-        inputs = tmp / "in"
-        inputs.mkdir()
-        for i in range(args.volumes):  # links, not copies: every volume is still read from disk
-            (inputs / f"v{i:04d}_{scans[i % len(scans)].name}").symlink_to(scans[i % len(scans)])
+        inputs = link_volumes(scans, tmp / "in", args.volumes)
         images = sorted(inputs.iterdir())
         predictor = Predictor(checkpoint, "cpu")
 

@@ -23,9 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from predict_many import same_files, train_checkpoint
-
-from semiseg_bench.common import default_data_root
+from predict_many import la_scans, link_volumes, same_files, train_checkpoint
 
 
 def timed(command: list[str], threads: int) -> tuple[float, list[dict]]:
@@ -47,18 +45,13 @@ def main() -> None:
     p.add_argument("--checkpoint", help="a run's checkpoint.pt (default: a tiny one trained here at --size px)")
     p.add_argument("--size", type=int, default=128, help="training size of the tiny checkpoint (the recipe's: 128)")
     args = p.parse_args()
-    la = Path(args.data) if args.data else default_data_root() / "la"
-    scans = sorted((la / "images").glob("*.nii.gz"))
-    if not scans:
-        raise SystemExit(f"no LA volumes in {la / 'images'}")
+    scans = la_scans(args.data)
+    la = scans[0].parent.parent
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="semiseg-predict-sharded-") as folder:
         tmp = Path(folder)
         checkpoint = Path(args.checkpoint) if args.checkpoint else train_checkpoint(la, tmp / "run", args.size)
-        inputs = tmp / "in"
-        inputs.mkdir()
-        for i in range(args.volumes):
-            (inputs / f"v{i:04d}_{scans[i % len(scans)].name}").symlink_to(scans[i % len(scans)])
+        inputs = link_volumes(scans, tmp / "in", args.volumes)
         predict = ["predict", "--run", str(checkpoint), "--images", str(inputs), "--out"]
         runs = {}
         runs[1] = timed([sys.executable, "-m", "semiseg", *predict, str(tmp / "one")], args.threads)

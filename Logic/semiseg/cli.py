@@ -234,11 +234,12 @@ def _predict(args: argparse.Namespace) -> int:
     except OSError as err:
         raise InputError(f"cannot make the output folder ({err.strerror or err})", out) from None
     if images is not None and args.device in ("auto", "cuda"):
-        from .inference.sharded import Ranks, use_local_gpu
+        from .inference.sharded import use_local_gpu
+        from .training.distributed import world_from_env
 
-        ranks = Ranks.from_environ()
-        if ranks is not None:  # under torchrun: one GPU per process of the machine, when there are GPUs
-            use_local_gpu(ranks)
+        world = world_from_env()
+        if world.distributed:  # under torchrun: one GPU per process of the machine, when there are GPUs
+            use_local_gpu(world)
     try:
         predictor = Predictor(ckpt, args.device)
     except InputError:
@@ -249,12 +250,12 @@ def _predict(args: argparse.Namespace) -> int:
         ) from None
     axis = None if args.axis == "auto" else args.axis
     if images is not None:
-        from .inference.sharded import Ranks
+        from .training.distributed import world_from_env
 
         log = ProgressLog(None, stream=sys.stdout, bar=False)
-        ranks = Ranks.from_environ()
-        if ranks is not None:  # under torchrun: this rank's share of the volumes (docs/SCALE.md)
-            return _predict_shard(ranks, predictor, images, out, axis, args.output_format, log, cancel)
+        world = world_from_env()
+        if world.distributed:  # under torchrun: this rank's share of the volumes (docs/SCALE.md)
+            return _predict_shard(world, predictor, images, out, axis, args.output_format, log, cancel)
         summary = predict_many(predictor, images, out, axis, args.output_format, log=log, cancel=cancel)
         print(summary_table(summary))
         return EXIT_OK
@@ -263,7 +264,7 @@ def _predict(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _predict_shard(ranks, predictor, images, out, axis, output_format, log, cancel) -> int:
+def _predict_shard(world, predictor, images, out, axis, output_format, log, cancel) -> int:
     """One rank of ``torchrun ... -m semiseg predict --images``: its volumes, then rank 0 prints the one summary.
 
     Every rank reports to rank 0 whether it failed or not (an error is caught, reported, then its exit code
@@ -272,14 +273,14 @@ def _predict_shard(ranks, predictor, images, out, axis, output_format, log, canc
     from .inference import predict_many, summary_table
     from .inference.sharded import barrier, close_group, gather_results, init_group, merge_summaries, rank_threads
 
-    init_group(ranks)
+    init_group(world)
     try:
         barrier()  # the ranks measure the others' load together, so that they do not count each other
-        threads = rank_threads(0, ranks)
+        threads = rank_threads(0, world)
         result: object
         try:
             result = predict_many(predictor, images, out, axis, output_format, log=log, cancel=cancel,
-                                  threads=threads, shard=(ranks.rank, ranks.world))
+                                  threads=threads, shard=(world.rank, world.size))
             code = EXIT_OK
         except InputError as err:
             result, code = (EXIT_BAD_INPUT, f"semiseg: error: {err}"), EXIT_BAD_INPUT
@@ -291,11 +292,11 @@ def _predict_shard(ranks, predictor, images, out, axis, output_format, log, canc
             traceback.print_exc()
             result, code = (EXIT_INTERNAL, f"internal error: {type(err).__name__}: {err}"), EXIT_INTERNAL
         if code != EXIT_OK:
-            print(f"rank {ranks.rank}: {result[1]}", file=sys.stderr, flush=True)
+            print(f"rank {world.rank}: {result[1]}", file=sys.stderr, flush=True)
         try:
-            gathered = gather_results(result, ranks)
+            gathered = gather_results(result, world)
         except Exception as err:  # noqa: BLE001 - a rank gone or the timeout: say so rather than hang
-            print(f"semiseg: error: rank {ranks.rank} could not collect the ranks' results ({type(err).__name__}: "
+            print(f"semiseg: error: rank {world.rank} could not collect the ranks' results ({type(err).__name__}: "
                   f"{str(err)[:300]}); the finished volumes are kept, a rerun skips them", file=sys.stderr, flush=True)
             return code or EXIT_INTERNAL
         if gathered is None:  # not rank 0: its events are printed, rank 0 prints the summary
@@ -303,8 +304,8 @@ def _predict_shard(ranks, predictor, images, out, axis, output_format, log, canc
         failed = [(r, part) for r, part in enumerate(gathered) if isinstance(part, tuple)]
         if failed:
             for r, (_, message) in failed:
-                print(f"semiseg: rank {r} of {ranks.world} failed: {message}", file=sys.stderr)
-            print(f"semiseg: {len(failed)} of {ranks.world} rank(s) failed; the volumes finished are kept, a rerun "
+                print(f"semiseg: rank {r} of {world.size} failed: {message}", file=sys.stderr)
+            print(f"semiseg: {len(failed)} of {world.size} rank(s) failed; the volumes finished are kept, a rerun "
                   "skips them", file=sys.stderr, flush=True)
             return failed[0][1][0]
         sys.stdout.flush()

@@ -108,28 +108,53 @@ def _wait_for(predicate, seconds: float) -> None:
         time.sleep(0.2)
 
 
-def test_killed_rank_fails_the_run_cleanly(toy_case):
-    """SIGKILL rank 1 mid-run: rank 0 exits non-zero well within the collective timeout, status failed, the last
-    checkpoint intact."""
-    job = _job(toy_case, "run", iterations=3000, batch_labeled=2, batch_unlabeled=2, checkpoint_every=3)
-    run = toy_case["dir"] / "run"
-    procs = _rank_processes(job)
+def _signal_rank_after_a_checkpoint(
+    job_dir: Path, run: Path, sig: int, wait: float, rank: int = 1
+) -> tuple[int | None, float, str]:
+    """Start two ranks, send ``sig`` to ``rank`` once rank 0 has written a checkpoint: the other rank's exit code,
+    the seconds it took to end after the signal, and the end of its stderr."""
+    procs = _rank_processes(job_dir)
     try:
         _wait_for(lambda: (run / "progress.jsonl").exists()
                   and any(e["event"] == "checkpoint" for e in _events(run)), 120)
-        procs[1].send_signal(signal.SIGKILL)
+        procs[rank].send_signal(sig)
         t0 = time.monotonic()
-        code = procs[0].wait(timeout=90)
-        print(f"rank 0 ended {time.monotonic() - t0:.1f} s after the kill, exit {code}")
+        code = procs[1 - rank].wait(timeout=wait)
+        waited = time.monotonic() - t0
     finally:
         for p in procs:
             if p.poll() is None:
                 p.kill()
             p.wait()
-    assert code not in (0, None), procs[0].stderr.read()[-2000:]
+    return code, waited, procs[1 - rank].stderr.read()[-2000:]
+
+
+def test_killed_rank_fails_the_run_cleanly(toy_case):
+    """SIGKILL rank 1 mid-run: rank 0 exits non-zero well within the collective timeout, status failed, the last
+    checkpoint intact."""
+    job = _job(toy_case, "run", iterations=3000, batch_labeled=2, batch_unlabeled=2, checkpoint_every=3)
+    run = toy_case["dir"] / "run"
+    code, waited, stderr = _signal_rank_after_a_checkpoint(job, run, signal.SIGKILL, 90)
+    print(f"rank 0 ended {waited:.1f} s after the kill, exit {code}")
+    assert code not in (0, None), stderr
     status = json.loads((run / "status.json").read_text())
     print("status:", status["message"][:300])
     assert status["state"] == "failed", status
+    assert load_checkpoint(run / "checkpoint.pt")["iteration"] % 3 == 0
+    assert not list(run.glob("*.tmp"))
+
+
+def test_killed_rank_0_is_reported_by_the_other_rank(toy_case):
+    """SIGKILL rank 0, which writes the run folder, mid-run: rank 1 sees its lock free under a ``running``
+    status and writes ``failed`` in its name (a status left "running" would keep the Slicer module and the
+    web page waiting); the last checkpoint intact, ``--resume`` possible."""
+    job = _job(toy_case, "run", iterations=3000, batch_labeled=2, batch_unlabeled=2, checkpoint_every=3)
+    run = toy_case["dir"] / "run"
+    code, waited, stderr = _signal_rank_after_a_checkpoint(job, run, signal.SIGKILL, 90, rank=0)
+    print(f"rank 1 ended {waited:.1f} s after rank 0 was killed, exit {code}")
+    assert code not in (0, None), stderr
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "failed" and "rank 0" in status["message"], status
     assert load_checkpoint(run / "checkpoint.pt")["iteration"] % 3 == 0
     assert not list(run.glob("*.tmp"))
 
@@ -195,21 +220,9 @@ def test_hung_rank_fails_the_run_after_the_collective_timeout(toy_case):
     job = _job(toy_case, "run", iterations=3000, batch_labeled=2, batch_unlabeled=2, checkpoint_every=3,
                dist_timeout=5)
     run = toy_case["dir"] / "run"
-    procs = _rank_processes(job)
-    try:
-        _wait_for(lambda: (run / "progress.jsonl").exists()
-                  and any(e["event"] == "checkpoint" for e in _events(run)), 120)
-        procs[1].send_signal(signal.SIGSTOP)
-        t0 = time.monotonic()
-        code = procs[0].wait(timeout=60)
-        waited = time.monotonic() - t0
-        print(f"rank 0 ended {waited:.1f} s after rank 1 stopped, exit {code}")
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-            p.wait()
-    assert code not in (0, None)
+    code, waited, stderr = _signal_rank_after_a_checkpoint(job, run, signal.SIGSTOP, 60)
+    print(f"rank 0 ended {waited:.1f} s after rank 1 stopped, exit {code}")
+    assert code not in (0, None), stderr
     assert 4 < waited < 40
     status = json.loads((run / "status.json").read_text())
     assert status["state"] == "failed" and "timed out" in status["message"].lower(), status["message"][:300]

@@ -18,7 +18,8 @@ from pathlib import Path
 from test_predict_many import checkpoint, events, files_of, la_images, linked, stamps  # noqa: F401 - the fixture
 
 from semiseg.inference.many import ManySummary, VolumeSummary, finished, summary_table
-from semiseg.inference.sharded import Ranks, merge_summaries, rank_threads, shard
+from semiseg.inference.sharded import merge_summaries, rank_threads, shard
+from semiseg.training.distributed import World, world_from_env
 
 NAMES = [f"v{i}" for i in range(6)]
 
@@ -67,21 +68,22 @@ def test_rank_r_takes_the_indices_congruent_to_r():
     parts = [shard(items, r, 3) for r in range(3)]
     assert parts[0] == [(0, "a"), (3, "d"), (6, "g")] and parts[2] == [(2, "c"), (5, "f")]
     assert sorted(i for part in parts for i, _ in part) == list(range(len(items)))  # each once
-    assert Ranks.from_environ({}) is None and Ranks.from_environ({"WORLD_SIZE": "1", "RANK": "0"}) is None
-    assert Ranks.from_environ({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}) == Ranks(
-        3, 4, 1, 2)
+    for one in ({}, {"WORLD_SIZE": "1", "RANK": "0"}, {"WORLD_SIZE": "2", "RANK": "2"}, {"WORLD_SIZE": "x"}):
+        assert not world_from_env(one).distributed, one
+    assert world_from_env({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1", "LOCAL_WORLD_SIZE": "2"}) == World(
+        4, 3, 1, 2)
 
 
 def test_each_rank_takes_its_share_of_the_free_cores(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr("semiseg.inference.sharded.torch_default_threads", lambda: 16)
     monkeypatch.setattr("os.cpu_count", lambda: 16)
-    assert rank_threads(0, Ranks(0, 2, 0, 2), busy=0.0) == 7  # 8 cores each, one of them for reader and writer
-    assert rank_threads(0, Ranks(0, 4, 0, 4), busy=4.0) == 2  # 12 free cores over 4 ranks
-    assert rank_threads(0, Ranks(0, 8, 0, 8), busy=15.0) == 1
-    assert rank_threads(3, Ranks(0, 2, 0, 2), busy=0.0) == 3
+    assert rank_threads(0, World(2, 0, 0, 2), busy=0.0) == 7  # 8 cores each, one of them for reader and writer
+    assert rank_threads(0, World(4, 0, 0, 4), busy=4.0) == 2  # 12 free cores over 4 ranks
+    assert rank_threads(0, World(8, 0, 0, 8), busy=15.0) == 1
+    assert rank_threads(3, World(2, 0, 0, 2), busy=0.0) == 3
     monkeypatch.setenv("OMP_NUM_THREADS", "5")
-    assert rank_threads(0, Ranks(0, 2, 0, 2), busy=0.0) == 16  # OMP_NUM_THREADS: torch's own count
+    assert rank_threads(0, World(2, 0, 0, 2), busy=0.0) == 16  # OMP_NUM_THREADS: torch's own count
 
 
 def test_the_summaries_of_the_ranks_merge_in_the_input_order():

@@ -165,10 +165,11 @@ def surface_distances(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | N
     return _directed(_surface(pa[box]), _surface(pb[box]), sampling)
 
 
-def _both_directions(
-    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None
-) -> tuple[np.ndarray, np.ndarray] | float:
-    """``(d(pred->ref), d(ref->pred))``, or the conventional value (0.0 / NaN) when a mask is empty."""
+def _surface_distances(
+    pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None, both: bool = True
+) -> tuple[np.ndarray, ...] | float:
+    """``(d(pred->ref), d(ref->pred))`` (``(d(pred->ref),)`` without ``both``), or the conventional value
+    (0.0 when both masks are empty, NaN when exactly one is)."""
     p, r = _as_masks(pred, ref)
     sampling = _spacing(spacing, p.ndim)
     has_p, has_r = bool(p.any()), bool(r.any())
@@ -178,7 +179,8 @@ def _both_directions(
         return math.nan
     box = _crop_box(p, r)
     sp, sr = _surface(p[box]), _surface(r[box])
-    return _directed(sp, sr, sampling), _directed(sr, sp, sampling)
+    forward = _directed(sp, sr, sampling)
+    return (forward, _directed(sr, sp, sampling)) if both else (forward,)
 
 
 def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = None) -> float:
@@ -199,7 +201,7 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = No
     Raises:
         ValueError: the shapes or the spacing do not fit.
     """
-    d = _both_directions(pred, ref, spacing)
+    d = _surface_distances(pred, ref, spacing)
     if isinstance(d, float):
         return d
     return float(np.percentile(np.hstack(d), 95))
@@ -213,15 +215,10 @@ def asd(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = Non
 
     Arguments, empty masks and errors as in :func:`hd95`.
     """
-    p, r = _as_masks(pred, ref)
-    sampling = _spacing(spacing, p.ndim)
-    has_p, has_r = bool(p.any()), bool(r.any())
-    if not has_p and not has_r:
-        return 0.0
-    if has_p != has_r:
-        return math.nan
-    box = _crop_box(p, r)
-    return float(_directed(_surface(p[box]), _surface(r[box]), sampling).mean())
+    d = _surface_distances(pred, ref, spacing, both=False)
+    if isinstance(d, float):
+        return d
+    return float(d[0].mean())
 
 
 def assd(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = None) -> float:
@@ -230,7 +227,7 @@ def assd(pred: np.ndarray, ref: np.ndarray, spacing: Sequence[float] | None = No
     As ``medpy.metric.binary.assd`` (the mean of the two one-directional means, not the mean of
     the pooled distances). Arguments, empty masks and errors as in :func:`hd95`.
     """
-    d = _both_directions(pred, ref, spacing)
+    d = _surface_distances(pred, ref, spacing)
     if isinstance(d, float):
         return d
     return float((d[0].mean() + d[1].mean()) / 2.0)

@@ -2,7 +2,8 @@
 
 ``torchrun --nproc-per-node N -m semiseg predict --run RUN --images ... --out OUT`` starts N processes;
 each finds its place in the environment torchrun sets (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``,
-``LOCAL_WORLD_SIZE``) and predicts its share of the volumes with :func:`predict_many`. The choices made:
+``LOCAL_WORLD_SIZE``; :func:`semiseg.training.distributed.world_from_env`) and predicts its share of the
+volumes with :func:`predict_many`. The choices made:
 
 - The sharding needs no communication: every rank lists the inputs the same way (:func:`image_paths`,
   sorted, the same duplicate and missing checks) and rank r takes the volumes whose index in that
@@ -21,16 +22,16 @@ each finds its place in the environment torchrun sets (``RANK``, ``WORLD_SIZE``,
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import os
 from collections.abc import Mapping, Sequence
 from typing import TypeVar
 
 from ..training.cpu import others_busy_cores, torch_default_threads
+from ..training.distributed import World
 from .many import ManySummary
 
-__all__ = ["Ranks", "shard", "rank_threads", "merge_summaries", "use_local_gpu", "DEFAULT_TIMEOUT"]
+__all__ = ["shard", "rank_threads", "merge_summaries", "use_local_gpu", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = 1800.0
 """Seconds rank 0 waits for the others' results (``SEMISEG_DIST_TIMEOUT`` overrides): the process group's timeout."""
@@ -38,37 +39,12 @@ DEFAULT_TIMEOUT = 1800.0
 T = TypeVar("T")
 
 
-@dataclasses.dataclass(frozen=True)
-class Ranks:
-    """This process's place in a torchrun run."""
-
-    rank: int
-    world: int
-    local_rank: int = 0
-    local_world: int = 1
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str] | None = None) -> Ranks | None:
-        """The place torchrun's environment gives, or None outside torchrun (or with a world of one)."""
-        environ = os.environ if environ is None else environ
-        try:
-            world = int(environ.get("WORLD_SIZE", "1"))
-            rank = int(environ.get("RANK", "0"))
-            local_rank = int(environ.get("LOCAL_RANK", str(rank)))
-            local_world = int(environ.get("LOCAL_WORLD_SIZE", str(world)))
-        except ValueError:
-            return None
-        if world <= 1 or not 0 <= rank < world:
-            return None
-        return cls(rank, world, local_rank, max(1, local_world))
-
-
 def shard(items: Sequence[T], rank: int, world: int) -> list[tuple[int, T]]:
     """The items of ``rank``: those whose index is ``rank`` modulo ``world``, with their index."""
     return [(i, item) for i, item in enumerate(items) if i % world == rank]
 
 
-def rank_threads(requested: int, ranks: Ranks, busy: float | None = None) -> int:
+def rank_threads(requested: int, world: World, busy: float | None = None) -> int:
     """The torch threads of one rank's network: ``requested``; else ``OMP_NUM_THREADS``'s count (torch's default);
     else the cores other processes leave free, shared by the ranks of this machine, minus one for the rank's
     reader and writer, and at least one.
@@ -83,15 +59,15 @@ def rank_threads(requested: int, ranks: Ranks, busy: float | None = None) -> int
         return default
     busy = others_busy_cores() if busy is None else busy
     free = default if busy is None else max(1, min(default, round((os.cpu_count() or default) - busy)))
-    return max(1, free // ranks.local_world - 1)
+    return max(1, free // world.local_size - 1)
 
 
-def use_local_gpu(ranks: Ranks) -> None:
+def use_local_gpu(world: World) -> None:
     """Make ``cuda`` mean GPU ``LOCAL_RANK`` (modulo the GPUs there are) of this machine; nothing without GPUs."""
     import torch
 
     if torch.cuda.is_available() and torch.cuda.device_count() > 0:
-        torch.cuda.set_device(ranks.local_rank % torch.cuda.device_count())
+        torch.cuda.set_device(world.local_rank % torch.cuda.device_count())
 
 
 def merge_summaries(parts: Sequence[ManySummary], order: Sequence[str]) -> ManySummary:
@@ -112,12 +88,12 @@ def timeout_seconds(environ: Mapping[str, str] | None = None) -> float:
     return value if value > 0 else DEFAULT_TIMEOUT
 
 
-def init_group(ranks: Ranks) -> None:
+def init_group(world: World) -> None:
     """The gloo process group of the run (torchrun's rendezvous: ``MASTER_ADDR``, ``MASTER_PORT``)."""
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group("gloo", rank=ranks.rank, world_size=ranks.world,
+        dist.init_process_group("gloo", rank=world.rank, world_size=world.size,
                                 timeout=datetime.timedelta(seconds=timeout_seconds()))
 
 
@@ -127,11 +103,11 @@ def barrier() -> None:
     dist.barrier()
 
 
-def gather_results(result: object, ranks: Ranks) -> list[object] | None:
+def gather_results(result: object, world: World) -> list[object] | None:
     """Every rank's ``result`` on rank 0 (in rank order); None on the others."""
     import torch.distributed as dist
 
-    gathered: list[object] | None = [None] * ranks.world if ranks.rank == 0 else None
+    gathered: list[object] | None = [None] * world.size if world.main else None
     dist.gather_object(result, gathered, dst=0)
     return gathered
 

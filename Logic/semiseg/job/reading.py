@@ -7,7 +7,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from ..contract import (
     JOB_FORMAT_VERSION,
@@ -243,6 +243,20 @@ class VolumesJob(VolumesJobFields, _Checks):
         ]
 
 
+def _check_keys(
+    raw: dict[str, Any], fields: type, required: Sequence[str], where: str | Path, prefix: str = "", hint: str = ""
+) -> None:
+    """``raw`` has only keys of the dataclass ``fields`` and every one of ``required`` (else :class:`InputError`
+    naming ``where``, its message led by ``prefix``; ``hint`` follows the list of valid keys)."""
+    names = sorted(f.name for f in dataclasses.fields(fields))
+    unknown = sorted(set(raw) - set(names))
+    if unknown:
+        raise InputError(f"{prefix}unknown key(s) {unknown}; valid keys: {names}{hint}", where)
+    for key in required:
+        if key not in raw:
+            raise InputError(f"{prefix}needs an {key!r} field", where)
+
+
 def _volume_entry(entry: Any, n: int, where: str) -> VolumeFields:
     """One entry of ``volumes`` checked (an object with known keys of the right types) as a ``VolumeFields``."""
     if isinstance(entry, VolumeFields):
@@ -251,13 +265,7 @@ def _volume_entry(entry: Any, n: int, where: str) -> VolumeFields:
         if not isinstance(entry, dict):
             raise InputError(f"volumes[{n}] must be an object such as {{\"image\": ..., \"labels\": ...}}, "
                              f"got {entry!r}", where)
-        names = [f.name for f in dataclasses.fields(VolumeFields)]
-        unknown = sorted(set(entry) - set(names))
-        if unknown:
-            raise InputError(f"volumes[{n}]: unknown key(s) {unknown}; valid keys: {names}", where)
-        for key in REQUIRED_VOLUME_FIELDS:
-            if key not in entry:
-                raise InputError(f"volumes[{n}]: needs an {key!r} field", where)
+        _check_keys(entry, VolumeFields, REQUIRED_VOLUME_FIELDS, where, f"volumes[{n}]: ")
         fields = VolumeFields(**entry)
     shown = fields.image if isinstance(fields.image, str) else repr(fields.image)
     _check_rules(fields, VOLUME_RULES, where, f"volumes[{n}] ({shown}): ")
@@ -307,13 +315,7 @@ def load_job(job_dir: str | os.PathLike, allow_outside_run_dir: bool = False) ->
     if "volumes" in raw:
         job = _read_volumes_job(raw, path)
     else:
-        names = {f.name for f in dataclasses.fields(Job)}
-        unknown = sorted(set(raw) - names)
-        if unknown:
-            raise InputError(f"unknown key(s) {unknown}; valid keys: {sorted(names)}", path)
-        for key in REQUIRED_JOB_FIELDS:
-            if key not in raw:
-                raise InputError(f"needs an {key!r} field", path)
+        _check_keys(raw, Job, REQUIRED_JOB_FIELDS, path)
         job = Job(**raw)
         job.check_fields(str(path))  # before the paths are resolved
 
@@ -346,17 +348,10 @@ def load_job(job_dir: str | os.PathLike, allow_outside_run_dir: bool = False) ->
 
 def _read_volumes_job(raw: dict[str, Any], path: Path) -> VolumesJob:
     """The :class:`VolumesJob` of a ``job.json`` with ``volumes``, its keys and types checked (paths as written)."""
-    names = [f.name for f in dataclasses.fields(VolumesJob)]
-    unknown = sorted(set(raw) - set(names))
-    if unknown:
-        single = sorted(set(unknown) & set(SINGLE_VOLUME_FIELDS))
-        own = ", ".join(repr(k) for k in SINGLE_VOLUME_FIELDS if k != "unlabeled")
-        hint = f"; with 'volumes', each volume names its own {own}, and one without 'labels' is unlabelled data"
-        hint = hint if single else ""
-        raise InputError(f"unknown key(s) {unknown}; valid keys: {sorted(names)}{hint}", path)
-    for key in REQUIRED_VOLUMES_JOB_FIELDS:
-        if key not in raw:
-            raise InputError(f"needs an {key!r} field", path)
+    own = ", ".join(repr(k) for k in SINGLE_VOLUME_FIELDS if k != "unlabeled")
+    hint = f"; with 'volumes', each volume names its own {own}, and one without 'labels' is unlabelled data"
+    _check_keys(raw, VolumesJob, REQUIRED_VOLUMES_JOB_FIELDS, path,
+                hint=hint if set(raw) & set(SINGLE_VOLUME_FIELDS) else "")
     job = VolumesJob(**raw)
     if isinstance(job.format_version, int) and not isinstance(job.format_version, bool):
         if job.format_version < VOLUMES_FORMAT_VERSION:

@@ -40,7 +40,7 @@ def _remove_temp_files(run_dir: Path) -> None:
 
 
 def _finish(
-    run_dir: Path, log: ProgressLog, state: str, message: str, exit_code: int, event: str | None = None
+    run_dir: Path, log: ProgressLog | None, state: str, message: str, exit_code: int, event: str | None = None
 ) -> None:
     """The last words of a run that did not finish: its ``error`` event, temporary files removed, its status.
 
@@ -48,7 +48,7 @@ def _finish(
     """
     import sys
 
-    steps = [lambda: log.emit("error", message=event)] if event else []
+    steps = [lambda: log.emit("error", message=event)] if event and log is not None else []
     for step in steps + [lambda: _remove_temp_files(run_dir), lambda: write_status(run_dir, state, message, exit_code)]:
         try:
             step()
@@ -113,11 +113,48 @@ def _run_distributed(
             summary = _run_locked(job, prepared, run_dir, resume, log, cancel, world)
             ok = True
             return summary
+        except Cancelled:
+            ok = True  # every rank stopped at the same iteration (any_rank): they can leave together
+            raise
+        except BaseException:
+            if not world.main:
+                _speak_for_a_dead_rank_0(run_dir)
+            raise
         finally:
             if lock is not None:
                 lock.release()
     finally:
         close_world(barrier=ok)
+
+
+def _speak_for_a_dead_rank_0(run_dir: Path, seconds: float = 5.0) -> None:
+    """Another rank's last words for rank 0 when it died without a word (killed, out of memory): rank 0 held the
+    run folder's lock for the whole run and writes its final status before it lets go, so a free lock under a
+    ``running`` status means it is gone; the status then says so (failed, the last checkpoint intact).
+
+    Its sockets may close a moment before the system frees its lock, so the lock is tried for ``seconds``.
+    Nothing is written while rank 0 lives (it reports its own failure), or when the folder is not shared
+    with this machine's rank 0 (another node, a folder that is not on a shared disk: the lock is then free
+    but no status was ever written there)."""
+    end = time.monotonic() + seconds
+    while True:
+        try:
+            lock = RunLock(run_dir).acquire()
+            break
+        except InputError:
+            if time.monotonic() > end:
+                return
+            time.sleep(0.2)
+    try:
+        try:
+            state = json.loads((run_dir / "status.json").read_text()).get("state")
+        except (OSError, ValueError):
+            return
+        if state == "running":
+            _finish(run_dir, None, "failed", "rank 0 ended without a word (killed, or out of memory?); the last "
+                    "checkpoint is kept, --resume goes on from it", EXIT_INTERNAL)
+    finally:
+        lock.release()
 
 
 def _run_locked(

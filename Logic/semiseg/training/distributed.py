@@ -68,7 +68,7 @@ class World:
 
 def world_from_env(environ: Mapping[str, str] | None = None) -> World:
     """The world torchrun describes in the environment (``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
-    ``LOCAL_WORLD_SIZE``); one process without them."""
+    ``LOCAL_WORLD_SIZE``); one process without them (or with values that do not make a world)."""
     env = os.environ if environ is None else environ
     try:
         size = int(env.get("WORLD_SIZE", "1"))
@@ -77,7 +77,7 @@ def world_from_env(environ: Mapping[str, str] | None = None) -> World:
         local_size = int(env.get("LOCAL_WORLD_SIZE", str(size)))
     except ValueError:
         return World()
-    if size <= 1:
+    if size <= 1 or not 0 <= rank < size:
         return World()
     return World(size, rank, local_rank, max(1, local_size))
 
