@@ -10,7 +10,8 @@ and confidence nodes (made by the first preview, updated in place by the next on
 preliminary, and the final result replaces it in the same nodes. A preview that cannot be read
 (files being replaced) is skipped: the next one comes a few seconds later.
 
-Studies (several scans, one training): :class:`StudySession`.
+Studies (several scans, one training): :class:`StudySession`, which imports each labelled volume's previews
+the same way (:class:`_Rounds`, the code both share).
 """
 
 from __future__ import annotations
@@ -122,13 +123,24 @@ def _move(review, row: int | None, step: int) -> None:
         (review.next if step > 0 else review.previous)()
 
 
-class Session:
-    """Args:
+class _Rounds:
+    """What :class:`Session` and :class:`StudySession` share: the engine's process (started in a new folder of the
+    cache, followed, cancelled) and the previews while it trains.
+
+    Previews (docs/JOB_FORMAT.md, ``preview`` events): :meth:`_importPreviews` imports the last preview of each
+    volume among a poll's events into that volume's preview nodes (made by its first preview, updated in place by
+    the next ones; a subclass says which nodes in :meth:`_previewTarget`), marked preliminary, and keeps them in
+    :attr:`previews` until the final result replaces them. A preview that cannot be read (files being replaced) is
+    skipped: the next one comes a few seconds later. The user's segmentations are never written.
+
+    Args:
         scene: the MRML scene.
         python: a Python executable that can run ``-m semiseg`` (PythonSlicer inside Slicer).
         cacheDir: where job folders are made.
         env, pythonPath: passed to :class:`JobClient`.
     """
+
+    _previewOverlay = True  # a volume's first preview shows its confidence as the foreground layer
 
     def __init__(self, scene, python: str, cacheDir: str, env: dict | None = None, pythonPath=()):
         self.scene = scene
@@ -136,20 +148,121 @@ class Session:
         self.cacheDir = os.fspath(cacheDir)
         self.env = env
         self.pythonPath = list(pythonPath)
-        self.exported: ExportedJob | None = None
         self.client: JobClient | None = None
-        self.result: ImportedResult | None = None
-        self.review: reviewlib.ReviewModel | None = None
-        self.history: list[reviewlib.AcceptRecord] = []
         self.lastRunDir: str | None = None
-        self.preview: ImportedResult | None = None  # this round's preview while it is shown (until the final result)
+        self.previews: dict[str, ImportedResult] = {}  # volume name -> this round's preview shown (until the result)
         self._handled = True
-
-    # -- training ---------------------------------------------------------------------------------
 
     @property
     def running(self) -> bool:
         return self.client is not None and not self._handled
+
+    def cancel(self, graceSeconds: float = 10.0) -> None:
+        """Stop the running job and every process it started; the scene is not touched."""
+        if self.client is not None:
+            self.client.cancel(graceSeconds)
+
+    def _launch(self, export, retrain: bool = False):
+        """Write a job into a new folder of the cache with ``export(jobDir, initCheckpoint)`` (an
+        :class:`ExportedJob` or :class:`ExportedStudy`) and start the engine on it; returns what ``export`` returned.
+        ``retrain`` warm-starts from the last run's checkpoint. A folder whose job could not be written or started
+        is removed again.
+
+        Raises:
+            RuntimeError: a job is running, or ``retrain`` without a finished run.
+        """
+        if self.running:
+            raise RuntimeError("a job is already running; cancel it first")
+        initCheckpoint = latestCheckpoint(self.lastRunDir) if retrain else None
+        if retrain and initCheckpoint is None:
+            raise RuntimeError("there is no finished run to retrain from; press Train first")
+        jobDir = newJobDir(self.cacheDir)
+        try:
+            exported = export(jobDir, initCheckpoint)
+            client = JobClient(self.python, exported.jobDir, exported.runDir, env=self.env, pythonPath=self.pythonPath)
+            client.start()
+        except Exception:
+            shutil.rmtree(jobDir, ignore_errors=True)  # no half-made job left in the cache
+            raise
+        self.client, self._handled, self.previews = client, False, {}
+        return exported
+
+    # -- previews ---------------------------------------------------------------------------------
+
+    def _previewTarget(self, name: str) -> tuple[ExportedJob, ImportedResult | None] | None:
+        """Where the preview of volume ``name`` goes: the job as :func:`importResults` reads it and the result whose
+        nodes it updates in place (None: new nodes); None when this session shows no preview of ``name``."""
+        raise NotImplementedError
+
+    def _previewLabel(self, name: str) -> str:
+        """How :meth:`_previewSummary` names volume ``name`` ("": the session's only volume)."""
+        return ""
+
+    def _importPreviews(self, events: list) -> list[str]:
+        """Import the last preview of each volume among ``events``; returns the names of the volumes whose preview
+        is now shown (in :attr:`previews`)."""
+        latest = {}
+        for event in events:
+            if event.get("event") == "preview" and isinstance(event.get("name"), str):
+                iteration = event.get("iteration")
+                latest.pop(event["name"], None)  # in the order of their last preview
+                valid = isinstance(iteration, int) and not isinstance(iteration, bool)
+                latest[event["name"]] = iteration if valid else 0
+        shown = []
+        for name, iteration in latest.items():
+            target = self._previewTarget(name)
+            if target is None:
+                continue
+            exported, into = target
+            try:
+                with vtkMessagesOff():  # a file caught while being replaced makes the readers complain
+                    result = importResults(self.scene, exported, name=name, showOverlay=self._previewOverlay,
+                                           folder="preview", iteration=iteration, into=into)
+            except Exception as err:  # noqa: BLE001 - files being replaced: the next preview comes in seconds
+                logger.debug("preview of %s at iteration %s skipped: %s", name, iteration, err)
+                continue
+            self.previews[name] = result
+            shown.append(name)
+        return shown
+
+    def _previewSummary(self) -> str:
+        """The previews shown, as every front end marks them: ``preview at iteration 20 — preliminary`` (one
+        volume), ``previews of scanA (iteration 20), scanB (iteration 10) — preliminary`` (a study); "" for none."""
+        labelled = [(self._previewLabel(name), result.iteration) for name, result in self.previews.items()]
+        if not labelled:
+            return ""
+        if len(labelled) == 1 and not labelled[0][0]:
+            return previewText(labelled[0][1])
+        listed = ", ".join(f"{label} (iteration {iteration})" for label, iteration in labelled)
+        return f"previews of {listed} — preliminary"
+
+    def _withPreviews(self, text: str) -> str:
+        """``text`` (the progress line) followed by :meth:`_previewSummary`."""
+        shown = self._previewSummary()
+        return f"{text} · {shown}" if text and shown else text or shown
+
+    def _shownNote(self) -> str:
+        """Said after a job that ended without its result: which previews the pseudo-labels shown are."""
+        shown = self._previewSummary()
+        return f" The pseudo-labels shown are the {shown}." if shown else ""
+
+
+class Session(_Rounds):
+    """One volume's rounds. Args: as :class:`_Rounds`."""
+
+    def __init__(self, scene, python: str, cacheDir: str, env: dict | None = None, pythonPath=()):
+        super().__init__(scene, python, cacheDir, env, pythonPath)
+        self.exported: ExportedJob | None = None
+        self.result: ImportedResult | None = None
+        self.review: reviewlib.ReviewModel | None = None
+        self.history: list[reviewlib.AcceptRecord] = []
+
+    @property
+    def preview(self) -> ImportedResult | None:
+        """This round's preview while it is shown (until the final result)."""
+        return self.previews.get("image")
+
+    # -- training ---------------------------------------------------------------------------------
 
     def start(self, volumeNode, segmentationNode, *, unlabeledVolumes=(), method: str = "unimatch",
               train: dict | None = None, methodOptions: dict | None = None, retrain: bool = False) -> ExportedJob:
@@ -160,22 +273,12 @@ class Session:
             RuntimeError: a job is running, or ``retrain`` without a finished run.
         """
         train = checkTrainRequest(volumeNode, segmentationNode, method, train)
-        if self.running:
-            raise RuntimeError("a training job is already running; cancel it first")
-        initCheckpoint = latestCheckpoint(self.lastRunDir) if retrain else None
-        if retrain and initCheckpoint is None:
-            raise RuntimeError("there is no finished run to retrain from; press Train first")
-        jobDir = newJobDir(self.cacheDir)
-        try:
-            exported = exportJob(jobDir, volumeNode, segmentationNode, unlabeledVolumes=unlabeledVolumes,
-                                 method=method, train=train, methodOptions=methodOptions, initCheckpoint=initCheckpoint)
-            client = JobClient(self.python, exported.jobDir, exported.runDir, env=self.env, pythonPath=self.pythonPath)
-            client.start()
-        except Exception:
-            shutil.rmtree(jobDir, ignore_errors=True)  # no half-made job left in the cache
-            raise
-        self.exported, self.client, self._handled, self.preview = exported, client, False, None
-        return exported
+        self.exported = self._launch(
+            lambda jobDir, initCheckpoint: exportJob(
+                jobDir, volumeNode, segmentationNode, unlabeledVolumes=unlabeledVolumes, method=method, train=train,
+                methodOptions=methodOptions, initCheckpoint=initCheckpoint),
+            retrain)
+        return self.exported
 
     def poll(self) -> Progress:
         """New progress; imports the results once when the job is done. Never blocks."""
@@ -192,7 +295,7 @@ class Session:
             return Progress("running", events, min(1.0, fraction), self._text(progress))
         events += self.client.poll()
         self._handled = True
-        shown = f" The pseudo-labels shown are the {previewText(self.preview.iteration)}." if self.preview else ""
+        shown = self._shownNote()
         if state == "cancelled":
             return Progress(state, events, fraction, progressText(progress), "Training was cancelled." + shown)
         if state == "failed":
@@ -205,38 +308,23 @@ class Session:
         return Progress("done", events, 1.0, progressText(progress), imported=True)
 
     def _text(self, progress: dict) -> str:
-        text = progressText(progress)
-        if self.preview is None:
-            return text
-        return f"{text} · {previewText(self.preview.iteration)}" if text else previewText(self.preview.iteration)
-
-    def cancel(self, graceSeconds: float = 10.0) -> None:
-        """Stop the running job and every process it started; the scene is not touched."""
-        if self.client is not None:
-            self.client.cancel(graceSeconds)
+        return self._withPreviews(progressText(progress))
 
     def _importResults(self) -> None:
         """The final result, into this round's preview nodes when there are some (it replaces the preview)."""
         self._adopt(importResults(self.scene, self.exported, into=self.preview))
-        self.preview = None
+        self.previews = {}
         self.lastRunDir = self.exported.runDir
+
+    def _previewTarget(self, name: str):
+        return (self.exported, self.preview) if name == "image" else None
 
     def _importPreview(self, events: list) -> bool:
         """Import the last preview of the job's image among ``events``; True when it is now shown."""
-        previews = [e for e in events if e.get("event") == "preview" and e.get("name") == "image"]
-        if not previews:
+        keepSlice = self.preview is not None
+        if not self._importPreviews(events):
             return False
-        iteration = previews[-1].get("iteration")
-        iteration = iteration if isinstance(iteration, int) and not isinstance(iteration, bool) else 0
-        try:
-            with vtkMessagesOff():  # a file caught while being replaced makes the readers complain
-                result = importResults(self.scene, self.exported, folder="preview", iteration=iteration,
-                                       into=self.preview)
-        except Exception as err:  # noqa: BLE001 - files being replaced: the next preview comes in seconds
-            logger.debug("preview at iteration %s skipped: %s", iteration, err)
-            return False
-        self._adopt(result, keepSlice=self.preview is not None)
-        self.preview = result
+        self._adopt(self.preview, keepSlice=keepSlice)
         return True
 
     def _adopt(self, result: ImportedResult, keepSlice: bool = False) -> None:
@@ -325,7 +413,7 @@ class StudyEntry:
     trained: bool = True  # False: segmented later with the model (applyToVolumes), not trained on
 
 
-class StudySession:
+class StudySession(_Rounds):
     """A study: several scans, one training, one review list across them, without any GUI.
 
     :class:`Session` for several (volume, segmentation) pairs: it exports one
@@ -341,34 +429,30 @@ class StudySession:
     training (``semiseg predict --run RUN --images ... --out OUT``); their slices join the review list, and
     accepting one of their slices makes a segmentation for that volume (``<volume> labels``) that joins the study.
 
-    Previews while a study trains are not imported (the final result is).
+    While a study trains, each labelled volume's previews (the engine's ``preview`` events, one volume at a time in
+    turn) are imported into its nodes as :class:`Session` imports them (:class:`_Rounds`): the last round's nodes of
+    that volume, else nodes made by its first preview, updated in place, marked preliminary; its entries in the
+    review list are the preview's, and the views keep showing the volume they show. The final result of each volume
+    replaces its preview in the same nodes. The progress line names the volumes previewed (:meth:`poll`).
 
-    Args: as :class:`Session`.
+    Args: as :class:`_Rounds`.
     """
 
+    _previewOverlay = False  # the volume shown decides which confidence is the foreground (showVolume)
+
     def __init__(self, scene, python: str, cacheDir: str, env: dict | None = None, pythonPath=()):
-        self.scene = scene
-        self.python = python
-        self.cacheDir = os.fspath(cacheDir)
-        self.env = env
-        self.pythonPath = list(pythonPath)
+        super().__init__(scene, python, cacheDir, env, pythonPath)
         self.pairs: list[tuple] = []  # (volume node, segmentation node or None): what the next training exports
         self.study: ExportedStudy | None = None
         self.entries: dict[str, StudyEntry] = {}  # volume name -> entry, in study order
         self.review: reviewlib.StudyReview | None = None
         self.history: list[tuple[str, reviewlib.AcceptRecord]] = []
-        self.client: JobClient | None = None
-        self.lastRunDir: str | None = None
         self.opacity = DEFAULT_OPACITY
+        self.shown: str | None = None  # the volume whose layers are shown (showVolume)
         self._pending: tuple | None = None  # what the running job is: ("train", study) or ("predict", [volumes], dir)
-        self._handled = True
         self._applied = 0
 
     # -- jobs -------------------------------------------------------------------------------------
-
-    @property
-    def running(self) -> bool:
-        return self.client is not None and not self._handled
 
     def start(self, pairs, *, method: str = "unimatch", train: dict | None = None,
               methodOptions: dict | None = None, retrain: bool = False) -> ExportedStudy:
@@ -384,22 +468,11 @@ class StudySession:
         if not pairs:
             raise ValueError("Select a volume and a segmentation.")
         train = checkTrainRequest(*labelled, method, train)
-        if self.running:
-            raise RuntimeError("a job is already running; cancel it first")
-        initCheckpoint = latestCheckpoint(self.lastRunDir) if retrain else None
-        if retrain and initCheckpoint is None:
-            raise RuntimeError("there is no finished run to retrain from; press Train first")
-        jobDir = newJobDir(self.cacheDir)
-        try:
-            study = exportStudyJob(jobDir, pairs, method=method, train=train, methodOptions=methodOptions,
-                                   initCheckpoint=initCheckpoint)
-            client = JobClient(self.python, study.jobDir, study.runDir, env=self.env, pythonPath=self.pythonPath)
-            client.start()
-        except Exception:
-            shutil.rmtree(jobDir, ignore_errors=True)
-            raise
-        self.pairs = pairs
-        self.client, self._handled, self._pending = client, False, ("train", study)
+        study = self._launch(
+            lambda jobDir, initCheckpoint: exportStudyJob(jobDir, pairs, method=method, train=train,
+                                                          methodOptions=methodOptions, initCheckpoint=initCheckpoint),
+            retrain)
+        self.pairs, self._pending = pairs, ("train", study)
         return study
 
     def retrain(self, **options) -> ExportedStudy:
@@ -447,36 +520,38 @@ class StudySession:
             shutil.rmtree(jobDir, ignore_errors=True)
             raise
         self.client, self._handled, self._pending = client, False, ("predict", volumes, jobDir)
+        self.previews = {}
         return jobDir
 
-    def cancel(self, graceSeconds: float = 10.0) -> None:
-        """Stop the running job; the scene is not touched."""
-        if self.client is not None:
-            self.client.cancel(graceSeconds)
-
     def poll(self) -> Progress:
-        """New progress; imports the results once when the job is done. Never blocks."""
+        """New progress; imports the results once when the job is done. Never blocks.
+
+        While a study trains, the previews of this poll are imported (``previewed``) and the progress line says
+        which volumes' previews are shown (``previews of scanA (iteration 20), scanB (iteration 10) —
+        preliminary``)."""
         if self.client is None:
             return Progress("idle", [], 0.0, "")
         events = self.client.poll()
         state = self.client.state()
         if state == "running" or self._handled:
-            return Progress(state, events, self._fraction(), self._text())
+            previewed = state == "running" and self._importStudyPreviews(events)
+            return Progress(state, events, self._fraction(), self._text(), previewed=previewed)
         if not self.client.finished:
             return Progress("running", events, self._fraction(), self._text())
         events += self.client.poll()
         self._handled = True
+        shown = self._shownNote()
         if state == "cancelled":
-            return Progress(state, events, self._fraction(), self._text(), "The job was cancelled.")
+            return Progress(state, events, self._fraction(), self._text(), "The job was cancelled." + shown)
         if state == "failed":
-            return Progress(state, events, self._fraction(), self._text(), self.client.errorMessage())
+            return Progress(state, events, self._fraction(), self._text(), self.client.errorMessage() + shown)
         try:
             if self._pending[0] == "train":
                 self._importStudy(self._pending[1])
             else:
                 self._importApplied(self._pending[1], self._pending[2])
         except Exception as err:  # noqa: BLE001 - reported to the user
-            return Progress("failed", events, 1.0, self._text(), f"Results could not be imported: {err}")
+            return Progress("failed", events, 1.0, self._text(), f"Results could not be imported: {err}{shown}")
         return Progress("done", events, 1.0, self._text(), imported=True)
 
     def _fraction(self) -> float:
@@ -489,28 +564,62 @@ class StudySession:
         progress = self.client.lastProgress
         if self._pending and self._pending[0] == "predict":
             return f"Segmented {progress.get('number', 0)}/{progress.get('of', '?')} volumes" if progress else ""
-        return progressText(progress)
+        return self._withPreviews(progressText(progress))
 
     # -- import -----------------------------------------------------------------------------------
 
+    def _updatable(self, volume: StudyVolume, study: ExportedStudy) -> ImportedResult | None:
+        """The result whose nodes a new result of ``volume`` updates in place: its entry's (this round's preview or
+        the last round's result) when that has the same segments, else None (new nodes)."""
+        before = next((e for e in self.entries.values() if e.volume.volumeNodeId == volume.volumeNodeId), None)
+        same = before is not None and [s["id"] for s in before.volume.segments or study.segments] == [
+            s["id"] for s in volume.segments or study.segments]
+        return before.result if same else None
+
     def _importStudy(self, study: ExportedStudy) -> None:
-        """Every volume's prediction into its nodes (the previous round's nodes updated in place)."""
-        previous = {entry.volume.volumeNodeId: entry for entry in self.entries.values()}
+        """Every volume's prediction into its nodes (its preview's, else the previous round's, updated in place)."""
         inStudy = {volume.volumeNodeId for volume in study.volumes}
         imported = {}
         for volume in study.volumes:
-            before = previous.get(volume.volumeNodeId)
-            same = before is not None and [s["id"] for s in before.volume.segments or study.segments] == [
-                s["id"] for s in volume.segments or study.segments]
-            into = before.result if same else None
-            result = importResults(self.scene, volume.exported(study), name=volume.name, showOverlay=False, into=into)
+            result = importResults(self.scene, volume.exported(study), name=volume.name, showOverlay=False,
+                                   into=self._updatable(volume, study))
             imported[volume.name] = StudyEntry(volume, result)
         later = [e for e in self.entries.values() if e.volume.volumeNodeId not in inStudy]  # segmented later: kept
         self.study = study
         self.entries = {**imported, **{e.volume.name: e for e in later}}
         self.lastRunDir = study.runDir
         self.history = []
+        self.previews = {}
         self._rebuildReview()
+
+    def _previewTarget(self, name: str):
+        if not self._pending or self._pending[0] != "train":
+            return None
+        study = self._pending[1]
+        try:
+            volume = study.volume(name)
+        except KeyError:
+            return None
+        return volume.exported(study), self._updatable(volume, study)
+
+    def _previewLabel(self, name: str) -> str:
+        volume = self.scene.GetNodeByID(self._pending[1].volume(name).volumeNodeId)
+        return volume.GetName() if volume is not None else name
+
+    def _importStudyPreviews(self, events: list) -> bool:
+        """Import the last preview of each volume among ``events`` (:meth:`_Rounds._importPreviews`): it becomes that
+        volume's entry (its slices in the review list); True when one was imported."""
+        names = self._importPreviews(events)
+        if not names:
+            return False
+        study = self._pending[1]
+        for name in names:
+            volume = study.volume(name)
+            self.entries = {n: e for n, e in self.entries.items()
+                            if n == name or e.volume.volumeNodeId != volume.volumeNodeId}  # a name of an earlier round
+            self.entries[name] = StudyEntry(volume, self.previews[name])
+        self._rebuildReview(keep=True)
+        return True
 
     def _importApplied(self, volumes: list[StudyVolume], jobDir: str) -> None:
         for volume in volumes:
@@ -522,19 +631,49 @@ class StudySession:
         if self.review is None:
             self._rebuildReview()
 
-    def _rebuildReview(self) -> None:
+    def _rebuildReview(self, keep: bool = False) -> None:
+        """The review list from the entries; it shows its current entry's volume. ``keep`` (after a preview) keeps
+        the current entry and shows the study's volume in the slice views (the one shown last when several are;
+        the current entry's when they show none)."""
+        current = self.review.currentSlice if keep and self.review is not None else None
         reviews = [(name, e.result.review) for name, e in self.entries.items() if e.result and e.result.review]
         self.review = reviewlib.StudyReview(reviews) if reviews else None
-        if self.review is not None and self.review.currentSlice is not None:
-            self.showVolume(self.review.currentSlice["volume"])
+        if self.review is None or self.review.currentSlice is None:
+            return
+        if not keep:
+            return self.showVolume(self.review.currentSlice["volume"])
+        if current is not None:
+            try:
+                self.review.current = self.review.rowOfSlice(current["volume"], current["index"])
+            except KeyError:
+                pass
+        inViews = self._namesInViews()
+        name = self.shown if self.shown in inViews else inViews[0] if inViews else None
+        if name is None:
+            name = self.review.currentSlice["volume"]
+        elif current is None:  # the first preview: the list starts at the volume shown
+            rows = (r for r, e in enumerate(self.review.slices) if e["volume"] == name)
+            self.review.current = next(rows, self.review.current)
+        try:
+            self.showVolume(name)
+        except RuntimeError as err:  # its volume was removed from the scene: the views stay as they are
+            logger.debug("preview of %s not shown: %s", name, err)
+
+    def _namesInViews(self) -> list[str]:
+        """The entries whose volume is the background of a slice view."""
+        composites = self.scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+        shown = {composites.GetItemAsObject(i).GetBackgroundVolumeID() for i in range(composites.GetNumberOfItems())}
+        return [name for name, e in self.entries.items() if e.volume.volumeNodeId in shown]
 
     # -- showing ----------------------------------------------------------------------------------
 
     @property
     def result(self) -> ImportedResult | None:
-        """The result of the volume shown (of the current review entry, else the first volume's)."""
+        """The result of the volume shown (:meth:`showVolume`; else of the current review entry, else the first
+        volume's); a preview while the study trains (``preliminary``)."""
         current = self.review.currentSlice if self.review is not None else None
-        entry = self.entries.get(current["volume"]) if current else next(iter(self.entries.values()), None)
+        name = self.shown if self.shown in self.entries else current["volume"] if current else None
+        entry = self.entries.get(name) if name else next(iter(self.entries.values()), None)
         return entry.result if entry is not None else None
 
     def entry(self, name: str) -> StudyEntry:
@@ -558,6 +697,7 @@ class StudySession:
             node = other.result.segmentationNode if other.result is not None else None
             if node is not None and node.GetScene() is self.scene and node.GetDisplayNode() is not None:
                 node.GetDisplayNode().SetVisibility(other is entry)
+        self.shown = name
 
     # -- review -----------------------------------------------------------------------------------
 

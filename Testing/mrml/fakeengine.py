@@ -26,8 +26,13 @@
 A format-2 job (``"volumes"``) in mode ``done`` is run as the engine runs it (docs/JOB_FORMAT.md): a ``volume`` line
 per volume (``volumes`` then ``predict_images``), then per volume ``predicting``, ``predictions/<name>/`` (its labels
 with slice 0 also filled, or a block for an unlabelled volume; confidence 0.8; review slice ``k`` at ``0.5 + 0.01 k``)
-and ``predicted``. ``semiseg predict --run RUN --images A B ... --out OUT [--format F]`` writes ``OUT/<name>/`` per
-image (the upper-left quarter of every slice labelled 1, confidence 0.6, review slice ``k`` at ``0.505 + 0.01 k``)
+and ``predicted``. In mode ``preview`` it first writes the study's previews in ``RUN_DIR/preview/<name>/`` as the
+engine does: preview 0 of every labelled volume, then previews ``1 .. P-1`` one volume at a time, the labelled
+volumes in turn (preview ``p`` as above, at iteration ``every * p``); with ``gate`` it waits for ``RUN_DIR/go``
+after preview 0 of the last volume and after each later preview; ``broken`` as above.
+
+``semiseg predict --run RUN --images A B ... --out OUT [--format F]`` writes ``OUT/<name>/`` per image (the upper-left
+quarter of every slice labelled 1, confidence 0.6, review slice ``k`` at ``0.505 + 0.01 k``)
 with its ``predicted`` line, then ``done``; exit 2 without ``RUN/checkpoint.pt``.
 
 Without ``fake.json`` the same JSON is read from the environment variable ``FAKE_ENGINE``.
@@ -134,33 +139,56 @@ def wait_for_gate():
     os.remove(gate)
 
 
-def previews():
+def write_preview(name, image_file, p):
+    """Preview ``p`` of volume ``name`` (its image in ``image_file``) in RUN_DIR/preview/<name>/, then its
+    ``iteration`` and ``preview`` lines (over a half-written labels file when ``p`` is listed in ``broken``)."""
     import numpy as np
     import SimpleITK as sitk
 
-    image = sitk.ReadImage(os.path.join(job_dir, job["image"]))
+    image = sitk.ReadImage(os.path.join(job_dir, image_file))
     shape = sitk.GetArrayFromImage(image).shape  # K, J, I
     classes = len(job.get("classes") or ["background", "foreground"])
     _, j, i = np.mgrid[0:shape[0], 0:shape[1], 0:shape[2]]
     distance = np.hypot(j - (shape[1] - 1) / 2, i - (shape[2] - 1) / 2) / min(shape[1:])
-    every, out = fake.get("every", 10), os.path.join(run_dir, "preview", "image")
+    every, out = fake.get("every", 10), os.path.join(run_dir, "preview", name)
+    radius = 0.15 + 0.1 * p
+    labels = (distance < radius).astype(np.uint8)
+    if classes > 2:
+        labels[distance < radius / 2] = 2
+    order = [(p + k) % shape[0] for k in range(shape[0])]
+    review = {"axis": 2, "statistic": "fake preview", "slices": [
+        {"index": k, "confidence": 0.4 + 0.05 * rank, "foreground_fraction": float(labels[k].mean()),
+         "labeled": False} for rank, k in enumerate(order)]}
+    write_prediction(out, labels, np.full(shape, 0.5 + 0.1 * p, np.float32), review, image)
+    if p in fake.get("broken", []):
+        with open(os.path.join(out, "labels." + job.get("output_format", "nii.gz")), "r+b") as f:
+            f.truncate(120)  # half-written: the header only
+    say(event="iteration", iteration=every * p, iterations=every * fake.get("previews", 2), loss=1.0 / (p + 1),
+        terms={}, lr=0.01, seconds_left=1.0, elapsed=p)
+    say(event="preview", iteration=every * p, iterations=every * fake.get("previews", 2), name=name,
+        dir=f"preview/{name}", preliminary=True, seconds=0.1 * p)
+
+
+def previews():
     for p in range(fake.get("previews", 2)):
-        radius = 0.15 + 0.1 * p
-        labels = (distance < radius).astype(np.uint8)
-        if classes > 2:
-            labels[distance < radius / 2] = 2
-        order = [(p + k) % shape[0] for k in range(shape[0])]
-        review = {"axis": 2, "statistic": "fake preview", "slices": [
-            {"index": k, "confidence": 0.4 + 0.05 * rank, "foreground_fraction": float(labels[k].mean()),
-             "labeled": False} for rank, k in enumerate(order)]}
-        write_prediction(out, labels, np.full(shape, 0.5 + 0.1 * p, np.float32), review, image)
-        if p in fake.get("broken", []):
-            with open(os.path.join(out, "labels." + job.get("output_format", "nii.gz")), "r+b") as f:
-                f.truncate(120)  # half-written: the header only
-        say(event="iteration", iteration=every * p, iterations=every * fake.get("previews", 2), loss=1.0 / (p + 1),
-            terms={}, lr=0.01, seconds_left=1.0, elapsed=p)
-        say(event="preview", iteration=every * p, iterations=every * fake.get("previews", 2), name="image",
-            dir="preview/image", preliminary=True, seconds=0.1 * p)
+        write_preview("image", job["image"], p)
+        if fake.get("gate"):
+            wait_for_gate()
+
+
+def study_previews():
+    """A format-2 job's previews, as the engine's: preview 0 of every labelled volume (its prior alone), then
+    previews 1, 2, ... one volume at a time, the labelled volumes in turn; with ``gate``, a wait after preview 0 of
+    the last volume and after each later preview."""
+    labelled = [volume_name(v["image"]) for v in job["volumes"] if v.get("labels")]
+    images = {volume_name(v["image"]): v["image"] for v in job["volumes"]}
+    for name in labelled:
+        write_preview(name, images[name], 0)
+    if fake.get("gate"):
+        wait_for_gate()
+    for p in range(1, fake.get("previews", 2)):
+        name = labelled[(p - 1) % len(labelled)]
+        write_preview(name, images[name], p)
         if fake.get("gate"):
             wait_for_gate()
 
@@ -206,6 +234,9 @@ def study_done():
 if sys.argv[1] == "predict":
     fake_predict()
 mode = fake["mode"]
+if "volumes" in job and mode == "preview":
+    study_previews()
+    mode = "done"
 if "volumes" in job and mode == "done":
     study_done()
 if mode == "hang" and fake.get("launcher") and not os.environ.get("FAKE_ENGINE_CHILD"):

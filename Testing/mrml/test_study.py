@@ -1,6 +1,7 @@
 """A study of several scans (issue 12, item 3): one format-2 job over two (volume, segmentation) pairs, every
 volume's result imported into its own nodes, one review list across the volumes, accepting slices of each,
-retraining on both, and segmenting a volume loaded later with the model. Against the fake engine (real files,
+retraining on both, and segmenting a volume loaded later with the model; while a study trains, each volume's
+previews in its nodes and in the review list, replaced by the final result. Against the fake engine (real files,
 written in the engine's layout), on a real MRML scene."""
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from SemiSegSlicerLib import labeledslices
+from SemiSegSlicerLib import labeledslices, resultimport
 from SemiSegSlicerLib.jobexport import exportStudyJob
 from SemiSegSlicerLib.mrmlio import arrayFromVolume, readVolume, segmentsToArray
 from SemiSegSlicerLib.review import StudyReview
 from SemiSegSlicerLib.session import StudySession
 
 import fakeengine
-from mrmltesting import DATA, HERE, ROOT, addSegmentation, addVolume, rotation, segmentationSnapshot
+from mrmltesting import DATA, HERE, ROOT, addSegmentation, addVolume, rotation, sceneNodes, segmentationSnapshot
 
 SHAPE_A = (6, 20, 24)  # K, J, I
 SHAPE_B = (5, 16, 18)
@@ -54,9 +55,33 @@ def study(scene):
     return a, b
 
 
-def _session(scene, tmp_path, engine):
-    env = dict(os.environ, FAKE_ENGINE=json.dumps({"mode": "done"}))
+def _session(scene, tmp_path, engine, **fake):
+    env = dict(os.environ, FAKE_ENGINE=json.dumps({"mode": "done", **fake}))
     return StudySession(scene, sys.executable, str(tmp_path / "cache"), env=env, pythonPath=[engine])
+
+
+def _pollUntil(session, predicate, seconds=120.0):
+    """Poll until ``predicate(progress, events so far)``; returns the progress that met it and the events."""
+    deadline, events = time.monotonic() + seconds, []
+    while time.monotonic() < deadline:
+        progress = session.poll()
+        events += progress.events
+        if predicate(progress, events):
+            return progress, events
+        assert progress.state == "running", f"the job ended ({progress.state}: {progress.message}) before it was seen"
+        time.sleep(0.05)
+    raise AssertionError("not seen in time")
+
+
+def _open(session) -> None:
+    """Let the fake engine go on from the preview it waits at (it waits at each one: no poll can miss one)."""
+    Path(session.client.runDir, "go").write_text("")
+
+
+def _fileLabels(folder) -> np.ndarray:
+    import SimpleITK as sitk
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(resultimport.predictionFile(str(folder), "labels")))
 
 
 def _finish(session, seconds=120.0):
@@ -306,3 +331,128 @@ def test_two_volume_study_with_the_real_engine(scene, tmp_path):
     assert session.acceptCurrent() == (names[1], entry["index"])
     assert segmentationSnapshot(pairs[0][1]) == before[0]
     assert entry["index"] in labeledslices.labeledSlicesOfSegmentation(pairs[1][1], pairs[1][0])[1]
+
+
+def test_study_previews_show_while_it_trains_and_the_final_results_replace_them(scene, study, engine, tmp_path,
+                                                                                 capfd):
+    """The engine's previews of a study (docs/JOB_FORMAT.md): preview 0 of both volumes, then one volume's at a time
+    in turn; the fake engine waits at each until the test lets it go on."""
+    (volumeA, userA), (volumeB, userB) = study
+    before = {userA.GetID(): segmentationSnapshot(userA), userB.GetID(): segmentationSnapshot(userB)}
+    session = _session(scene, tmp_path, engine, mode="preview", previews=4, gate=True, broken=[3])
+    exported = session.start([(volumeA, userA), (volumeB, userB)], method="supervised", train={"iterations": 30})
+    names, volumes = ["v01_scanA", "v02_scanB"], {"v01_scanA": volumeA, "v02_scanB": volumeB}
+    ids = {name: [s["id"] for s in exported.volume(name).segments] for name in names}
+    run = Path(exported.runDir)
+
+    def labels(name):
+        result = session.entries[name].result
+        return segmentsToArray(result.segmentationNode, ids[name], volumes[name])
+
+    def untouched():
+        return all(segmentationSnapshot(user) == before[user.GetID()] for user in (userA, userB))
+
+    # Preview 0 of both volumes (their priors): each in new nodes of its own, marked preliminary, while it trains;
+    # one review list across both; the first volume shown, the other's layers hidden.
+    progress, _ = _pollUntil(session, lambda p, e: set(session.previews) == set(names))
+    assert progress.state == "running" and progress.previewed and session.running
+    assert "previews of scanA (iteration 0), scanB (iteration 0) — preliminary" in progress.text
+    nodes = {}
+    for name in names:
+        result = session.entries[name].result
+        assert result.preliminary and result.iteration == 0 and session.previews[name] is result
+        nodes[name] = (result.segmentationNode, result.confidenceNode)
+        np.testing.assert_array_equal(labels(name), _fileLabels(run / "preview" / name))
+        assert labels(name).max() == 2
+        assert arrayFromVolume(result.confidenceNode) == pytest.approx(0.5)
+        assert result.segmentationNode.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) == "0"
+    (pseudoA, confidenceA), (pseudoB, confidenceB) = nodes["v01_scanA"], nodes["v02_scanB"]
+    assert pseudoA.GetName() == "scanA labels pseudo-labels (preview at iteration 0 — preliminary)"
+    assert len({pseudoA.GetID(), pseudoB.GetID(), userA.GetID(), userB.GetID()}) == 4
+    assert len(session.review) == SHAPE_A[0] + SHAPE_B[0]
+    assert {e["volume"] for e in session.review.slices} == set(names)
+    assert session.result is session.entries["v01_scanA"].result
+    assert [c.GetBackgroundVolumeID() for c in _composites(scene)] == [volumeA.GetID()] * 3
+    assert [c.GetForegroundVolumeID() for c in _composites(scene)] == [confidenceA.GetID()] * 3
+    assert pseudoA.GetDisplayNode().GetVisibility() and not pseudoB.GetDisplayNode().GetVisibility()
+    assert untouched()
+    withPreviews = sceneNodes(scene)
+    session.selectReview(row=session.review.rowOfSlice("v02_scanB", 3))  # the user looks at scan B meanwhile
+    assert session.result is session.entries["v02_scanB"].result
+
+    # Preview 1, of scan A (iteration 10): its nodes updated in place; scan B, shown, stays as it was and shown.
+    _open(session)
+    progress, _ = _pollUntil(session, lambda p, e: session.previews["v01_scanA"].iteration == 10)
+    assert progress.previewed and "previews of scanA (iteration 10), scanB (iteration 0) — preliminary" in progress.text
+    result = session.entries["v01_scanA"].result
+    assert (result.segmentationNode, result.confidenceNode) == (pseudoA, confidenceA) and result.preliminary
+    assert pseudoA.GetName().endswith("(preview at iteration 10 — preliminary)")
+    np.testing.assert_array_equal(labels("v01_scanA"), _fileLabels(run / "preview" / "v01_scanA"))
+    assert arrayFromVolume(confidenceA) == pytest.approx(0.6)
+    assert session.entries["v02_scanB"].result.iteration == 0 and arrayFromVolume(confidenceB) == pytest.approx(0.5)
+    assert sceneNodes(scene) == withPreviews  # no node added or left behind
+    assert (session.review.currentSlice["volume"], session.review.currentSlice["index"]) == ("v02_scanB", 3)
+    assert session.review.slices[0]["volume"] == "v01_scanA" and session.review.slices[0]["index"] == 1
+    assert [c.GetBackgroundVolumeID() for c in _composites(scene)] == [volumeB.GetID()] * 3
+    assert pseudoB.GetDisplayNode().GetVisibility() and not pseudoA.GetDisplayNode().GetVisibility()
+    assert untouched()
+
+    # Preview 2, of scan B (iteration 20), in place.
+    _open(session)
+    progress, _ = _pollUntil(session, lambda p, e: session.previews["v02_scanB"].iteration == 20)
+    assert session.entries["v02_scanB"].result.segmentationNode is pseudoB
+    np.testing.assert_array_equal(labels("v02_scanB"), _fileLabels(run / "preview" / "v02_scanB"))
+    assert arrayFromVolume(confidenceB) == pytest.approx(0.7) and sceneNodes(scene) == withPreviews
+    assert [c.GetForegroundVolumeID() for c in _composites(scene)] == [confidenceB.GetID()] * 3
+
+    # Preview 3, of scan A, is announced over a half-written labels file: skipped quietly, preview 1 stays.
+    capfd.readouterr()
+    _open(session)
+    progress, _ = _pollUntil(session, lambda p, e: any(x["event"] == "preview" and x["iteration"] == 30 for x in e))
+    assert not progress.previewed and progress.state == "running" and progress.message == ""
+    assert "ERR|" not in capfd.readouterr().err, "the skipped preview printed the readers' errors"
+    assert session.previews["v01_scanA"].iteration == 10 and pseudoA.GetName().endswith("iteration 10 — preliminary)")
+
+    # Training ends: each volume's final result replaces its preview in the same nodes, no longer preliminary.
+    _open(session)
+    progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
+    assert progress.state == "done" and progress.imported, progress.message
+    assert session.previews == {} and "preliminary" not in progress.text
+    for name, (pseudo, confidence) in nodes.items():
+        result = session.entries[name].result
+        assert not result.preliminary and (result.segmentationNode, result.confidenceNode) == (pseudo, confidence)
+        assert pseudo.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) is None
+        assert confidence.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) is None
+        np.testing.assert_array_equal(labels(name), _fileLabels(run / "predictions" / name))
+        assert arrayFromVolume(confidence) == pytest.approx(0.8)
+    assert pseudoA.GetName() == "scanA labels pseudo-labels" and confidenceB.GetName() == "scanB confidence"
+    assert sceneNodes(scene) == withPreviews  # no preview node left behind
+    assert len(session.review) == SHAPE_A[0] + SHAPE_B[0]
+    assert [(e["volume"], e["index"]) for e in session.review.slices[:2]] == [("v01_scanA", 0), ("v02_scanB", 0)]
+    assert untouched()
+
+
+def test_study_previews_of_a_retrain_update_the_last_results_and_stay_marked_when_cancelled(scene, study, engine,
+                                                                                           tmp_path):
+    (volumeA, userA), (volumeB, userB) = study
+    session = _session(scene, tmp_path, engine)
+    session.start([(volumeA, userA), (volumeB, userB)], method="supervised", train={"iterations": 3})
+    assert _finish(session).state == "done"
+    results = {name: entry.result for name, entry in session.entries.items()}
+    nodes, snapshot = sceneNodes(scene), segmentationSnapshot(userB)
+
+    session.env["FAKE_ENGINE"] = json.dumps({"mode": "preview", "previews": 3, "gate": True})
+    session.retrain(method="supervised", train={"iterations": 30})
+    assert session.previews == {}
+    _pollUntil(session, lambda p, e: len(session.previews) == 2)
+    for name, last in results.items():  # the last round's nodes show the new round's previews
+        preview = session.entries[name].result
+        assert preview.preliminary and preview.segmentationNode is last.segmentationNode
+        assert preview.confidenceNode is last.confidenceNode
+    assert sceneNodes(scene) == nodes
+    session.cancel(graceSeconds=2.0)
+    progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
+    assert progress.state == "cancelled"
+    assert "previews of scanA (iteration 0), scanB (iteration 0) — preliminary" in progress.message
+    assert all(entry.result.preliminary for entry in session.entries.values())
+    assert segmentationSnapshot(userB) == snapshot

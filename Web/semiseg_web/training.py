@@ -24,6 +24,11 @@ logger = logging.getLogger(__name__)
 POLL_SECONDS = 0.5
 
 
+def _previewText(result) -> str:
+    """The page's marker of a result: ``preview at iteration N — preliminary`` for a preview, else ""."""
+    return resultimport.previewText(result.iteration) if result is not None and result.preliminary else ""
+
+
 class TrainingAndReview:
     """Training and review actions of the page, mixed into :class:`~.logic.SemiSegLogic`.
 
@@ -184,7 +189,7 @@ class TrainingAndReview:
     def _showResults(self) -> None:
         """The session's result in the page: a preview while training runs (marked preliminary), then the final one."""
         review, result = self.data.review, self.active.result
-        preview = resultimport.previewText(result.iteration) if result is not None and result.preliminary else ""
+        preview = _previewText(result)
         if not (preview and review.preview_text):  # a later preview keeps the slice the user is looking at
             review.current = -1
             self.data.message = (
@@ -258,12 +263,18 @@ class TrainingAndReview:
         self._render()
 
     def _applyStudyDisplay(self) -> None:
-        """The shown volume's results of the study (its pseudo-labels and confidence; the others' hidden)."""
+        """The shown volume's results of the study (its pseudo-labels and confidence; the others' hidden), a
+        preview's while the study trains. A volume without results stays in the views (the study shows its current
+        review entry's volume when it imports a result or a preview and the views show none of its volumes)."""
         review = self.data.review
         name = self._studyNameOf(self.volume)
         self._hideStudyResults(keep=name)
+        if name is None and self.volume is not None:
+            self.app.display_manager.show_volume_in_slice_background(self.volume)
         if name is not None:
             result = self.study.entries[name].result
+            if review.has_results:  # the marker says whether this volume's layers are a preview
+                review.preview_text = _previewText(result)
             self.study.opacity = float(review.opacity)
             self.study.showVolume(name)
             pseudo = result.segmentationNode if result is not None else None
