@@ -181,12 +181,23 @@ def _first_preview(tmp: Path, request) -> None:
 
 @smoke("interpolation.py", needs_itk=True)
 def _interpolation(tmp: Path, request) -> None:
-    stdout = run("interpolation.py", "--dataset", "la", "--data", str(data("la")), "--volumes", "1", "--k", "2")
+    stdout = run("interpolation.py", "--dataset", "la", "--data", str(data("la")), "--volumes", "1", "--k", "2",
+                 "--demons-iterations", "5")
     assert stdout.startswith("LA: Dice % on the hidden slices")
     rows = {line.split()[0]: [float(v) for v in line.split()[1:]] for line in stdout.splitlines()[3:]}
-    assert set(rows) == {"itk", "morphological", "shape"}, stdout
+    assert set(rows) == {"itk", "morphological", "shape", "registration"}, stdout
     for dice, seconds in rows.values():
         assert 30.0 < dice <= 100.0 and seconds >= 0  # two labelled slices: the atrium between them is filled in
+
+
+@smoke("train_distributed.py")
+def _train_distributed(tmp: Path, request) -> None:
+    stdout = run("train_distributed.py", "--data", str(data("la")), "--iterations", "3", "--warmup", "1",
+                 "--size", "32", "--batch", "2", "--precision", "fp32")
+    rows = {line[:34].strip(): line[34:].split() for line in stdout.splitlines()[2:]}
+    assert list(rows) == ["1 process", "2 processes, same global batch", "2 processes, batch per rank"], stdout
+    assert [int(r[0]) for r in rows.values()] == [4, 4, 8]  # global batches: labelled plus unlabelled slices
+    assert all(float(r[2]) > 0 and float(r[3]) > 0 for r in rows.values()) and rows["1 process"][4] == "100%"
 
 
 @smoke("per_change.py")
