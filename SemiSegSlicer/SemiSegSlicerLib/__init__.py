@@ -14,8 +14,8 @@ shared with the web front end.
 - :mod:`.curves`: the loss and validation Dice from the progress events, and their MRML plot.
 - :mod:`.dependencies`: the engine's Python packages inside Slicer (missing ones, installing them).
 - :mod:`.session`: one user's rounds (train, poll, import, review, accept, undo) for a front end.
-  :class:`~.session.StudySession`: the same over several scans (one training, one review list across
-  them), and segmenting volumes loaded later with the model.
+- :mod:`.study`: :class:`~.study.StudySession`, the same over several scans (one training, one review
+  list across them), and segmenting volumes loaded later with the model.
 """
 
 from .cache import clearCache, latestCheckpoint, newJobDir
@@ -23,7 +23,8 @@ from .jobclient import JobClient
 from .jobexport import ExportedJob, ExportedStudy, exportJob, exportStudyJob, loadExportedJob
 from .resultimport import hideConfidence, importResults, setConfidenceOpacity, showConfidence
 from .review import ReviewModel, StudyReview, acceptSlice, jumpSlices, sliceCenterRas, undoAccept
-from .session import Progress, Session, StudySession
+from .session import Progress, Session
+from .study import StudySession
 
 __all__ = [
     "ExportedJob",

@@ -20,7 +20,7 @@ from SemiSegSlicerLib import labeledslices, resultimport
 from SemiSegSlicerLib.jobexport import exportStudyJob
 from SemiSegSlicerLib.mrmlio import arrayFromVolume, readVolume, segmentsToArray
 from SemiSegSlicerLib.review import StudyReview
-from SemiSegSlicerLib.session import StudySession
+from SemiSegSlicerLib.study import StudySession
 
 import fakeengine
 from mrmltesting import DATA, HERE, ROOT, addSegmentation, addVolume, rotation, sceneNodes, segmentationSnapshot
@@ -432,27 +432,129 @@ def test_study_previews_show_while_it_trains_and_the_final_results_replace_them(
     assert untouched()
 
 
-def test_study_previews_of_a_retrain_update_the_last_results_and_stay_marked_when_cancelled(scene, study, engine,
-                                                                                           tmp_path):
+def _firstRoundThenPreviewedRetrain(scene, study, engine, tmp_path):
+    """A first round (no previews), scan B shown, then a retrain with previews (gated) until both volumes' preview 0
+    is shown; returns the session, the last round's results, their arrays and the views' state, and the scene's nodes
+    before the retrain."""
     (volumeA, userA), (volumeB, userB) = study
     session = _session(scene, tmp_path, engine)
-    session.start([(volumeA, userA), (volumeB, userB)], method="supervised", train={"iterations": 3})
+    first = session.start([(volumeA, userA), (volumeB, userB)], method="supervised", train={"iterations": 3})
     assert _finish(session).state == "done"
-    results = {name: entry.result for name, entry in session.entries.items()}
-    nodes, snapshot = sceneNodes(scene), segmentationSnapshot(userB)
+    session.selectReview(row=session.review.rowOfSlice("v02_scanB", 1))  # the user looks at scan B
+    volumes = {"v01_scanA": volumeA, "v02_scanB": volumeB}
+    ids = {name: [s["id"] for s in first.volume(name).segments] for name in volumes}
+    last = {name: entry.result for name, entry in session.entries.items()}
+
+    def arrays(result, name):
+        labels = segmentsToArray(result.segmentationNode, ids[name], volumes[name])
+        return labels, arrayFromVolume(result.confidenceNode)
+
+    lastArrays = {name: arrays(result, name) for name, result in last.items()}
+    lastNames = {name: (r.segmentationNode.GetName(), r.confidenceNode.GetName()) for name, r in last.items()}
+    lastSlices = [dict(e) for e in session.review.slices]
+    nodes = sceneNodes(scene)
 
     session.env["FAKE_ENGINE"] = json.dumps({"mode": "preview", "previews": 3, "gate": True})
     session.retrain(method="supervised", train={"iterations": 30})
-    assert session.previews == {}
     _pollUntil(session, lambda p, e: len(session.previews) == 2)
-    for name, last in results.items():  # the last round's nodes show the new round's previews
+    return session, first, last, arrays, lastArrays, lastNames, lastSlices, nodes
+
+
+def _assertLastRoundIntact(session, last, arrays, lastArrays, lastNames):
+    """The last round's result nodes hold exactly their arrays and names, never marked preliminary."""
+    for name, result in last.items():
+        labels, confidence = arrays(result, name)
+        np.testing.assert_array_equal(labels, lastArrays[name][0])
+        np.testing.assert_array_equal(confidence, lastArrays[name][1])
+        assert (result.segmentationNode.GetName(), result.confidenceNode.GetName()) == lastNames[name]
+        assert result.segmentationNode.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) is None
+        assert result.confidenceNode.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) is None
+        assert not result.preliminary
+
+
+def test_study_retrain_previews_go_into_new_nodes_and_a_cancel_shows_the_last_results_again(scene, study, engine,
+                                                                                            tmp_path):
+    """The scene stays intact on cancel: a retrain's previews come into new nodes (the last round's are not written
+    while it runs), and a cancelled retrain leaves the last round's results as they were, reviewed and shown again;
+    the previews stay in the scene, hidden and marked preliminary, as :class:`Session` keeps its previews."""
+    (volumeA, userA), (volumeB, userB) = study
+    snapshots = {user.GetID(): segmentationSnapshot(user) for user in (userA, userB)}
+    session, first, last, arrays, lastArrays, lastNames, lastSlices, nodes = _firstRoundThenPreviewedRetrain(
+        scene, study, engine, tmp_path)
+
+    previews = {}
+    for name, result in last.items():  # each volume's previews in new nodes; the last round's nodes not written
         preview = session.entries[name].result
-        assert preview.preliminary and preview.segmentationNode is last.segmentationNode
-        assert preview.confidenceNode is last.confidenceNode
-    assert sceneNodes(scene) == nodes
+        assert preview.preliminary and preview is session.previews[name]
+        assert preview.segmentationNode is not result.segmentationNode
+        assert preview.confidenceNode is not result.confidenceNode
+        previews[name] = preview
+    _assertLastRoundIntact(session, last, arrays, lastArrays, lastNames)
+    assert len(sceneNodes(scene)) > len(nodes)
+    assert session.review.slices != lastSlices  # the previews' list
+    assert session.result is previews["v02_scanB"]  # scan B stays shown, its preview's layers
+    assert [c.GetBackgroundVolumeID() for c in _composites(scene)] == [volumeB.GetID()] * 3
+    assert [c.GetForegroundVolumeID() for c in _composites(scene)] == [previews["v02_scanB"].confidenceNode.GetID()] * 3
+    assert previews["v02_scanB"].segmentationNode.GetDisplayNode().GetVisibility()
+    for result in (*last.values(), previews["v01_scanA"]):  # no other pseudo-labels over it
+        assert not result.segmentationNode.GetDisplayNode().GetVisibility()
+    withPreviews = sceneNodes(scene)
+
     session.cancel(graceSeconds=2.0)
     progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
-    assert progress.state == "cancelled"
+    assert progress.state == "cancelled" and progress.restored
+    assert progress.message.startswith("The job was cancelled. The last results are shown again")
     assert "previews of scanA (iteration 0), scanB (iteration 0) — preliminary" in progress.message
-    assert all(entry.result.preliminary for entry in session.entries.values())
-    assert segmentationSnapshot(userB) == snapshot
+    # The last round's results, as they were, are what the review list and the views show again.
+    assert {name: entry.result for name, entry in session.entries.items()} == last
+    assert all(session.entries[name].result is result for name, result in last.items())
+    _assertLastRoundIntact(session, last, arrays, lastArrays, lastNames)
+    assert session.previews == {} and session.result is last["v02_scanB"]
+    assert session.review.slices == lastSlices
+    assert (session.review.currentSlice["volume"], session.review.currentSlice["index"]) == ("v02_scanB", 1)
+    assert [c.GetBackgroundVolumeID() for c in _composites(scene)] == [volumeB.GetID()] * 3
+    assert [c.GetForegroundVolumeID() for c in _composites(scene)] == [last["v02_scanB"].confidenceNode.GetID()] * 3
+    assert last["v02_scanB"].segmentationNode.GetDisplayNode().GetVisibility()
+    assert not last["v01_scanA"].segmentationNode.GetDisplayNode().GetVisibility()
+    # The cancelled round's previews stay in the scene, hidden and marked preliminary.
+    assert sceneNodes(scene) == withPreviews
+    for preview in previews.values():
+        assert preview.segmentationNode.GetScene() is scene
+        assert not preview.segmentationNode.GetDisplayNode().GetVisibility()
+        assert preview.segmentationNode.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) == "0"
+        assert preview.segmentationNode.GetName().endswith("(preview at iteration 0 — preliminary)")
+    assert all(segmentationSnapshot(user) == snapshots[user.GetID()] for user in (userA, userB))
+    assert session.lastRunDir == first.runDir  # the next retrain starts from the last good checkpoint
+
+    # A retrain after the cancel (no previews) updates the last round's nodes in place.
+    session.env["FAKE_ENGINE"] = json.dumps({"mode": "done"})
+    again = session.retrain(method="supervised", train={"iterations": 3})
+    assert json.loads(Path(again.jobDir, "job.json").read_text())["init_checkpoint"] == str(
+        Path(first.runDir, "checkpoint.pt"))
+    assert _finish(session).state == "done"
+    for name, result in last.items():
+        assert session.entries[name].result.segmentationNode is result.segmentationNode
+    assert not previews["v02_scanB"].segmentationNode.GetDisplayNode().GetVisibility()
+
+
+def test_study_retrain_final_results_replace_its_previews_in_their_nodes(scene, study, engine, tmp_path):
+    """A retrain with previews that ends: the final results come into the previews' nodes (new this round), the last
+    round's nodes keep their arrays and stay hidden."""
+    session, first, last, arrays, lastArrays, lastNames, lastSlices, nodes = _firstRoundThenPreviewedRetrain(
+        scene, study, engine, tmp_path)
+    previews = {name: session.previews[name] for name in last}
+    for _ in range(2):  # previews 1 and 2, one volume's each
+        _open(session)
+        _pollUntil(session, lambda p, e: p.previewed)
+    _open(session)
+    progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
+    assert progress.state == "done" and progress.imported, progress.message
+    for name, preview in previews.items():
+        result = session.entries[name].result
+        assert not result.preliminary and result.segmentationNode is preview.segmentationNode
+        assert result.confidenceNode is preview.confidenceNode
+        assert preview.segmentationNode.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) is None
+    _assertLastRoundIntact(session, last, arrays, lastArrays, lastNames)
+    assert session.previews == {} and session.result is session.entries[session.shown].result
+    assert not any(r.segmentationNode.GetDisplayNode().GetVisibility() for r in last.values())
+    assert session.lastRunDir == session.study.runDir != first.runDir
