@@ -35,16 +35,6 @@ __all__ = ["Session", "Progress", "progressText", "checkTrainRequest"]
 logger = logging.getLogger(__name__)
 
 
-def __getattr__(name: str):
-    """``StudySession`` and ``StudyEntry`` moved to :mod:`.study`; still found here for the importers that name this
-    module (``Web/semiseg_web/logic.py``). Imported when asked for: :mod:`.study` imports this module."""
-    if name in ("StudySession", "StudyEntry"):
-        from . import study
-
-        return getattr(study, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @dataclasses.dataclass
 class Progress:
     """What :meth:`Session.poll` reports."""

@@ -25,7 +25,7 @@ from undo_stack import UndoStack
 
 from SemiSegSlicerLib import Session, labeledslices, review as reviewlib
 from SemiSegSlicerLib.mrmlio import segmentsToArray, vtkMessagesOff, writeArrayAsVolume
-from SemiSegSlicerLib.session import StudySession
+from SemiSegSlicerLib.study import StudySession
 
 from .painting import Brush, reattachEffectPipelines
 from .plot import Curves

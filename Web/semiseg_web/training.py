@@ -170,6 +170,8 @@ class TrainingAndReview:
         if progress.imported:
             train.percent = 100.0
             self._showResults()
+        elif progress.restored:  # a cancelled or failed round: the last results are back
+            self._showResults()
         if self.mode == "study":
             self._syncStudyPairs()
             self._refreshVolumes()
