@@ -253,7 +253,7 @@ class SemiSegSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             slicer.util.warningDisplay(warning, windowTitle=_("SemiSegSlicer"))
         if progress.status:
             self.ui.statusLabel.text = progress.status  # says "preview at iteration N — preliminary" while one is shown
-        if progress.previewed or progress.restored:  # a preview, or a study's last results back: table and overlay
+        if progress.previewed or progress.restored:  # a preview, or the last results back: table and overlay
             self.showReviewTable()
             if self._parameterNode:
                 self.onParameterChanged()

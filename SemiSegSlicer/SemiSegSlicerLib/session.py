@@ -8,7 +8,10 @@ While training runs, the engine's ``preview`` events (docs/JOB_FORMAT.md) bring 
 as they are: :meth:`Session.poll` imports the last one of each poll into the round's own pseudo-label
 and confidence nodes (made by the first preview, updated in place by the next ones), marked
 preliminary, and the final result replaces it in the same nodes. A preview that cannot be read
-(files being replaced) is skipped: the next one comes a few seconds later.
+(files being replaced) is skipped: the next one comes a few seconds later. A round that ends without
+its result (cancelled, failed) leaves the last round's result as it was, and it is what is reviewed
+and shown again (``Progress.restored``); the round's preview stays in the scene, hidden and marked
+preliminary.
 
 Studies (several scans, one training): :class:`~.study.StudySession` (``study.py``), which imports each labelled
 volume's previews the same way (:class:`_Rounds`, the code both share).
@@ -46,7 +49,7 @@ class Progress:
     message: str = ""  # why a job failed or was cancelled
     imported: bool = False  # results were imported during this poll
     previewed: bool = False  # a preview (preliminary pseudo-labels) was imported during this poll
-    restored: bool = False  # the last round's results are reviewed and shown again (a study's round ended without its)
+    restored: bool = False  # the last round's results are reviewed and shown again (a round ended without its own)
 
     @property
     def warnings(self) -> list[str]:
@@ -133,6 +136,11 @@ class _Rounds:
     the next ones; a subclass says which nodes in :meth:`_previewTarget`), marked preliminary, and keeps them in
     :attr:`previews` until the final result replaces them. A preview that cannot be read (files being replaced) is
     skipped: the next one comes a few seconds later. The user's segmentations are never written.
+
+    The last round's result nodes are not written while a round runs (its previews have their own nodes), so a
+    round that ends without its result (cancelled, failed, not importable) restores them
+    (:meth:`_restoreLastRound`): they are reviewed and shown again and the round's previews are hidden, kept in
+    the scene and marked preliminary.
 
     Args:
         scene: the MRML scene.
@@ -249,9 +257,50 @@ class _Rounds:
         shown = self._previewSummary()
         return f" The pseudo-labels shown are the {shown}." if shown else ""
 
+    # -- a round that ends without its result -----------------------------------------------------
+
+    def _setVisible(self, node, visible: bool) -> None:
+        """Show or hide a pseudo-label node (nothing when it was removed from the scene)."""
+        if node is not None and node.GetScene() is self.scene and node.GetDisplayNode() is not None:
+            node.GetDisplayNode().SetVisibility(visible)
+
+    def _reviewLastRound(self, previews: dict[str, ImportedResult]) -> set[str] | None:
+        """A subclass's part of :meth:`_restoreLastRound`: the last round's results become the ones reviewed and
+        shown again (``previews``: this round's, still in :attr:`previews`). Returns the names of the volumes
+        whose preview stays reviewed (no earlier result); None when nothing changes back (a first round, or no
+        preview came: what is reviewed is what there is)."""
+        raise NotImplementedError
+
+    def _restoreLastRound(self) -> tuple[bool, str]:
+        """After a training that ended without its result: the last round's results are reviewed and shown again
+        (:meth:`_reviewLastRound`), this round's previews hidden (kept in the scene, marked preliminary); a volume
+        without an earlier result keeps its preview. Returns whether the results changed back
+        (``Progress.restored``), and the note the message ends with (which results and previews are shown)."""
+        previews = self.previews
+        kept = self._reviewLastRound(previews)
+        if kept is None:
+            return False, self._shownNote()
+        hidden = {name: preview for name, preview in previews.items() if name not in kept}
+        for preview in hidden.values():
+            self._setVisible(preview.segmentationNode, False)
+        self.previews = {name: preview for name, preview in previews.items() if name in kept}
+        note = ""
+        if hidden:
+            stay = "stay" if len(hidden) > 1 else "stays"
+            note = f" The last results are shown again; the {self._previewSummary(hidden)} {stay} in the scene, hidden."
+        return True, note + self._shownNote()
+
 
 class Session(_Rounds):
-    """One volume's rounds. Args: as :class:`_Rounds`."""
+    """One volume's rounds.
+
+    A round's previews come into its own nodes (the last round's result is hidden while one is shown, not written);
+    its final result replaces them in the same nodes. A round that ends without its result brings back the last
+    round's result (:meth:`_reviewLastRound`): the job, result, review list and undo history as they were, the
+    slice the user looks at kept current, its pseudo-labels and confidence shown; a first round keeps its preview.
+
+    Args: as :class:`_Rounds`.
+    """
 
     def __init__(self, scene, python: str, cacheDir: str, env: dict | None = None, pythonPath=()):
         super().__init__(scene, python, cacheDir, env, pythonPath)
@@ -259,6 +308,7 @@ class Session(_Rounds):
         self.result: ImportedResult | None = None
         self.review: reviewlib.ReviewModel | None = None
         self.history: list[reviewlib.AcceptRecord] = []
+        self._last: tuple | None = None  # while a round runs: (exported, result, review, history) as the last left them
 
     @property
     def preview(self) -> ImportedResult | None:
@@ -276,11 +326,13 @@ class Session(_Rounds):
             RuntimeError: a job is running, or ``retrain`` without a finished run.
         """
         train = checkTrainRequest(volumeNode, segmentationNode, method, train)
+        last = (self.exported, self.result, self.review, self.history) if self.result is not None else None
         self.exported = self._launch(
             lambda jobDir, initCheckpoint: exportJob(
                 jobDir, volumeNode, segmentationNode, unlabeledVolumes=unlabeledVolumes, method=method, train=train,
                 methodOptions=methodOptions, initCheckpoint=initCheckpoint),
             retrain)
+        self._last = last
         return self.exported
 
     def poll(self) -> Progress:
@@ -298,16 +350,16 @@ class Session(_Rounds):
             return Progress("running", events, min(1.0, fraction), self._text(progress))
         events += self.client.poll()
         self._handled = True
-        shown = self._shownNote()
-        if state == "cancelled":
-            return Progress(state, events, fraction, progressText(progress), "Training was cancelled." + shown)
-        if state == "failed":
-            return Progress(state, events, fraction, progressText(progress), self.client.errorMessage() + shown)
+        if state in ("cancelled", "failed"):
+            restored, note = self._restoreLastRound()
+            why = "Training was cancelled." if state == "cancelled" else self.client.errorMessage()
+            return Progress(state, events, fraction, progressText(progress), why + note, restored=restored)
         try:
             self._importResults()
         except Exception as err:  # noqa: BLE001 - reported to the user, scene left as it was
+            restored, note = self._restoreLastRound()
             return Progress("failed", events, 1.0, progressText(progress),
-                            f"Results could not be imported: {err}{shown}")
+                            f"Results could not be imported: {err}{note}", restored=restored)
         return Progress("done", events, 1.0, progressText(progress), imported=True)
 
     def _text(self, progress: dict) -> str:
@@ -316,7 +368,7 @@ class Session(_Rounds):
     def _importResults(self) -> None:
         """The final result, into this round's preview nodes when there are some (it replaces the preview)."""
         self._adopt(importResults(self.scene, self.exported, into=self.preview))
-        self.previews = {}
+        self.previews, self._last = {}, None
         self.lastRunDir = self.exported.runDir
 
     def _previewTarget(self, name: str):
@@ -330,9 +382,35 @@ class Session(_Rounds):
         self._adopt(self.preview, keepSlice=keepSlice)
         return True
 
+    def _reviewLastRound(self, previews):
+        last, self._last = self._last, None
+        preview = previews.get("image")
+        if last is None or preview is None or self.result is not preview:
+            return None
+        exported, result, review, history = last
+        if result.segmentationNode is None or result.segmentationNode.GetScene() is not self.scene:
+            return None  # the user removed the last result: the preview is what there is
+        current = self.review.currentSlice if self.review is not None else None
+        self.exported, self.result, self.review, self.history = exported, result, review, history
+        if current is not None and review is not None:  # the slice the user looks at stays current
+            try:
+                review.current = review.rowOfSlice(current["index"])
+            except KeyError:
+                pass
+        self._setVisible(result.segmentationNode, True)
+        if preview.confidenceNode is not None and result.confidenceNode is not None:  # in the views that show it
+            composites = self.scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+            for composite in (composites.GetItemAsObject(i) for i in range(composites.GetNumberOfItems())):
+                if composite.GetForegroundVolumeID() == preview.confidenceNode.GetID():
+                    composite.SetForegroundVolumeID(result.confidenceNode.GetID())
+        return set()
+
     def _adopt(self, result: ImportedResult, keepSlice: bool = False) -> None:
-        """Make ``result`` the one reviewed; ``keepSlice`` keeps the current review slice (a preview after another)."""
+        """Make ``result`` the one reviewed (the pseudo-labels of the one before hidden when they are other nodes);
+        ``keepSlice`` keeps the current review slice (a preview after another)."""
         current = self.review.currentSlice if keepSlice and self.review is not None else None
+        if self.result is not None and self.result.segmentationNode is not result.segmentationNode:
+            self._setVisible(self.result.segmentationNode, False)
         self.result = result
         self.review = reviewlib.ReviewModel(result.review) if result.review else None
         if current is not None and self.review is not None:

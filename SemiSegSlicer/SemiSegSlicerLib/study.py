@@ -249,31 +249,22 @@ class StudySession(_Rounds):
         self._rebuildReview(keep=True)
         return True
 
-    def _restoreLastRound(self) -> tuple[bool, str]:
-        """After a training that ended without its result: the entries as the last round left them are reviewed and
-        shown again, its previews hidden (kept in the scene, marked preliminary); a volume without an earlier
-        result keeps its preview. Returns whether the entries changed back, and the note the message ends with
-        (which results and previews are shown)."""
-        before, previews = self._lastEntries, self.previews
-        self._lastEntries = {}
+    def _reviewLastRound(self, previews):
+        """The entries as the last round left them, reviewed and shown again (:meth:`_Rounds._restoreLastRound`
+        hides the previews); a volume without an earlier result keeps its preview's entry."""
+        before, self._lastEntries = self._lastEntries, {}
         if not before or not previews:  # a first round (its previews are what there is), or no preview came
-            return False, self._shownNote()
-        kept = {entry.volume.volumeNodeId for entry in before.values()}
-        entries, stillShown, hidden = dict(before), {}, {}
+            return None
+        hadResult = {entry.volume.volumeNodeId for entry in before.values()}
+        entries, kept = dict(before), set()
         for name, preview in previews.items():
             entry = self.entries.get(name)
-            if entry is not None and entry.result is preview and entry.volume.volumeNodeId not in kept:
-                entries[name], stillShown[name] = entry, preview  # no earlier result: its preview stays reviewed
-                continue
-            hidden[name] = preview
-            node = preview.segmentationNode
-            if node is not None and node.GetScene() is self.scene and node.GetDisplayNode() is not None:
-                node.GetDisplayNode().SetVisibility(False)
-        self.entries, self.previews = entries, stillShown
+            if entry is not None and entry.result is preview and entry.volume.volumeNodeId not in hadResult:
+                entries[name] = entry  # no earlier result: its preview stays reviewed
+                kept.add(name)
+        self.entries = entries
         self._rebuildReview(keep=True)
-        note = (f" The last results are shown again; the {self._previewSummary(hidden)} stay in the scene, hidden."
-                if hidden else "")
-        return True, note + self._shownNote()
+        return kept
 
     def _importApplied(self, volumes: list[StudyVolume], jobDir: str) -> None:
         for volume in volumes:
@@ -348,9 +339,8 @@ class StudySession(_Rounds):
         if entry.result is not None and entry.result.confidenceNode is not None:
             showConfidence(self.scene, entry.result.confidenceNode, volumeNode, self.opacity)
         for other in [*self.entries.values(), *self._lastEntries.values()]:  # a preview's last result hidden too
-            node = other.result.segmentationNode if other.result is not None else None
-            if node is not None and node.GetScene() is self.scene and node.GetDisplayNode() is not None:
-                node.GetDisplayNode().SetVisibility(other.result is entry.result)
+            if other.result is not None:
+                self._setVisible(other.result.segmentationNode, other.result is entry.result)
         self.shown = name
 
     # -- review -----------------------------------------------------------------------------------

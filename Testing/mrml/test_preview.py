@@ -188,3 +188,77 @@ def test_a_new_round_previews_into_new_nodes_and_a_deleted_preview_is_remade(sce
     progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
     assert progress.state == "done", progress.message
     assert session.result.segmentationNode is remade.segmentationNode and not session.result.preliminary
+
+
+def _composites(scene):
+    nodes = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+
+
+def test_a_cancelled_retrain_shows_the_last_result_again_and_keeps_its_preview_hidden(scene, inputs, engine,
+                                                                                      tmp_path):
+    """The scene stays intact on cancel, as in a study (test_study.py): a retrain's preview comes into new nodes (the
+    last result's are hidden, not written), and a cancelled retrain leaves the last result as it was, reviewed and
+    shown again; the preview stays in the scene, hidden and marked preliminary."""
+    volume, user = inputs
+    session = _session(scene, tmp_path, engine)
+    session.env["FAKE_ENGINE"] = json.dumps({"mode": "done"})
+    first = session.start(volume, user, train={"iterations": 3})
+    progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
+    assert progress.state == "done" and progress.imported, progress.message
+    last = session.result
+    session.selectReview(row=session.review.rowOfSlice(1))
+    assert session.acceptCurrent() == 1  # an accepted slice: the next round trains on it, undo stays possible
+    history = list(session.history)
+    userBefore = segmentationSnapshot(user)
+    lastLabels = segmentsToArray(last.segmentationNode, first.segmentIds, volume)
+    lastConfidence = arrayFromVolume(last.confidenceNode).copy()
+    lastNames = (last.segmentationNode.GetName(), last.confidenceNode.GetName())
+    lastSlices = [dict(e) for e in session.review.slices]
+    assert lastSlices[session.review.rowOfSlice(1)]["labeled"]
+
+    def assertLastIntact():
+        np.testing.assert_array_equal(segmentsToArray(last.segmentationNode, first.segmentIds, volume), lastLabels)
+        np.testing.assert_array_equal(arrayFromVolume(last.confidenceNode), lastConfidence)
+        assert (last.segmentationNode.GetName(), last.confidenceNode.GetName()) == lastNames
+        assert last.segmentationNode.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) is None
+        assert last.confidenceNode.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) is None
+        assert not last.preliminary
+
+    # A retrain shows its preview in new nodes; the last result's nodes are hidden, not written.
+    session.env["FAKE_ENGINE"] = json.dumps({"mode": "preview", "previews": 3, "gate": True})
+    session.start(volume, user, retrain=True, train={"iterations": 30})
+    progress, _ = _pollUntil(session, lambda p, e: p.previewed)
+    preview = session.result
+    assert preview.preliminary and session.preview is preview and session.exported is not first
+    assert preview.segmentationNode is not last.segmentationNode and preview.confidenceNode is not last.confidenceNode
+    assert preview.segmentationNode.GetDisplayNode().GetVisibility()
+    assert not last.segmentationNode.GetDisplayNode().GetVisibility()
+    assert [c.GetForegroundVolumeID() for c in _composites(scene)] == [preview.confidenceNode.GetID()] * 3
+    assert session.review.slices != lastSlices and session.history == []
+    assertLastIntact()
+    session.review.select(session.review.rowOfSlice(3))  # the user looks at slice 3 meanwhile
+    withPreview = sceneNodes(scene)
+
+    session.cancel(graceSeconds=2.0)
+    progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
+    assert progress.state == "cancelled" and progress.restored
+    assert progress.message.startswith("Training was cancelled. The last results are shown again")
+    assert "preview at iteration 0 — preliminary stays in the scene, hidden" in progress.message
+    # The last result, as it was, is what the session reviews and the views show again.
+    assertLastIntact()
+    assert session.result is last and session.preview is None and session.previews == {}
+    assert session.exported is first and session.history == history
+    assert session.review.slices == lastSlices and session.review.currentSlice["index"] == 3
+    assert last.segmentationNode.GetDisplayNode().GetVisibility()
+    assert [c.GetForegroundVolumeID() for c in _composites(scene)] == [last.confidenceNode.GetID()] * 3
+    # The preview stays in the scene, hidden and marked preliminary; the user's labels are untouched.
+    assert sceneNodes(scene) == withPreview
+    assert preview.segmentationNode.GetScene() is scene and preview.confidenceNode.GetScene() is scene
+    assert not preview.segmentationNode.GetDisplayNode().GetVisibility()
+    assert preview.segmentationNode.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) == "0"
+    assert preview.segmentationNode.GetName().endswith("(preview at iteration 0 — preliminary)")
+    assert segmentationSnapshot(user) == userBefore
+    assert session.lastRunDir == first.runDir  # the next retrain starts from the last good checkpoint
+    assert not session.poll().restored  # said once, on the poll that brought the last result back
+    assert session.undoAccept() == 1  # the accept of the last round can still be undone

@@ -35,15 +35,24 @@ def server(tmp_path):
 
 
 def _openGate(server) -> None:
-    """Let the fake engine go on from the preview it waits at."""
-    runs = list((server.tmp / "cache").glob("job-*/run"))
-    assert len(runs) == 1, runs
-    (runs[0] / "go").write_text("")
+    """Let the fake engine go on from the preview it waits at (the newest job's: a retrain is a second job)."""
+    runs = sorted((server.tmp / "cache").glob("job-*/run"))  # job-<date>-<time>-<n>: in the order they were made
+    assert runs, "no job"
+    (runs[-1] / "go").write_text("")
 
 
 def _rows(browser) -> list[str]:
     cells = "document.querySelectorAll('#review-table tbody tr td:first-child')"
     return browser.evaluate(f"[...{cells}].map(e => e.innerText)")
+
+
+ROWS = "[...document.querySelectorAll('#review-table tbody tr')].map(r => [...r.cells].map(c => c.innerText))"
+
+
+def _waitRows(browser, rows, equal: bool, what: str) -> None:
+    """Wait until the review list's rows (every cell) are ``rows`` (``equal``), or are other rows."""
+    same = f"JSON.stringify({ROWS}) === {json.dumps(json.dumps(rows, separators=(',', ':'), ensure_ascii=False))}"
+    browser.wait_for(same if equal else f"({ROWS}).length > 0 && !({same})", timeout=30, what=what)
 
 
 def test_previews_show_in_the_page_while_training_runs(server, chromium_path):
@@ -99,5 +108,52 @@ def test_previews_show_in_the_page_while_training_runs(server, chromium_path):
         final = page.settled_view(second)
         page.shot("final")
         assert _changed(final, second) > 0.002
+        errors = [line for line in browser.console if line.startswith("exception")]
+    assert not errors, errors
+
+
+def test_a_cancelled_retrain_shows_the_last_result_again_in_the_page(server, chromium_path):
+    """A retrain shows its preview, then is cancelled: the review list, the layers and the marker are the last
+    result's again (the session restores it, ``Progress.restored``; the page follows)."""
+    shots = SCREENSHOTS / "preview-cancelled"
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    with Browser(chromium_path, width=1280, height=860) as browser:
+        page = Page(browser, shots)
+        browser.navigate(server.url)
+        page.wait_text("#volume-name", "disc", timeout=60)
+        page.wait_text("#current-slice", f"of 0-{SLICES - 1}")
+        browser.click("#mark-checked")
+        page.wait_text("#labeled-slices", "Labelled slices along K")
+        browser.fill("#iterations", "20")
+        browser.fill("#size", "32")
+        before = page.settled_view()
+        browser.click("#train-button")
+        for iteration in (0, 10):  # the first round, through its previews to its final result
+            page.wait_text("#preview-marker", f"preview at iteration {iteration} — preliminary", timeout=60)
+            _openGate(server)
+        page.wait_text("#progress-text", "Done", timeout=60)
+        browser.wait_for("document.querySelector('#preview-marker') === null", timeout=30, what="the marker to go")
+        final = page.settled_view(before)
+        finalRows = browser.evaluate(ROWS)
+        assert len(finalRows) == SLICES
+        page.shot("final")
+
+        # The retrain's preview: its review list, its layers and the marker.
+        browser.click("#retrain-button")
+        page.wait_text("#preview-marker", "preview at iteration 0 — preliminary", timeout=60)
+        _waitRows(browser, finalRows, False, "the review list of the retrain's preview")
+        preview = page.settled_view(final)
+        page.shot("retrain-preview")
+
+        # Cancelled: the last result is shown again, rows and layers; the marker goes.
+        browser.click("#cancel-button")
+        page.wait_text("#progress-text", "cancelled", timeout=60)
+        assert "The last results are shown again" in browser.text("#progress-text")
+        browser.wait_for("document.querySelector('#preview-marker') === null", timeout=30, what="the marker to go")
+        _waitRows(browser, finalRows, True, "the last result's review list")
+        restored = page.settled_view(preview)
+        page.shot("cancelled")
+        assert _changed(restored, final) < 0.002, "the view does not show the last result's layers again"
         errors = [line for line in browser.console if line.startswith("exception")]
     assert not errors, errors

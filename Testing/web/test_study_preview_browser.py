@@ -14,8 +14,10 @@ import json
 import shutil
 import sys
 
+import numpy as np
 import pytest
 from test_e2e_browser import Page, _changed, _chroma
+from test_preview_browser import ROWS, _waitRows
 
 from cdp import Browser
 from webtesting import HERE, SCREENSHOTS, ServerProcess, server_environment, synthetic_volume
@@ -36,10 +38,10 @@ def server(tmp_path):
 
 
 def _openGate(server) -> None:
-    """Let the fake engine go on from the preview it waits at."""
-    runs = list((server.tmp / "cache").glob("job-*/run"))
-    assert len(runs) == 1, runs
-    (runs[0] / "go").write_text("")
+    """Let the fake engine go on from the preview it waits at (the newest job's: a retrain is a second job)."""
+    runs = sorted((server.tmp / "cache").glob("job-*/run"))  # job-<date>-<time>-<n>: in the order they were made
+    assert runs, "no job"
+    (runs[-1] / "go").write_text("")
 
 
 def _rows(browser) -> list[list[str]]:
@@ -56,6 +58,28 @@ def _running(browser) -> bool:
     return not browser.evaluate("document.querySelector('#cancel-button').disabled")
 
 
+def _startStudy(page) -> np.ndarray:
+    """Both volumes in the study, a slice checked (labelled, empty) in each, beta shown; train the study. Returns the
+    slice view before."""
+    b = page.b
+    b.wait_for("document.querySelectorAll('#volumes tr').length >= 2", timeout=30, what="the volume list")
+    b.click("#study-check-0")
+    b.click("#study-check-1")
+    page.wait_text("#study-text", "2 volumes in the study")
+    b.click("#mark-checked")
+    page.wait_text("#volume-info-0", "1 labelled")
+    b.click("#volume-1")
+    page.wait_text("#current-slice", "of 0-5")
+    b.click("#mark-checked")
+    page.wait_text("#volume-info-1", "1 labelled")
+    b.fill("#iterations", "30")
+    b.fill("#size", "32")
+    before = page.settled_view()
+    assert b.evaluate("document.querySelector('#preview-marker') === null")
+    b.click("#train-study-button")
+    return before
+
+
 def test_study_previews_show_in_the_page_while_the_study_trains(server, chromium_path):
     shots = SCREENSHOTS / "study-preview"
     shutil.rmtree(shots, ignore_errors=True)
@@ -66,23 +90,7 @@ def test_study_previews_show_in_the_page_while_the_study_trains(server, chromium
         b = browser
         b.navigate(server.url)
         page.wait_text("#volume-name", "alpha", timeout=60)
-        b.wait_for("document.querySelectorAll('#volumes tr').length >= 2", timeout=30, what="the volume list")
-
-        # both volumes in the study, a slice checked (labelled, empty) in each; beta shown when the study starts
-        b.click("#study-check-0")
-        b.click("#study-check-1")
-        page.wait_text("#study-text", "2 volumes in the study")
-        b.click("#mark-checked")
-        page.wait_text("#volume-info-0", "1 labelled")
-        b.click("#volume-1")
-        page.wait_text("#current-slice", "of 0-5")
-        b.click("#mark-checked")
-        page.wait_text("#volume-info-1", "1 labelled")
-        b.fill("#iterations", "30")
-        b.fill("#size", "32")
-        before = page.settled_view()
-        assert b.evaluate("document.querySelector('#preview-marker') === null")
-        b.click("#train-study-button")
+        before = _startStudy(page)  # beta shown when the study starts
 
         # Preview 0 of both volumes: one review list across them, beta's layers in the view, marked preliminary.
         page.wait_text("#progress-text", "previews of alpha (iteration 0), beta (iteration 0) — preliminary",
@@ -136,5 +144,53 @@ def test_study_previews_show_in_the_page_while_the_study_trains(server, chromium
         final = page.settled_view(alphaPreview)
         page.shot("final")
         assert _changed(final, alphaPreview) > 0.002
+        errors = [line for line in b.console if line.startswith("exception")]
+    assert not errors, errors
+
+
+def test_a_cancelled_study_retrain_shows_the_last_results_again_in_the_page(server, chromium_path):
+    """A study's retrain shows its previews, then is cancelled: the review list across both volumes, the shown
+    volume's layers and the marker are the last results' again (``Progress.restored``; the page follows)."""
+    shots = SCREENSHOTS / "study-preview-cancelled"
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    rowCount = sum(shape[0] for shape in SHAPES.values())
+    with Browser(chromium_path, width=1280, height=900) as browser:
+        page = Page(browser, shots)
+        b = browser
+        b.navigate(server.url)
+        page.wait_text("#volume-name", "alpha", timeout=60)
+        before = _startStudy(page)
+        for progress in ("previews of alpha (iteration 0), beta (iteration 0)",  # the first round, to its results
+                         "previews of alpha (iteration 10), beta (iteration 0)",
+                         "previews of alpha (iteration 10), beta (iteration 20)"):
+            page.wait_text("#progress-text", progress, timeout=60)
+            _openGate(server)
+        page.wait_text("#progress-text", "Done", timeout=60)
+        b.wait_for("document.querySelector('#preview-marker') === null", timeout=30, what="the marker to go")
+        final = page.settled_view(before)
+        finalRows = b.evaluate(ROWS)
+        assert len(finalRows) == rowCount and _shown(b) == "beta"
+        page.shot("final")
+
+        # The retrain's previews: their review list, beta's preview layers and the marker.
+        b.click("#retrain-button")
+        page.wait_text("#progress-text", "previews of alpha (iteration 0), beta (iteration 0) — preliminary",
+                       timeout=60)
+        page.wait_text("#preview-marker", "preview at iteration 0 — preliminary")
+        _waitRows(b, finalRows, False, "the review list of the retrain's previews")
+        preview = page.settled_view(final)
+        page.shot("retrain-previews")
+
+        # Cancelled: the last results are shown again, rows and layers; the marker goes.
+        b.click("#cancel-button")
+        page.wait_text("#progress-text", "cancelled", timeout=60)
+        assert "The last results are shown again" in b.text("#progress-text")
+        b.wait_for("document.querySelector('#preview-marker') === null", timeout=30, what="the marker to go")
+        _waitRows(b, finalRows, True, "the last results' review list")
+        restored = page.settled_view(preview)
+        page.shot("cancelled")
+        assert _shown(b) == "beta"
+        assert _changed(restored, final) < 0.002, "the view does not show the last results' layers again"
         errors = [line for line in b.console if line.startswith("exception")]
     assert not errors, errors
