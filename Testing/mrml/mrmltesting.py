@@ -14,8 +14,10 @@ That is why these tests live in ``Testing/mrml``, not ``Testing/slicer``.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -161,3 +163,58 @@ def sliceNode(scene, name: str):
     nodes = scene.GetNodesByClassByName("vtkMRMLSliceNode", name)
     assert nodes.GetNumberOfItems() == 1, f"no slice node {name}"
     return nodes.GetItemAsObject(0)
+
+
+def composites(scene) -> list:
+    """The slice composite nodes of the scene (one a slice view)."""
+    nodes = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
+    return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
+
+
+# -- jobs run by the fake engine (fakeengine.py) --------------------------------------------------------------
+
+
+def fakeEngineSession(sessionClass, scene, tmp_path, engine, mode: str = "done", **fake):
+    """A ``Session`` or ``StudySession`` (``sessionClass``) whose jobs the fake engine installed at ``engine`` runs
+    in ``mode`` with the options ``fake`` (``FAKE_ENGINE``); its cache in ``tmp_path``."""
+    env = dict(os.environ, FAKE_ENGINE=json.dumps({"mode": mode, **fake}))
+    return sessionClass(scene, sys.executable, str(tmp_path / "cache"), env=env, pythonPath=[engine])
+
+
+def pollUntil(session, predicate, seconds: float = 120.0):
+    """Poll until ``predicate(progress, events so far)``; returns the progress that met it and the events."""
+    deadline, events = time.monotonic() + seconds, []
+    while time.monotonic() < deadline:
+        progress = session.poll()
+        events += progress.events
+        if predicate(progress, events):
+            return progress, events
+        assert progress.state == "running", f"the job ended ({progress.state}: {progress.message}) before it was seen"
+        time.sleep(0.05)
+    raise AssertionError("not seen in time")
+
+
+def openGate(session) -> None:
+    """Let the fake engine go on from the preview it waits at (gated, it waits at each one: no poll can miss one)."""
+    Path(session.client.runDir, "go").write_text("")
+
+
+def fileLabels(folder) -> np.ndarray:
+    """The labels file of a result folder (predictions or a preview), as the engine wrote it."""
+    import SimpleITK as sitk
+
+    from SemiSegSlicerLib import resultimport
+
+    return sitk.GetArrayFromImage(sitk.ReadImage(resultimport.predictionFile(str(folder), "labels")))
+
+
+def cancelShowsTheLastResultsAgain(session, cancelled: str, kept: str, seconds: float = 120.0):
+    """Cancel the running job and poll until it ends: cancelled, the last results restored, the message starting
+    with ``cancelled`` then "The last results are shown again" and naming the previews ``kept``. Returns the last
+    progress."""
+    session.cancel(graceSeconds=2.0)
+    progress, _ = pollUntil(session, lambda p, e: p.state != "running", seconds)
+    assert progress.state == "cancelled" and progress.restored
+    assert progress.message.startswith(f"{cancelled} The last results are shown again")
+    assert kept in progress.message
+    return progress

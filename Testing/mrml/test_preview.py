@@ -4,10 +4,8 @@ engine's preview mode (real files, written as the engine writes them), on a real
 
 from __future__ import annotations
 
+import functools
 import json
-import os
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +16,19 @@ from SemiSegSlicerLib.mrmlio import arrayFromVolume, segmentsToArray
 from SemiSegSlicerLib.session import Session
 
 import fakeengine
-from mrmltesting import addSegmentation, addVolume, rotation, sceneNodes, segmentationSnapshot
+from mrmltesting import (
+    addSegmentation,
+    addVolume,
+    cancelShowsTheLastResultsAgain,
+    composites,
+    fakeEngineSession,
+    fileLabels,
+    openGate,
+    pollUntil,
+    rotation,
+    sceneNodes,
+    segmentationSnapshot,
+)
 
 SHAPE = (6, 20, 24)  # K, J, I
 
@@ -40,33 +50,8 @@ def inputs(scene):
     return volume, user
 
 
-def _session(scene, tmp_path, engine, **fake):
-    env = dict(os.environ, FAKE_ENGINE=json.dumps({"mode": "preview", **fake}))
-    return Session(scene, sys.executable, str(tmp_path / "cache"), env=env, pythonPath=[engine])
-
-
-def _pollUntil(session, predicate, seconds=60.0):
-    """Poll until ``predicate(progress, events so far)``; returns the progress that met it and the events."""
-    deadline, events = time.monotonic() + seconds, []
-    while time.monotonic() < deadline:
-        progress = session.poll()
-        events += progress.events
-        if predicate(progress, events):
-            return progress, events
-        assert progress.state == "running", f"the job ended ({progress.state}: {progress.message}) before it was seen"
-        time.sleep(0.05)
-    raise AssertionError("not seen in time")
-
-
-def _open(session) -> None:
-    """Let the fake engine go on from the preview it is waiting at."""
-    Path(session.exported.runDir, "go").write_text("")
-
-
-def _fileLabels(folder) -> np.ndarray:
-    import SimpleITK as sitk
-
-    return sitk.GetArrayFromImage(sitk.ReadImage(resultimport.predictionFile(str(folder), "labels")))
+_session = functools.partial(fakeEngineSession, Session, mode="preview")
+_pollUntil = functools.partial(pollUntil, seconds=60.0)
 
 
 def _fileReview(folder) -> dict:
@@ -93,7 +78,7 @@ def test_previews_update_the_pseudo_labels_live_and_the_final_result_replaces_th
     assert pseudo.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) == "0"
     assert "preview at iteration 0 — preliminary" in progress.text
     first = segmentsToArray(pseudo, exported.segmentIds, volume)
-    np.testing.assert_array_equal(first, _fileLabels(previewDir))
+    np.testing.assert_array_equal(first, fileLabels(previewDir))
     assert first.max() == 2 and np.count_nonzero(first) > 0
     assert arrayFromVolume(confidence) == pytest.approx(np.full(SHAPE, 0.5))
     assert [s["index"] for s in session.review.slices][:2] == [0, 1]
@@ -106,7 +91,7 @@ def test_previews_update_the_pseudo_labels_live_and_the_final_result_replaces_th
 
     # Preview 1 is announced over a half-written labels file: skipped quietly, preview 0 stays.
     capfd.readouterr()
-    _open(session)
+    openGate(session)
     progress, _ = _pollUntil(session, lambda p, e: any(x["event"] == "preview" and x["iteration"] == 10 for x in e))
     assert not progress.previewed and progress.state == "running" and progress.message == ""
     assert "ERR|" not in capfd.readouterr().err, "the skipped preview printed the readers' errors"
@@ -114,21 +99,21 @@ def test_previews_update_the_pseudo_labels_live_and_the_final_result_replaces_th
     np.testing.assert_array_equal(segmentsToArray(pseudo, exported.segmentIds, volume), first)
 
     # Preview 2 (iteration 20): the same nodes, updated in place; voxels, confidence and review list change.
-    _open(session)
+    openGate(session)
     progress, _ = _pollUntil(session, lambda p, e: p.previewed)
     assert session.result.iteration == 20 and "preview at iteration 20 — preliminary" in progress.text
     assert session.result.segmentationNode is pseudo and session.result.confidenceNode is confidence
     assert sceneNodes(scene) == nodesWithPreview  # no node added or left behind
     assert pseudo.GetName().endswith("(preview at iteration 20 — preliminary)")
     second = segmentsToArray(pseudo, exported.segmentIds, volume)
-    np.testing.assert_array_equal(second, _fileLabels(previewDir))
+    np.testing.assert_array_equal(second, fileLabels(previewDir))
     assert np.count_nonzero(second != first) > 0 and np.count_nonzero(second) > np.count_nonzero(first)
     assert arrayFromVolume(confidence) == pytest.approx(np.full(SHAPE, 0.7))
     assert session.review.slices[0]["index"] == 2 and session.review.currentSlice["index"] == 3  # still on slice 3
     assert segmentationSnapshot(user) == userBefore
 
     # Training ends: the final result replaces the preview in the same nodes, no longer preliminary.
-    _open(session)
+    openGate(session)
     progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
     assert progress.state == "done" and progress.imported, progress.message
     final = session.result
@@ -138,7 +123,7 @@ def test_previews_update_the_pseudo_labels_live_and_the_final_result_replaces_th
     assert pseudo.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) is None
     assert "preliminary" not in progress.text
     predictions = Path(exported.runDir, "predictions", "image")
-    np.testing.assert_array_equal(segmentsToArray(pseudo, exported.segmentIds, volume), _fileLabels(predictions))
+    np.testing.assert_array_equal(segmentsToArray(pseudo, exported.segmentIds, volume), fileLabels(predictions))
     assert arrayFromVolume(confidence) == pytest.approx(np.full(SHAPE, 0.8))
     assert session.review.slices == _fileReview(predictions)["slices"]
     assert sceneNodes(scene) == nodesWithPreview
@@ -165,7 +150,7 @@ def test_a_new_round_previews_into_new_nodes_and_a_deleted_preview_is_remade(sce
     session.start(volume, user)
     for _ in range(3):  # the first round, each preview let through in turn
         _pollUntil(session, lambda p, e: p.previewed)
-        _open(session)
+        openGate(session)
     _pollUntil(session, lambda p, e: p.state != "running")
     firstRound = session.result
     assert not firstRound.preliminary
@@ -177,22 +162,17 @@ def test_a_new_round_previews_into_new_nodes_and_a_deleted_preview_is_remade(sce
     assert preview.preliminary and preview.segmentationNode is not firstRound.segmentationNode
     assert firstRound.segmentationNode.GetName() == "segmentation pseudo-labels"  # the last round's result is kept
     scene.RemoveNode(preview.segmentationNode)  # the user deletes the preview while training runs
-    _open(session)
+    openGate(session)
     progress, _ = _pollUntil(session, lambda p, e: p.previewed)
     remade = session.result
     assert remade.preliminary and remade.iteration == 10
     assert remade.segmentationNode.GetScene() is scene and remade.segmentationNode is not preview.segmentationNode
-    _open(session)
+    openGate(session)
     _pollUntil(session, lambda p, e: p.previewed)
-    _open(session)
+    openGate(session)
     progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
     assert progress.state == "done", progress.message
     assert session.result.segmentationNode is remade.segmentationNode and not session.result.preliminary
-
-
-def _composites(scene):
-    nodes = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-    return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
 
 
 def test_a_cancelled_retrain_shows_the_last_result_again_and_keeps_its_preview_hidden(scene, inputs, engine,
@@ -234,24 +214,21 @@ def test_a_cancelled_retrain_shows_the_last_result_again_and_keeps_its_preview_h
     assert preview.segmentationNode is not last.segmentationNode and preview.confidenceNode is not last.confidenceNode
     assert preview.segmentationNode.GetDisplayNode().GetVisibility()
     assert not last.segmentationNode.GetDisplayNode().GetVisibility()
-    assert [c.GetForegroundVolumeID() for c in _composites(scene)] == [preview.confidenceNode.GetID()] * 3
+    assert [c.GetForegroundVolumeID() for c in composites(scene)] == [preview.confidenceNode.GetID()] * 3
     assert session.review.slices != lastSlices and session.history == []
     assertLastIntact()
     session.review.select(session.review.rowOfSlice(3))  # the user looks at slice 3 meanwhile
     withPreview = sceneNodes(scene)
 
-    session.cancel(graceSeconds=2.0)
-    progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
-    assert progress.state == "cancelled" and progress.restored
-    assert progress.message.startswith("Training was cancelled. The last results are shown again")
-    assert "preview at iteration 0 — preliminary stays in the scene, hidden" in progress.message
+    cancelShowsTheLastResultsAgain(session, "Training was cancelled.",
+                                   "preview at iteration 0 — preliminary stays in the scene, hidden", seconds=60.0)
     # The last result, as it was, is what the session reviews and the views show again.
     assertLastIntact()
     assert session.result is last and session.preview is None and session.previews == {}
     assert session.exported is first and session.history == history
     assert session.review.slices == lastSlices and session.review.currentSlice["index"] == 3
     assert last.segmentationNode.GetDisplayNode().GetVisibility()
-    assert [c.GetForegroundVolumeID() for c in _composites(scene)] == [last.confidenceNode.GetID()] * 3
+    assert [c.GetForegroundVolumeID() for c in composites(scene)] == [last.confidenceNode.GetID()] * 3
     # The preview stays in the scene, hidden and marked preliminary; the user's labels are untouched.
     assert sceneNodes(scene) == withPreview
     assert preview.segmentationNode.GetScene() is scene and preview.confidenceNode.GetScene() is scene

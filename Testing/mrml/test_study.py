@@ -6,8 +6,8 @@ written in the engine's layout), on a real MRML scene."""
 
 from __future__ import annotations
 
+import functools
 import json
-import os
 import subprocess
 import sys
 import time
@@ -23,7 +23,22 @@ from SemiSegSlicerLib.review import StudyReview
 from SemiSegSlicerLib.study import StudySession
 
 import fakeengine
-from mrmltesting import DATA, HERE, ROOT, addSegmentation, addVolume, rotation, sceneNodes, segmentationSnapshot
+from mrmltesting import (
+    DATA,
+    HERE,
+    ROOT,
+    addSegmentation,
+    addVolume,
+    cancelShowsTheLastResultsAgain,
+    composites,
+    fakeEngineSession,
+    fileLabels,
+    openGate,
+    pollUntil,
+    rotation,
+    sceneNodes,
+    segmentationSnapshot,
+)
 
 SHAPE_A = (6, 20, 24)  # K, J, I
 SHAPE_B = (5, 16, 18)
@@ -47,41 +62,15 @@ def _pair(scene, shape, name, painted, origin, colorOrder=False):
     return volume, addSegmentation(scene, volume, segments, name=f"{name} labels")
 
 
+_session = functools.partial(fakeEngineSession, StudySession)
+
+
 @pytest.fixture
 def study(scene):
     a = _pair(scene, SHAPE_A, "scanA", 2, (4.0, -3.0, 2.0))
     b = _pair(scene, SHAPE_B, "scanB", 3, (100.0, 50.0, -20.0), colorOrder=True)
     labeledslices.markChecked(b[1], 2, 0)  # a slice of scan B checked and found empty
     return a, b
-
-
-def _session(scene, tmp_path, engine, **fake):
-    env = dict(os.environ, FAKE_ENGINE=json.dumps({"mode": "done", **fake}))
-    return StudySession(scene, sys.executable, str(tmp_path / "cache"), env=env, pythonPath=[engine])
-
-
-def _pollUntil(session, predicate, seconds=120.0):
-    """Poll until ``predicate(progress, events so far)``; returns the progress that met it and the events."""
-    deadline, events = time.monotonic() + seconds, []
-    while time.monotonic() < deadline:
-        progress = session.poll()
-        events += progress.events
-        if predicate(progress, events):
-            return progress, events
-        assert progress.state == "running", f"the job ended ({progress.state}: {progress.message}) before it was seen"
-        time.sleep(0.05)
-    raise AssertionError("not seen in time")
-
-
-def _open(session) -> None:
-    """Let the fake engine go on from the preview it waits at (it waits at each one: no poll can miss one)."""
-    Path(session.client.runDir, "go").write_text("")
-
-
-def _fileLabels(folder) -> np.ndarray:
-    import SimpleITK as sitk
-
-    return sitk.GetArrayFromImage(sitk.ReadImage(resultimport.predictionFile(str(folder), "labels")))
 
 
 def _finish(session, seconds=120.0):
@@ -95,11 +84,6 @@ def _finish(session, seconds=120.0):
             return progress
         time.sleep(0.05)
     raise AssertionError("the job did not finish in time")
-
-
-def _composites(scene):
-    nodes = scene.GetNodesByClass("vtkMRMLSliceCompositeNode")
-    return [nodes.GetItemAsObject(i) for i in range(nodes.GetNumberOfItems())]
 
 
 def test_study_export_writes_a_format_2_job(scene, study, tmp_path):
@@ -180,7 +164,7 @@ def test_two_volume_study_round(scene, study, engine, tmp_path):
     # jumping to an entry of the second volume shows that volume and its slice
     entry = session.selectReview(row=3)
     assert (entry["volume"], entry["index"]) == ("v02_scanB", 1)
-    for composite in _composites(scene):
+    for composite in composites(scene):
         assert composite.GetBackgroundVolumeID() == volumeB.GetID()
         assert composite.GetForegroundVolumeID() == entryB.result.confidenceNode.GetID()
     assert pseudoB.GetDisplayNode().GetVisibility() and not pseudoA.GetDisplayNode().GetVisibility()
@@ -193,7 +177,7 @@ def test_two_volume_study_round(scene, study, engine, tmp_path):
     assert labeledslices.checkedSlices(userB) == (2, [0, 1])
     session.selectReview(row=0)
     assert session.review.currentSlice["volume"] == "v01_scanA"
-    assert [c.GetBackgroundVolumeID() for c in _composites(scene)] == [volumeA.GetID()] * 3
+    assert [c.GetBackgroundVolumeID() for c in composites(scene)] == [volumeA.GetID()] * 3
     assert pseudoA.GetDisplayNode().GetVisibility() and not pseudoB.GetDisplayNode().GetVisibility()
     predictedA = segmentsToArray(pseudoA, idsA, volumeA)
     assert predictedA[0].any()
@@ -253,7 +237,7 @@ def test_apply_to_more_volumes(scene, study, engine, tmp_path):
     assert [(e["volume"], e["index"]) for e in session.review.slices[:3]] == [
         ("v01_scanA", 0), ("a01_later", 0), ("v01_scanA", 1)]
     session.selectReview(row=1)
-    assert [c.GetBackgroundVolumeID() for c in _composites(scene)] == [later.GetID()] * 3
+    assert [c.GetBackgroundVolumeID() for c in composites(scene)] == [later.GetID()] * 3
     # accepting a slice of it makes its segmentation, which joins the study
     assert session.acceptCurrent() == ("a01_later", 0)
     made = scene.GetNodeByID(entry.volume.segmentationNodeId)
@@ -327,7 +311,7 @@ def test_two_volume_study_with_the_real_engine(scene, tmp_path):
     assert confidences == sorted(confidences) and {e["volume"] for e in session.review.slices} == set(names)
     row = next(r for r, e in enumerate(session.review.slices) if e["volume"] == names[1])
     entry = session.selectReview(row=row)
-    assert all(c.GetBackgroundVolumeID() == pairs[1][0].GetID() for c in _composites(scene))
+    assert all(c.GetBackgroundVolumeID() == pairs[1][0].GetID() for c in composites(scene))
     assert session.acceptCurrent() == (names[1], entry["index"])
     assert segmentationSnapshot(pairs[0][1]) == before[0]
     assert entry["index"] in labeledslices.labeledSlicesOfSegmentation(pairs[1][1], pairs[1][0])[1]
@@ -354,7 +338,7 @@ def test_study_previews_show_while_it_trains_and_the_final_results_replace_them(
 
     # Preview 0 of both volumes (their priors): each in new nodes of its own, marked preliminary, while it trains;
     # one review list across both; the first volume shown, the other's layers hidden.
-    progress, _ = _pollUntil(session, lambda p, e: set(session.previews) == set(names))
+    progress, _ = pollUntil(session, lambda p, e: set(session.previews) == set(names))
     assert progress.state == "running" and progress.previewed and session.running
     assert "previews of scanA (iteration 0), scanB (iteration 0) — preliminary" in progress.text
     nodes = {}
@@ -362,7 +346,7 @@ def test_study_previews_show_while_it_trains_and_the_final_results_replace_them(
         result = session.entries[name].result
         assert result.preliminary and result.iteration == 0 and session.previews[name] is result
         nodes[name] = (result.segmentationNode, result.confidenceNode)
-        np.testing.assert_array_equal(labels(name), _fileLabels(run / "preview" / name))
+        np.testing.assert_array_equal(labels(name), fileLabels(run / "preview" / name))
         assert labels(name).max() == 2
         assert arrayFromVolume(result.confidenceNode) == pytest.approx(0.5)
         assert result.segmentationNode.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) == "0"
@@ -372,8 +356,8 @@ def test_study_previews_show_while_it_trains_and_the_final_results_replace_them(
     assert len(session.review) == SHAPE_A[0] + SHAPE_B[0]
     assert {e["volume"] for e in session.review.slices} == set(names)
     assert session.result is session.entries["v01_scanA"].result
-    assert [c.GetBackgroundVolumeID() for c in _composites(scene)] == [volumeA.GetID()] * 3
-    assert [c.GetForegroundVolumeID() for c in _composites(scene)] == [confidenceA.GetID()] * 3
+    assert [c.GetBackgroundVolumeID() for c in composites(scene)] == [volumeA.GetID()] * 3
+    assert [c.GetForegroundVolumeID() for c in composites(scene)] == [confidenceA.GetID()] * 3
     assert pseudoA.GetDisplayNode().GetVisibility() and not pseudoB.GetDisplayNode().GetVisibility()
     assert untouched()
     withPreviews = sceneNodes(scene)
@@ -381,41 +365,41 @@ def test_study_previews_show_while_it_trains_and_the_final_results_replace_them(
     assert session.result is session.entries["v02_scanB"].result
 
     # Preview 1, of scan A (iteration 10): its nodes updated in place; scan B, shown, stays as it was and shown.
-    _open(session)
-    progress, _ = _pollUntil(session, lambda p, e: session.previews["v01_scanA"].iteration == 10)
+    openGate(session)
+    progress, _ = pollUntil(session, lambda p, e: session.previews["v01_scanA"].iteration == 10)
     assert progress.previewed and "previews of scanA (iteration 10), scanB (iteration 0) — preliminary" in progress.text
     result = session.entries["v01_scanA"].result
     assert (result.segmentationNode, result.confidenceNode) == (pseudoA, confidenceA) and result.preliminary
     assert pseudoA.GetName().endswith("(preview at iteration 10 — preliminary)")
-    np.testing.assert_array_equal(labels("v01_scanA"), _fileLabels(run / "preview" / "v01_scanA"))
+    np.testing.assert_array_equal(labels("v01_scanA"), fileLabels(run / "preview" / "v01_scanA"))
     assert arrayFromVolume(confidenceA) == pytest.approx(0.6)
     assert session.entries["v02_scanB"].result.iteration == 0 and arrayFromVolume(confidenceB) == pytest.approx(0.5)
     assert sceneNodes(scene) == withPreviews  # no node added or left behind
     assert (session.review.currentSlice["volume"], session.review.currentSlice["index"]) == ("v02_scanB", 3)
     assert session.review.slices[0]["volume"] == "v01_scanA" and session.review.slices[0]["index"] == 1
-    assert [c.GetBackgroundVolumeID() for c in _composites(scene)] == [volumeB.GetID()] * 3
+    assert [c.GetBackgroundVolumeID() for c in composites(scene)] == [volumeB.GetID()] * 3
     assert pseudoB.GetDisplayNode().GetVisibility() and not pseudoA.GetDisplayNode().GetVisibility()
     assert untouched()
 
     # Preview 2, of scan B (iteration 20), in place.
-    _open(session)
-    progress, _ = _pollUntil(session, lambda p, e: session.previews["v02_scanB"].iteration == 20)
+    openGate(session)
+    progress, _ = pollUntil(session, lambda p, e: session.previews["v02_scanB"].iteration == 20)
     assert session.entries["v02_scanB"].result.segmentationNode is pseudoB
-    np.testing.assert_array_equal(labels("v02_scanB"), _fileLabels(run / "preview" / "v02_scanB"))
+    np.testing.assert_array_equal(labels("v02_scanB"), fileLabels(run / "preview" / "v02_scanB"))
     assert arrayFromVolume(confidenceB) == pytest.approx(0.7) and sceneNodes(scene) == withPreviews
-    assert [c.GetForegroundVolumeID() for c in _composites(scene)] == [confidenceB.GetID()] * 3
+    assert [c.GetForegroundVolumeID() for c in composites(scene)] == [confidenceB.GetID()] * 3
 
     # Preview 3, of scan A, is announced over a half-written labels file: skipped quietly, preview 1 stays.
     capfd.readouterr()
-    _open(session)
-    progress, _ = _pollUntil(session, lambda p, e: any(x["event"] == "preview" and x["iteration"] == 30 for x in e))
+    openGate(session)
+    progress, _ = pollUntil(session, lambda p, e: any(x["event"] == "preview" and x["iteration"] == 30 for x in e))
     assert not progress.previewed and progress.state == "running" and progress.message == ""
     assert "ERR|" not in capfd.readouterr().err, "the skipped preview printed the readers' errors"
     assert session.previews["v01_scanA"].iteration == 10 and pseudoA.GetName().endswith("iteration 10 — preliminary)")
 
     # Training ends: each volume's final result replaces its preview in the same nodes, no longer preliminary.
-    _open(session)
-    progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
+    openGate(session)
+    progress, _ = pollUntil(session, lambda p, e: p.state != "running")
     assert progress.state == "done" and progress.imported, progress.message
     assert session.previews == {} and "preliminary" not in progress.text
     for name, (pseudo, confidence) in nodes.items():
@@ -423,7 +407,7 @@ def test_study_previews_show_while_it_trains_and_the_final_results_replace_them(
         assert not result.preliminary and (result.segmentationNode, result.confidenceNode) == (pseudo, confidence)
         assert pseudo.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) is None
         assert confidence.GetAttribute(resultimport.PREVIEW_ATTRIBUTE) is None
-        np.testing.assert_array_equal(labels(name), _fileLabels(run / "predictions" / name))
+        np.testing.assert_array_equal(labels(name), fileLabels(run / "predictions" / name))
         assert arrayFromVolume(confidence) == pytest.approx(0.8)
     assert pseudoA.GetName() == "scanA labels pseudo-labels" and confidenceB.GetName() == "scanB confidence"
     assert sceneNodes(scene) == withPreviews  # no preview node left behind
@@ -456,7 +440,7 @@ def _firstRoundThenPreviewedRetrain(scene, study, engine, tmp_path):
 
     session.env["FAKE_ENGINE"] = json.dumps({"mode": "preview", "previews": 3, "gate": True})
     session.retrain(method="supervised", train={"iterations": 30})
-    _pollUntil(session, lambda p, e: len(session.previews) == 2)
+    pollUntil(session, lambda p, e: len(session.previews) == 2)
     return session, first, last, arrays, lastArrays, lastNames, lastSlices, nodes
 
 
@@ -493,18 +477,15 @@ def test_study_retrain_previews_go_into_new_nodes_and_a_cancel_shows_the_last_re
     assert len(sceneNodes(scene)) > len(nodes)
     assert session.review.slices != lastSlices  # the previews' list
     assert session.result is previews["v02_scanB"]  # scan B stays shown, its preview's layers
-    assert [c.GetBackgroundVolumeID() for c in _composites(scene)] == [volumeB.GetID()] * 3
-    assert [c.GetForegroundVolumeID() for c in _composites(scene)] == [previews["v02_scanB"].confidenceNode.GetID()] * 3
+    assert [c.GetBackgroundVolumeID() for c in composites(scene)] == [volumeB.GetID()] * 3
+    assert [c.GetForegroundVolumeID() for c in composites(scene)] == [previews["v02_scanB"].confidenceNode.GetID()] * 3
     assert previews["v02_scanB"].segmentationNode.GetDisplayNode().GetVisibility()
     for result in (*last.values(), previews["v01_scanA"]):  # no other pseudo-labels over it
         assert not result.segmentationNode.GetDisplayNode().GetVisibility()
     withPreviews = sceneNodes(scene)
 
-    session.cancel(graceSeconds=2.0)
-    progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
-    assert progress.state == "cancelled" and progress.restored
-    assert progress.message.startswith("The job was cancelled. The last results are shown again")
-    assert "previews of scanA (iteration 0), scanB (iteration 0) — preliminary" in progress.message
+    cancelShowsTheLastResultsAgain(session, "The job was cancelled.",
+                                   "previews of scanA (iteration 0), scanB (iteration 0) — preliminary")
     # The last round's results, as they were, are what the review list and the views show again.
     assert {name: entry.result for name, entry in session.entries.items()} == last
     assert all(session.entries[name].result is result for name, result in last.items())
@@ -512,8 +493,8 @@ def test_study_retrain_previews_go_into_new_nodes_and_a_cancel_shows_the_last_re
     assert session.previews == {} and session.result is last["v02_scanB"]
     assert session.review.slices == lastSlices
     assert (session.review.currentSlice["volume"], session.review.currentSlice["index"]) == ("v02_scanB", 1)
-    assert [c.GetBackgroundVolumeID() for c in _composites(scene)] == [volumeB.GetID()] * 3
-    assert [c.GetForegroundVolumeID() for c in _composites(scene)] == [last["v02_scanB"].confidenceNode.GetID()] * 3
+    assert [c.GetBackgroundVolumeID() for c in composites(scene)] == [volumeB.GetID()] * 3
+    assert [c.GetForegroundVolumeID() for c in composites(scene)] == [last["v02_scanB"].confidenceNode.GetID()] * 3
     assert last["v02_scanB"].segmentationNode.GetDisplayNode().GetVisibility()
     assert not last["v01_scanA"].segmentationNode.GetDisplayNode().GetVisibility()
     # The cancelled round's previews stay in the scene, hidden and marked preliminary.
@@ -544,10 +525,10 @@ def test_study_retrain_final_results_replace_its_previews_in_their_nodes(scene, 
         scene, study, engine, tmp_path)
     previews = {name: session.previews[name] for name in last}
     for _ in range(2):  # previews 1 and 2, one volume's each
-        _open(session)
-        _pollUntil(session, lambda p, e: p.previewed)
-    _open(session)
-    progress, _ = _pollUntil(session, lambda p, e: p.state != "running")
+        openGate(session)
+        pollUntil(session, lambda p, e: p.previewed)
+    openGate(session)
+    progress, _ = pollUntil(session, lambda p, e: p.state != "running")
     assert progress.state == "done" and progress.imported, progress.message
     for name, preview in previews.items():
         result = session.entries[name].result

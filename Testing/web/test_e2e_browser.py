@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from cdp import Browser
-from webtesting import DATA, RESULTS_SCREENSHOT, SCREENSHOTS, ServerProcess
+from webtesting import DATA, RESULTS_SCREENSHOT, SCREENSHOTS, ServerProcess, console_exceptions
 
 CASE = DATA / "acdc" / "images" / "patient003_frame01.nii.gz"
 VIEW = "#views"
@@ -287,7 +287,7 @@ def test_label_train_review_accept_in_the_browser(server, chromium_path):
         page.shot("cancelled")
 
         requests = list(browser.requests)
-        errors = [line for line in browser.console if line.startswith("exception")]
+        errors = console_exceptions(browser)
     assert not errors, errors
     foreign = [url for url in requests if not url.startswith(("http://127.0.0.1", "ws://127.0.0.1", "data:", "blob:"))]
     assert not foreign, f"the page fetched from elsewhere: {foreign[:5]}"

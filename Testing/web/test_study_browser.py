@@ -12,15 +12,21 @@ confidence ``0.5 + 0.01 k`` in every volume of a study).
 from __future__ import annotations
 
 import json
-import shutil
-import sys
 import time
 
 import pytest
 from test_e2e_browser import Page, _changed
 
 from cdp import Browser
-from webtesting import HERE, SCREENSHOTS, ServerProcess, server_environment, synthetic_volume
+from webtesting import (
+    console_exceptions,
+    fake_engine_server,
+    fresh_screenshots,
+    mark_two_volume_study,
+    review_rows,
+    shown_volume,
+    synthetic_volume,
+)
 
 SHAPES = {"alpha": (8, 48, 40), "beta": (6, 40, 40), "gamma": (5, 32, 36)}
 
@@ -28,27 +34,12 @@ SHAPES = {"alpha": (8, 48, 40), "beta": (6, 40, 40), "gamma": (5, 32, 36)}
 @pytest.fixture
 def server(tmp_path):
     volumes = [synthetic_volume(tmp_path / f"{name}.nrrd", shape=shape) for name, shape in SHAPES.items()]
-    env = server_environment()
-    env["FAKE_ENGINE"] = json.dumps({"mode": "done"})
-    args = [*volumes, "--segments", "disc", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out"]
-    with ServerProcess(args, env=env, launcher=[sys.executable, HERE / "fakeserve.py", tmp_path / "fake"]) as process:
-        process.tmp = tmp_path
+    with fake_engine_server(tmp_path, volumes, {"mode": "done"}) as process:
         yield process
-        print("---- semiseg serve output ----\n" + process.output(200))
-
-
-def _rows(browser) -> list[list[str]]:
-    return browser.evaluate(
-        "[...document.querySelectorAll('#review-table tbody tr')].map(r => [...r.cells].map(c => c.innerText))"
-    )
 
 
 def _jobs(server) -> list:
     return sorted((server.tmp / "cache").glob("job-*"), key=lambda p: p.stat().st_mtime)
-
-
-def _shown(browser) -> str:
-    return browser.evaluate("(document.querySelector('#volumes tr.shown td.volume-name') || {}).innerText || ''")
 
 
 def _wait_jobs(server, count: int, timeout: float = 30.0) -> None:
@@ -60,9 +51,7 @@ def _wait_jobs(server, count: int, timeout: float = 30.0) -> None:
 
 
 def test_a_two_volume_study_in_the_browser(server, chromium_path):
-    shots = SCREENSHOTS / "study"
-    shutil.rmtree(shots, ignore_errors=True)
-    shots.mkdir(parents=True)
+    shots = fresh_screenshots("study")
     with Browser(chromium_path, width=1280, height=900) as browser:
         page = Page(browser, shots)
         b = browser
@@ -70,19 +59,11 @@ def test_a_two_volume_study_in_the_browser(server, chromium_path):
         page.wait_text("#volume-name", "alpha", timeout=60)
         b.wait_for("document.querySelectorAll('#volumes tbody tr, #volumes tr').length >= 3", timeout=30,
                    what="the volume list")
-        assert _shown(b) == "alpha"
+        assert shown_volume(b) == "alpha"
 
         # two volumes marked as part of the study, each with its own labels (a slice checked, empty, in each)
-        b.click("#study-check-0")
-        b.click("#study-check-1")
-        page.wait_text("#study-text", "2 volumes in the study")
-        b.click("#mark-checked")
-        page.wait_text("#volume-info-0", "1 labelled")
-        b.click("#volume-1")
-        page.wait_text("#current-slice", "of 0-5")
-        assert _shown(b) == "beta"
-        b.click("#mark-checked")
-        page.wait_text("#volume-info-1", "1 labelled")
+        mark_two_volume_study(page)
+        assert shown_volume(b) == "beta"
         assert "0 labelled" in b.text("#volume-info-2")
         b.fill("#size", "32")
         b.click("#train-study-button")
@@ -93,7 +74,7 @@ def test_a_two_volume_study_in_the_browser(server, chromium_path):
         # one review list across both volumes, least confident first, each entry naming its volume
         b.wait_for("document.querySelectorAll('#review-table tbody tr').length === 14", timeout=30,
                    what="the study's review list")
-        rows = _rows(b)
+        rows = review_rows(b)
         assert [r[:2] for r in rows[:4]] == [["0", "alpha"], ["0", "beta"], ["1", "alpha"], ["1", "beta"]], rows
         confidences = [float(r[2]) for r in rows]
         assert confidences == sorted(confidences) and {r[1] for r in rows} == {"alpha", "beta"}
@@ -105,7 +86,7 @@ def test_a_two_volume_study_in_the_browser(server, chromium_path):
         alphaView = page.settled_view()
         b.click("#review-table tbody tr", 3)
         page.wait_text("#current-slice", "Slice 1 of 0-5")
-        assert _shown(b) == "beta" and "of beta" in b.text("#message")
+        assert shown_volume(b) == "beta" and "of beta" in b.text("#message")
         betaView = page.settled_view(alphaView)
         assert _changed(betaView, alphaView) > 0.02
         page.shot("beta-slice-1")
@@ -116,7 +97,7 @@ def test_a_two_volume_study_in_the_browser(server, chromium_path):
         page.wait_text("#message", "Slice 1 of beta copied")
         b.click("#review-table tbody tr", 0)
         page.wait_text("#current-slice", "Slice 0 of 0-7")
-        assert _shown(b) == "alpha"
+        assert shown_volume(b) == "alpha"
         b.click("#accept-button")
         page.wait_text("#volume-info-0", "2 labelled")
         page.wait_text("#message", "Slice 0 of alpha copied")
@@ -136,7 +117,7 @@ def test_a_two_volume_study_in_the_browser(server, chromium_path):
         delta = synthetic_volume(server.tmp / "delta.nrrd", shape=(4, 30, 30))
         b.set_files("#add-volume input[type=file]", [delta])
         page.wait_text("#volume-3", "delta", timeout=60)
-        assert _shown(b) == "alpha" and len(_rows(b)) == 14
+        assert shown_volume(b) == "alpha" and len(review_rows(b)) == 14
 
         # Apply to more volumes: the volumes outside the study (the third, and the one loaded later) segmented with
         # the model, without training; their slices join the review list
@@ -147,15 +128,15 @@ def test_a_two_volume_study_in_the_browser(server, chromium_path):
         page.wait_text("#volume-info-2", "segmented by the model")
         page.wait_text("#volume-info-3", "segmented by the model")
         assert len(_jobs(server)) == 3  # one more job: the prediction
-        rows = _rows(b)
+        rows = review_rows(b)
         assert {r[1] for r in rows} == {"alpha", "beta", "gamma", "delta"}
         assert [float(r[2]) for r in rows] == sorted(float(r[2]) for r in rows)
         b.click("#review-table tbody tr", [r[1] for r in rows].index("gamma"))
         page.wait_text("#current-slice", "of 0-4")
-        assert _shown(b) == "gamma"
+        assert shown_volume(b) == "gamma"
         b.click("#review-table tbody tr", [r[1] for r in rows].index("delta"))
         page.wait_text("#current-slice", "of 0-3")
-        assert _shown(b) == "delta"
+        assert shown_volume(b) == "delta"
         page.shot("delta")
-        errors = [line for line in b.console if line.startswith("exception")]
+        errors = console_exceptions(b)
     assert not errors, errors

@@ -1,10 +1,14 @@
-"""Helpers shared by the web tests: paths, a synthetic volume, free ports, the server process."""
+"""Helpers shared by the web tests: paths, a synthetic volume, free ports, the server process, and the steps and
+checks the browser tests share."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import socket
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -110,3 +114,105 @@ class ServerProcess:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+@contextmanager
+def fake_engine_server(tmp_path: Path, volumes, fake: dict):
+    """``semiseg serve`` of ``volumes`` (segment "disc") whose jobs the fake engine runs (``fakeserve.py``; ``fake``
+    is its ``FAKE_ENGINE``), its cache and output in ``tmp_path`` (``process.tmp``); prints its output at the end."""
+    env = server_environment()
+    env["FAKE_ENGINE"] = json.dumps(fake)
+    args = [*volumes, "--segments", "disc", "--cache-dir", tmp_path / "cache", "--out", tmp_path / "out"]
+    with ServerProcess(args, env=env, launcher=[sys.executable, HERE / "fakeserve.py", tmp_path / "fake"]) as process:
+        process.tmp = tmp_path
+        yield process
+        print("---- semiseg serve output ----\n" + process.output(200))
+
+
+def open_gate(server) -> None:
+    """Let the fake engine go on from the preview it waits at (the newest job's: a retrain is a second job)."""
+    runs = sorted((server.tmp / "cache").glob("job-*/run"))  # job-<date>-<time>-<n>: in the order they were made
+    assert runs, "no job"
+    (runs[-1] / "go").write_text("")
+
+
+# -- the page (a Browser of cdp.py; a Page of test_e2e_browser.py) ---------------------------------------------
+
+ROWS = "[...document.querySelectorAll('#review-table tbody tr')].map(r => [...r.cells].map(c => c.innerText))"
+NO_MARKER = "document.querySelector('#preview-marker') === null"
+
+
+def fresh_screenshots(name: str) -> Path:
+    """The folder of a test's screenshots, ``SCREENSHOTS/name``, emptied."""
+    shots = SCREENSHOTS / name
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    return shots
+
+
+def review_rows(browser) -> list[list[str]]:
+    """The review list's rows, every cell."""
+    return browser.evaluate(ROWS)
+
+
+def wait_rows(browser, rows, equal: bool, what: str) -> None:
+    """Wait until the review list's rows (every cell) are ``rows`` (``equal``), or are other rows."""
+    same = f"JSON.stringify({ROWS}) === {json.dumps(json.dumps(rows, separators=(',', ':'), ensure_ascii=False))}"
+    browser.wait_for(same if equal else f"({ROWS}).length > 0 && !({same})", timeout=30, what=what)
+
+
+def shown_volume(browser) -> str:
+    """The name of the volume shown (and painted) in the volume list."""
+    return browser.evaluate("(document.querySelector('#volumes tr.shown td.volume-name') || {}).innerText || ''")
+
+
+def mark_two_volume_study(page) -> None:
+    """The first two volumes marked as part of the study, a slice checked (labelled, empty) in each; the second
+    shown."""
+    b = page.b
+    b.click("#study-check-0")
+    b.click("#study-check-1")
+    page.wait_text("#study-text", "2 volumes in the study")
+    b.click("#mark-checked")
+    page.wait_text("#volume-info-0", "1 labelled")
+    b.click("#volume-1")
+    page.wait_text("#current-slice", "of 0-5")
+    b.click("#mark-checked")
+    page.wait_text("#volume-info-1", "1 labelled")
+
+
+def wait_done(page) -> None:
+    """Wait until training is done and the preview marker is gone."""
+    page.wait_text("#progress-text", "Done", timeout=60)
+    page.b.wait_for(NO_MARKER, timeout=30, what="the marker to go")
+
+
+def final_results(page, server, previous):
+    """Let the gated fake engine end training: done, the marker gone, nothing preliminary in the progress line;
+    returns the slice view once it changed from ``previous`` (screenshot "final")."""
+    open_gate(server)
+    wait_done(page)
+    assert "preliminary" not in page.b.text("#progress-text")
+    final = page.settled_view(previous)
+    page.shot("final")
+    return final
+
+
+def console_exceptions(browser) -> list[str]:
+    """The exceptions the page's console showed."""
+    return [line for line in browser.console if line.startswith("exception")]
+
+
+def cancel_shows_the_last_results_again(page, rows, preview, what: str):
+    """Press Cancel while a retrain shows its previews: the job is cancelled and the last results are shown again,
+    the marker goes, the review list is ``rows`` again (``what``); returns the slice view once it changed from
+    ``preview`` (screenshot "cancelled")."""
+    b = page.b
+    b.click("#cancel-button")
+    page.wait_text("#progress-text", "cancelled", timeout=60)
+    assert "The last results are shown again" in b.text("#progress-text")
+    b.wait_for(NO_MARKER, timeout=30, what="the marker to go")
+    wait_rows(b, rows, True, what)
+    restored = page.settled_view(preview)
+    page.shot("cancelled")
+    return restored
