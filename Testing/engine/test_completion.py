@@ -11,10 +11,14 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from semiseg.completion import ShapePrior
+from semiseg.completion import CompletionConfig, ShapePrior
 from semiseg.completion.fusion import fit_scale, fuse
 from semiseg.completion.interpolation import interpolate_labels, slice_distance
+from semiseg.completion.registration import SliceMotion
+from semiseg.errors import InputError
 from semiseg.io.slices import looks_like_ct, normalize_intensity
+from semiseg.job.prepare import prepare
+from semiseg.job.reading import load_job
 
 from enginetesting import write_job, write_volume
 
@@ -56,6 +60,64 @@ def test_each_class_is_interpolated_between_the_slices_that_hold_it():
     stack[0][disc(6, centre=(10, 10))] = 2  # class 2 only on slice 0: it ends at slice 8, which lacks it
     interp = interpolate_labels(stack, [0, 8], 3)
     assert (interp.labels[4] == 1).sum() > 250 and not (interp.labels[1:8] == 2).any()
+
+
+def _drifting_disc(centres: list[int], radius: float = 9.0) -> tuple[np.ndarray, np.ndarray]:
+    """(image, labels) of a disc whose centre column moves slice by slice (``centres``): the image a bright blob
+    fading from its centre (as an organ's intensity varies inside it: a flat disc gives the demons nothing to
+    pull on but its edge), the labels the disc."""
+    j, i = np.mgrid[0:64, 0:64]
+    distance = np.stack([np.hypot(j - 32, i - c) for c in centres])
+    return (0.1 + 0.8 * np.exp(-((distance / radius) ** 2))).astype(np.float32), (distance < radius).astype(np.uint8)
+
+
+def test_registration_follows_the_image_between_the_labelled_slices():
+    """The disc lies at column 24 on both labelled slices and swings to column 32 in between (2 pixels a slice):
+    the shape-based interpolation keeps it at 24, the registration carries it along the image."""
+    image, truth = _drifting_disc([24, 26, 28, 30, 32, 30, 28, 26, 24])
+    sparse = np.zeros_like(truth)
+    sparse[[0, 8]] = truth[[0, 8]]
+    shape = interpolate_labels(sparse, [0, 8], 2, "shape")
+    registered = interpolate_labels(sparse, [0, 8], 2, "registration", SliceMotion(image))
+
+    def centre(mask: np.ndarray) -> float:
+        return float(np.nonzero(mask)[1].mean())
+
+    assert centre(shape.labels[4]) == pytest.approx(24, abs=1)
+    assert centre(registered.labels[4]) == pytest.approx(32, abs=1)
+    assert dice(registered.labels[1:8], truth[1:8]) > 0.95 and dice(shape.labels[1:8], truth[1:8]) < 0.75
+    np.testing.assert_array_equal(registered.labels[[0, 8]], sparse[[0, 8]])  # the user's slices untouched
+    with pytest.raises(InputError, match="needs the image"):
+        interpolate_labels(sparse, [0, 8], 2, "registration")
+
+
+def test_registration_fusion_weights_depend_only_on_the_labelled_slices():
+    image, truth = _drifting_disc([24, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44])
+    labeled = [0, 3, 6, 10]
+    config = CompletionConfig(interpolation="registration")
+    a = ShapePrior.build(truth, 2, labeled, 2, config, image)
+    changed = truth.copy()
+    changed[[4, 8]] = disc(20, centre=(20, 20))  # hidden slices' references change; the image does not
+    b = ShapePrior.build(changed, 2, labeled, 2, config, image)
+    assert (a.scale, a.fit) == (b.scale, b.fit) and a.fit["backend"] == "registration" and a.fit["left_out"] == 2
+    np.testing.assert_array_equal(a.interpolation.sdf, b.interpolation.sdf)
+
+
+def test_a_job_asks_for_the_registration_and_its_prior_follows_its_image(tmp_path):
+    image, truth = _drifting_disc([24, 26, 28, 30, 32, 30, 28, 26, 24])
+    sparse = np.zeros_like(truth)
+    sparse[[0, 4, 8]] = truth[[0, 4, 8]]
+    write_volume(tmp_path / "image.nrrd", image)
+    write_volume(tmp_path / "labels.nrrd", sparse)
+    write_job(tmp_path, completion={"interpolation": "registration"})
+    (volume,) = prepare(load_job(tmp_path)).volumes
+    assert volume.prior.fit["backend"] == "registration" and volume.labeled == [0, 4, 8]
+    filled = volume.prior.interpolation.labels  # slice-stack order: the IJK axis 2 is the array's first
+    assert dice(filled[1:8], truth[1:8]) > 0.9
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float(((a > 0) & (b > 0)).sum()) / float((a > 0).sum() + (b > 0).sum())
 
 
 def test_distance_and_range():

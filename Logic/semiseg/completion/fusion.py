@@ -43,6 +43,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from .interpolation import Interpolation, interpolate_labels
+from .registration import SliceMotion
 
 __all__ = ["interpolation_factors", "fuse", "fit_scale", "extrapolate", "SCALES", "DEFAULT_SCALE", "EPS",
            "TEMPERATURE", "SHARPEN", "MIN_SHRINK", "DEFAULT_SHRINK"]
@@ -151,7 +152,8 @@ def fuse(
 
 
 def fit_scale(
-    stack: np.ndarray, labeled: Sequence[int], num_classes: int, backend: str = "auto", scales: Sequence[float] = SCALES
+    stack: np.ndarray, labeled: Sequence[int], num_classes: int, backend: str = "auto",
+    scales: Sequence[float] = SCALES, motion: SliceMotion | None = None,
 ) -> tuple[float, dict[str, float]]:
     """The scale whose leave-one-out interpolations best explain the labelled slices.
 
@@ -172,7 +174,7 @@ def fit_scale(
     counted = 0
     for i in left_out:
         others = [j for j in lab if j != i]
-        interp = interpolate_labels(masked, others, num_classes, backend)
+        interp = interpolate_labels(masked, others, num_classes, backend, motion)
         opinion = _opinion(interp)
         if not opinion[1:, i].any():
             continue

@@ -11,6 +11,9 @@ network (:mod:`semiseg.completion.fusion`). Two back ends:
 - ``"shape"``: shape-based interpolation (Raya and Udupa, "Shape-based interpolation of
   multidimensional objects", IEEE TMI 1990): the signed distance maps of the two bracketing
   slices are blended linearly and thresholded at 0. Needs only SciPy.
+- ``"registration"``: the same blend of the two bracketing slices' signed distances, each first carried
+  slice by slice along the image by demons registration (:mod:`semiseg.completion.registration`); the
+  only back end that looks at the image, so it needs the image's :class:`SliceMotion`.
 
 Either way the result comes with the signed distance (in pixels) of every interpolated slice to
 its interpolated contour, which is what the fusion needs to turn the interpolation into a
@@ -34,10 +37,11 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from .registration import SliceMotion
 
 __all__ = ["Interpolation", "interpolate_labels", "signed_distance", "slice_distance", "BACKENDS", "available_backend"]
 
-BACKENDS = ("auto", "shape", "morphological")
+BACKENDS = ("auto", "shape", "morphological", "registration")
 FAR = 1e4
 """Signed distance (pixels) given to a slice where a class is absent: far outside."""
 
@@ -146,8 +150,16 @@ def _fill_pair_shape(sdf_a: np.ndarray, sdf_b: np.ndarray, steps: int) -> np.nda
     return (1 - t) * sdf_a[None] + t * sdf_b[None]
 
 
+def _fill_pair_registration(sdf_a: np.ndarray, sdf_b: np.ndarray, a: int, b: int, motion: SliceMotion) -> np.ndarray:
+    """Signed distances of the slices strictly between ``a`` and ``b``: each end's carried along the image, blended
+    linearly by distance."""
+    ahead, back = motion.carry(sdf_a, a, b), motion.carry(sdf_b, b, a)
+    return np.stack([(b - s) / (b - a) * ahead[s] + (s - a) / (b - a) * back[s] for s in range(a + 1, b)])
+
+
 def interpolate_labels(
-    stack: np.ndarray, labeled: Sequence[int], num_classes: int | None = None, backend: str = "auto"
+    stack: np.ndarray, labeled: Sequence[int], num_classes: int | None = None, backend: str = "auto",
+    motion: SliceMotion | None = None,
 ) -> Interpolation:
     """Fill a sparse label stack (N, rows, cols) between its labelled slices, class by class.
 
@@ -156,14 +168,17 @@ def interpolate_labels(
         labeled: slice indices that are labelled (painted, or checked and found empty).
         num_classes: classes including background (default: ``stack.max() + 1``).
         backend: one of :data:`BACKENDS`.
+        motion: the image's slice-to-slice motion, for ``"registration"``.
 
     Returns:
         An :class:`Interpolation` on the same grid.
 
     Raises:
-        InputError: an unknown back end, or ``"morphological"`` without ITK.
+        InputError: an unknown back end, ``"morphological"`` without ITK, or ``"registration"`` without ``motion``.
     """
     backend = available_backend(backend)
+    if backend == "registration" and motion is None:
+        raise InputError("interpolation 'registration' follows the image: it needs the image's slices")
     stack = np.asarray(stack)
     n = stack.shape[0]
     num_classes = int(stack.max(initial=0)) + 1 if num_classes is None else int(num_classes)
@@ -178,7 +193,9 @@ def interpolate_labels(
         for a, b in zip(lab[:-1], lab[1:]):
             if b - a < 2 or not ((stack[a] == c).any() and (stack[b] == c).any()):
                 continue  # adjacent, or the class ends at a labelled slice: nothing crosses it
-            if run_morph is None:
+            if backend == "registration":
+                sdf[c, a + 1 : b] = _fill_pair_registration(sdf[c, a], sdf[c, b], a, b, motion)  # type: ignore[arg-type]
+            elif run_morph is None:
                 sdf[c, a + 1 : b] = _fill_pair_shape(sdf[c, a], sdf[c, b], b - a)
             else:
                 pair = np.zeros((b - a + 1, *stack.shape[1:]), np.uint8)

@@ -17,7 +17,8 @@ import torch
 
 from ..io.slices import SliceSet, put_slices, resize_images, resize_labels, take_slices
 from .fusion import TEMPERATURE, fit_scale, fuse
-from .interpolation import Interpolation, interpolate_labels
+from .interpolation import Interpolation, available_backend, interpolate_labels
+from .registration import SliceMotion
 
 __all__ = ["ShapePrior", "CompletionConfig"]
 
@@ -28,7 +29,8 @@ class CompletionConfig:
 
     Args:
         enabled: fuse the network with the interpolation of the labelled slices (off: the network alone).
-        interpolation: ``"auto"``, ``"shape"`` or ``"morphological"`` (:mod:`semiseg.completion.interpolation`).
+        interpolation: ``"auto"``, ``"shape"``, ``"morphological"`` or ``"registration"``
+            (:mod:`semiseg.completion.interpolation`).
         temperature: exponent of the network's probabilities in the fusion (:mod:`semiseg.completion.fusion`).
         preview_every: seconds between previews while training (0: no previews; the first one,
             the prior alone, comes before training whenever previews are on).
@@ -72,12 +74,18 @@ class ShapePrior:
 
     @classmethod
     def build(cls, labels: np.ndarray, axis: int, labeled: Sequence[int], num_classes: int,
-              config: CompletionConfig | None = None) -> "ShapePrior":
-        """The prior of a label map (K, J, I) whose slices ``labeled`` (along IJK ``axis``) the user labelled."""
+              config: CompletionConfig | None = None, image: np.ndarray | None = None) -> "ShapePrior":
+        """The prior of a label map (K, J, I) whose slices ``labeled`` (along IJK ``axis``) the user labelled;
+        ``image`` (K, J, I) is needed by the ``"registration"`` interpolation."""
         config = config or CompletionConfig()
         stack = np.asarray(take_slices(labels, axis))
-        interp = interpolate_labels(stack, labeled, num_classes, config.interpolation)
-        scale, fit = fit_scale(stack, labeled, num_classes, config.interpolation)
+        motion = None
+        if available_backend(config.interpolation) == "registration":
+            if image is None:
+                raise ValueError("the 'registration' interpolation needs the image")
+            motion = SliceMotion(take_slices(image, axis))
+        interp = interpolate_labels(stack, labeled, num_classes, config.interpolation, motion)
+        scale, fit = fit_scale(stack, labeled, num_classes, config.interpolation, motion=motion)
         fit["backend"] = interp.backend
         return cls(interp, scale, fit, axis, config.temperature)
 
