@@ -216,6 +216,7 @@ def test_previews_in_the_progress_stream_of_a_cli_training(tmp_path):
     assert (final[4] == 1).sum() > 0.5 * (labels[4] == 1).sum()  # filled between them
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["prior"]["left_out"] == 1 and config["completion_resolved"]["enabled"] is True
+    assert config["prior"]["backend"] == "registration"  # "auto": shape-based for the first preview, then the image
 
 
 def ct_chest() -> sitk.Image:

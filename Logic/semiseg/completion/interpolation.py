@@ -131,9 +131,10 @@ def _morphological_module():
     return run_itk
 
 
-def available_backend(requested: str = "auto") -> str:
-    """The back end that will run: ``"auto"`` is ``"shape"`` (our default, see docs/BENCHMARKS.md
-    section 2 for the comparison); ``"morphological"`` fails when no ITK build is importable."""
+def available_backend(requested: str = "auto", with_image: bool = False) -> str:
+    """The back end that will run: ``"auto"`` is ``"registration"`` when the image is at hand (``with_image``),
+    else ``"shape"`` (docs/BENCHMARKS.md section 2 compares them); ``"morphological"`` fails when no ITK build is
+    importable, ``"registration"`` without the image."""
     if requested not in BACKENDS:
         raise InputError(f"interpolation must be one of {', '.join(BACKENDS)}, got {requested!r}")
     if requested == "morphological" and _morphological_module() is None:
@@ -141,7 +142,11 @@ def available_backend(requested: str = "auto") -> str:
             "interpolation 'morphological' needs ITK's MorphologicalContourInterpolator: run inside Slicer, "
             "or pip install itk-morphologicalcontourinterpolation"
         )
-    return "shape" if requested == "auto" else requested
+    if requested == "registration" and not with_image:
+        raise InputError("interpolation 'registration' follows the image: it needs the image's slices")
+    if requested == "auto":
+        return "registration" if with_image else "shape"
+    return requested
 
 
 def _fill_pair_shape(sdf_a: np.ndarray, sdf_b: np.ndarray, steps: int) -> np.ndarray:
@@ -176,9 +181,7 @@ def interpolate_labels(
     Raises:
         InputError: an unknown back end, ``"morphological"`` without ITK, or ``"registration"`` without ``motion``.
     """
-    backend = available_backend(backend)
-    if backend == "registration" and motion is None:
-        raise InputError("interpolation 'registration' follows the image: it needs the image's slices")
+    backend = available_backend(backend, with_image=motion is not None)
     stack = np.asarray(stack)
     n = stack.shape[0]
     num_classes = int(stack.max(initial=0)) + 1 if num_classes is None else int(num_classes)

@@ -50,7 +50,7 @@ class CompletionConfig:
         from ..settings import check_ranges
         from .interpolation import available_backend
 
-        available_backend(self.interpolation)
+        available_backend(self.interpolation, with_image=True)  # the name, and ITK where it is asked for
         check_ranges(self, temperature="(0, 10]", preview_every="[0, 86400]", pseudo_labels="[0, 100]")
 
 
@@ -72,22 +72,46 @@ class ShapePrior:
     axis: int
     temperature: float = TEMPERATURE
 
+    pending: Any = dataclasses.field(default=None, repr=False)
+    """What :meth:`refine` needs when :meth:`build` was staged: ``(stack, labeled, num_classes, motion)``."""
+
     @classmethod
     def build(cls, labels: np.ndarray, axis: int, labeled: Sequence[int], num_classes: int,
-              config: CompletionConfig | None = None, image: np.ndarray | None = None) -> "ShapePrior":
-        """The prior of a label map (K, J, I) whose slices ``labeled`` (along IJK ``axis``) the user labelled;
-        ``image`` (K, J, I) is needed by the ``"registration"`` interpolation."""
+              config: CompletionConfig | None = None, image: np.ndarray | None = None,
+              staged: bool = False) -> "ShapePrior":
+        """The prior of a label map (K, J, I) whose slices ``labeled`` (along IJK ``axis``) the user labelled.
+
+        ``image`` (K, J, I) lets the interpolation follow it (``"auto"`` then means ``"registration"``). With
+        ``staged``, an ``"auto"`` prior starts shape-based (instant: the first preview) and follows the image
+        after :meth:`refine` (seconds of registration)."""
         config = config or CompletionConfig()
         stack = np.asarray(take_slices(labels, axis))
-        motion = None
-        if available_backend(config.interpolation) == "registration":
-            if image is None:
-                raise ValueError("the 'registration' interpolation needs the image")
-            motion = SliceMotion(take_slices(image, axis))
-        interp = interpolate_labels(stack, labeled, num_classes, config.interpolation, motion)
-        scale, fit = fit_scale(stack, labeled, num_classes, config.interpolation, motion=motion)
+        backend = available_backend(config.interpolation, with_image=image is not None)
+        motion = SliceMotion(take_slices(image, axis)) if backend == "registration" else None
+        staging = staged and config.interpolation == "auto" and motion is not None
+        prior = cls._fitted(stack, labeled, num_classes, "shape" if staging else backend, None if staging else motion,
+                            axis, config.temperature)
+        if staging:
+            prior.pending = (stack, list(labeled), num_classes, motion)
+        return prior
+
+    @classmethod
+    def _fitted(cls, stack: np.ndarray, labeled: Sequence[int], num_classes: int, backend: str,
+                motion: SliceMotion | None, axis: int, temperature: float) -> "ShapePrior":
+        interp = interpolate_labels(stack, labeled, num_classes, backend, motion)
+        scale, fit = fit_scale(stack, labeled, num_classes, backend, motion=motion)
         fit["backend"] = interp.backend
-        return cls(interp, scale, fit, axis, config.temperature)
+        return cls(interp, scale, fit, axis, temperature)
+
+    def refine(self) -> bool:
+        """Let a staged prior follow the image (see :meth:`build`); False when there is nothing to refine."""
+        if self.pending is None:
+            return False
+        stack, labeled, num_classes, motion = self.pending
+        followed = self._fitted(stack, labeled, num_classes, "registration", motion, self.axis, self.temperature)
+        self.interpolation, self.scale, self.fit = followed.interpolation, followed.scale, followed.fit
+        self.pending = None
+        return True
 
     def fuse(self, net_probs: np.ndarray, beyond: bool = True) -> np.ndarray:
         """Fused probabilities (C, K, J, I) of the network's (C, K, J, I) for this volume; ``beyond=False``

@@ -290,7 +290,8 @@ def _prepared(
         extras = []
         for v in labeled:
             assert v.volume is not None and v.volume.labels is not None
-            v.prior = ShapePrior.build(v.volume.labels, v.axis, v.labeled, num_classes, completion, v.volume.image)
+            v.prior = ShapePrior.build(v.volume.labels, v.axis, v.labeled, num_classes, completion, v.volume.image,
+                                       staged=True)  # follows the image after the first preview (job.run)
             if completion.pseudo_labels > 0:
                 extras.append(v.prior.pseudo_labeled(v.volume.image, v.name, config.size, completion.pseudo_labels))
         if extras:

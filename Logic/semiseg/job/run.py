@@ -177,48 +177,14 @@ def _run_locked(
     try:
         write_status(run_dir, "running")
         meta: dict[str, Any] = {"axis": prepared.axis, "class_names": prepared.class_names}
-        resolved: dict[str, Any] = {}
         if several:
             meta["volumes"] = [
                 {"name": v.name, "image": v.path, "axis": v.axis, "labeled_slices": v.labeled}
                 for v in prepared.volumes if v.train
             ]
-            resolved["volumes_resolved"] = [
-                {**_volume_record(v), "prior": v.prior.fit if v.prior else None} for v in prepared.volumes
-            ]
         else:
             meta.update(image=job.image, labeled_slices=prepared.labeled[0].labeled)
-            resolved["prior"] = prepared.prior.fit if prepared.prior else None
-        (run_dir / "config.json").write_text(
-            json.dumps(
-                {
-                    **dataclasses.asdict(job),
-                    "axis_resolved": prepared.axis,
-                    "recipe_resolved": prepared.recipe,
-                    "train_resolved": to_dict(prepared.config),
-                    "method_options_resolved": prepared.method_options,
-                    "num_classes": prepared.num_classes,
-                    "completion_resolved": to_dict(prepared.completion),
-                    **resolved,
-                    **(
-                        {
-                            "distributed": {
-                                "world_size": world.size,
-                                "batch_labeled_per_rank": prepared.config.batch_labeled,
-                                "batch_unlabeled_per_rank": prepared.config.batch_unlabeled,
-                                "global_batch_labeled": prepared.config.batch_labeled * world.size,
-                                "global_batch_unlabeled": prepared.config.batch_unlabeled * world.size,
-                                "lr": prepared.config.lr,
-                                "lr_scaled": False,
-                            }
-                        }
-                        if world.distributed
-                        else {}
-                    ),
-                },
-                indent=1,
-            )
-        )
+        _write_config(job, prepared, run_dir, world)
         log.emit("setup", **setup_report(prepared))
         if several:
             for v in prepared.volumes:
@@ -248,6 +214,13 @@ def _run_locked(
         if previews:
             for p in previews:  # each labelled volume's prior alone, before training
                 p.first(prepared.config.iterations)
+        refined = False  # then each prior follows the image: seconds of registration after the first preview
+        for v in (v for v in prepared.volumes if v.prior is not None):
+            _obey(cancel, log, "completing")
+            refined = v.prior.refine() or refined
+        if refined:
+            _write_config(job, prepared, run_dir, world)
+        if previews:
             turn = [0]
 
             def on_step(iteration: int, _: dict[str, Any]) -> None:
@@ -342,6 +315,38 @@ def _run_other_rank(
     close_world()  # together with rank 0, which then goes on alone (predictions)
     return {**summary, "run_dir": str(run_dir), "axis": prepared.axis, "predictions": {},
             "num_classes": prepared.num_classes}
+
+
+def _write_config(job: Job | VolumesJob, prepared: Prepared, run_dir: Path, world: World) -> None:
+    """``config.json``: the job as given and as resolved (recipe, training, options, completion, each prior's fit)."""
+    resolved: dict[str, Any] = {}
+    if isinstance(job, VolumesJob):
+        resolved["volumes_resolved"] = [
+            {**_volume_record(v), "prior": v.prior.fit if v.prior else None} for v in prepared.volumes
+        ]
+    else:
+        resolved["prior"] = prepared.prior.fit if prepared.prior else None
+    if world.distributed:
+        resolved["distributed"] = {
+            "world_size": world.size,
+            "batch_labeled_per_rank": prepared.config.batch_labeled,
+            "batch_unlabeled_per_rank": prepared.config.batch_unlabeled,
+            "global_batch_labeled": prepared.config.batch_labeled * world.size,
+            "global_batch_unlabeled": prepared.config.batch_unlabeled * world.size,
+            "lr": prepared.config.lr,
+            "lr_scaled": False,
+        }
+    record = {
+        **dataclasses.asdict(job),
+        "axis_resolved": prepared.axis,
+        "recipe_resolved": prepared.recipe,
+        "train_resolved": to_dict(prepared.config),
+        "method_options_resolved": prepared.method_options,
+        "num_classes": prepared.num_classes,
+        "completion_resolved": to_dict(prepared.completion),
+        **resolved,
+    }
+    (run_dir / "config.json").write_text(json.dumps(record, indent=1))
 
 
 def _volume_record(v: PreparedVolume) -> dict[str, Any]:
