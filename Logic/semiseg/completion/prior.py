@@ -1,9 +1,10 @@
 """The shape prior of one labelled volume: its interpolation, the fitted fusion scale, and the fusion.
 
 :class:`ShapePrior` is what a run keeps of the user's labelled slices beyond the training data:
-built once from the labelled volume (:meth:`ShapePrior.build`), it gives the first result before any
-training (:meth:`ShapePrior.alone`) and turns the network's probabilities of that volume into the
-fused ones (:meth:`ShapePrior.fuse`) for every preview and for the final result.
+built from the labelled volume (:meth:`ShapePrior.build`: shape-based at once, then following the image
+after :meth:`ShapePrior.refine`), it gives the first result before any training (:meth:`ShapePrior.alone`)
+and turns the network's probabilities of that volume into the fused ones (:meth:`ShapePrior.fuse`) for
+every preview and for the final result.
 """
 
 from __future__ import annotations
