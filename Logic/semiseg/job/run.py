@@ -136,6 +136,8 @@ def _speak_for_a_dead_rank_0(run_dir: Path, seconds: float = 5.0) -> None:
     Nothing is written while rank 0 lives (it reports its own failure), or when the folder is not shared
     with this machine's rank 0 (another node, a folder that is not on a shared disk: the lock is then free
     but no status was ever written there)."""
+    if not (run_dir / "status.json").is_file():
+        return  # a folder rank 0 never wrote (not shared with it): nothing to speak for, and nothing to create
     end = time.monotonic() + seconds
     while True:
         try:
