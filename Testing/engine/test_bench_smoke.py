@@ -234,6 +234,33 @@ def test_clinician_benchmark_smoke(tmp_path):
     assert "Spearman" in proc.stdout and proc.stdout.rstrip().splitlines()[-1].split()[0] == "supervised"  # tables last
 
 
+@needs_itk
+def test_clinician_reuse_runs_predicts_the_kept_networks_again(tmp_path):
+    def bench(out: str, *extra: str) -> list[dict]:
+        _bench(["clinician", "--dataset", "la", "--data", str(DATA / "la"), "--volumes", "1", "--k", "2",
+                "--iterations", "3", "--size", "32", "--batch", "2", "--threads", "1", "--methods", "supervised",
+                "--out", out, "--runs", "runs", *extra], tmp_path)
+        return {r["row"]: r for r in read_jsonl(tmp_path / out)}
+
+    first = bench("a.jsonl")
+    marker = next((tmp_path / "runs").rglob("bench_training.json"))
+    second = bench("b.jsonl", "--reuse-runs")
+    assert "reused" not in first["supervised"] and second["supervised"]["reused"] is True
+    assert second["supervised"]["train_seconds"] == first["supervised"]["train_seconds"]  # not trained again
+    for row in ("supervised", "completion"):
+        assert second[row]["dice"] == first[row]["dice"]  # the same network, scored the same way
+    # another budget in the same folder trains again instead of reusing a network it did not train
+    third = _bench(["clinician", "--dataset", "la", "--data", str(DATA / "la"), "--volumes", "1", "--k", "2",
+                    "--iterations", "2", "--size", "32", "--batch", "2", "--threads", "1", "--methods", "supervised",
+                    "--out", "c.jsonl", "--runs", "runs", "--reuse-runs"], tmp_path)
+    assert third.returncode == 0 and "reused" not in {r["row"]: r for r in read_jsonl(tmp_path / "c.jsonl")}[
+        "supervised"]
+    assert json.loads(marker.read_text())["budget"]["iterations"] == 2  # the folder now records the new training
+    proc = subprocess.run([sys.executable, "-m", "semiseg", "bench", "clinician", "--reuse-runs", "--out", "d.jsonl"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "--reuse-runs needs --runs" in proc.stderr
+
+
 def test_acdc_protocol_smoke_with_learning_curve(tmp_path):
     proc = _bench(
         [

@@ -236,7 +236,19 @@ def _train_predict(
     axis: int,
     run_dir: Path,
     extra_labeled: SliceSet | None = None,
+    kept_budget: dict[str, Any] | None = None,
+    reuse: bool = False,
 ) -> tuple[np.ndarray, dict[str, float]]:
+    """Train ``method`` on ``sparse`` and predict ``volume``. With ``kept_budget`` (a kept run folder) the folder
+    records the finished training's budget; with ``reuse`` too, a folder that already holds a finished training of
+    that budget is predicted again, not retrained (``--reuse-runs``)."""
+    done = run_dir / "bench_training.json"
+    if reuse and kept_budget is not None and done.is_file() and (run_dir / "checkpoint.pt").is_file():
+        kept = json.loads(done.read_text())
+        if kept.get("budget") == json.loads(json.dumps(kept_budget)):
+            t = time.perf_counter()
+            probs = Predictor(run_dir / "checkpoint.pt", config.device).probabilities(volume.image, axis)
+            return probs, {**kept["extra"], "predict_seconds": time.perf_counter() - t, "reused": True}
     unlabeled = others if method != "supervised" else []
     labeled, _, unl = build_slice_sets([sparse], unlabeled, axis, config.size, min_val_slices=10**9)
     if extra_labeled is not None and len(extra_labeled):
@@ -259,12 +271,10 @@ def _train_predict(
     train_s = time.perf_counter() - t
     t = time.perf_counter()
     probs = Predictor(trainer.checkpoint_path, config.device).probabilities(volume.image, axis)
-    return probs, {
-        "train_seconds": train_s,
-        "predict_seconds": time.perf_counter() - t,
-        "labeled_slices": len(labeled),
-        "unlabeled_slices": len(unl),
-    }
+    extra = {"train_seconds": train_s, "labeled_slices": len(labeled), "unlabeled_slices": len(unl)}
+    if kept_budget is not None:
+        done.write_text(json.dumps({"budget": kept_budget, "extra": extra}))
+    return probs, {**extra, "predict_seconds": time.perf_counter() - t}
 
 
 def run_case(
@@ -277,8 +287,12 @@ def run_case(
     class_names: Sequence[str],
     axis: int = 2,
     run_root: str | Path | None = None,
+    kept_budget: dict[str, Any] | None = None,
+    reuse: bool = False,
 ) -> list[dict[str, Any]]:
-    """All rows for one volume and one k; returns one record per row (``[]`` when nothing would be hidden)."""
+    """All rows for one volume and one k; returns one record per row (``[]`` when nothing would be hidden).
+    With ``run_root``, ``kept_budget`` and ``reuse`` say what its run folders record and whether a finished one is
+    predicted again instead of retrained (see :func:`_train_predict`)."""
     assert volume.labels is not None
     structure = labeled_slice_indices(volume.labels, axis)
     kept = keep_slices(structure, k)
@@ -321,7 +335,8 @@ def run_case(
             )
             try:
                 probs, extra = _train_predict(
-                    method, volume, sparse, others, config, opts, num_classes, axis, run_dir, labels_from_prior
+                    method, volume, sparse, others, config, opts, num_classes, axis, run_dir, labels_from_prior,
+                    kept_budget if run_root is not None else None, reuse,
                 )
             finally:
                 if tmp:
@@ -466,7 +481,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                     unlabeled_cache[n] = load_volume(root / "images" / f"{n}.nii.gz")  # no labels: unlabelled data
             others = [unlabeled_cache[n] for n in other_names]
         for k, rs in todo:
-            for rec in run_case(volume, others, k, rs, config, options, class_names, 2, args.runs):
+            for rec in run_case(volume, others, k, rs, config, options, class_names, 2, args.runs, b, args.reuse_runs):
                 rec.update(dataset=dataset, budget=b)
                 append_jsonl(out, rec)
                 print(
@@ -592,10 +607,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--runs", help="keep each run's checkpoint and progress under this folder (default: temporary, removed)"
     )
+    p.add_argument(
+        "--reuse-runs",
+        action="store_true",
+        help="with --runs: predict again with a network that folder already holds for the same budget instead of "
+        "training it again (to re-score the prior's rows after a change to the completion)",
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     check_methods(args.methods)
+    if args.reuse_runs and not args.runs:
+        raise InputError("--reuse-runs needs --runs: the folder whose trained networks are predicted again")
     if args.plot is None:
         args.plot = str(Path(args.out).with_suffix(".png"))
     records = run(args)
