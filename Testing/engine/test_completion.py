@@ -91,6 +91,30 @@ def test_registration_follows_the_image_between_the_labelled_slices():
         interpolate_labels(sparse, [0, 8], 2, "registration")
 
 
+def test_beyond_the_labelled_range_the_registration_carries_the_outermost_shape_along_the_image():
+    """One labelled slice (k = 1) of a disc drifting 2 pixels a slice: the shrinking shape beyond it follows the
+    disc (registration), where the shape-based prior leaves it where it was drawn."""
+    image, truth = _drifting_disc([24, 26, 28, 30, 32, 34, 36, 38, 40], radius=10.0)
+    sparse = np.zeros_like(truth)
+    sparse[4] = truth[4]
+    registered = interpolate_labels(sparse, [4], 2, "registration", SliceMotion(image))
+    assert sorted(registered.outer) == [(1, s) for s in (0, 1, 2, 3, 5, 6, 7, 8)]  # both sides, to the ends
+    assert not interpolate_labels(sparse, [4], 2, "shape").outer
+    uniform = np.full((2, *truth.shape), 0.5, np.float32)
+    followed = fuse(uniform, registered, 1.0).argmax(0)
+    still = fuse(uniform, interpolate_labels(sparse, [4], 2, "shape"), 1.0).argmax(0)
+
+    def centre(mask: np.ndarray) -> float:
+        return float(np.nonzero(mask)[1].mean())
+
+    for s, column in ((1, 26), (7, 38)):  # 3 slices away: 6 pixels off where it was drawn
+        assert centre(followed[s]) == pytest.approx(column, abs=1.5), s
+        assert centre(still[s]) == pytest.approx(32, abs=1), s
+    assert (followed[8] == 1).sum() < (followed[6] == 1).sum() < (followed[5] == 1).sum()  # and it still shrinks
+    bounded = interpolate_labels(sparse, [2, 4], 2, "registration", SliceMotion(image))  # slice 2 checked empty
+    assert sorted(bounded.outer) == [(1, 3)] + [(1, s) for s in (5, 6, 7, 8)]  # nothing crosses a checked slice
+
+
 def test_registration_fusion_weights_depend_only_on_the_labelled_slices():
     image, truth = _drifting_disc([24, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44])
     labeled = [0, 3, 6, 10]

@@ -19,7 +19,8 @@ same for every volume, chosen on the development volumes (LA) and kept in one pl
 Choices left open, ours:
 
 - Beyond the first and the last labelled slice that hold a class, the interpolation has nothing;
-  there the prior is the outermost labelled shape, shrinking by ``g`` pixels per slice (its
+  there the prior is the outermost labelled shape (carried along the image by the registration back
+  end, :attr:`~semiseg.completion.interpolation.Interpolation.outer`), shrinking by ``g`` pixels per slice (its
   signed distance grows by ``g`` per slice), with ``g`` the mean rate at which the class's
   equivalent radius changes between its labelled slices (at least :data:`MIN_SHRINK`; with one
   labelled slice, :data:`DEFAULT_SHRINK`). A structure ends, and the prior says roughly where;
@@ -42,7 +43,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .interpolation import Interpolation, interpolate_labels
+from .interpolation import Interpolation, interpolate_labels, outer_range
 from .registration import SliceMotion
 
 __all__ = ["interpolation_factors", "fuse", "fit_scale", "extrapolate", "SCALES", "DEFAULT_SCALE", "EPS",
@@ -88,20 +89,17 @@ def extrapolate(interp: Interpolation) -> tuple[np.ndarray, np.ndarray]:
     slice, which bounds the structure) hold that slice's shape shrunk by ``g`` pixels per slice.
     """
     sdf, opinion = interp.sdf.copy(), _opinion(interp)
-    lab, n = interp.labeled, sdf.shape[1]
+    lab = interp.labeled
     for c in range(1, sdf.shape[0]):
         holding = [i for i in lab if (interp.sdf[c, i] < 0).any()]
-        if not holding:
-            continue
         radius = [float(np.sqrt((interp.sdf[c, i] < 0).sum() / np.pi)) for i in holding]
         rates = [abs(r1 - r0) / (b - a) for r0, r1, a, b in zip(radius, radius[1:], holding, holding[1:])]
         g = max(MIN_SHRINK, float(np.mean(rates))) if rates else DEFAULT_SHRINK
-        first, last = holding[0], holding[-1]
-        start = max([i for i in lab if i < first], default=-1) + 1
-        stop = min([i for i in lab if i > last], default=n)
-        for s, edge in [(s, first) for s in range(start, first)] + [(s, last) for s in range(last + 1, stop)]:
-            sdf[c, s] = interp.sdf[c, edge] + g * abs(s - edge)
-            opinion[c, s] = True
+        for edge, slices in outer_range(interp.labels, lab, c):
+            for s in slices:
+                shape = interp.outer.get((c, s), interp.sdf[c, edge])  # carried along the image, where it was
+                sdf[c, s] = shape + g * abs(s - edge)
+                opinion[c, s] = True
     return sdf, opinion
 
 
@@ -174,7 +172,7 @@ def fit_scale(
     counted = 0
     for i in left_out:
         others = [j for j in lab if j != i]
-        interp = interpolate_labels(masked, others, num_classes, backend, motion)
+        interp = interpolate_labels(masked, others, num_classes, backend, motion, beyond=False)
         opinion = _opinion(interp)
         if not opinion[1:, i].any():
             continue

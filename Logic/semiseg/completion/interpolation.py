@@ -22,8 +22,11 @@ probability. Choices the papers leave open, ours:
 - The labelled slices are the painted ones plus those the user checked and found empty. A class
   is interpolated only between *consecutive* labelled slices that both hold it: a checked-empty
   slice (or a labelled slice without that class) bounds the structure, nothing crosses it.
-- Nothing is extrapolated beyond the first and the last labelled slice (as *Fill between
-  slices*); there the network decides alone.
+- Nothing is interpolated beyond the first and the last labelled slice (as *Fill between
+  slices*). With ``"registration"``, the outermost labelled shape of each class is carried along the
+  image beyond them too (:attr:`Interpolation.outer`), up to the next labelled slice or the stack's end:
+  the fusion's shrinking shape beyond the labelled range (:func:`semiseg.completion.fusion.extrapolate`)
+  then follows the image instead of staying where it was drawn.
 - Where two classes' interpolations overlap, the one with the deeper (more negative) signed
   distance wins, not the higher label number.
 """
@@ -57,7 +60,9 @@ class Interpolation:
         labeled: the labelled slice indices (painted or checked empty), sorted.
         distance: float32 (N,) slices to the nearest labelled slice (0 on a labelled slice).
         inside: bool (N,) whether the slice lies between the first and the last labelled slice.
-        backend: ``"shape"`` or ``"morphological"``.
+        backend: ``"shape"``, ``"morphological"`` or ``"registration"``.
+        outer: ``{(class, slice): signed distances}``: beyond the outermost labelled slices that hold a class,
+            their shape carried along the image (``"registration"`` only; empty otherwise).
     """
 
     labels: np.ndarray
@@ -66,6 +71,7 @@ class Interpolation:
     distance: np.ndarray
     inside: np.ndarray
     backend: str
+    outer: dict[tuple[int, int], np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def signed_distance(mask: np.ndarray) -> np.ndarray:
@@ -162,9 +168,22 @@ def _fill_pair_registration(sdf_a: np.ndarray, sdf_b: np.ndarray, a: int, b: int
     return np.stack([(b - s) / (b - a) * ahead[s] + (s - a) / (b - a) * back[s] for s in range(a + 1, b)])
 
 
+def outer_range(stack: np.ndarray, labeled: Sequence[int], c: int) -> list[tuple[int, range]]:
+    """``[(edge, slices)]``: the first and the last labelled slice holding class ``c``, each with the slices beyond
+    it up to the next labelled slice (which bounds the structure) or the stack's end; ``[]`` when none holds it."""
+    lab = sorted(set(int(i) for i in labeled))
+    holding = [i for i in lab if (stack[i] == c).any()]
+    if not holding:
+        return []
+    first, last = holding[0], holding[-1]
+    start = max([i for i in lab if i < first], default=-1) + 1
+    stop = min([i for i in lab if i > last], default=stack.shape[0])
+    return [(first, range(first - 1, start - 1, -1)), (last, range(last + 1, stop))]
+
+
 def interpolate_labels(
     stack: np.ndarray, labeled: Sequence[int], num_classes: int | None = None, backend: str = "auto",
-    motion: SliceMotion | None = None,
+    motion: SliceMotion | None = None, beyond: bool = True,
 ) -> Interpolation:
     """Fill a sparse label stack (N, rows, cols) between its labelled slices, class by class.
 
@@ -174,6 +193,8 @@ def interpolate_labels(
         num_classes: classes including background (default: ``stack.max() + 1``).
         backend: one of :data:`BACKENDS`.
         motion: the image's slice-to-slice motion, for ``"registration"``.
+        beyond: with ``"registration"``, also carry the outermost shapes beyond the labelled range
+            (:attr:`Interpolation.outer`; the leave-one-out fit does not need them).
 
     Returns:
         An :class:`Interpolation` on the same grid.
@@ -210,4 +231,11 @@ def interpolate_labels(
         deepest = sdf[1:].argmin(0)
         labels = np.where(sdf[1:].min(0) < 0, deepest + 1, 0).astype(np.uint8)
     labels[lab] = stack[lab]  # the user's slices exactly as given
-    return Interpolation(labels, sdf, lab, distance, inside, backend)
+    outer: dict[tuple[int, int], np.ndarray] = {}
+    if backend == "registration" and beyond:
+        for c in range(1, num_classes):
+            for edge, slices in outer_range(stack, lab, c):
+                if len(slices):
+                    carried = motion.carry(sdf[c, edge], edge, slices[-1] + slices.step)  # type: ignore[union-attr]
+                    outer.update({(c, s): carried[s] for s in slices})
+    return Interpolation(labels, sdf, lab, distance, inside, backend, outer)

@@ -14,8 +14,9 @@ Choices the papers leave open, ours:
 - The shapes are carried as signed distance maps (linear resampling), not as masks: a mask resampled
   step after step erodes at its edge; a signed distance keeps its zero level.
 - Each step's field is estimated between neighbouring slices only (small motion, one resolution) and
-  smoothed by a Gaussian of :data:`SIGMA` pixels (the demons' regularisation); intensities are scaled to
-  [0, 1] by the stack's 1st and 99th percentiles, so that one setting fits MR and CT.
+  smoothed by a Gaussian of :data:`SIGMA` pixels (the demons' regularisation). The intensities are the
+  engine's, already scaled to [0, 1] on the body's window (:func:`semiseg.io.slices.normalize_intensity`,
+  CT-aware), so that one setting fits MR and CT.
 - The fields do not depend on the labels: estimated once per neighbouring pair (:class:`SliceMotion`,
   on demand, then kept), they serve the interpolation and every leave-one-out interpolation of the
   fusion's fit alike.
@@ -42,16 +43,15 @@ _CLIP = 50.0
 
 
 class SliceMotion:
-    """The demons fields between neighbouring slices of an image stack (N, rows, cols), estimated on demand.
+    """The demons fields between neighbouring slices of an image stack (N, rows, cols) normalised to [0, 1] as the
+    engine reads images (:func:`semiseg.io.slices.normalize_intensity`), estimated on demand.
 
     ``carry(sdf, start, stop)`` carries a signed distance map drawn on slice ``start`` through every slice up
     to ``stop`` (either direction) and returns the maps of the slices strictly between them.
     """
 
     def __init__(self, images: np.ndarray, iterations: int = ITERATIONS, sigma: float = SIGMA, shrink: int = SHRINK):
-        images = np.asarray(images, np.float32)
-        lo, hi = np.percentile(images, [1, 99]) if images.size else (0.0, 1.0)
-        self.images = np.clip((images - lo) / max(float(hi - lo), 1e-6), 0.0, 1.0)
+        self.images = np.asarray(images, np.float32)  # the engine's normalised slices, in [0, 1]
         self.iterations, self.sigma, self.shrink = int(iterations), float(sigma), max(1, int(shrink))
         self._fields: dict[tuple[int, int], object] = {}
 
