@@ -179,6 +179,24 @@ def _first_preview(tmp: Path, request) -> None:
     assert 0.0 <= dice <= 100.0
 
 
+@smoke("fusion_settings.py", needs_itk=True)
+def _fusion_settings(tmp: Path, request) -> None:
+    runs = tmp / "runs"
+    run("clinician.py", "--dataset", "la", "--data", str(data("la")), "--volumes", "1", "--k", "2,3", "--iterations",
+        "2", "--size", "32", "--batch", "2", "--threads", "1", "--methods", "supervised", "--out", str(tmp / "c.jsonl"),
+        "--runs", str(runs))
+    completion = {r["k"]: 100 * r["dice"] for r in read_jsonl(tmp / "c.jsonl") if r["row"] == "completion"}
+    stdout = run("fusion_settings.py", "--dataset", "la", "--data", str(data("la")), "--runs", str(runs), "--k", "2,3",
+                 "--temperatures", "0.25,1", "--sharpen", "0.5")
+    rows = {line[:29].strip(): line[29:].split() for line in lines_starting(stdout, "T ")}
+    assert list(rows)[:4] == ["T 0.25, sharpen 0.5, carried", "T 0.25, sharpen 0.5, still",
+                              "T 1, sharpen 0.5, carried", "T 1, sharpen 0.5, still"], stdout
+    # the engine's own settings re-score the network the benchmark trained exactly as the benchmark scored it
+    first = [float(v) for v in stdout.split("T 0.25, sharpen 0.5, carried", 1)[1].split()[:2]]
+    assert first == pytest.approx([completion[2], completion[3]], abs=0.01), stdout
+    assert "+0.00 (0/1)" in stdout  # the first setting against itself
+
+
 @smoke("interpolation.py", needs_itk=True)
 def _interpolation(tmp: Path, request) -> None:
     stdout = run("interpolation.py", "--dataset", "la", "--data", str(data("la")), "--volumes", "1", "--k", "2",

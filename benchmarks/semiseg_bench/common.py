@@ -19,6 +19,7 @@ __all__ = [
     "linear_fit",
     "format_table",
     "int_list",
+    "float_list",
     "str_list",
     "check_methods",
     "bench_train_config",
@@ -138,6 +139,11 @@ def check_methods(names: Iterable[str]) -> None:
 def int_list(text: str) -> list[int]:
     """``"1,2,3"`` -> ``[1, 2, 3]`` (for argparse)."""
     return [int(x) for x in text.replace(" ", "").split(",") if x]
+
+
+def float_list(text: str) -> list[float]:
+    """``"0.1,0.25"`` -> ``[0.1, 0.25]`` (for argparse)."""
+    return [float(x) for x in text.replace(" ", "").split(",") if x]
 
 
 def str_list(text: str) -> list[str]:

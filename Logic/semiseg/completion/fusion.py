@@ -125,13 +125,19 @@ def interpolation_factors(interp: Interpolation, scale: float, beyond: bool = Tr
 
 
 def fuse(
-    net_probs: np.ndarray, interp: Interpolation, scale: float, temperature: float = TEMPERATURE, beyond: bool = True
+    net_probs: np.ndarray,
+    interp: Interpolation,
+    scale: float,
+    temperature: float = TEMPERATURE,
+    beyond: bool = True,
+    sharpen: float = SHARPEN,
 ) -> np.ndarray:
     """Fused class probabilities (C, N, rows, cols) of network probabilities (C, N, rows, cols) in slice-stack order.
 
-    ``net_probs`` may be uniform (an untrained network): the result is then the prior alone.
+    ``net_probs`` may be uniform (an untrained network): the result is then the prior alone. ``sharpen`` and
+    ``temperature`` are the module's constants unless a benchmark varies them.
     """
-    q = interpolation_factors(interp, scale * SHARPEN, beyond)
+    q = interpolation_factors(interp, scale * sharpen, beyond)
     num_classes = q.shape[0]
     log_not = np.log1p(-q[1:]).sum(0)  # sum over foreground classes of log(1 - q)
     log_p = temperature * np.log(np.clip(net_probs, 1e-8, 1.0))

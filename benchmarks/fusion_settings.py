@@ -1,0 +1,115 @@
+"""The fusion's settings, re-scored on the networks a clinician benchmark kept.
+
+The fusion of :mod:`semiseg.completion.fusion` has three settings that are the same for every volume: the
+exponent of the network's probabilities (``TEMPERATURE``), the factor on the fitted width of the prior
+(``SHARPEN``), and whether the outermost labelled shape is carried along the image beyond the labelled range
+(the registration back end's ``Interpolation.outer``). The network does not depend on them, so they are compared
+on the ``supervised`` networks that ``semiseg bench clinician ... --runs DIR`` kept, without training again: for
+every volume and k of that run, the prior of the same k slices is built once and the network's probabilities
+are fused with each setting and scored as the benchmark scores (3D Dice on the hidden slices).
+
+    OMP_NUM_THREADS=1 semiseg bench clinician --dataset la --volumes 0 --k 1,2,3,5,8 --iterations 600 --size 96 \\
+        --batch 4 --threads 1 --methods supervised --out bench-results/clinician_quick_la.jsonl \\
+        --runs bench-results/runs_quick_la
+    OMP_NUM_THREADS=1 python benchmarks/fusion_settings.py --dataset la --runs bench-results/runs_quick_la \\
+        --k 1,2,3,5,8 --temperatures 0.1,0.15,0.2,0.25 --sharpen 0.35,0.5
+
+Prints the mean Dice per setting and k (over the volumes the run holds for that k), and for each setting the
+mean paired difference against the first one with its wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+from pathlib import Path
+
+import numpy as np
+
+from semiseg.completion import ShapePrior
+from semiseg.completion.fusion import fuse
+from semiseg.inference import Predictor
+from semiseg.io.slices import labeled_slice_indices, load_volume, put_slices, take_slices
+from semiseg_bench.clinician import DATASETS, keep_slices, list_dataset, score_hidden, sparsify
+from semiseg_bench.common import default_data_root, float_list, format_table, int_list
+
+AXIS = 2
+
+
+def settings(args: argparse.Namespace) -> list[tuple[float, float, bool]]:
+    carry = {"on": [True], "off": [False], "both": [True, False]}[args.carry]
+    return list(itertools.product(args.temperatures, args.sharpen, carry))
+
+
+def run(args: argparse.Namespace) -> dict[tuple[tuple[float, float, bool], int], dict[str, float]]:
+    """``{(setting, k): {volume: Dice}}`` over the volumes whose ``supervised`` network the run kept."""
+    class_names = DATASETS[args.dataset]
+    root = Path(args.data) if args.data else default_data_root() / args.dataset
+    targets, _ = list_dataset(root, args.dataset)
+    targets = targets[: args.volumes] if args.volumes else targets
+    runs = Path(args.runs)
+    scores: dict[tuple[tuple[float, float, bool], int], dict[str, float]] = {}
+    for name in targets:
+        trained = {k: runs / name / f"k{k}" / "supervised" for k in args.k}
+        trained = {k: d for k, d in trained.items() if (d / "bench_training.json").is_file()}
+        if not trained:
+            continue
+        volume = load_volume(root / "images" / f"{name}.nii.gz", root / "labels" / f"{name}.nii.gz", len(class_names))
+        for k, run_dir in trained.items():
+            kept = keep_slices(labeled_slice_indices(volume.labels, AXIS), k)
+            prior = ShapePrior.build(sparsify(volume.labels, AXIS, kept), AXIS, kept, len(class_names), image=volume.image)
+            probs = Predictor(run_dir / "checkpoint.pt", "cpu").probabilities(volume.image, AXIS)
+            net = np.stack([take_slices(p, AXIS) for p in probs])
+            for temperature, sharpen, carry in settings(args):
+                interp = prior.interpolation if carry else dataclasses.replace(prior.interpolation, outer={})
+                fused = fuse(net, interp, prior.scale, temperature, sharpen=sharpen)
+                pred = np.stack([put_slices(p, AXIS) for p in fused]).argmax(0).astype(np.uint8)
+                score = score_hidden(pred, volume.labels, kept, AXIS, len(class_names), volume.spacing_kji, class_names)
+                scores.setdefault(((temperature, sharpen, carry), k), {})[name] = 100 * score["dice"]
+        print(f"{name}: k = {', '.join(str(k) for k in trained)}", flush=True)
+    return scores
+
+
+def tables(args: argparse.Namespace, scores) -> str:
+    grid = settings(args)
+    ks = [k for k in args.k if (grid[0], k) in scores]
+    label = {s: f"T {s[0]:g}, sharpen {s[1]:g}, {'carried' if s[2] else 'still'}" for s in grid}
+    mean = [[label[s], *(float(np.mean(list(scores[(s, k)].values()))) for k in ks)] for s in grid]
+    paired = []
+    for s in grid:
+        row = [label[s]]
+        for k in ks:
+            base, this = scores[(grid[0], k)], scores[(s, k)]
+            diff = [this[v] - base[v] for v in base]
+            row.append(f"{np.mean(diff):+.2f} ({sum(d > 0 for d in diff)}/{len(diff)})")
+        paired.append(row)
+    n = ", ".join(f"k={k}: {len(scores[(grid[0], k)])}" for k in ks)
+    return (
+        f"{args.dataset.upper()}: Dice % on the hidden slices, mean over volumes ({n})\n"
+        + format_table(["setting", *(f"k={k}" for k in ks)], mean, ".2f")
+        + f"\n\nagainst the first setting: mean paired difference (volumes better)\n"
+        + format_table(["setting", *(f"k={k}" for k in ks)], paired)
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=sorted(DATASETS), default="la")
+    p.add_argument("--data", help="the dataset folder (default: ../shared/data/<dataset>)")
+    p.add_argument("--runs", required=True, help="the --runs folder of a semiseg bench clinician run")
+    p.add_argument("--k", type=int_list, default=[1, 2, 3, 5])
+    p.add_argument("--volumes", type=int, help="only the first N volumes (default: all the run holds)")
+    p.add_argument("--temperatures", type=float_list, default=[0.25], help="exponents of the network's probabilities")
+    p.add_argument("--sharpen", type=float_list, default=[0.5], help="factors on the prior's fitted width")
+    p.add_argument("--carry", choices=["on", "off", "both"], default="both",
+                   help="carry the outermost shape along the image beyond the labelled range")
+    args = p.parse_args()
+    scores = run(args)
+    if not scores:
+        p.error(f"no trained supervised network under {args.runs} for k = {args.k}")
+    print(tables(args, scores))
+
+
+if __name__ == "__main__":
+    main()
