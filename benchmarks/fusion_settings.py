@@ -58,7 +58,8 @@ def run(args: argparse.Namespace) -> dict[tuple[tuple[float, float, bool], int],
         volume = load_volume(root / "images" / f"{name}.nii.gz", root / "labels" / f"{name}.nii.gz", len(class_names))
         for k, run_dir in trained.items():
             kept = keep_slices(labeled_slice_indices(volume.labels, AXIS), k)
-            prior = ShapePrior.build(sparsify(volume.labels, AXIS, kept), AXIS, kept, len(class_names), image=volume.image)
+            sparse = sparsify(volume.labels, AXIS, kept)
+            prior = ShapePrior.build(sparse, AXIS, kept, len(class_names), image=volume.image)
             probs = Predictor(run_dir / "checkpoint.pt", "cpu").probabilities(volume.image, AXIS)
             net = np.stack([take_slices(p, AXIS) for p in probs])
             for temperature, sharpen, carry in settings(args):
@@ -88,7 +89,7 @@ def tables(args: argparse.Namespace, scores) -> str:
     return (
         f"{args.dataset.upper()}: Dice % on the hidden slices, mean over volumes ({n})\n"
         + format_table(["setting", *(f"k={k}" for k in ks)], mean, ".2f")
-        + f"\n\nagainst the first setting: mean paired difference (volumes better)\n"
+        + "\n\nagainst the first setting: mean paired difference (volumes better)\n"
         + format_table(["setting", *(f"k={k}" for k in ks)], paired)
     )
 
