@@ -3,7 +3,7 @@
 The fusion of :mod:`semiseg.completion.fusion` has three settings that are the same for every volume: the
 exponent of the network's probabilities (``TEMPERATURE``), the factor on the fitted width of the prior
 (``SHARPEN``), and whether the outermost labelled shape is carried along the image beyond the labelled range
-(the registration back end's ``Interpolation.outer``). The network does not depend on them, so they are compared
+(the registration back end's ``Interpolation.carried``). The network does not depend on them, so they are compared
 on the ``supervised`` networks that ``semiseg bench clinician ... --runs DIR`` kept, without training again: for
 every volume and k of that run, the prior of the same k slices is built once and the network's probabilities
 are fused with each setting and scored as the benchmark scores (3D Dice on the hidden slices).
@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> dict[tuple[tuple[float, float, bool], int],
             probs = Predictor(run_dir / "checkpoint.pt", "cpu").probabilities(volume.image, AXIS)
             net = np.stack([take_slices(p, AXIS) for p in probs])
             for temperature, sharpen, carry in settings(args):
-                interp = prior.interpolation if carry else dataclasses.replace(prior.interpolation, outer={})
+                still = np.zeros_like(prior.interpolation.carried)
+                interp = prior.interpolation if carry else dataclasses.replace(prior.interpolation, carried=still)
                 fused = fuse(net, interp, prior.scale, temperature, sharpen=sharpen)
                 pred = np.stack([put_slices(p, AXIS) for p in fused]).argmax(0).astype(np.uint8)
                 score = score_hidden(pred, volume.labels, kept, AXIS, len(class_names), volume.spacing_kji, class_names)

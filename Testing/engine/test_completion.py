@@ -98,8 +98,9 @@ def test_beyond_the_labelled_range_the_registration_carries_the_outermost_shape_
     sparse = np.zeros_like(truth)
     sparse[4] = truth[4]
     registered = interpolate_labels(sparse, [4], 2, "registration", SliceMotion(image))
-    assert sorted(registered.outer) == [(1, s) for s in (0, 1, 2, 3, 5, 6, 7, 8)]  # both sides, to the ends
-    assert not interpolate_labels(sparse, [4], 2, "shape").outer
+    assert list(np.nonzero(registered.carried[1])[0]) == [0, 1, 2, 3, 5, 6, 7, 8]  # both sides, to the ends
+    assert not registered.carried[0].any() and not interpolate_labels(sparse, [4], 2, "shape").carried.any()
+    assert not registered.labels[[0, 1, 2, 3, 5, 6, 7, 8]].any()  # the labels stay the interpolation's (none here)
     uniform = np.full((2, *truth.shape), 0.5, np.float32)
     followed = fuse(uniform, registered, 1.0).argmax(0)
     still = fuse(uniform, interpolate_labels(sparse, [4], 2, "shape"), 1.0).argmax(0)
@@ -112,7 +113,7 @@ def test_beyond_the_labelled_range_the_registration_carries_the_outermost_shape_
         assert centre(still[s]) == pytest.approx(32, abs=1), s
     assert (followed[8] == 1).sum() < (followed[6] == 1).sum() < (followed[5] == 1).sum()  # and it still shrinks
     bounded = interpolate_labels(sparse, [2, 4], 2, "registration", SliceMotion(image))  # slice 2 checked empty
-    assert sorted(bounded.outer) == [(1, 3)] + [(1, s) for s in (5, 6, 7, 8)]  # nothing crosses a checked slice
+    assert list(np.nonzero(bounded.carried[1])[0]) == [3, 5, 6, 7, 8]  # nothing crosses a checked slice
 
 
 def test_registration_fusion_weights_depend_only_on_the_labelled_slices():

@@ -20,7 +20,7 @@ Choices left open, ours:
 
 - Beyond the first and the last labelled slice that hold a class, the interpolation has nothing;
   there the prior is the outermost labelled shape (carried along the image by the registration back
-  end, :attr:`~semiseg.completion.interpolation.Interpolation.outer`), shrinking by ``g`` pixels per slice (its
+  end, :attr:`~semiseg.completion.interpolation.Interpolation.carried`), shrinking by ``g`` pixels per slice (its
   signed distance grows by ``g`` per slice), with ``g`` the mean rate at which the class's
   equivalent radius changes between its labelled slices (at least :data:`MIN_SHRINK`; with one
   labelled slice, :data:`DEFAULT_SHRINK`). A structure ends, and the prior says roughly where;
@@ -97,7 +97,7 @@ def extrapolate(interp: Interpolation) -> tuple[np.ndarray, np.ndarray]:
         g = max(MIN_SHRINK, float(np.mean(rates))) if rates else DEFAULT_SHRINK
         for edge, slices in outer_range(interp.labels, lab, c):
             for s in slices:
-                shape = interp.outer.get((c, s), interp.sdf[c, edge])  # carried along the image, where it was
+                shape = interp.sdf[c, s if interp.carried[c, s] else edge]  # carried along the image, or as drawn
                 sdf[c, s] = shape + g * abs(s - edge)
                 opinion[c, s] = True
     return sdf, opinion

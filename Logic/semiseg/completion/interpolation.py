@@ -24,7 +24,7 @@ probability. Choices the papers leave open, ours:
   slice (or a labelled slice without that class) bounds the structure, nothing crosses it.
 - Nothing is interpolated beyond the first and the last labelled slice (as *Fill between
   slices*). With ``"registration"``, the outermost labelled shape of each class is carried along the
-  image beyond them too (:attr:`Interpolation.outer`), up to the next labelled slice or the stack's end:
+  image beyond them too (:attr:`Interpolation.carried`), up to the next labelled slice or the stack's end:
   the fusion's shrinking shape beyond the labelled range (:func:`semiseg.completion.fusion.extrapolate`)
   then follows the image instead of staying where it was drawn.
 - Where two classes' interpolations overlap, the one with the deeper (more negative) signed
@@ -56,13 +56,14 @@ class Interpolation:
     Attributes:
         labels: uint8 (N, rows, cols); labelled slices as given, interpolated slices filled, others 0.
         sdf: float32 (C, N, rows, cols) signed distance in pixels to each class's contour (negative
-            inside; :data:`FAR` where the class is absent); background (class 0) is unused (0).
+            inside; :data:`FAR` where the class is absent, except where ``carried``); background (class 0) is
+            unused (0).
         labeled: the labelled slice indices (painted or checked empty), sorted.
         distance: float32 (N,) slices to the nearest labelled slice (0 on a labelled slice).
         inside: bool (N,) whether the slice lies between the first and the last labelled slice.
         backend: ``"shape"``, ``"morphological"`` or ``"registration"``.
-        outer: ``{(class, slice): signed distances}``: beyond the outermost labelled slices that hold a class,
-            their shape carried along the image (``"registration"`` only; empty otherwise).
+        carried: bool (C, N): where ``sdf`` holds, beyond the outermost labelled slices that hold a class, their
+            shape carried along the image (``"registration"`` only; there, not :data:`FAR`).
     """
 
     labels: np.ndarray
@@ -71,7 +72,11 @@ class Interpolation:
     distance: np.ndarray
     inside: np.ndarray
     backend: str
-    outer: dict[tuple[int, int], np.ndarray] = dataclasses.field(default_factory=dict)
+    carried: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.carried is None:
+            self.carried = np.zeros(self.sdf.shape[:2], bool)
 
 
 def signed_distance(mask: np.ndarray) -> np.ndarray:
@@ -194,7 +199,7 @@ def interpolate_labels(
         backend: one of :data:`BACKENDS`.
         motion: the image's slice-to-slice motion, for ``"registration"``.
         beyond: with ``"registration"``, also carry the outermost shapes beyond the labelled range
-            (:attr:`Interpolation.outer`; the leave-one-out fit does not need them).
+            (:attr:`Interpolation.carried`; the leave-one-out fit does not need them).
 
     Returns:
         An :class:`Interpolation` on the same grid.
@@ -231,11 +236,12 @@ def interpolate_labels(
         deepest = sdf[1:].argmin(0)
         labels = np.where(sdf[1:].min(0) < 0, deepest + 1, 0).astype(np.uint8)
     labels[lab] = stack[lab]  # the user's slices exactly as given
-    outer: dict[tuple[int, int], np.ndarray] = {}
-    if backend == "registration" and beyond:
+    carried = np.zeros((num_classes, n), bool)
+    if backend == "registration" and beyond:  # into sdf's FAR slices beyond the range, after the labels are drawn
         for c in range(1, num_classes):
             for edge, slices in outer_range(stack, lab, c):
                 if len(slices):
-                    carried = motion.carry(sdf[c, edge], edge, slices[-1] + slices.step)  # type: ignore[union-attr]
-                    outer.update({(c, s): carried[s] for s in slices})
-    return Interpolation(labels, sdf, lab, distance, inside, backend, outer)
+                    moved = motion.carry(sdf[c, edge], edge, slices[-1] + slices.step)  # type: ignore[union-attr]
+                    for s in slices:
+                        sdf[c, s], carried[c, s] = moved[s], True
+    return Interpolation(labels, sdf, lab, distance, inside, backend, carried)
