@@ -62,9 +62,9 @@ def run(args: argparse.Namespace) -> dict[tuple[tuple[float, float, bool], int],
             prior = ShapePrior.build(sparse, AXIS, kept, len(class_names), image=volume.image)
             probs = Predictor(run_dir / "checkpoint.pt", "cpu").probabilities(volume.image, AXIS)
             net = np.stack([take_slices(p, AXIS) for p in probs])
+            still = dataclasses.replace(prior.interpolation, carried=np.zeros_like(prior.interpolation.carried))
             for temperature, sharpen, carry in settings(args):
-                still = np.zeros_like(prior.interpolation.carried)
-                interp = prior.interpolation if carry else dataclasses.replace(prior.interpolation, carried=still)
+                interp = prior.interpolation if carry else still
                 fused = fuse(net, interp, prior.scale, temperature, sharpen=sharpen)
                 pred = np.stack([put_slices(p, AXIS) for p in fused]).argmax(0).astype(np.uint8)
                 score = score_hidden(pred, volume.labels, kept, AXIS, len(class_names), volume.spacing_kji, class_names)

@@ -243,37 +243,34 @@ def _train_predict(
     records the finished training's budget; with ``reuse`` too, a folder that already holds a finished training of
     that budget is predicted again, not retrained (``--reuse-runs``)."""
     done = run_dir / "bench_training.json"
-    if reuse and kept_budget is not None and done.is_file() and (run_dir / "checkpoint.pt").is_file():
-        kept = json.loads(done.read_text())
-        if kept.get("budget") == json.loads(json.dumps(kept_budget)):
-            t = time.perf_counter()
-            probs = Predictor(run_dir / "checkpoint.pt", config.device).probabilities(volume.image, axis)
-            return probs, {**kept["extra"], "predict_seconds": time.perf_counter() - t, "reused": True}
-    unlabeled = others if method != "supervised" else []
-    labeled, _, unl = build_slice_sets([sparse], unlabeled, axis, config.size, min_val_slices=10**9)
-    if extra_labeled is not None and len(extra_labeled):
-        labeled = SliceSet.concat(
-            [dataclasses.replace(labeled, weights=torch.ones(len(labeled))), extra_labeled], config.size, True
+    kept = json.loads(done.read_text()) if reuse and done.is_file() and (run_dir / "checkpoint.pt").is_file() else {}
+    if kept_budget is not None and kept.get("budget") == json.loads(json.dumps(kept_budget)):
+        extra = {**kept["extra"], "reused": True}
+    else:
+        unlabeled = others if method != "supervised" else []
+        labeled, _, unl = build_slice_sets([sparse], unlabeled, axis, config.size, min_val_slices=10**9)
+        if extra_labeled is not None and len(extra_labeled):
+            labeled = SliceSet.concat(
+                [dataclasses.replace(labeled, weights=torch.ones(len(labeled))), extra_labeled], config.size, True
+            )
+        empty = labeled.concat([], config.size, True)
+        data = TrainData(labeled, empty, unl, num_classes)
+        trainer = Trainer(
+            config,
+            method,
+            options,
+            num_classes,
+            run_dir,
+            meta={"axis": axis},
+            log=ProgressLog(run_dir / "progress.jsonl", stream=None),
         )
-    empty = labeled.concat([], config.size, True)
-    data = TrainData(labeled, empty, unl, num_classes)
-    trainer = Trainer(
-        config,
-        method,
-        options,
-        num_classes,
-        run_dir,
-        meta={"axis": axis},
-        log=ProgressLog(run_dir / "progress.jsonl", stream=None),
-    )
+        t = time.perf_counter()
+        trainer.fit(data)
+        extra = {"train_seconds": time.perf_counter() - t, "labeled_slices": len(labeled), "unlabeled_slices": len(unl)}
+        if kept_budget is not None:
+            done.write_text(json.dumps({"budget": kept_budget, "extra": extra}))
     t = time.perf_counter()
-    trainer.fit(data)
-    train_s = time.perf_counter() - t
-    t = time.perf_counter()
-    probs = Predictor(trainer.checkpoint_path, config.device).probabilities(volume.image, axis)
-    extra = {"train_seconds": train_s, "labeled_slices": len(labeled), "unlabeled_slices": len(unl)}
-    if kept_budget is not None:
-        done.write_text(json.dumps({"budget": kept_budget, "extra": extra}))
+    probs = Predictor(run_dir / "checkpoint.pt", config.device).probabilities(volume.image, axis)
     return probs, {**extra, "predict_seconds": time.perf_counter() - t}
 
 
