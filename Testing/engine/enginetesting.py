@@ -52,3 +52,17 @@ def write_job(job_dir: Path, **fields) -> Path:
     job.update(fields)
     (job_dir / "job.json").write_text(json.dumps(job))
     return job_dir
+
+
+def drifting_disc(centres: list[int], radius: float = 9.0) -> tuple[np.ndarray, np.ndarray]:
+    """(image, labels) of a disc whose centre column moves slice by slice (``centres``): the image a bright blob
+    fading from its centre (as an organ's intensity varies inside it: a flat disc gives the demons nothing to
+    pull on but its edge), the labels the disc."""
+    j, i = np.mgrid[0:64, 0:64]
+    distance = np.stack([np.hypot(j - 32, i - c) for c in centres])
+    return (0.1 + 0.8 * np.exp(-((distance / radius) ** 2))).astype(np.float32), (distance < radius).astype(np.uint8)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of two masks (nonzero = inside)."""
+    return 2.0 * float(((a > 0) & (b > 0)).sum()) / float((a > 0).sum() + (b > 0).sum())

@@ -220,6 +220,8 @@ def test_clinician_benchmark_smoke(tmp_path):
     by = {(r["k"], r["row"]): r for r in records}
     assert by[(2, "completion")]["train_seconds"] == by[(2, "supervised")]["train_seconds"]  # one network, scored twice
     assert by[(2, "completion_pl")]["labeled_slices"] > 2  # trained with the interpolated slices too
+    for row in ("completion_25d", "completion_priorin"):  # networks of their own, scored alone and fused
+        assert 0.0 <= by[(2, row)]["network_dice"] <= 1.0 and by[(2, row)]["prior"] == by[(2, "completion")]["prior"]
     assert by[(1, "prior")]["dice"] > 0.3  # one slice: the shrinking shape beyond it, no network
     assert set(by[(2, "completion")]["slices"]["by_distance"]) <= {"1", "2-3", "4-7", "8+", "outside"}
     interp = {r["k"]: r["dice"] for r in records if r["row"] == "interpolation"}

@@ -20,7 +20,7 @@ from semiseg.io.slices import looks_like_ct, normalize_intensity
 from semiseg.job.prepare import prepare
 from semiseg.job.reading import load_job
 
-from enginetesting import write_job, write_volume
+from enginetesting import dice, drifting_disc, write_job, write_volume
 
 BACKENDS = ["shape", "morphological"]  # the ITK wheel is in the test extra
 
@@ -62,19 +62,10 @@ def test_each_class_is_interpolated_between_the_slices_that_hold_it():
     assert (interp.labels[4] == 1).sum() > 250 and not (interp.labels[1:8] == 2).any()
 
 
-def _drifting_disc(centres: list[int], radius: float = 9.0) -> tuple[np.ndarray, np.ndarray]:
-    """(image, labels) of a disc whose centre column moves slice by slice (``centres``): the image a bright blob
-    fading from its centre (as an organ's intensity varies inside it: a flat disc gives the demons nothing to
-    pull on but its edge), the labels the disc."""
-    j, i = np.mgrid[0:64, 0:64]
-    distance = np.stack([np.hypot(j - 32, i - c) for c in centres])
-    return (0.1 + 0.8 * np.exp(-((distance / radius) ** 2))).astype(np.float32), (distance < radius).astype(np.uint8)
-
-
 def test_registration_follows_the_image_between_the_labelled_slices():
     """The disc lies at column 24 on both labelled slices and swings to column 32 in between (2 pixels a slice):
     the shape-based interpolation keeps it at 24, the registration carries it along the image."""
-    image, truth = _drifting_disc([24, 26, 28, 30, 32, 30, 28, 26, 24])
+    image, truth = drifting_disc([24, 26, 28, 30, 32, 30, 28, 26, 24])
     sparse = np.zeros_like(truth)
     sparse[[0, 8]] = truth[[0, 8]]
     shape = interpolate_labels(sparse, [0, 8], 2, "shape")
@@ -94,7 +85,7 @@ def test_registration_follows_the_image_between_the_labelled_slices():
 def test_beyond_the_labelled_range_the_registration_carries_the_outermost_shape_along_the_image():
     """One labelled slice (k = 1) of a disc drifting 2 pixels a slice: the shrinking shape beyond it follows the
     disc (registration), where the shape-based prior leaves it where it was drawn."""
-    image, truth = _drifting_disc([24, 26, 28, 30, 32, 34, 36, 38, 40], radius=10.0)
+    image, truth = drifting_disc([24, 26, 28, 30, 32, 34, 36, 38, 40], radius=10.0)
     sparse = np.zeros_like(truth)
     sparse[4] = truth[4]
     registered = interpolate_labels(sparse, [4], 2, "registration", SliceMotion(image))
@@ -117,7 +108,7 @@ def test_beyond_the_labelled_range_the_registration_carries_the_outermost_shape_
 
 
 def test_registration_fusion_weights_depend_only_on_the_labelled_slices():
-    image, truth = _drifting_disc([24, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44])
+    image, truth = drifting_disc([24, 26, 28, 30, 32, 34, 36, 38, 40, 42, 44])
     labeled = [0, 3, 6, 10]
     config = CompletionConfig(interpolation="registration")
     a = ShapePrior.build(truth, 2, labeled, 2, config, image)
@@ -129,7 +120,7 @@ def test_registration_fusion_weights_depend_only_on_the_labelled_slices():
 
 
 def test_a_job_asks_for_the_registration_and_its_prior_follows_its_image(tmp_path):
-    image, truth = _drifting_disc([24, 26, 28, 30, 32, 30, 28, 26, 24])
+    image, truth = drifting_disc([24, 26, 28, 30, 32, 30, 28, 26, 24])
     sparse = np.zeros_like(truth)
     sparse[[0, 4, 8]] = truth[[0, 4, 8]]
     write_volume(tmp_path / "image.nrrd", image)
@@ -139,10 +130,6 @@ def test_a_job_asks_for_the_registration_and_its_prior_follows_its_image(tmp_pat
     assert volume.prior.fit["backend"] == "registration" and volume.labeled == [0, 4, 8]
     filled = volume.prior.interpolation.labels  # slice-stack order: the IJK axis 2 is the array's first
     assert dice(filled[1:8], truth[1:8]) > 0.9
-
-
-def dice(a: np.ndarray, b: np.ndarray) -> float:
-    return 2.0 * float(((a > 0) & (b > 0)).sum()) / float((a > 0).sum() + (b > 0).sum())
 
 
 def test_distance_and_range():

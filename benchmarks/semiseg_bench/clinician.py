@@ -52,7 +52,7 @@ from semiseg.io.slices import SliceSet, Volume, build_slice_sets, labeled_slice_
 from semiseg.methods import METHODS
 from semiseg.settings import key_value
 from semiseg.training import TrainData, Trainer
-from semiseg.training.config import TrainConfig
+from semiseg.training.config import ModelConfig, TrainConfig
 from semiseg.training.progress import ProgressLog
 
 from .acdc import CLASS_NAMES as ACDC_CLASSES, RECIPE
@@ -66,6 +66,7 @@ from .common import (
     read_jsonl,
     str_list,
 )
+from .inputs import INPUT_ROWS, inference_input, training_slices
 
 __all__ = ["keep_slices", "hidden_slices", "sparsify", "score_hidden", "contour_interpolation", "list_dataset",
            "run_case", "run", "summary_table", "add_arguments", "main"]
@@ -74,14 +75,15 @@ INTERPOLATION = "interpolation"
 COMPLETION = "completion"
 """The product's pipeline: ``supervised`` on the k slices, fused with their shape prior (:mod:`semiseg.completion`).
 It shares the ``supervised`` row's training (one network, scored twice: alone and fused)."""
-CANDIDATES = ("prior", "completion_inside", "completion_pl", "completion_lcc", "completion_shape")
+CANDIDATES = ("prior", "completion_inside", "completion_pl", "completion_lcc", "completion_shape", *INPUT_ROWS)
 """Rows that measure the pipeline's parts (``--candidates``, or ``--candidates ROW,...`` for some): the prior
 alone (interpolation and the shrinking shapes beyond it, no network), the fusion without the shapes beyond the
 labelled range, a network trained with the interpolated slices as weighted extra labels
 (``CompletionConfig.pseudo_labels`` 1), then fused, and the fusion with each class cut to its largest 3D
 connected component (:func:`largest_components`; the voxels cut become background), and the fusion with the
 shape-based prior, which does not look at the image (``CompletionConfig.interpolation`` ``"shape"``: the default
-before the prior followed the image by registration)."""
+before the prior followed the image by registration), and the networks that see the slice's neighbours or the
+prior as input channels, then fused (:mod:`.inputs`)."""
 SHARED_ROWS = ("supervised", COMPLETION, "prior", "completion_inside", "completion_lcc", "completion_shape")
 """Rows scored from the ``supervised`` row's network, without training again."""
 DISTANCE_BINS = ((1, 1, "1"), (2, 3, "2-3"), (4, 7, "4-7"), (8, 10**9, "8+"))
@@ -238,10 +240,12 @@ def _train_predict(
     extra_labeled: SliceSet | None = None,
     kept_budget: dict[str, Any] | None = None,
     reuse: bool = False,
+    channels: tuple[SliceSet, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, dict[str, float]]:
     """Train ``method`` on ``sparse`` and predict ``volume``. With ``kept_budget`` (a kept run folder) the folder
     records the finished training's budget; with ``reuse`` too, a folder that already holds a finished training of
-    that budget is predicted again, not retrained (``--reuse-runs``)."""
+    that budget is predicted again, not retrained (``--reuse-runs``). ``channels`` (:mod:`.inputs`): the labelled
+    training slices with extra input channels, and the whole volume's input (in_channels, K, J, I)."""
     done = run_dir / "bench_training.json"
     kept = json.loads(done.read_text()) if reuse and done.is_file() and (run_dir / "checkpoint.pt").is_file() else {}
     if kept_budget is not None and kept.get("budget") == json.loads(json.dumps(kept_budget)):
@@ -249,6 +253,8 @@ def _train_predict(
     else:
         unlabeled = others if method != "supervised" else []
         labeled, _, unl = build_slice_sets([sparse], unlabeled, axis, config.size, min_val_slices=10**9)
+        if channels is not None:
+            labeled, unl = channels[0], labeled.concat([], config.size, False)
         if extra_labeled is not None and len(extra_labeled):
             labeled = SliceSet.concat(
                 [dataclasses.replace(labeled, weights=torch.ones(len(labeled))), extra_labeled], config.size, True
@@ -261,6 +267,7 @@ def _train_predict(
             options,
             num_classes,
             run_dir,
+            ModelConfig(in_channels=labeled.images.shape[1]),
             meta={"axis": axis},
             log=ProgressLog(run_dir / "progress.jsonl", stream=None),
         )
@@ -270,7 +277,8 @@ def _train_predict(
         if kept_budget is not None:
             done.write_text(json.dumps({"budget": kept_budget, "extra": extra}))
     t = time.perf_counter()
-    probs = Predictor(run_dir / "checkpoint.pt", config.device).probabilities(volume.image, axis)
+    image = volume.image if channels is None else channels[1]
+    probs = Predictor(run_dir / "checkpoint.pt", config.device).probabilities(image, axis)
     return probs, {**extra, "predict_seconds": time.perf_counter() - t}
 
 
@@ -321,7 +329,7 @@ def run_case(
         else:
             opts = (
                 {}
-                if row in (*SHARED_ROWS, "completion_pl")
+                if row in (*SHARED_ROWS, "completion_pl", *INPUT_ROWS)
                 else dict(options)
             )
             tmp = tempfile.mkdtemp(prefix="semiseg-clin-") if run_root is None else None
@@ -330,20 +338,31 @@ def run_case(
             labels_from_prior = (
                 prior.pseudo_labeled(volume.image, volume.name, config.size, 1.0) if row == "completion_pl" else None
             )
+            channels = None
+            if row in INPUT_ROWS:
+                channels = (
+                    training_slices(row, volume.image, sparse.labels, axis, kept, num_classes, config.size,
+                                    volume.name, prior),
+                    inference_input(row, volume.image, axis, prior),
+                )
             try:
                 probs, extra = _train_predict(
                     method, volume, sparse, others, config, opts, num_classes, axis, run_dir, labels_from_prior,
-                    kept_budget if run_root is not None else None, reuse,
+                    kept_budget if run_root is not None else None, reuse, channels,
                 )
             finally:
                 if tmp:
                     shutil.rmtree(tmp, ignore_errors=True)
             extra["options"] = opts
-            if row != "completion_pl" and method == "supervised":
+            if row not in ("completion_pl", *INPUT_ROWS) and method == "supervised":
                 shared.update(probs=probs, extra=extra)
         distance, inside = prior.interpolation.distance, prior.interpolation.inside
         if row != INTERPOLATION:
-            if row in (COMPLETION, "completion_pl", "completion_lcc"):
+            if row in INPUT_ROWS:  # the network alone too: does it use what it sees?
+                alone = score_hidden(probs.argmax(0).astype(np.uint8), volume.labels, kept, axis, num_classes,
+                                     volume.spacing_kji, class_names)
+                extra["network_dice"] = alone["dice"]
+            if row in (COMPLETION, "completion_pl", "completion_lcc", *INPUT_ROWS):
                 probs = prior.fuse(probs)
                 extra = {**extra, "prior": prior.fit}
             elif row == "completion_inside":

@@ -65,6 +65,8 @@ class ShapePrior:
         fit: what the fit used and found (for ``config.json`` and the progress log).
         axis: the IJK slicing axis.
         temperature: exponent of the network's probabilities.
+        motion: the image's slice motion when the interpolation follows it (:class:`SliceMotion`; another prior
+            of the same image and axis can share it, see :meth:`build`).
     """
 
     interpolation: Interpolation
@@ -72,6 +74,7 @@ class ShapePrior:
     fit: dict[str, Any]
     axis: int
     temperature: float = TEMPERATURE
+    motion: SliceMotion | None = dataclasses.field(default=None, repr=False)
 
     pending: Any = dataclasses.field(default=None, repr=False)
     """What :meth:`refine` needs when :meth:`build` was staged: ``(stack, labeled, num_classes, motion)``."""
@@ -79,16 +82,20 @@ class ShapePrior:
     @classmethod
     def build(cls, labels: np.ndarray, axis: int, labeled: Sequence[int], num_classes: int,
               config: CompletionConfig | None = None, image: np.ndarray | None = None,
-              staged: bool = False) -> "ShapePrior":
+              staged: bool = False, motion: SliceMotion | None = None) -> "ShapePrior":
         """The prior of a label map (K, J, I) whose slices ``labeled`` (along IJK ``axis``) the user labelled.
 
         ``image`` (K, J, I) lets the interpolation follow it (``"auto"`` then means ``"registration"``). With
         ``staged``, an ``"auto"`` prior starts shape-based (instant: the first preview) and follows the image
-        after :meth:`refine` (seconds of registration)."""
+        after :meth:`refine` (seconds of registration). ``motion``: the :class:`SliceMotion` of this ``image`` along
+        ``axis`` from an earlier prior, whose fields are then not estimated again."""
         config = config or CompletionConfig()
         stack = np.asarray(take_slices(labels, axis))
         backend = available_backend(config.interpolation, with_image=image is not None)
-        motion = SliceMotion(take_slices(image, axis)) if backend == "registration" else None
+        if backend != "registration":
+            motion = None
+        elif motion is None:
+            motion = SliceMotion(take_slices(image, axis))
         staging = staged and config.interpolation == "auto" and motion is not None
         prior = cls._fitted(stack, labeled, num_classes, "shape" if staging else backend, None if staging else motion,
                             axis, config.temperature)
@@ -102,7 +109,7 @@ class ShapePrior:
         interp = interpolate_labels(stack, labeled, num_classes, backend, motion)
         scale, fit = fit_scale(stack, labeled, num_classes, backend, motion=motion)
         fit["backend"] = interp.backend
-        return cls(interp, scale, fit, axis, temperature)
+        return cls(interp, scale, fit, axis, temperature, motion)
 
     def refine(self) -> bool:
         """Let a staged prior follow the image (see :meth:`build`); False when there is nothing to refine."""
@@ -111,6 +118,7 @@ class ShapePrior:
         stack, labeled, num_classes, motion = self.pending
         followed = self._fitted(stack, labeled, num_classes, "registration", motion, self.axis, self.temperature)
         self.interpolation, self.scale, self.fit = followed.interpolation, followed.scale, followed.fit
+        self.motion = motion
         self.pending = None
         return True
 

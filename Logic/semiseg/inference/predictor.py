@@ -56,7 +56,7 @@ class Predictor:
         self.device = resolve_device(device)
         mc = state["model_config"]
         self.num_classes = int(state["num_classes"])
-        self.model = UNet2D(1, self.num_classes, mc["features"], mc["dropout"])
+        self.model = UNet2D(int(mc.get("in_channels", 1)), self.num_classes, mc["features"], mc["dropout"])
         self.model.load_state_dict(state["model"])
         self.model.to(self.device).eval()
         self.precision = resolve_precision(precision, self.device)
@@ -79,11 +79,12 @@ class Predictor:
 
     @torch.no_grad()
     def probabilities(self, image: np.ndarray, axis: int | None = None) -> np.ndarray:
-        """Class probabilities (C, K, J, I) of a normalised volume (K, J, I)."""
+        """Class probabilities (C, K, J, I) of a normalised volume (K, J, I), or of one with the network's input
+        channels first (in_channels, K, J, I)."""
         axis = self.axis if axis is None else axis
         stack = take_slices(image, axis)
-        rows, cols = stack.shape[1:]
-        out = np.empty((self.num_classes, *stack.shape), dtype=np.float32)
+        rows, cols = stack.shape[-2:]
+        out = np.empty((self.num_classes, stack.shape[0], rows, cols), dtype=np.float32)
         for start in range(0, stack.shape[0], self.batch_size):
             chunk = torch.from_numpy(np.ascontiguousarray(stack[start : start + self.batch_size])).to(self.device)
             logits = self.model(resize_images(chunk, self.size))

@@ -132,8 +132,9 @@ def load_volume(
 
 
 def take_slices(array: np.ndarray, axis: int, indices: Sequence[int] | None = None) -> np.ndarray:
-    """Slices of a (K, J, I) array along IJK ``axis``, stacked first: (N, rows, cols)."""
-    moved = np.moveaxis(array, 2 - axis, 0)
+    """Slices of a (K, J, I) array along IJK ``axis``, stacked first: (N, rows, cols); of a (C, K, J, I) array,
+    (N, C, rows, cols)."""
+    moved = np.moveaxis(array, array.ndim - 1 - axis, 0)
     return moved if indices is None else moved[np.asarray(list(indices), dtype=int)]
 
 
@@ -152,8 +153,9 @@ def labeled_slice_indices(labels: np.ndarray, axis: int, extra: Sequence[int] = 
 
 
 def resize_images(stack: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, H, W) float -> (N, 1, size, size), bilinear."""
-    return F.interpolate(stack[:, None].float(), size=(size, size), mode="bilinear", align_corners=False)
+    """(N, H, W) float -> (N, 1, size, size), or (N, C, H, W) -> (N, C, size, size), bilinear."""
+    stack = stack[:, None] if stack.ndim == 3 else stack
+    return F.interpolate(stack.float(), size=(size, size), mode="bilinear", align_corners=False)
 
 
 def resize_labels(stack: torch.Tensor, size: int) -> torch.Tensor:
@@ -167,7 +169,7 @@ class SliceSet:
     """Preprocessed training slices at the training size.
 
     Attributes:
-        images: (N, 1, S, S) float32.
+        images: (N, 1, S, S) float32 (N, C, S, S with extra input channels, :attr:`ModelConfig.in_channels`).
         labels: (N, S, S) int64, or ``None`` for unlabelled slices.
         origin: (volume name, slice index) of each slice.
         weights: (N,) relative sampling weights, or ``None`` for uniform sampling (e.g. slices

@@ -19,8 +19,12 @@ __all__ = ["TrainConfig", "ModelConfig"]
 
 @dataclasses.dataclass
 class ModelConfig:
-    """The papers' 2D UNet (see :mod:`semiseg.models.unet`)."""
+    """The papers' 2D UNet (see :mod:`semiseg.models.unet`).
 
+    ``in_channels`` is 1, the slice itself, everywhere in the product; more channels (the slice's neighbours,
+    or the shape prior as an input) are benchmark candidates (docs/BENCHMARKS.md section 2)."""
+
+    in_channels: int = 1
     features: tuple[int, ...] = (16, 32, 64, 128, 256)
     dropout: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5)
 

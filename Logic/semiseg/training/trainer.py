@@ -102,7 +102,8 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(config.seed)
         self.model_config = model_config or ModelConfig()
         self.num_classes = num_classes
-        self.model = UNet2D(1, num_classes, self.model_config.features, self.model_config.dropout)
+        mc = self.model_config
+        self.model = UNet2D(mc.in_channels, num_classes, mc.features, mc.dropout)
         self.method: Method = build_method(method, method_options, num_classes, self.model)
         self.method_name, self.method_options = method, dict(method_options or {})
         if self.world.distributed and self.device.type == "cuda":  # batch statistics over the global batch
