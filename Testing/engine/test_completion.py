@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from semiseg.completion import CompletionConfig, ShapePrior
-from semiseg.completion.fusion import fit_scale, fuse
+from semiseg.completion.fusion import class_frequencies, fit_scale, fuse
 from semiseg.completion.interpolation import interpolate_labels, slice_distance
 from semiseg.completion.registration import SliceMotion
 from semiseg.errors import InputError
@@ -93,8 +93,8 @@ def test_beyond_the_labelled_range_the_registration_carries_the_outermost_shape_
     assert not registered.carried[0].any() and not interpolate_labels(sparse, [4], 2, "shape").carried.any()
     assert not registered.labels[[0, 1, 2, 3, 5, 6, 7, 8]].any()  # the labels stay the interpolation's (none here)
     uniform = np.full((2, *truth.shape), 0.5, np.float32)
-    followed = fuse(uniform, registered, 1.0).argmax(0)
-    still = fuse(uniform, interpolate_labels(sparse, [4], 2, "shape"), 1.0).argmax(0)
+    followed = fuse(uniform, registered, 1.0, scaled=False).argmax(0)
+    still = fuse(uniform, interpolate_labels(sparse, [4], 2, "shape"), 1.0, scaled=False).argmax(0)
 
     def centre(mask: np.ndarray) -> float:
         return float(np.nonzero(mask)[1].mean())
@@ -177,10 +177,25 @@ def test_fusion_keeps_the_users_slices_and_lets_the_network_decide_at_the_contou
     assert fuse(sure, interp, 1.0)[1, 6][ring].mean() > fused[1, 6][ring].mean() + 0.2
 
 
+def test_the_network_is_divided_by_the_class_frequencies_of_its_labelled_slices():
+    """Scaled likelihoods: a network that knows nothing but the labelled slices' class frequencies leaves the prior
+    as it is; undivided, the same network would pull every hidden slice toward the background."""
+    stack = _three_discs()
+    interp = interpolate_labels(stack, [2, 10, 18], 2)
+    pi = class_frequencies(interp)
+    assert pi[1] == pytest.approx((stack[[2, 10, 18]] == 1).mean()) and pi[1] < 0.2
+    frequencies = np.broadcast_to(pi[:, None, None, None], (2, *stack.shape)).astype(np.float32)
+    alone = fuse(np.full((2, *stack.shape), 0.5, np.float32), interp, 1.0, scaled=False)
+    np.testing.assert_allclose(fuse(frequencies, interp, 1.0), alone, atol=1e-5)
+    undivided = fuse(frequencies, interp, 1.0, scaled=False).argmax(0)
+    hidden = [s for s in range(stack.shape[0]) if s not in (2, 10, 18)]
+    assert (undivided[hidden] == 1).sum() < (alone.argmax(0)[hidden] == 1).sum()
+
+
 def test_beyond_the_labelled_range_the_prior_shrinks_and_the_network_decides():
     stack = _three_discs()
     interp = interpolate_labels(stack, [2, 10, 18], 2)
-    alone = fuse(np.full((2, *stack.shape), 0.5, np.float32), interp, 1.0).argmax(0)
+    alone = fuse(np.full((2, *stack.shape), 0.5, np.float32), interp, 1.0, scaled=False).argmax(0)
     area = (alone == 1).sum(axis=(1, 2))
     assert area[19] < area[18] and area[20] <= area[19]  # shrinking beyond the last labelled slice
     assert area[1] < area[2] and area[0] <= area[1]

@@ -31,6 +31,13 @@ Choices left open, ours:
 - The network's probabilities enter tempered, ``p_net ** TEMPERATURE`` (renormalised): a network
   trained on a handful of slices is over-confident, and untempered it overrules the interpolation
   where the interpolation is right.
+- The network's probabilities are posteriors: they hold the class frequencies of the slices it was
+  trained on, which the interpolation's factors (likelihood-like, 1/2 on the contour) do not. Before
+  the product they are divided by those frequencies, ``pi_c``, measured on the labelled slices (the
+  "scaled likelihoods" of hybrid networks: Bourlard and Morgan, "Connectionist Speech Recognition: A
+  Hybrid Approach", 1994). Without it the product holds the background's prior and the result lies
+  inside both experts' contours, most where they are least sure (far from the labelled slices and
+  for small structures). This adds no setting.
 - Factors are clipped to [``EPS``, 1 - ``EPS``] so that a confident network can still overrule
   an interpolation that, say, missed a structure that moved.
 - On a labelled slice the output is the user's labels with probability 1: pseudo-labels never
@@ -46,8 +53,8 @@ import numpy as np
 from .interpolation import Interpolation, interpolate_labels, outer_range
 from .registration import SliceMotion
 
-__all__ = ["interpolation_factors", "fuse", "fit_scale", "extrapolate", "SCALES", "DEFAULT_SCALE", "EPS",
-           "TEMPERATURE", "SHARPEN", "MIN_SHRINK", "DEFAULT_SHRINK"]
+__all__ = ["interpolation_factors", "class_frequencies", "fuse", "fit_scale", "extrapolate", "SCALES", "DEFAULT_SCALE",
+           "EPS", "TEMPERATURE", "SHARPEN", "MIN_SHRINK", "DEFAULT_SHRINK"]
 
 SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 """The grid :func:`fit_scale` searches (pixels of contour uncertainty per slice of distance)."""
@@ -124,6 +131,16 @@ def interpolation_factors(interp: Interpolation, scale: float, beyond: bool = Tr
     return _factors(interp.sdf, interp.distance, scale, _opinion(interp))
 
 
+def class_frequencies(interp: Interpolation) -> np.ndarray:
+    """(C,) the frequency of each class on the labelled slices (at least one pixel's worth), uniform without any."""
+    num_classes = interp.sdf.shape[0]
+    labels = interp.labels[interp.labeled]
+    if not labels.size:
+        return np.full(num_classes, 1.0 / num_classes)
+    counts = np.bincount(labels.ravel().astype(np.int64), minlength=num_classes)[:num_classes]
+    return np.maximum(counts, 1) / float(labels.size)
+
+
 def fuse(
     net_probs: np.ndarray,
     interp: Interpolation,
@@ -131,16 +148,21 @@ def fuse(
     temperature: float = TEMPERATURE,
     beyond: bool = True,
     sharpen: float = SHARPEN,
+    scaled: bool = True,
 ) -> np.ndarray:
     """Fused class probabilities (C, N, rows, cols) of network probabilities (C, N, rows, cols) in slice-stack order.
 
-    ``net_probs`` may be uniform (an untrained network): the result is then the prior alone. ``sharpen`` and
-    ``temperature`` are the module's constants unless a benchmark varies them.
+    ``scaled`` divides the network's probabilities by the labelled slices' class frequencies first (see the module
+    docstring); an uninformed network (uniform probabilities, ``scaled=False``) gives the prior alone. ``sharpen``
+    and ``temperature`` are the module's constants unless a benchmark varies them.
     """
     q = interpolation_factors(interp, scale * sharpen, beyond)
     num_classes = q.shape[0]
     log_not = np.log1p(-q[1:]).sum(0)  # sum over foreground classes of log(1 - q)
-    log_p = temperature * np.log(np.clip(net_probs, 1e-8, 1.0))
+    log_p = np.log(np.clip(net_probs, 1e-8, 1.0))
+    if scaled:
+        log_p -= np.log(class_frequencies(interp)).astype(np.float32)[:, None, None, None]
+    log_p *= temperature
     fused = np.empty_like(log_p)
     fused[0] = log_p[0] + log_not
     for c in range(1, num_classes):

@@ -149,5 +149,5 @@ class ShapePrior:
         """The prior's own probabilities (C, K, J, I): the fusion with an uninformed network."""
         c, n, rows, cols = self.interpolation.sdf.shape
         uniform = np.full((c, n, rows, cols), 1.0 / c, np.float32)
-        fused = fuse(uniform, self.interpolation, self.scale, self.temperature)
+        fused = fuse(uniform, self.interpolation, self.scale, self.temperature, scaled=False)
         return np.stack([put_slices(p, self.axis) for p in fused])
