@@ -147,9 +147,8 @@ def _complete(predictor: Predictor | None, scan: Scan, classes: int) -> dict[str
         from .clinician import contour_interpolation
 
         return {"labels": contour_interpolation(sparse.labels, AXIS)}  # type: ignore[arg-type]
-    # Without the image the prior is shape-based, as when section 2b was measured (the product's prior now also
-    # follows the image: docs/BENCHMARKS.md section 2).
-    prior = ShapePrior.build(sparse.labels, AXIS, kept, classes)  # type: ignore[arg-type]
+    # the product's prior, which follows the image (section 2b's table predates it: docs/BENCHMARKS.md)
+    prior = ShapePrior.build(sparse.labels, AXIS, kept, classes, image=scan.volume.image)  # type: ignore[arg-type]
     probs = prior.fuse(predictor.probabilities(scan.volume.image, AXIS))
     return {"labels": probs.argmax(0).astype(np.uint8), "confidence": probs.max(0)}
 
