@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from semiseg.completion import CompletionConfig, ShapePrior
-from semiseg.completion.fusion import class_frequencies, fit_scale, fuse
+from semiseg.completion.fusion import TEMPERATURE, class_frequencies, fit_scale, fuse
 from semiseg.completion.interpolation import interpolate_labels, slice_distance
 from semiseg.completion.registration import SliceMotion
 from semiseg.errors import InputError
@@ -190,6 +190,15 @@ def test_the_network_is_divided_by_the_class_frequencies_of_its_labelled_slices(
     undivided = fuse(frequencies, interp, 1.0, scaled=False).argmax(0)
     hidden = [s for s in range(stack.shape[0]) if s not in (2, 10, 18)]
     assert (undivided[hidden] == 1).sum() < (alone.argmax(0)[hidden] == 1).sum()
+    # slice 10 checked and found empty between two that hold the disc: on either side the prior has no opinion, and
+    # the network decides alone with its own prior, undivided
+    gap = stack.copy()
+    gap[10] = 0
+    silent = interpolate_labels(gap, [2, 10, 18], 2)
+    pi = class_frequencies(silent)
+    frequencies = np.broadcast_to(pi[:, None, None, None], (2, *stack.shape)).astype(np.float32)
+    tempered = pi**TEMPERATURE / (pi**TEMPERATURE).sum()
+    np.testing.assert_allclose(fuse(frequencies, silent, 1.0)[:, 6, 32, 32], tempered, atol=1e-5)
 
 
 def test_beyond_the_labelled_range_the_prior_shrinks_and_the_network_decides():

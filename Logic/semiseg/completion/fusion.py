@@ -32,12 +32,14 @@ Choices left open, ours:
   trained on a handful of slices is over-confident, and untempered it overrules the interpolation
   where the interpolation is right.
 - The network's probabilities are posteriors: they hold the class frequencies of the slices it was
-  trained on, which the interpolation's factors (likelihood-like, 1/2 on the contour) do not. Before
-  the product they are divided by those frequencies, ``pi_c``, measured on the labelled slices (the
-  "scaled likelihoods" of hybrid networks: Bourlard and Morgan, "Connectionist Speech Recognition: A
-  Hybrid Approach", 1994). Without it the product holds the background's prior and the result lies
-  inside both experts' contours, most where they are least sure (far from the labelled slices and
-  for small structures). This adds no setting.
+  trained on, which the interpolation's factors (likelihood-like, 1/2 on the contour) do not. Where
+  the interpolation speaks for class ``c`` they are divided by its frequency, ``pi_c``, measured on the
+  labelled slices (the "scaled likelihoods" of hybrid networks: Bourlard and Morgan, "Connectionist
+  Speech Recognition: A Hybrid Approach", 1994). Without it the product holds the background's prior
+  and the result lies inside both experts' contours, most where they are least sure (far from the
+  labelled slices and for small structures). Where the interpolation has no opinion on ``c``, the
+  network decides alone and keeps its prior: divided there, its faint guesses would become islands of
+  a small class. This adds no setting.
 - Factors are clipped to [``EPS``, 1 - ``EPS``] so that a confident network can still overrule
   an interpolation that, say, missed a structure that moved.
 - On a labelled slice the output is the user's labels with probability 1: pseudo-labels never
@@ -122,13 +124,16 @@ def _opinion(interp: Interpolation) -> np.ndarray:
     return opinion
 
 
+def _speaking(interp: Interpolation, beyond: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(signed distances, opinion) of the prior, with the extrapolation when ``beyond``."""
+    return extrapolate(interp) if beyond else (interp.sdf, _opinion(interp))
+
+
 def interpolation_factors(interp: Interpolation, scale: float, beyond: bool = True) -> np.ndarray:
     """The prior's factors q (C, N, rows, cols) at ``scale``; ``beyond`` adds the extrapolation (see module
     docstring)."""
-    if beyond:
-        sdf, opinion = extrapolate(interp)
-        return _factors(sdf, interp.distance, scale, opinion)
-    return _factors(interp.sdf, interp.distance, scale, _opinion(interp))
+    sdf, opinion = _speaking(interp, beyond)
+    return _factors(sdf, interp.distance, scale, opinion)
 
 
 def class_frequencies(interp: Interpolation) -> np.ndarray:
@@ -152,16 +157,21 @@ def fuse(
 ) -> np.ndarray:
     """Fused class probabilities (C, N, rows, cols) of network probabilities (C, N, rows, cols) in slice-stack order.
 
-    ``scaled`` divides the network's probabilities by the labelled slices' class frequencies first (see the module
-    docstring); an uninformed network (uniform probabilities, ``scaled=False``) gives the prior alone. ``sharpen``
-    and ``temperature`` are the module's constants unless a benchmark varies them.
+    ``scaled`` divides the network's probabilities by the labelled slices' class frequencies first, where the
+    prior speaks for the class (see the module docstring); an uninformed network (uniform probabilities,
+    ``scaled=False``) gives the prior alone. ``sharpen`` and ``temperature`` are the module's constants unless a
+    benchmark varies them.
     """
-    q = interpolation_factors(interp, scale * sharpen, beyond)
+    sdf, opinion = _speaking(interp, beyond)
+    q = _factors(sdf, interp.distance, scale * sharpen, opinion)
     num_classes = q.shape[0]
     log_not = np.log1p(-q[1:]).sum(0)  # sum over foreground classes of log(1 - q)
     log_p = np.log(np.clip(net_probs, 1e-8, 1.0))
-    if scaled:
-        log_p -= np.log(class_frequencies(interp)).astype(np.float32)[:, None, None, None]
+    if scaled:  # divided by the class frequencies where the prior speaks for the class (module docstring)
+        log_pi = np.log(class_frequencies(interp)).astype(np.float32)
+        divisor = np.where(opinion, log_pi[:, None], np.float32(0.0))  # (C, N)
+        divisor[0] = np.where(opinion[1:].any(0), log_pi[0], np.float32(0.0))  # the background: where any class is
+        log_p -= divisor[:, :, None, None]
     log_p *= temperature
     fused = np.empty_like(log_p)
     fused[0] = log_p[0] + log_not
