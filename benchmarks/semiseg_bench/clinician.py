@@ -64,6 +64,7 @@ from .common import (
     format_table,
     int_list,
     read_jsonl,
+    sparsify,
     str_list,
 )
 from .inputs import INPUT_ROWS, inference_input, training_slices
@@ -111,15 +112,6 @@ def hidden_slices(num_slices: int, kept: Sequence[int]) -> list[int]:
     """Every slice index that is not kept: the slices a row is scored on."""
     keep = set(kept)
     return [i for i in range(num_slices) if i not in keep]
-
-
-def sparsify(labels: np.ndarray, axis: int, kept: Sequence[int]) -> np.ndarray:
-    """A copy of ``labels`` (K, J, I) holding only the slices ``kept`` along IJK ``axis``."""
-    out = np.zeros_like(labels)
-    src, dst = np.moveaxis(labels, 2 - axis, 0), np.moveaxis(out, 2 - axis, 0)
-    idx = list(kept)
-    dst[idx] = src[idx]
-    return out
 
 
 def score_hidden(pred: np.ndarray, ref: np.ndarray, kept: Sequence[int], axis: int, num_classes: int,
@@ -251,10 +243,11 @@ def _train_predict(
     if kept_budget is not None and kept.get("budget") == json.loads(json.dumps(kept_budget)):
         extra = {**kept["extra"], "reused": True}
     else:
-        unlabeled = others if method != "supervised" else []
-        labeled, _, unl = build_slice_sets([sparse], unlabeled, axis, config.size, min_val_slices=10**9)
         if channels is not None:
-            labeled, unl = channels[0], labeled.concat([], config.size, False)
+            labeled, unl = channels[0], SliceSet.concat([], config.size, False)
+        else:
+            unlabeled = others if method != "supervised" else []
+            labeled, _, unl = build_slice_sets([sparse], unlabeled, axis, config.size, min_val_slices=10**9)
         if extra_labeled is not None and len(extra_labeled):
             labeled = SliceSet.concat(
                 [dataclasses.replace(labeled, weights=torch.ones(len(labeled))), extra_labeled], config.size, True

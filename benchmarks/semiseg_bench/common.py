@@ -11,6 +11,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 __all__ = [
     "default_data_root",
     "read_jsonl",
@@ -23,6 +25,7 @@ __all__ = [
     "str_list",
     "check_methods",
     "bench_train_config",
+    "sparsify",
 ]
 
 
@@ -169,3 +172,12 @@ def bench_train_config(args: Any, **bookkeeping: Any) -> Any:
         val_every=0,
         **bookkeeping,
     )
+
+
+def sparsify(labels: np.ndarray, axis: int, kept: Sequence[int]) -> np.ndarray:
+    """A copy of ``labels`` (K, J, I) holding only the slices ``kept`` along IJK ``axis``."""
+    out = np.zeros_like(labels)
+    src, dst = np.moveaxis(labels, 2 - axis, 0), np.moveaxis(out, 2 - axis, 0)
+    idx = list(kept)
+    dst[idx] = src[idx]
+    return out

@@ -24,6 +24,8 @@ import torch
 from semiseg.completion import ShapePrior
 from semiseg.io.slices import SliceSet, resize_images, resize_labels, take_slices
 
+from .common import sparsify
+
 __all__ = ["INPUT_ROWS", "neighbour_channels", "prior_channels", "leave_one_out_channels", "training_slices",
            "inference_input"]
 
@@ -51,9 +53,8 @@ def leave_one_out_channels(image: np.ndarray, labels: np.ndarray, axis: int, kep
     for i in kept:
         rest = [j for j in kept if j != i]
         if rest:
-            hidden = np.array(labels)
-            np.moveaxis(hidden, 2 - axis, 0)[i] = 0
-            loo = ShapePrior.build(hidden, axis, rest, num_classes, image=image, motion=prior.motion).alone()[1:]
+            others = sparsify(labels, axis, rest)
+            loo = ShapePrior.build(others, axis, rest, num_classes, image=image, motion=prior.motion).alone()[1:]
         else:
             loo = np.full((num_classes - 1, *image.shape), 1.0 / num_classes, np.float32)
         out.append(take_slices(np.concatenate([image[None], loo]), axis, [i])[0])

@@ -55,8 +55,8 @@ import numpy as np
 from .interpolation import Interpolation, interpolate_labels, outer_range
 from .registration import SliceMotion
 
-__all__ = ["interpolation_factors", "class_frequencies", "fuse", "fit_scale", "extrapolate", "SCALES", "DEFAULT_SCALE",
-           "EPS", "TEMPERATURE", "SHARPEN", "MIN_SHRINK", "DEFAULT_SHRINK"]
+__all__ = ["class_frequencies", "fuse", "fit_scale", "extrapolate", "SCALES", "DEFAULT_SCALE", "EPS", "TEMPERATURE",
+           "SHARPEN", "MIN_SHRINK", "DEFAULT_SHRINK"]
 
 SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 """The grid :func:`fit_scale` searches (pixels of contour uncertainty per slice of distance)."""
@@ -127,13 +127,6 @@ def _opinion(interp: Interpolation) -> np.ndarray:
 def _speaking(interp: Interpolation, beyond: bool) -> tuple[np.ndarray, np.ndarray]:
     """(signed distances, opinion) of the prior, with the extrapolation when ``beyond``."""
     return extrapolate(interp) if beyond else (interp.sdf, _opinion(interp))
-
-
-def interpolation_factors(interp: Interpolation, scale: float, beyond: bool = True) -> np.ndarray:
-    """The prior's factors q (C, N, rows, cols) at ``scale``; ``beyond`` adds the extrapolation (see module
-    docstring)."""
-    sdf, opinion = _speaking(interp, beyond)
-    return _factors(sdf, interp.distance, scale, opinion)
 
 
 def class_frequencies(interp: Interpolation) -> np.ndarray:
