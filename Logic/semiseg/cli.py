@@ -21,6 +21,9 @@ from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Canc
 from .settings import key_value
 from .training.recipes import RECIPES
 
+ISLANDS = {"auto": "auto", "all": True, "none": False}
+"""``--keep-largest-island``'s choices and the job's ``keep_largest_island`` each stands for."""
+
 __all__ = ["main"]
 
 
@@ -92,6 +95,13 @@ def _parser(with_bench: bool = True) -> argparse.ArgumentParser:
         help="the network alone on the labelled image (default: fused with the interpolation of the labelled slices)",
     )
     t.add_argument("--preview-every", type=float, help="seconds between previews while training (default 10; 0: none)")
+    t.add_argument(
+        "--keep-largest-island",
+        choices=ISLANDS,
+        default="auto",
+        help="keep classes to their largest 3D island (Slicer's Islands effect): 'auto' (the classes that are one "
+        "piece in your labels), 'all' or 'none'",
+    )
     t.add_argument("--no-predict", action="store_true", help="train only")
     t.add_argument("--resume", action="store_true", help="continue from RUN_DIR/checkpoint.pt")
     t.add_argument("--out", help="run folder (default with --job: JOB_DIR/run)")
@@ -116,6 +126,12 @@ def _parser(with_bench: bool = True) -> argparse.ArgumentParser:
     r.add_argument("--axis", type=_axis, default="auto", help="default: the axis the run was trained along")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     r.add_argument("--format", dest="output_format", choices=["nii.gz", "nrrd", "mha"], default="nii.gz")
+    r.add_argument(
+        "--keep-largest-island",
+        choices=ISLANDS,
+        default="auto",
+        help="keep classes to their largest 3D island: 'auto' (the classes the run chose), 'all' or 'none'",
+    )
 
     e = sub.add_parser("evaluate", help="Dice, Jaccard, HD95 and ASD per class, as JSON")
     e.add_argument("--pred", required=True)
@@ -204,6 +220,7 @@ def _train(args: argparse.Namespace) -> int:
             run_dir=str(Path(args.out).resolve()),
             predict=not args.no_predict,
             output_format=args.output_format,
+            keep_largest_island=ISLANDS[args.keep_largest_island],
             completion={
                 k: v
                 for k, v in (("enabled", False if args.no_completion else None), ("preview_every", args.preview_every))
@@ -249,6 +266,8 @@ def _predict(args: argparse.Namespace) -> int:
             f"checkpoint does not hold a usable model ({type(err).__name__}: {str(err)[:200]})", ckpt
         ) from None
     axis = None if args.axis == "auto" else args.axis
+    if args.keep_largest_island != "auto":
+        predictor.islands = list(range(1, predictor.num_classes)) if args.keep_largest_island == "all" else []
     if images is not None:
         from .training.distributed import world_from_env
 

@@ -15,7 +15,8 @@ This module imports nothing but the standard library and numpy, so that the Slic
 - the exit codes of ``semiseg`` (also the ``exit_code`` of ``status.json``) and what they mean;
 - the progress event names (:data:`EVENTS`), the ``event`` of each JSON line of progress;
 - the labelled-slice and axis rule (:func:`painted_slices`, :func:`labeled_slices`, :func:`choose_axis`);
-- the training-setting limits a front end offers and the engine accepts (:func:`train_setting_problem`).
+- the training-setting limits a front end offers and the engine accepts (:func:`train_setting_problem`);
+- what ``keep_largest_island`` may say (:func:`keep_largest_island_problem`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ __all__ = ["DEFAULT_METHOD", "METHOD_LABELS", "JOB_FORMAT_VERSION", "JOB_FORMAT_
            "REQUIRED_VOLUMES_JOB_FIELDS", "SharedJobFields", "SHARED_JOB_FIELDS", "SINGLE_VOLUME_FIELDS",
            "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_CANCELLED", "EXIT_MEANINGS", "EVENTS",
            "painted_slices", "labeled_slices", "choose_axis",
-           "MIN_ITERATIONS", "SIZE_STEP", "MIN_SIZE", "train_setting_problem"]
+           "MIN_ITERATIONS", "SIZE_STEP", "MIN_SIZE", "train_setting_problem", "keep_largest_island_problem"]
 
 # -- methods ------------------------------------------------------------------------------------------
 
@@ -79,6 +80,7 @@ class SharedJobFields:
     predict: bool = True
     output_format: str = "nii.gz"
     completion: dict[str, Any] = dataclasses.field(default_factory=dict)
+    keep_largest_island: bool | str | list[str] = "auto"
 
 
 @dataclasses.dataclass
@@ -242,3 +244,17 @@ def train_setting_problem(iterations: int | None = None, size: int | None = None
 
 
 assert DEFAULT_METHOD in METHOD_LABELS, "the default method must be a registered one"
+
+
+def keep_largest_island_problem(setting: Any, class_names: Sequence[str]) -> str | None:
+    """What is wrong with a job's ``keep_largest_island`` for these classes (background first), or ``None``:
+    it is ``"auto"``, ``true``, ``false`` or a list of the job's class names (``semiseg.inference.islands``)."""
+    if setting == "auto" or isinstance(setting, bool):
+        return None
+    if not (isinstance(setting, list) and all(isinstance(n, str) for n in setting)):
+        return f"keep_largest_island must be 'auto', true, false or a list of class names, got {setting!r}"
+    unknown = [n for n in setting if n not in class_names[1:]]
+    if unknown:
+        return (f"keep_largest_island names classes {unknown} the job does not have "
+                f"(its classes: {', '.join(class_names[1:])})")
+    return None

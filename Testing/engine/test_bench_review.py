@@ -70,6 +70,7 @@ def test_review_loop_smoke_on_acdc(tmp_path):
         assert sizes[0] == 2 * 2  # one patient, both frames, 2 slices each
         assert by[(strategy, 2)]["seconds"] > by[(strategy, 0)]["seconds"] > 0
         assert all(0 <= by[(strategy, n)]["held_out_dice"] <= 1 for n in range(3))
+        assert all(0 <= by[(strategy, n)]["held_out_dice_raw"] <= 1 for n in range(3))
     for n in range(3):  # interpolation follows the confidence loop's slices, without a network
         assert by[("interpolation", n)]["labeled"] == by[("confidence", n)]["labeled"]
         assert by[("interpolation", n)]["held_out_dice"] is None

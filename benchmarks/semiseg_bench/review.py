@@ -11,7 +11,10 @@ fused with the scan's shape prior, :mod:`semiseg.completion`), then repeats ``--
 
 After the first training and after every correction it records the study's Dice (every slice of every
 study scan, labelled ones included, as the user ends up with them), the Dice of the held-out scans
-(the network alone, as ``semiseg predict`` gives them) and the wall-clock seconds so far.
+(the network alone, as ``semiseg predict`` gives them) and the wall-clock seconds so far. Both keep the
+classes a run of the study would keep to their largest island (the job's ``keep_largest_island``
+``"auto"``, :mod:`semiseg.inference.islands`; ``--no-islands``: none); the held-out scans' Dice of the
+network's argmax alone is recorded beside it (``held_out_dice_raw``).
 
 Strategies, at the same number of slices:
 
@@ -44,10 +47,12 @@ from typing import Any
 import numpy as np
 
 from semiseg.completion import ShapePrior
+from semiseg.completion.interpolation import interpolate_labels
 from semiseg.errors import InputError
-from semiseg.inference import Predictor, review_slices
+from semiseg.inference import Predictor, outputs, predict_volume, review_slices
+from semiseg.inference.islands import one_piece_classes
 from semiseg.inference.metrics import dice
-from semiseg.io.slices import SliceSet, Volume, build_slice_sets, labeled_slice_indices, load_volume
+from semiseg.io.slices import SliceSet, Volume, build_slice_sets, labeled_slice_indices, load_volume, take_slices
 from semiseg.training import TrainData, Trainer
 from semiseg.training.progress import ProgressLog
 
@@ -119,14 +124,26 @@ def load_study(
     return study, held, extra, classes
 
 
-def held_out_dice(predictor: Predictor, held: list[Volume], classes: int) -> float:
-    """Mean over classes of the class's Dice averaged over the held-out volumes (as ``semiseg bench acdc``)."""
-    per_volume = [
-        [dice(pred == c, v.labels == c) for c in range(1, classes)]
-        for v in held
-        for pred in [predictor.probabilities(v.image, AXIS).argmax(0)]
+def held_out_dice(predictor: Predictor, held: list[Volume], classes: int) -> tuple[float, float]:
+    """Mean over classes of the class's Dice averaged over the held-out volumes (as ``semiseg bench acdc``): as
+    ``semiseg predict`` gives them (the predictor's classes kept to their largest island), and the network's
+    argmax alone."""
+    kept, raw = [], []
+    for v in held:
+        probs = predictor.probabilities(v.image, AXIS)
+        for scores, pred in ((kept, outputs(probs, predictor.islands, AXIS)["labels"]), (raw, probs.argmax(0))):
+            scores.append([dice(pred == c, v.labels == c) for c in range(1, classes)])
+    return tuple(float(np.mean(np.nanmean(np.array(s), axis=0))) for s in (kept, raw))  # type: ignore[return-value]
+
+
+def study_islands(study: list[Scan], classes: int) -> list[int]:
+    """The classes a run of this study keeps to their largest island: ``"auto"`` of the job (as
+    :mod:`semiseg.job.prepare` decides it, on each scan's labelled slices filled between, shape-based)."""
+    filled = [
+        interpolate_labels(np.asarray(take_slices(s.as_labeled().labels, AXIS)), sorted(s.labeled), classes, "shape")
+        .labels for s in study
     ]
-    return float(np.mean(np.nanmean(np.array(per_volume), axis=0)))
+    return one_piece_classes(filled, classes)
 
 
 def _train_data(study: list[Scan], extra: list[Volume], size: int, classes: int) -> TrainData:
@@ -149,8 +166,8 @@ def _complete(predictor: Predictor | None, scan: Scan, classes: int) -> dict[str
         return {"labels": contour_interpolation(sparse.labels, AXIS)}  # type: ignore[arg-type]
     # the product's prior, which follows the image (section 2b's table predates it: docs/BENCHMARKS.md)
     prior = ShapePrior.build(sparse.labels, AXIS, kept, classes, image=scan.volume.image)  # type: ignore[arg-type]
-    probs = prior.fuse(predictor.probabilities(scan.volume.image, AXIS))
-    return {"labels": probs.argmax(0).astype(np.uint8), "confidence": probs.max(0)}
+    result = predict_volume(predictor, scan.volume, AXIS, prior, kept)
+    return {"labels": result["labels"], "confidence": result["confidence"]}
 
 
 def _choose(strategy: str, study: list[Scan], done: list[dict[str, np.ndarray]], rng: np.random.Generator):
@@ -192,6 +209,7 @@ def run_strategy(
     for n in range(args.corrections + 1):
         start = time.perf_counter()
         if strategy == "interpolation":
+            held_raw = None
             if history is None:
                 raise InputError("the interpolation strategy follows another strategy's slices: run it after one")
             for scan, labeled in zip(study, history[n]):
@@ -217,8 +235,9 @@ def run_strategy(
                 trainer.fit(_train_data(study, extra, args.size, classes))
             model = trainer.model.eval()
             predictor = Predictor.of_model(model, args.size, classes, AXIS, trainer.device)
+            predictor.islands = study_islands(study, classes) if args.islands else []
             done = [_complete(predictor, scan, classes) for scan in study]
-            held_dice = held_out_dice(predictor, held, classes) if held else None
+            held_dice, held_raw = held_out_dice(predictor, held, classes) if held else (None, None)
         seconds += time.perf_counter() - start
         study_dice = float(
             np.mean([_mean_dice(out["labels"], scan.volume.labels, classes) for scan, out in zip(study, done)])
@@ -230,6 +249,7 @@ def run_strategy(
                 "corrections": n,
                 "study_dice": study_dice,
                 "held_out_dice": held_dice,
+                "held_out_dice_raw": held_raw,
                 "seconds": round(seconds, 2),
                 "labeled": [sorted(scan.labeled) for scan in study],
                 "budget": budget(args),
@@ -269,6 +289,7 @@ def budget(args: argparse.Namespace) -> dict[str, Any]:
             "lr",
             "seed",
             "precision",
+            "islands",
         )
     }
 
@@ -318,6 +339,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument(
+        "--no-islands",
+        dest="islands",
+        action="store_false",
+        help="leave every island (default: as a run of the study, keep_largest_island 'auto')",
+    )
     p.add_argument(
         "--out", default="bench-results/review.jsonl", help="JSONL records (a re-run skips finished strategies)"
     )

@@ -238,7 +238,8 @@ def _reader(todo: list[tuple[int, str, Path, Path]], to_network: queue.Queue, sh
 
 
 def _writer(
-    to_disk: queue.Queue, shared: _Shared, axis: int, output_format: str, total: int, done: list[VolumeSummary]
+    to_disk: queue.Queue, shared: _Shared, axis: int, output_format: str, total: int, done: list[VolumeSummary],
+    islands: list[int],
 ) -> None:
     """Write each result the network hands over, until ``None`` or the stop flag."""
     while not shared.stop.is_set():
@@ -252,7 +253,7 @@ def _writer(
         try:
             if out_dir.is_dir():
                 _remove_temporary(out_dir)
-            write_result(outputs(probs), reference, out_dir, axis, output_format, None, str(image))
+            write_result(outputs(probs, islands, axis), reference, out_dir, axis, output_format, None, str(image))
             done.append(_summary(name, image, out_dir, "predicted", seconds))
             shared.emit("predicted", name=name, dir=str(out_dir), number=index + 1, of=total, seconds=seconds)
         except BaseException as err:  # noqa: BLE001 - the network's thread raises it
@@ -320,7 +321,9 @@ def predict_many(
     to_disk: queue.Queue = queue.Queue(maxsize=1)
     reader = threading.Thread(target=_reader, args=(todo, to_network, shared), name="semiseg-predict-reader")
     writer = threading.Thread(
-        target=_writer, args=(to_disk, shared, axis, output_format, len(paths), done), name="semiseg-predict-writer"
+        target=_writer,
+        args=(to_disk, shared, axis, output_format, len(paths), done, list(predictor.islands)),
+        name="semiseg-predict-writer",
     )
     previous = torch.get_num_threads()
     hook = predictor.model.register_forward_pre_hook(shared.check)  # a cancel is obeyed between two batches

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,7 @@ from ..io.slices import Volume, normalize_intensity, put_slices, resize_images, 
 from ..models import UNet2D, resolve_precision, set_precision
 from ..models.device import resolve_device
 from ..training.checkpoint import load_checkpoint
+from .islands import keep_largest_island
 from .review import REVIEW_STATISTIC, review_slices
 
 if TYPE_CHECKING:
@@ -46,6 +48,10 @@ class Predictor:
         precision: ``"auto"`` (bfloat16 forward passes on a CPU with native bf16 kernels), ``"bf16"`` or
             ``"fp32"`` (:mod:`semiseg.models.precision`); the weights stay float32 and the probabilities
             are float32 in every case.
+
+    Attributes:
+        islands: the classes kept to their largest island (:mod:`.islands`), as the run decided (its
+            checkpoint's ``meta["keep_largest_island"]``; none for a run that predates it); settable.
     """
 
     def __init__(
@@ -64,6 +70,7 @@ class Predictor:
         self.size = int(state["train_config"]["size"])
         self.meta = dict(state.get("meta", {}))
         self.axis = int(self.meta.get("axis", 2))
+        self.islands: list[int] = [int(c) for c in self.meta.get("keep_largest_island", [])]
         self.batch_size = batch_size
 
     @classmethod
@@ -74,7 +81,7 @@ class Predictor:
         self = cls.__new__(cls)
         self.model, self.size, self.num_classes, self.axis = model, int(size), int(num_classes), int(axis)
         self.device, self.batch_size, self.meta = device, batch_size, {"axis": axis}
-        self.checkpoint = None
+        self.checkpoint, self.islands = None, []
         return self
 
     @torch.no_grad()
@@ -94,28 +101,38 @@ class Predictor:
         return np.stack([put_slices(p, axis) for p in out])
 
 
-def outputs(probs: np.ndarray) -> dict[str, np.ndarray]:
-    """Labels (uint8), confidence (max probability) and entropy (nats) of class probabilities (C, K, J, I)."""
+def outputs(
+    probs: np.ndarray, islands: Collection[int] = (), axis: int = 2, labeled: Collection[int] = ()
+) -> dict[str, np.ndarray]:
+    """Labels (uint8), confidence (max probability) and entropy (nats) of class probabilities (C, K, J, I); the
+    classes ``islands`` kept to their largest island, except on the ``labeled`` slices along ``axis``
+    (:func:`~semiseg.inference.islands.keep_largest_island`)."""
     return {
-        "labels": probs.argmax(0).astype(np.uint8),
+        "labels": keep_largest_island(probs.argmax(0).astype(np.uint8), islands, axis, labeled),
         "confidence": probs.max(0).astype(np.float32),
         "entropy": (-(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(0)).astype(np.float32),
     }
 
 
 def predict_volume(
-    predictor: Predictor, volume: Volume, axis: int | None = None, prior: "ShapePrior | None" = None
+    predictor: Predictor,
+    volume: Volume,
+    axis: int | None = None,
+    prior: "ShapePrior | None" = None,
+    labeled: Collection[int] = (),
 ) -> dict[str, np.ndarray]:
     """Labels (uint8), confidence and entropy (float32), all (K, J, I) on the volume's grid.
 
     With the ``prior`` of this volume's labelled slices (:class:`~semiseg.completion.ShapePrior`), the
     network's probabilities are fused with it first, so confidence and entropy are those of what the
-    user sees.
+    user sees. The predictor's :attr:`~Predictor.islands` are kept to their largest island, on every slice
+    but the ``labeled`` ones.
     """
+    axis = predictor.axis if axis is None else axis
     probs = predictor.probabilities(volume.image, axis)
     if prior is not None:
         probs = prior.fuse(probs)
-    return outputs(probs)
+    return outputs(probs, predictor.islands, axis, labeled)
 
 
 def write_result(
@@ -171,5 +188,5 @@ def write_prediction(
     array, reference = read_image(image_path)
     volume = Volume(volume_name(image_path), normalize_intensity(array), reference, path=str(image_path))
     axis = predictor.axis if axis is None else axis
-    result = predict_volume(predictor, volume, axis, prior)
+    result = predict_volume(predictor, volume, axis, prior, labeled or ())
     return write_result(result, reference, out_dir, axis, output_format, labeled, str(image_path))

@@ -70,6 +70,9 @@ class Prepared:
     recipe: str
     method_options: dict[str, Any]
     completion: "CompletionConfig"
+    islands: list[int] = dataclasses.field(default_factory=list)
+    """The classes kept to their largest island (:mod:`semiseg.inference.islands`), as the job's
+    ``keep_largest_island`` and its labelled volumes decide; the run's checkpoint keeps them for ``semiseg predict``."""
 
     @property
     def labeled(self) -> list[PreparedVolume]:
@@ -308,7 +311,28 @@ def _prepared(
         recipe,
         options,
         completion,
+        _islands(job, labeled, names, num_classes),
     )
+
+
+def _islands(job: Job | VolumesJob, labeled: list[PreparedVolume], names: list[str], num_classes: int) -> list[int]:
+    """The classes the job's ``keep_largest_island`` names; for ``"auto"``, those that are one structure in every
+    labelled volume, filled between its labelled slices (its prior's interpolation; shape-based without one)."""
+    from ..completion.interpolation import interpolate_labels
+    from ..inference.islands import one_piece_classes, resolve_islands
+    from ..io.slices import take_slices
+
+    auto: list[int] = []
+    if job.keep_largest_island == "auto":
+        filled = []
+        for v in labeled:
+            assert v.volume is not None and v.volume.labels is not None
+            stack = np.asarray(take_slices(v.volume.labels, v.axis))
+            interp = v.prior.interpolation if v.prior is not None else interpolate_labels(
+                stack, v.labeled, num_classes, "shape")
+            filled.append(interp.labels)
+        auto = one_piece_classes(filled, num_classes)
+    return resolve_islands(job.keep_largest_island, names, auto, job.source)
 
 
 def setup_report(prepared: Prepared) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from ..contract import (
     JobFields,
     VolumeFields,
     VolumesJobFields,
+    keep_largest_island_problem,
 )
 from ..errors import InputError
 from ..io.images import OUTPUT_FORMATS, volume_name
@@ -59,6 +60,9 @@ FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "predict": (lambda v: isinstance(v, bool), "true or false"),
     "output_format": (lambda v: isinstance(v, str), "a string"),
     "completion": (lambda v: isinstance(v, dict), "an object of completion settings"),
+    "keep_largest_island": (lambda v: v == "auto" or isinstance(v, bool)
+                            or (isinstance(v, list) and all(isinstance(c, str) for c in v)),
+                            "'auto', true, false or a list of class names"),
 }
 """The type (and simple range) of every key of a single-volume ``job.json``: what it must be, as the error message
 says it."""
@@ -101,6 +105,11 @@ class _Checks:
     init_checkpoint: str | None
     output_format: str
     completion: dict[str, Any]
+    keep_largest_island: bool | str | list[str]
+
+    source = "job.json"
+    """The ``job.json`` this job was read from (:func:`load_job` sets it), named by messages about a volume or a
+    setting checked when the data is read."""
 
     def _check_settings(self, where: str, check_files: Callable[[], None]) -> None:
         """The format version, method, classes, output format, recipe, the job's own training settings, the
@@ -121,6 +130,9 @@ class _Checks:
             )
         if self.output_format not in OUTPUT_FORMATS:
             raise InputError(f"output_format must be one of {OUTPUT_FORMATS}, got {self.output_format!r}", where)
+        islands = keep_largest_island_problem(self.keep_largest_island, self.classes or ["background"])
+        if islands and (self.classes is not None or not isinstance(self.keep_largest_island, list)):
+            raise InputError(islands, where)  # names of undeclared classes are checked when the labels are read
         if self.recipe not in RECIPES:
             raise InputError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}", where)
         _named(where, lambda: from_dict(TrainConfig, self.train, where="train").validate())
@@ -176,9 +188,6 @@ class VolumesJob(VolumesJobFields, _Checks):
     Every message about one volume names it: its file and its place in ``job.json``
     (``volumes[1]``, ``predict_images[0]``).
     """
-
-    source = "job.json"
-    """The ``job.json`` this job was read from (:func:`load_job` sets it), named by messages about a volume."""
 
     def check_fields(self, where: str) -> None:
         """Raise :class:`InputError` naming ``where`` and the first key, or the first key of a volume, whose value
@@ -322,8 +331,8 @@ def load_job(job_dir: str | os.PathLike, allow_outside_run_dir: bool = False) ->
     def resolve(p: str) -> str:
         return str(p if os.path.isabs(p) else job_dir / p)
 
+    job.source = str(path)
     if isinstance(job, VolumesJob):
-        job.source = str(path)
         job.volumes = [
             dataclasses.replace(v, image=resolve(v.image), labels=resolve(v.labels) if v.labels else None)
             for v in job.volumes

@@ -178,7 +178,11 @@ def _run_locked(
     several = isinstance(job, VolumesJob)  # format 2's volumes: its events and records say which volume
     try:
         write_status(run_dir, "running")
-        meta: dict[str, Any] = {"axis": prepared.axis, "class_names": prepared.class_names}
+        meta: dict[str, Any] = {
+            "axis": prepared.axis,
+            "class_names": prepared.class_names,
+            "keep_largest_island": prepared.islands,
+        }
         if several:
             meta["volumes"] = [
                 {"name": v.name, "image": v.path, "axis": v.axis, "labeled_slices": v.labeled}
@@ -209,7 +213,8 @@ def _run_locked(
         on_step = None
         every = prepared.completion.preview_every
         previews = [
-            Previews(run_dir, v.name, v.volume, v.prior, every, log, job.output_format, set(v.labeled))
+            Previews(run_dir, v.name, v.volume, v.prior, every, log, job.output_format, set(v.labeled),
+                     prepared.islands)
             for v in prepared.volumes
             if v.prior is not None and v.volume is not None and every > 0
         ]
