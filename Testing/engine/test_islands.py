@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
+from semiseg.completion import ShapePrior
 from semiseg.completion.interpolation import interpolate_labels
 from semiseg.errors import InputError
-from semiseg.inference import Predictor
+from semiseg.inference import Predictor, predict_volume
 from semiseg.inference.islands import island_sizes, keep_largest_island, one_piece_classes, resolve_islands
 from semiseg.io.slices import labeled_slice_indices, load_volume, take_slices
 from semiseg.job import load_job, prepare
@@ -137,3 +138,17 @@ def test_predict_keeps_the_runs_classes_or_what_the_command_says(toy_case, tmp_p
         pieces[choice] = [len(island_sizes(labels == c)) for c in (1, 2)]
     assert min(pieces["none"]) >= 4, pieces  # the network finds the four discs and their rings
     assert pieces["auto"] == pieces["all"] == [1, 1]
+
+    # a labelled volume's completion is left as fused: the four discs of its labelled slices stay four
+    four = load_volume(tmp_path / "four.nrrd")
+    full = np.tile(toy_case["full_labels"], (1, 2, 2))
+    sparse = np.zeros_like(full)
+    sparse[[1, 4]] = full[[1, 4]]
+    predictor = Predictor(run / "checkpoint.pt", "cpu")
+    prior = ShapePrior.build(sparse, 2, [1, 4], 3, image=four.image)
+    fused = predict_volume(predictor, four, 2, prior, [1, 4])["labels"]
+    alone = predict_volume(predictor, four, 2, None, [1, 4])["labels"]
+    assert len(island_sizes(fused == 1)) >= 4
+    raw = predictor.probabilities(four.image, 2).argmax(0)
+    assert len(island_sizes(alone[[0, 2, 3, 5]] == 1)) == 1  # the network alone: one island off the labelled slices
+    assert np.array_equal(alone[[1, 4]], raw[[1, 4]]) and len(island_sizes(raw[1] == 1)) >= 4  # on them, all kept

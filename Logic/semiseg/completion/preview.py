@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import errno
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,22 +37,20 @@ class Previews:
         log: the run's progress log (``emit``).
         output_format: file format of the written volumes.
         labeled: the labelled slice indices (marked in ``review.json``).
-        islands: the classes kept to their largest island (:mod:`semiseg.inference.islands`).
     """
 
     def __init__(self, run_dir: str | Path, name: str, volume: Volume, prior: ShapePrior, every: float, log: Any,
-                 output_format: str = "nii.gz", labeled: set[int] | None = None,
-                 islands: Sequence[int] = ()) -> None:
+                 output_format: str = "nii.gz", labeled: set[int] | None = None) -> None:
         self.dir = Path(run_dir) / PREVIEW_DIR / name
         self.name, self.volume, self.prior, self.every, self.log = name, volume, prior, float(every), log
-        self.output_format, self.labeled, self.islands = output_format, set(labeled or ()), list(islands)
+        self.output_format, self.labeled = output_format, set(labeled or ())
         self.last = time.monotonic()
         self.started = time.monotonic()
 
     def _write(self, probs: Any, iteration: int, iterations: int) -> None:
         try:
             write_result(
-                outputs(probs, self.islands, self.prior.axis, self.labeled),
+                outputs(probs),
                 self.volume.reference,
                 self.dir,
                 self.prior.axis,

@@ -16,7 +16,12 @@ of its voxels. The share, not "exactly one island", because expert labels have s
 measurement behind it is in docs/BENCHMARKS.md section 2b); a class of several lesions of similar size
 falls well below it and is left alone.
 
-The user's labelled slices are never changed: islands are removed on the other slices only.
+Where: the network's own predictions (a volume predicted without a shape prior: the unlabelled volumes
+and ``predict_images`` of a job, ``semiseg predict``, a labelled volume with the completion off). A
+labelled volume's completion (the network fused with its prior, :mod:`semiseg.completion`) is left as
+fused: the prior already holds the structure together, and cutting it to one island there did not pay
+(docs/BENCHMARKS.md section 2). The user's labelled slices are never changed: islands are removed on the
+other slices only.
 """
 
 from __future__ import annotations

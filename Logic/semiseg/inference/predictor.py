@@ -125,13 +125,13 @@ def predict_volume(
 
     With the ``prior`` of this volume's labelled slices (:class:`~semiseg.completion.ShapePrior`), the
     network's probabilities are fused with it first, so confidence and entropy are those of what the
-    user sees. The predictor's :attr:`~Predictor.islands` are kept to their largest island, on every slice
-    but the ``labeled`` ones.
+    user sees. Without a prior, the predictor's :attr:`~Predictor.islands` are kept to their largest island, on
+    every slice but the ``labeled`` ones (:mod:`.islands`: a fused result is left as fused).
     """
     axis = predictor.axis if axis is None else axis
     probs = predictor.probabilities(volume.image, axis)
     if prior is not None:
-        probs = prior.fuse(probs)
+        return outputs(prior.fuse(probs))
     return outputs(probs, predictor.islands, axis, labeled)
 
 

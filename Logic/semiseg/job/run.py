@@ -213,8 +213,7 @@ def _run_locked(
         on_step = None
         every = prepared.completion.preview_every
         previews = [
-            Previews(run_dir, v.name, v.volume, v.prior, every, log, job.output_format, set(v.labeled),
-                     prepared.islands)
+            Previews(run_dir, v.name, v.volume, v.prior, every, log, job.output_format, set(v.labeled))
             for v in prepared.volumes
             if v.prior is not None and v.volume is not None and every > 0
         ]
