@@ -197,6 +197,16 @@ def _fusion_settings(tmp: Path, request) -> None:
     assert "+0.00 (0/1)" in stdout  # the first setting against itself
 
 
+@smoke("islands.py")
+def _islands(tmp: Path, request) -> None:
+    stdout = run("islands.py", "--dataset", "la", "--data", str(data("la")), "--k", "2", "--study", "4")
+    assert stdout.startswith("la: 16 expert label maps"), stdout
+    row = lines_starting(stdout, "| 1 |")[0]
+    holding, apart, smallest = re.match(rf"\| 1 \| (\d+) \| (\d+) \| {NUMBER} %", row).groups()  # type: ignore[union-attr]
+    assert int(holding) == 16 and 0 <= int(apart) <= 16 and 50.0 <= float(smallest) <= 100.0, stdout
+    assert lines_starting(stdout, "| 2 |") == ["| 2 | 4 of 4 / 16 of 16 |"], stdout  # the atrium: one piece
+
+
 @smoke("interpolation.py", needs_itk=True)
 def _interpolation(tmp: Path, request) -> None:
     stdout = run("interpolation.py", "--dataset", "la", "--data", str(data("la")), "--volumes", "1", "--k", "2",

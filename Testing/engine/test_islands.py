@@ -71,7 +71,8 @@ def test_auto_keeps_a_class_that_is_one_piece_up_to_specks_and_leaves_lesions_al
     broken = labels.copy()
     broken[0:2, 28:30, 0:30] = 1  # a second piece of class 1 of 120 voxels: 83 % in the largest
     assert one_piece_classes([broken], 3) == []
-    assert one_piece_classes([labels, broken], 3) == []  # one labelled volume against it is enough
+    assert one_piece_classes([labels, broken], 3) == [1]  # summed over the volumes: 1200 of 1321 voxels
+    assert one_piece_classes([labels, broken, broken], 3) == []  # 1800 of 2042
     assert one_piece_classes([labels, np.zeros_like(labels)], 3) == [1]  # a volume without the class says nothing
 
 
