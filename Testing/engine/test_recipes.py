@@ -9,7 +9,15 @@ import torch
 
 from semiseg.errors import InputError
 from semiseg.job import load_job, prepare, setup_report
-from semiseg.training.recipes import CPU_TRAIN, QUICK_TRAIN, SHORT_BUDGET, SHORT_RUN, apply_recipe, resolve_recipe
+from semiseg.training.recipes import (
+    CPU_TRAIN,
+    QUICK_TRAIN,
+    SHORT_BUDGET,
+    SHORT_RUN,
+    WARM_START,
+    apply_recipe,
+    resolve_recipe,
+)
 
 from enginetesting import write_job
 
@@ -35,6 +43,19 @@ def test_quick_recipe_is_the_cpu_recipe_at_a_smaller_budget():
 def test_short_runs_warm_up_for_longer():
     assert apply_recipe("cpu", "unimatch", {"iterations": 499}, {})[2] == SHORT_RUN == {"warmup": 0.5, "rampup": 0.2}
     assert apply_recipe("cpu", "unimatch", {"iterations": 500}, {})[2] == SHORT_BUDGET
+
+
+def test_a_warm_started_run_neither_warms_up_nor_ramps_up(toy_case, tmp_path):
+    for iterations in (200, 1000):
+        assert apply_recipe("cpu", "unimatch", {"iterations": iterations}, {}, warm_start=True)[2] == WARM_START
+    assert WARM_START == {"warmup": 0.0, "rampup": 0.0}
+    assert apply_recipe("cpu", "unimatch", {}, {"warmup": 0.1}, warm_start=True)[2] == {"warmup": 0.1, "rampup": 0.0}
+    assert apply_recipe("cpu", "supervised", {}, {}, warm_start=True)[2] == {}
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(b"")  # the job's check only needs the file to exist; prepare is not run here
+    job = load_job(write_job(toy_case["dir"], method="unimatch", train={"device": "cpu"}))
+    assert job.settings[2] == SHORT_BUDGET
+    assert dataclasses.replace(job, init_checkpoint=str(checkpoint)).settings[2] == WARM_START  # a retrain
 
 
 def test_the_jobs_own_values_win_over_the_recipe():

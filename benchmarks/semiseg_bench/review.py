@@ -31,7 +31,9 @@ Strategies, at the same number of slices:
 Datasets: ACDC (the study is the first ``m`` train patients, both frames each; the val patients are
 held out) and LA (the study is the first ``m`` volumes of ``splits.json``; the next ``--held-out`` are held out).
 Our choices: a slice is "the least confident" by the review statistic, ties to the lowest (scan, index);
-the retraining keeps the optimiser's schedule of a fresh run of ``--retrain-iterations``.
+the retraining keeps the optimiser's schedule of a fresh run of ``--retrain-iterations``, and, as a
+retrain of the product (``init_checkpoint``), neither warms up nor ramps up (the ``cpu`` recipe's
+:data:`~semiseg.training.recipes.WARM_START`).
 """
 
 from __future__ import annotations
@@ -224,7 +226,7 @@ def run_strategy(
                 trainer = Trainer(
                     config,
                     args.method,
-                    _options(args.method, iterations),
+                    _options(args.method, iterations, warm_start=n > 0),
                     classes,
                     tmp,
                     meta={"axis": AXIS},
@@ -267,11 +269,12 @@ def run_strategy(
     return records
 
 
-def _options(method: str, iterations: int) -> dict[str, Any]:
-    """The ``cpu`` recipe's method options for a run of ``iterations`` (a short run warms up longer)."""
+def _options(method: str, iterations: int, warm_start: bool = False) -> dict[str, Any]:
+    """The ``cpu`` recipe's method options for a run of ``iterations`` (a short run warms up longer, a
+    warm-started one not at all)."""
     from semiseg.training.recipes import apply_recipe
 
-    return apply_recipe("cpu", method, {"iterations": iterations}, {})[2]
+    return apply_recipe("cpu", method, {"iterations": iterations}, {}, warm_start)[2]
 
 
 def budget(args: argparse.Namespace) -> dict[str, Any]:
@@ -287,6 +290,7 @@ def budget(args: argparse.Namespace) -> dict[str, Any]:
             "size",
             "batch",
             "lr",
+
             "seed",
             "precision",
             "islands",
@@ -336,6 +340,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.03)
+
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--threads", type=int, default=0)

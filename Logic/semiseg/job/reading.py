@@ -152,7 +152,9 @@ class _Checks:
         """The recipe this job resolves to, its training config and its method options: the recipe
         (:mod:`semiseg.training.recipes`) applied under the settings the job gives explicitly, for the checks
         and for the run alike (computed from the job's settings as they are now)."""
-        recipe, train, options = apply_recipe(self.recipe, self.method, self.train, self.method_options)
+        recipe, train, options = apply_recipe(
+            self.recipe, self.method, self.train, self.method_options, warm_start=bool(self.init_checkpoint)
+        )
         return recipe, from_dict(TrainConfig, train, where="train"), options
 
 

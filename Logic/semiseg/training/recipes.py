@@ -17,6 +17,11 @@ method options the job leaves out. Whatever the job sets explicitly wins.
   pseudo-labels after 40 supervised iterations, when they are still poor; in the clinician
   benchmark (docs/BENCHMARKS.md section 2, ``semiseg bench clinician``) the longer warm-up harms
   less, without making the semi-supervised run beat ``supervised``.
+  A warm-started run (a retrain: the job's ``init_checkpoint``) neither warms up nor ramps up
+  (:data:`WARM_START`): the warm-up is there because a new network's pseudo-labels are poor, and a
+  trained one's are not; supervised steps alone on the few labelled slices pulled the network away from
+  what the unlabelled slices had taught it (in ``semiseg bench review``, docs/BENCHMARKS.md section 2b,
+  the held-out patients' Dice fell after each short retraining that warmed up, and rose without).
 - ``"quick"`` (ours): the first look a user waits for at the screen, at most a minute on one CPU
   core for a left-atrium MRI volume (88 slices): 600 iterations at 96x96, otherwise as ``"cpu"``.
   With ``"supervised"`` and the completion of :mod:`semiseg.completion`, this is the quick budget
@@ -38,6 +43,7 @@ __all__ = [
     "SHORT_BUDGET",
     "SHORT_RUN",
     "SHORT_RUN_ITERATIONS",
+    "WARM_START",
     "resolve_recipe",
     "apply_recipe",
 ]
@@ -65,6 +71,9 @@ SHORT_RUN: dict[str, float] = {"warmup": 0.5, "rampup": 0.2}
 
 SHORT_RUN_ITERATIONS = 500
 
+WARM_START: dict[str, float] = {"warmup": 0.0, "rampup": 0.0}
+"""Method options of the ``"cpu"`` and ``"quick"`` recipes for a warm-started run, whatever its length."""
+
 
 def resolve_recipe(recipe: str, device: str = "auto") -> str:
     """``"cpu"``, ``"quick"`` or ``"paper"`` for ``recipe`` on ``device`` (``"auto"`` looks at where training runs)."""
@@ -81,7 +90,7 @@ def resolve_recipe(recipe: str, device: str = "auto") -> str:
 
 
 def apply_recipe(
-    recipe: str, method: str, train: dict[str, Any], options: dict[str, Any]
+    recipe: str, method: str, train: dict[str, Any], options: dict[str, Any], warm_start: bool = False
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
     """The resolved recipe name, training settings and method options of a job.
 
@@ -90,6 +99,7 @@ def apply_recipe(
         method: a registered method name (its config decides which recipe options apply).
         train: the job's own training settings (they win over the recipe's).
         options: the job's own method options (they win over the recipe's).
+        warm_start: the run starts from a trained network (the job's ``init_checkpoint``): :data:`WARM_START`.
     """
     from ..methods import METHODS
 
@@ -102,6 +112,8 @@ def apply_recipe(
         else set()
     )
     train = {**(QUICK_TRAIN if name == "quick" else CPU_TRAIN), **train}
-    schedule = SHORT_RUN if int(train["iterations"]) < SHORT_RUN_ITERATIONS else SHORT_BUDGET
+    schedule = (
+        WARM_START if warm_start else SHORT_RUN if int(train["iterations"]) < SHORT_RUN_ITERATIONS else SHORT_BUDGET
+    )
     extra = {k: v for k, v in schedule.items() if k in fields}
     return name, train, {**extra, **options}
