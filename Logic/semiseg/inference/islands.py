@@ -12,10 +12,10 @@ Which classes: a setting of the job (``keep_largest_island``, docs/JOB_FORMAT.md
 (every class), ``false`` (none) or a list of class names. ``"auto"`` decides from the user's labels, as
 they are filled between the labelled slices (the completion's interpolation): a class is one structure
 when its largest islands, summed over the labelled volumes, hold at least :data:`ONE_PIECE_SHARE` of its
-voxels. Our choices: a share, not "exactly one island", because expert labels have pieces apart (on
-ACDC the right ventricle is in two or more islands in 44 of 160 label maps); summed over the volumes,
-not required of each, because filling between slices 10 mm apart breaks a thin ring now and then (the
-measurement: ``benchmarks/islands.py``, docs/BENCHMARKS.md section 2b). A class of several lesions of
+voxels. Our choices: a share, not "exactly one island", because expert labels have pieces apart (the
+right ventricle of ACDC often); summed over the volumes, not required of each, because filling between
+slices 10 mm apart breaks a thin ring now and then (the measurements: ``benchmarks/islands.py``,
+docs/BENCHMARKS.md section 2b). A class of several lesions of
 similar size falls well below it and is left alone.
 
 Where: the network's own predictions (a volume predicted without a shape prior: the unlabelled volumes
