@@ -290,7 +290,6 @@ def budget(args: argparse.Namespace) -> dict[str, Any]:
             "size",
             "batch",
             "lr",
-
             "seed",
             "precision",
             "islands",
@@ -340,7 +339,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--size", type=int, default=128)
     p.add_argument("--batch", type=int, default=4)
     p.add_argument("--lr", type=float, default=0.03)
-
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--precision", default="auto", choices=PRECISIONS)
     p.add_argument("--threads", type=int, default=0)

@@ -124,11 +124,6 @@ def _opinion(interp: Interpolation) -> np.ndarray:
     return opinion
 
 
-def _speaking(interp: Interpolation, beyond: bool) -> tuple[np.ndarray, np.ndarray]:
-    """(signed distances, opinion) of the prior, with the extrapolation when ``beyond``."""
-    return extrapolate(interp) if beyond else (interp.sdf, _opinion(interp))
-
-
 def class_frequencies(interp: Interpolation) -> np.ndarray:
     """(C,) the frequency of each class on the labelled slices (at least one pixel's worth), uniform without any."""
     num_classes = interp.sdf.shape[0]
@@ -155,7 +150,7 @@ def fuse(
     ``scaled=False``) gives the prior alone. ``sharpen`` and ``temperature`` are the module's constants unless a
     benchmark varies them.
     """
-    sdf, opinion = _speaking(interp, beyond)
+    sdf, opinion = extrapolate(interp) if beyond else (interp.sdf, _opinion(interp))
     q = _factors(sdf, interp.distance, scale * sharpen, opinion)
     num_classes = q.shape[0]
     log_not = np.log1p(-q[1:]).sum(0)  # sum over foreground classes of log(1 - q)
