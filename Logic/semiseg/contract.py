@@ -246,13 +246,16 @@ def train_setting_problem(iterations: int | None = None, size: int | None = None
 assert DEFAULT_METHOD in METHOD_LABELS, "the default method must be a registered one"
 
 
-def keep_largest_island_problem(setting: Any, class_names: Sequence[str]) -> str | None:
-    """What is wrong with a job's ``keep_largest_island`` for these classes (background first), or ``None``:
-    it is ``"auto"``, ``true``, ``false`` or a list of the job's class names (``semiseg.inference.islands``)."""
+def keep_largest_island_problem(setting: Any, class_names: Sequence[str] | None = None) -> str | None:
+    """What is wrong with a job's ``keep_largest_island``, or ``None``: it is ``"auto"``, ``true``, ``false`` or a
+    list of class names (``semiseg.inference.islands``), and, given the job's ``class_names`` (background first),
+    names only those."""
     if setting == "auto" or isinstance(setting, bool):
         return None
     if not (isinstance(setting, list) and all(isinstance(n, str) for n in setting)):
         return f"keep_largest_island must be 'auto', true, false or a list of class names, got {setting!r}"
+    if class_names is None:
+        return None
     unknown = [n for n in setting if n not in class_names[1:]]
     if unknown:
         return (f"keep_largest_island names classes {unknown} the job does not have "

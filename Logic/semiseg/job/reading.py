@@ -60,8 +60,7 @@ FIELD_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "predict": (lambda v: isinstance(v, bool), "true or false"),
     "output_format": (lambda v: isinstance(v, str), "a string"),
     "completion": (lambda v: isinstance(v, dict), "an object of completion settings"),
-    "keep_largest_island": (lambda v: v == "auto" or isinstance(v, bool)
-                            or (isinstance(v, list) and all(isinstance(c, str) for c in v)),
+    "keep_largest_island": (lambda v: keep_largest_island_problem(v) is None,
                             "'auto', true, false or a list of class names"),
 }
 """The type (and simple range) of every key of a single-volume ``job.json``: what it must be, as the error message
@@ -130,9 +129,9 @@ class _Checks:
             )
         if self.output_format not in OUTPUT_FORMATS:
             raise InputError(f"output_format must be one of {OUTPUT_FORMATS}, got {self.output_format!r}", where)
-        islands = keep_largest_island_problem(self.keep_largest_island, self.classes or ["background"])
-        if islands and (self.classes is not None or not isinstance(self.keep_largest_island, list)):
-            raise InputError(islands, where)  # names of undeclared classes are checked when the labels are read
+        islands = keep_largest_island_problem(self.keep_largest_island, self.classes)
+        if islands:  # without declared classes, the names are checked when the labels are read (job.prepare)
+            raise InputError(islands, where)
         if self.recipe not in RECIPES:
             raise InputError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}", where)
         _named(where, lambda: from_dict(TrainConfig, self.train, where="train").validate())
