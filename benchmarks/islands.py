@@ -20,11 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
-from semiseg.completion.interpolation import interpolate_labels
-from semiseg.inference.islands import ONE_PIECE_SHARE, island_sizes, one_piece_classes
-from semiseg.io.slices import labeled_slice_indices, load_volume, take_slices
+from semiseg.inference.islands import ONE_PIECE_SHARE, filled_labels, island_sizes, one_piece_classes
+from semiseg.io.slices import labeled_slice_indices, load_volume
 from semiseg_bench.clinician import keep_slices
-from semiseg_bench.common import default_data_root, str_list
+from semiseg_bench.common import default_data_root, sparsify, str_list
 
 AXIS = 2
 
@@ -54,11 +53,8 @@ def main() -> int:
     for k in (int(x) for x in a.k):
         filled = []
         for labels in maps:
-            stack = np.asarray(take_slices(labels, AXIS))  # type: ignore[arg-type]
             chosen = keep_slices(labeled_slice_indices(labels, AXIS), k)  # type: ignore[arg-type]
-            sparse = np.zeros_like(stack)
-            sparse[chosen] = stack[chosen]
-            filled.append(interpolate_labels(sparse, chosen, classes, "shape").labels)
+            filled.append(filled_labels(sparsify(labels, AXIS, chosen), AXIS, chosen, classes))  # type: ignore[arg-type]
         by_study, by_volume = np.zeros(classes, int), np.zeros(classes, int)
         for study in studies:
             by_study[one_piece_classes([filled[i] for i in study], classes)] += 1

@@ -49,12 +49,11 @@ from typing import Any
 import numpy as np
 
 from semiseg.completion import ShapePrior
-from semiseg.completion.interpolation import interpolate_labels
 from semiseg.errors import InputError
 from semiseg.inference import Predictor, outputs, predict_volume, review_slices
-from semiseg.inference.islands import one_piece_classes
+from semiseg.inference.islands import filled_labels, one_piece_classes
 from semiseg.inference.metrics import dice
-from semiseg.io.slices import SliceSet, Volume, build_slice_sets, labeled_slice_indices, load_volume, take_slices
+from semiseg.io.slices import SliceSet, Volume, build_slice_sets, labeled_slice_indices, load_volume
 from semiseg.training import TrainData, Trainer
 from semiseg.training.progress import ProgressLog
 
@@ -141,10 +140,7 @@ def held_out_dice(predictor: Predictor, held: list[Volume], classes: int) -> tup
 def study_islands(study: list[Scan], classes: int) -> list[int]:
     """The classes a run of this study keeps to their largest island: ``"auto"`` of the job (as
     :mod:`semiseg.job.prepare` decides it, on each scan's labelled slices filled between, shape-based)."""
-    filled = [
-        interpolate_labels(np.asarray(take_slices(s.as_labeled().labels, AXIS)), sorted(s.labeled), classes, "shape")
-        .labels for s in study
-    ]
+    filled = [filled_labels(s.as_labeled().labels, AXIS, sorted(s.labeled), classes) for s in study]  # type: ignore[arg-type]
     return one_piece_classes(filled, classes)
 
 

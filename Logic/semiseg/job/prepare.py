@@ -316,21 +316,18 @@ def _prepared(
 
 
 def _islands(job: Job | VolumesJob, labeled: list[PreparedVolume], names: list[str], num_classes: int) -> list[int]:
-    """The classes the job's ``keep_largest_island`` names; for ``"auto"``, those that are one structure in every
-    labelled volume, filled between its labelled slices (its prior's interpolation; shape-based without one)."""
-    from ..completion.interpolation import interpolate_labels
-    from ..inference.islands import one_piece_classes, resolve_islands
-    from ..io.slices import take_slices
+    """The classes the job's ``keep_largest_island`` names; for ``"auto"``, those that are one structure in the
+    labelled volumes, filled between their labelled slices (each one's prior's interpolation; shape-based without
+    one)."""
+    from ..inference.islands import filled_labels, one_piece_classes, resolve_islands
 
     auto: list[int] = []
     if job.keep_largest_island == "auto":
         filled = []
         for v in labeled:
             assert v.volume is not None and v.volume.labels is not None
-            stack = np.asarray(take_slices(v.volume.labels, v.axis))
-            interp = v.prior.interpolation if v.prior is not None else interpolate_labels(
-                stack, v.labeled, num_classes, "shape")
-            filled.append(interp.labels)
+            filled.append(v.prior.interpolation.labels if v.prior is not None
+                          else filled_labels(v.volume.labels, v.axis, v.labeled, num_classes))
         auto = one_piece_classes(filled, num_classes)
     return resolve_islands(job.keep_largest_island, names, auto, job.source)
 
