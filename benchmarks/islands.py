@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from semiseg.inference.islands import ONE_PIECE_SHARE, filled_labels, island_sizes, one_piece_classes
+from semiseg.completion.interpolation import filled_labels
+from semiseg.inference.islands import ONE_PIECE_SHARE, island_sizes, one_piece_classes
 from semiseg.io.slices import labeled_slice_indices, load_volume
 from semiseg_bench.clinician import keep_slices
 from semiseg_bench.common import default_data_root, sparsify, str_list

@@ -49,9 +49,10 @@ from typing import Any
 import numpy as np
 
 from semiseg.completion import ShapePrior
+from semiseg.completion.interpolation import filled_labels
 from semiseg.errors import InputError
 from semiseg.inference import Predictor, outputs, predict_volume, review_slices
-from semiseg.inference.islands import filled_labels, one_piece_classes
+from semiseg.inference.islands import one_piece_classes
 from semiseg.inference.metrics import dice
 from semiseg.io.slices import SliceSet, Volume, build_slice_sets, labeled_slice_indices, load_volume
 from semiseg.training import TrainData, Trainer

@@ -40,6 +40,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..errors import InputError
+from ..io.slices import take_slices
 from .registration import SliceMotion
 
 __all__ = ["Interpolation", "interpolate_labels", "signed_distance", "slice_distance", "BACKENDS", "available_backend"]
@@ -245,3 +246,10 @@ def interpolate_labels(
                     for s in slices:
                         sdf[c, s], carried[c, s] = moved[s], True
     return Interpolation(labels, sdf, lab, distance, inside, backend, carried)
+
+
+def filled_labels(labels: np.ndarray, axis: int, labeled: Sequence[int], num_classes: int) -> np.ndarray:
+    """A label map (K, J, I) with its ``labeled`` slices (along IJK ``axis``) filled between, shape-based, in
+    slice-stack order: what ``keep_largest_island`` ``"auto"`` looks at without a prior
+    (``semiseg.inference.islands``)."""
+    return interpolate_labels(np.asarray(take_slices(labels, axis)), labeled, num_classes, "shape").labels

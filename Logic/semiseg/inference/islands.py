@@ -38,8 +38,7 @@ from ..contract import keep_largest_island_problem
 from ..errors import InputError
 from ..io.slices import take_slices
 
-__all__ = ["ONE_PIECE_SHARE", "island_sizes", "filled_labels", "one_piece_classes", "keep_largest_island",
-           "resolve_islands"]
+__all__ = ["ONE_PIECE_SHARE", "island_sizes", "one_piece_classes", "keep_largest_island", "resolve_islands"]
 
 ONE_PIECE_SHARE = 0.9
 """The share of a class's voxels its largest islands (one per labelled volume) must hold for ``"auto"``."""
@@ -58,14 +57,6 @@ def island_sizes(mask: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int64)
     counts = np.bincount(_islands(mask).ravel())[1:]
     return counts[counts > 0]
-
-
-def filled_labels(labels: np.ndarray, axis: int, labeled: Sequence[int], num_classes: int) -> np.ndarray:
-    """A label map (K, J, I) as ``"auto"`` looks at it without a prior: its ``labeled`` slices (along IJK ``axis``)
-    filled between (the shape-based interpolation of :mod:`semiseg.completion`), in slice-stack order."""
-    from ..completion.interpolation import interpolate_labels  # the completion imports this package
-
-    return interpolate_labels(np.asarray(take_slices(labels, axis)), labeled, num_classes, "shape").labels
 
 
 def one_piece_classes(filled: Sequence[np.ndarray], num_classes: int) -> list[int]:

@@ -319,7 +319,8 @@ def _islands(job: Job | VolumesJob, labeled: list[PreparedVolume], names: list[s
     """The classes the job's ``keep_largest_island`` names; for ``"auto"``, those that are one structure in the
     labelled volumes, filled between their labelled slices (each one's prior's interpolation; shape-based without
     one)."""
-    from ..inference.islands import filled_labels, one_piece_classes, resolve_islands
+    from ..completion.interpolation import filled_labels
+    from ..inference.islands import one_piece_classes, resolve_islands
 
     auto: list[int] = []
     if job.keep_largest_island == "auto":
