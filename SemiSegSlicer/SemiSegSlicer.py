@@ -53,8 +53,8 @@ class SemiSegSlicer(ScriptedLoadableModule):
         self.parent.contributors = ["SemiSegSlicer developers"]
         self.parent.helpText = _(
             "Label a few slices of a volume, train a semi-supervised model (FixMatch, UniMatch, CrossMatch, "
-            "SemSim, reference-guided) in the background, review the pseudo-labels from the least confident "
-            "slice up with a confidence overlay, accept or correct slices and retrain. "
+            "SemSim, reference-guided) in the background, review the pseudo-labels from the slice where a "
+            "correction pays most, with a confidence overlay, accept or correct slices and retrain. "
             "Unpainted slices are not background: mark the slices you checked and found empty.")
         self.parent.acknowledgementText = _(
             "Built on 3D Slicer, MONAI, PyTorch and SimpleITK. The methods are those of FixMatch (Sohn et al., "
@@ -264,7 +264,7 @@ class SemiSegSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.showReviewTable()
             if self._parameterNode:  # the overlay as the user set it (the module may have been left)
                 self.onParameterChanged()
-            if self.logic.review:  # show the least confident slice
+            if self.logic.review:  # show the first slice of the review list
                 self.onReviewStep(row=0)
         elif progress.error:
             slicer.util.errorDisplay(progress.error, windowTitle=_("SemiSegSlicer"))
@@ -286,7 +286,9 @@ class SemiSegSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         table.setRowCount(len(slices))
         for row, entry in enumerate(slices):
             index = f"{entry['volume']}: {entry['index']}" if "volume" in entry else str(entry["index"])
-            values = (index, f"{entry.get('confidence', float('nan')):.3f}",
+            gain = entry.get("gain")
+            values = (index, f"{100 * gain:.2f}" if isinstance(gain, (int, float)) else "",
+                      f"{entry.get('confidence', float('nan')):.3f}",
                       f"{100 * entry.get('foreground_fraction', 0.0):.1f} %", _("yes") if entry.get("labeled") else "")
             for column, value in enumerate(values):
                 table.setItem(row, column, qt.QTableWidgetItem(value))

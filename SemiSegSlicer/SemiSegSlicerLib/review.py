@@ -1,6 +1,7 @@
 """Review of the pseudo-labels, slice by slice, from the least confident up.
 
-:class:`ReviewModel` holds the engine's ``review.json`` (slices sorted from least to most confident)
+:class:`ReviewModel` holds the engine's ``review.json`` (slices in the engine's order: where a correction is
+expected to add the most Dice first, or, in a list without gains, from the least confident)
 and the current position; :func:`sliceCenterRas` and :func:`jumpSlices` bring the slice views to a
 slice; :func:`acceptSlice` copies exactly one slice of the (possibly corrected) pseudo-labels into the
 user's segmentation and marks it checked, returning what :func:`undoAccept` needs to restore it.
@@ -80,11 +81,14 @@ class ReviewModel(_Rows):
 
 
 class StudyReview(_Rows):
-    """One review list across the volumes of a study, least confident first.
+    """One review list across the volumes of a study, where a correction is expected to add the most Dice first.
 
     Built from each volume's ``review.json`` (in volume order); each entry is the engine's slice entry with
-    ``volume`` (the volume's name) and ``axis`` added. Ties of confidence go by volume order, then slice index.
-    Steps as :class:`ReviewModel` does.
+    ``volume`` (the volume's name) and ``axis`` added. Entries are sorted by the engine's ``gain`` (the Dice a
+    correction of the slice is expected to add to its volume; a study's Dice is its volumes' mean, so the gains
+    of different volumes compare), from the highest; entries without one (a list of an engine before gains)
+    follow, from the least confident. Ties go by volume order, then slice index. Steps as :class:`ReviewModel`
+    does.
     """
 
     def __init__(self, reviews: list[tuple[str, dict]]):
@@ -107,9 +111,11 @@ class StudyReview(_Rows):
 
     def _sort(self) -> None:
         def key(entry):
-            confidence = entry.get("confidence")
+            gain, confidence = entry.get("gain"), entry.get("confidence")
+            if isinstance(gain, (int, float)):
+                return 0, -float(gain), entry["_order"], entry["index"]
             confidence = float(confidence) if isinstance(confidence, (int, float)) else float("inf")
-            return confidence, entry["_order"], entry["index"]
+            return 1, confidence, entry["_order"], entry["index"]
 
         self.slices.sort(key=key)
 

@@ -61,23 +61,23 @@ def test_review_loop_smoke_on_acdc(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     records = read_jsonl(out)
     assert [(r["strategy"], r["corrections"]) for r in records] == [
-        (s, n) for s in ("confidence", "uncertainty", "random", "interpolation") for n in range(3)
+        (s, n) for s in ("review", "confidence", "uncertainty", "random", "interpolation") for n in range(3)
     ]
     by = {(r["strategy"], r["corrections"]): r for r in records}
-    for strategy in ("confidence", "uncertainty", "random"):
+    for strategy in ("review", "confidence", "uncertainty", "random"):
         sizes = [sum(map(len, by[(strategy, n)]["labeled"])) for n in range(3)]
         assert sizes == [sizes[0], sizes[0] + 1, sizes[0] + 2]  # each correction labels one new slice
         assert sizes[0] == 2 * 2  # one patient, both frames, 2 slices each
         assert by[(strategy, 2)]["seconds"] > by[(strategy, 0)]["seconds"] > 0
         assert all(0 <= by[(strategy, n)]["held_out_dice"] <= 1 for n in range(3))
         assert all(0 <= by[(strategy, n)]["held_out_dice_raw"] <= 1 for n in range(3))
-    for n in range(3):  # interpolation follows the confidence loop's slices, without a network
-        assert by[("interpolation", n)]["labeled"] == by[("confidence", n)]["labeled"]
+    for n in range(3):  # interpolation follows the first loop's slices (the review list's), without a network
+        assert by[("interpolation", n)]["labeled"] == by[("review", n)]["labeled"]
         assert by[("interpolation", n)]["held_out_dice"] is None
     assert all(0 < r["study_dice"] <= 1 for r in records)
     assert out.with_suffix(".png").read_bytes()[:8] == PNG
     last = proc.stdout.rstrip().splitlines()
-    assert last[-1].startswith("| interpolation |") and last[-4].startswith("| confidence |")
+    assert last[-1].startswith("| interpolation |") and last[-5].startswith("| review |")
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # every strategy done: nothing reruns
     assert again.returncode == 0 and len(read_jsonl(out)) == len(records) and '"strategy"' not in again.stdout
@@ -114,3 +114,15 @@ def test_the_uncertainty_strategy_takes_the_slice_with_the_most_uncertain_pixels
     assert _choose("uncertainty", study, done, np.random.default_rng(0)) == (0, 3)
     assert _choose("confidence", study, done, np.random.default_rng(0)) == (1, 1)
 
+
+
+def test_the_review_strategy_takes_the_first_slice_of_the_study_review_list():
+    study = [_scan(4, {0}), _scan(3, {2})]
+    conf = [np.full((4, 4, 4), 0.9, np.float32), np.full((3, 4, 4), 0.9, np.float32)]
+    conf[0][3] = 0.2  # the least confident: first by confidence, but little to gain
+    gain = [np.array([0.9, 0.0, 0.01, 0.02]), np.array([0.0, 0.05, 0.3])]  # labelled slices: never chosen
+    done = [{"labels": np.zeros(c.shape, np.uint8), "confidence": c, "gain": g} for c, g in zip(conf, gain)]
+    assert _choose("review", study, done, np.random.default_rng(0)) == (1, 1)
+    assert _choose("confidence", study, done, np.random.default_rng(0)) == (0, 3)
+    study[1].labeled.add(1)
+    assert _choose("review", study, done, np.random.default_rng(0)) == (0, 3)

@@ -60,9 +60,10 @@ def test_train_predict_evaluate_cli(toy_case, tmp_path):
         conf.min() >= 1 / 3 - 1e-5 and conf.max() <= 1 + 1e-5 and ent.min() >= -1e-6 and ent.max() <= np.log(3) + 1e-5
     )
     review = json.loads((pred_dir / "review.json").read_text())
-    scores = [s["confidence"] for s in review["slices"]]
-    assert scores == sorted(scores) and len(scores) == 6 and review["axis"] == 2
+    gains = [s["gain"] for s in review["slices"]]
+    assert gains == sorted(gains, reverse=True) and len(gains) == 6 and review["axis"] == 2
     assert {s["index"] for s in review["slices"] if s["labeled"]} == {1, 4}
+    assert all(s["gain"] == 0 for s in review["slices"] if s["labeled"]) and gains[0] > 0  # the user's: nothing to gain
 
     out = tmp_path / "again"  # predict knows no labelled slices: the network alone, as the run without completion
     _semiseg("predict", "--run", run, "--image", toy_case["image"], "--out", out)

@@ -10,9 +10,9 @@
   prediction, each replaced atomically, review.json last), each followed by its ``preview`` line at
   iteration ``every * p``, then the final result of ``done``. Preview ``p`` labels a disc of radius
   ``0.15 + 0.1 p`` of the slice's size on every slice (label 2 inside half that radius when there are
-  two classes or more), with confidence ``0.5 + 0.1 p`` and a review list whose least confident slice
-  is slice ``p`` (modulo the slice count). With ``gate`` it waits for a file ``RUN_DIR/go`` (and
-  removes it) after each preview, so a test sees every preview; previews listed in ``broken`` are
+  two classes or more), with confidence ``0.5 + 0.1 p`` and a review list whose least confident slice,
+  and the one of the largest gain, is slice ``p`` (modulo the slice count). With ``gate`` it waits for a file
+  ``RUN_DIR/go`` (and removes it) after each preview, so a test sees every preview; previews listed in ``broken`` are
   announced over a half-written labels file, as a reader that catches the files being replaced sees them;
 - ``{"mode": "hang", "obey_sigterm": bool}``: starts a child process (reported as
   ``{"event": "child", "pid": N}``), then prints iterations forever; with ``obey_sigterm`` it stops
@@ -25,15 +25,16 @@
 
 A format-2 job (``"volumes"``) in mode ``done`` is run as the engine runs it (docs/JOB_FORMAT.md): a ``volume`` line
 per volume (``volumes`` then ``predict_images``), then per volume ``predicting``, ``predictions/<name>/`` (its labels
-with slice 0 also filled, or a block for an unlabelled volume; confidence 0.8; review slice ``k`` at ``0.5 + 0.01 k``)
+with slice 0 also filled, or a block for an unlabelled volume; confidence 0.8; review slice ``k`` at ``0.5 + 0.01 k``
+with gain ``0.05 / (k + 1)``)
 and ``predicted``. In mode ``preview`` it first writes the study's previews in ``RUN_DIR/preview/<name>/`` as the
 engine does: preview 0 of every labelled volume, then previews ``1 .. P-1`` one volume at a time, the labelled
 volumes in turn (preview ``p`` as above, at iteration ``every * p``); with ``gate`` it waits for ``RUN_DIR/go``
 after preview 0 of the last volume and after each later preview; ``broken`` as above.
 
 ``semiseg predict --run RUN --images A B ... --out OUT [--format F]`` writes ``OUT/<name>/`` per image (the upper-left
-quarter of every slice labelled 1, confidence 0.6, review slice ``k`` at ``0.505 + 0.01 k``)
-with its ``predicted`` line, then ``done``; exit 2 without ``RUN/checkpoint.pt``.
+quarter of every slice labelled 1, confidence 0.6, review slice ``k`` at ``0.505 + 0.01 k`` with gain
+``0.049 / (k + 1)``) with its ``predicted`` line, then ``done``; exit 2 without ``RUN/checkpoint.pt``.
 
 Without ``fake.json`` the same JSON is read from the environment variable ``FAKE_ENGINE``.
 
@@ -88,8 +89,8 @@ def fake_predict():
         shape = sitk.GetArrayFromImage(image).shape
         labels = np.zeros(shape, np.uint8)
         labels[:, : shape[1] // 2, : shape[2] // 2] = 1
-        slices = [{"index": k, "confidence": 0.505 + 0.01 * k, "foreground_fraction": 0.25, "labeled": False}
-                  for k in range(shape[0])]
+        slices = [{"index": k, "confidence": 0.505 + 0.01 * k, "gain": 0.049 / (k + 1), "foreground_fraction": 0.25,
+                   "labeled": False} for k in range(shape[0])]
         name = volume_name(path)
         write_prediction(os.path.join(out, name), labels, np.full(shape, 0.6, np.float32),
                          {"axis": 2, "statistic": "fake", "slices": slices}, image, ext)
@@ -157,8 +158,8 @@ def write_preview(name, image_file, p):
         labels[distance < radius / 2] = 2
     order = [(p + k) % shape[0] for k in range(shape[0])]
     review = {"axis": 2, "statistic": "fake preview", "slices": [
-        {"index": k, "confidence": 0.4 + 0.05 * rank, "foreground_fraction": float(labels[k].mean()),
-         "labeled": False} for rank, k in enumerate(order)]}
+        {"index": k, "confidence": 0.4 + 0.05 * rank, "gain": 0.05 / (rank + 1),
+         "foreground_fraction": float(labels[k].mean()), "labeled": False} for rank, k in enumerate(order)]}
     write_prediction(out, labels, np.full(shape, 0.5 + 0.1 * p, np.float32), review, image)
     if p in fake.get("broken", []):
         with open(os.path.join(out, "labels." + job.get("output_format", "nii.gz")), "r+b") as f:
@@ -196,7 +197,8 @@ def study_previews():
 def study_done():
     """A format-2 job: one ``volume`` line per volume, then each volume's prediction in
     ``predictions/<name>/`` (labels = its labels with slice 0 also filled, or a block for an unlabelled
-    volume; confidence 0.8; review slice k at 0.5 + 0.01 k), ``predicting``/``predicted`` lines as the engine's."""
+    volume; confidence 0.8; review slice k at 0.5 + 0.01 k with gain 0.05 / (k + 1)), ``predicting``/``predicted``
+    lines as the engine's."""
     import numpy as np
     import SimpleITK as sitk
 
@@ -221,8 +223,8 @@ def study_done():
         else:
             array = np.zeros(sitk.GetArrayFromImage(image).shape, np.uint8)
             array[:, :2, :2] = 1
-        slices = [{"index": k, "confidence": 0.5 + 0.01 * k, "foreground_fraction": 0.1, "labeled": False}
-                  for k in range(array.shape[0])]
+        slices = [{"index": k, "confidence": 0.5 + 0.01 * k, "gain": 0.05 / (k + 1), "foreground_fraction": 0.1,
+                   "labeled": False} for k in range(array.shape[0])]
         write_prediction(os.path.join(run_dir, "predictions", name), array, np.full(array.shape, 0.8, np.float32),
                          {"axis": 2, "statistic": "fake", "slices": slices}, image)
         say(event="predicted", name=name, dir=f"predictions/{name}", number=number, of=len(entries))

@@ -129,6 +129,19 @@ def test_study_review_orders_across_volumes():
     assert review.slices[review.rowOfSlice("b", 2)]["labeled"] is True
 
 
+def test_study_review_orders_by_expected_gain_across_volumes():
+    """The engine's gains decide the order, whatever the confidence says; a list without gains follows."""
+    review = StudyReview([
+        ("a", {"axis": 2, "slices": [{"index": 0, "confidence": 0.9, "gain": 0.02},
+                                     {"index": 1, "confidence": 0.3, "gain": 0.001}]}),
+        ("b", {"axis": 2, "slices": [{"index": 0, "confidence": 0.99, "gain": 0.05},
+                                     {"index": 1, "confidence": 0.5, "gain": 0.02}]}),
+    ])
+    assert [(e["volume"], e["index"]) for e in review.slices] == [("b", 0), ("a", 0), ("b", 1), ("a", 1)]
+    review.addVolume("old", {"axis": 2, "slices": [{"index": 0, "confidence": 0.1}]})
+    assert (review.slices[-1]["volume"], review.currentSlice["volume"]) == ("old", "b")
+
+
 def test_two_volume_study_round(scene, study, engine, tmp_path):
     (volumeA, userA), (volumeB, userB) = study
     before = {userA.GetID(): segmentationSnapshot(userA), userB.GetID(): segmentationSnapshot(userB)}
@@ -307,8 +320,9 @@ def test_two_volume_study_with_the_real_engine(scene, tmp_path):
         assert arrayFromVolume(result.confidenceNode).shape == reference.shape
         assert segmentationSnapshot(user) == snapshot
     assert len(session.review) == sum(r.shape[0] for r in references)
-    confidences = [e["confidence"] for e in session.review.slices]
-    assert confidences == sorted(confidences) and {e["volume"] for e in session.review.slices} == set(names)
+    gains = [e["gain"] for e in session.review.slices]  # the engine's order: the largest expected gain first
+    assert gains == sorted(gains, reverse=True) and {e["volume"] for e in session.review.slices} == set(names)
+    assert gains[0] > 0 and all(e["gain"] == 0 for e in session.review.slices if e.get("labeled"))
     row = next(r for r, e in enumerate(session.review.slices) if e["volume"] == names[1])
     entry = session.selectReview(row=row)
     assert all(c.GetBackgroundVolumeID() == pairs[1][0].GetID() for c in composites(scene))

@@ -1,12 +1,12 @@
 """A study of several volumes in a real browser (headless Chromium over the DevTools protocol), issue 12, item 3:
 two of three loaded volumes marked as part of the study, each labelled on its own, trained as one job; one review
-list across both, least confident first, each entry naming its volume; clicking an entry of the second volume shows
-that volume and slice; a slice accepted in each volume; Retrain sends both; a fourth volume added from the page;
-Apply to more volumes segments the third and fourth without training and their slices join the list.
+list across both, the largest expected gain first, each entry naming its volume; clicking an entry of the second
+volume shows that volume and slice; a slice accepted in each volume; Retrain sends both; a fourth volume added from
+the page; Apply to more volumes segments the third and fourth without training and their slices join the list.
 
 The server is the real ``semiseg serve`` whose jobs run the fake engine (``fakeserve.py`` with
 ``Testing/mrml/fakeengine.py``: real result files in the engine's layout, a review list with slice ``k`` at
-confidence ``0.5 + 0.01 k`` in every volume of a study).
+confidence ``0.5 + 0.01 k`` and gain ``0.05 / (k + 1)`` in every volume of a study).
 """
 
 from __future__ import annotations
@@ -71,13 +71,13 @@ def test_a_two_volume_study_in_the_browser(server, chromium_path):
         page.wait_text("#message", "Pseudo-labels and confidence", timeout=120)
         assert b.text("#progress-text").startswith("Done")
 
-        # one review list across both volumes, least confident first, each entry naming its volume
+        # one review list across both volumes, the largest expected gain first, each entry naming its volume
         b.wait_for("document.querySelectorAll('#review-table tbody tr').length === 14", timeout=30,
                    what="the study's review list")
         rows = review_rows(b)
         assert [r[:2] for r in rows[:4]] == [["0", "alpha"], ["0", "beta"], ["1", "alpha"], ["1", "beta"]], rows
-        confidences = [float(r[2]) for r in rows]
-        assert confidences == sorted(confidences) and {r[1] for r in rows} == {"alpha", "beta"}
+        gains = [float(r[2]) for r in rows]  # in Dice points (the fake engine: slice k at 5 / (k + 1))
+        assert gains == sorted(gains, reverse=True) and gains[0] == 5.0 and {r[1] for r in rows} == {"alpha", "beta"}
         page.shot("study-review")
 
         # an entry of the second volume shows that volume and that slice
@@ -130,7 +130,7 @@ def test_a_two_volume_study_in_the_browser(server, chromium_path):
         assert len(_jobs(server)) == 3  # one more job: the prediction
         rows = review_rows(b)
         assert {r[1] for r in rows} == {"alpha", "beta", "gamma", "delta"}
-        assert [float(r[2]) for r in rows] == sorted(float(r[2]) for r in rows)
+        assert [float(r[2]) for r in rows] == sorted((float(r[2]) for r in rows), reverse=True)
         b.click("#review-table tbody tr", [r[1] for r in rows].index("gamma"))
         page.wait_text("#current-slice", "of 0-4")
         assert shown_volume(b) == "gamma"

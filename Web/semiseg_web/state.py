@@ -44,6 +44,7 @@ class ReviewRow:
     row: int = 0
     index: int = 0
     volume: str = ""  # the volume's name (a study's review list; "" for one volume)
+    gain: float | None = None  # Dice points a correction is expected to add (the list's order; None: not given)
     confidence: float = 0.0
     foreground: float = 0.0  # percent of the slice
     labeled: bool = False

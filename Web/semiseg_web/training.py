@@ -221,6 +221,7 @@ class TrainingAndReview:
                     row=row,
                     index=e["index"],
                     volume=self._reviewVolumeName(e),
+                    gain=100.0 * float(e["gain"]) if isinstance(e.get("gain"), (int, float)) else None,
                     confidence=float(e.get("confidence", 0.0)),
                     foreground=100.0 * float(e.get("foreground_fraction", 0.0)),
                     labeled=bool(e.get("labeled")),

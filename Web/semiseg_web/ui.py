@@ -459,7 +459,7 @@ class SemiSegUI:
                     with html.Thead(), html.Tr():
                         html.Th("Slice")
                         html.Th("Volume", v_if=(f"{self.name.study.active}",))
-                        for heading in ("Confidence", "Foreground", "Labelled"):
+                        for heading in ("Gain", "Confidence", "Foreground", "Labelled"):
                             html.Th(heading)
                     with (
                         html.Tbody(),
@@ -472,6 +472,7 @@ class SemiSegUI:
                     ):
                         html.Td("{{ row.index }}")
                         html.Td("{{ row.volume }}", v_if=(f"{self.name.study.active}",))
+                        html.Td("{{ row.gain === null ? '' : row.gain.toFixed(2) }}")
                         html.Td("{{ row.confidence.toFixed(3) }}")
                         html.Td("{{ row.foreground.toFixed(1) }} %")
                         html.Td("{{ row.labeled ? 'yes' : '' }}")

@@ -18,14 +18,17 @@ network's argmax alone is recorded beside it (``held_out_dice_raw``).
 
 Strategies, at the same number of slices:
 
-- ``confidence``: the least confident slice of the whole study (the review list's order,
-  :func:`semiseg.inference.review.review_slices`), as the review list shows it to the user;
+- ``review``: the first slice of the study's review list, as the user sees it: the highest expected gain
+  (:func:`semiseg.inference.review.expected_gain`, with the committee of each scan's fused result and the
+  network alone);
+- ``confidence``: the least confident slice of the whole study (the review list's order without gains, the
+  mean confidence over the slice's region of interest; the list's order until session 10);
 - ``uncertainty``: the slice with the most uncertain pixels, ``sum(1 - confidence)`` over the slice (a
-  candidate: the review list's mean favours small, hard slices whose correction moves the Dice little);
+  candidate: the mean confidence favours small, hard slices whose correction moves the Dice little);
 - ``random``: a slice drawn uniformly from the study's unlabelled slices (seeded);
 - ``interpolation``: no network: Slicer's *Fill between slices* (ITK's morphological contour
-  interpolation) of each scan from the slices the ``confidence`` loop had labelled at that count
-  (or the ``random`` loop's, when ``confidence`` is not run). Nothing beyond the first and last
+  interpolation) of each scan from the slices the first of the loops above that ran had labelled at that
+  count. Nothing beyond the first and last
   labelled slice of a scan.
 
 Datasets: ACDC (the study is the first ``m`` train patients, both frames each; the val patients are
@@ -62,7 +65,8 @@ from .common import append_jsonl, bench_train_config, check_methods, default_dat
 
 __all__ = ["STRATEGIES", "Scan", "load_study", "run_strategy", "add_arguments", "main"]
 
-STRATEGIES = ("confidence", "uncertainty", "random", "interpolation")
+STRATEGIES = ("review", "confidence", "uncertainty", "random", "interpolation")
+LOOPS = STRATEGIES[:-1]
 AXIS = 2
 
 
@@ -166,7 +170,7 @@ def _complete(predictor: Predictor | None, scan: Scan, classes: int) -> dict[str
     # the product's prior, which follows the image (section 2b's table predates it: docs/BENCHMARKS.md)
     prior = ShapePrior.build(sparse.labels, AXIS, kept, classes, image=scan.volume.image)  # type: ignore[arg-type]
     result = predict_volume(predictor, scan.volume, AXIS, prior, kept)
-    return {"labels": result["labels"], "confidence": result["confidence"]}
+    return {k: result[k] for k in ("labels", "confidence", "gain")}
 
 
 def _choose(strategy: str, study: list[Scan], done: list[dict[str, np.ndarray]], rng: np.random.Generator):
@@ -187,9 +191,10 @@ def _choose(strategy: str, study: list[Scan], done: list[dict[str, np.ndarray]],
         return s, i
     entries = []
     for s, (scan, out) in enumerate(zip(study, done)):
-        for e in review_slices(out["labels"], out["confidence"], AXIS, scan.labeled):
+        gain = out["gain"] if strategy == "review" else None
+        for e in review_slices(out["labels"], out["confidence"], AXIS, scan.labeled, gain):
             if not e["labeled"]:
-                entries.append((e["confidence"], s, e["index"]))
+                entries.append((-e["gain"] if gain is not None else e["confidence"], s, e["index"]))
     _, s, i = min(entries)
     return s, i
 
@@ -361,7 +366,7 @@ def main(args: argparse.Namespace) -> int:
     for strategy in sorted(args.strategies, key=STRATEGIES.index):
         if strategy in {r["strategy"] for r in old}:
             continue
-        followed = next((s for s in ("confidence", "uncertainty", "random") if s in {r["strategy"] for r in old}), None)
+        followed = next((s for s in LOOPS if s in {r["strategy"] for r in old}), None)
         history = (
             [r["labeled"] for r in sorted(old, key=lambda r: r["corrections"]) if r["strategy"] == followed]
             if followed

@@ -47,10 +47,10 @@ class Previews:
         self.last = time.monotonic()
         self.started = time.monotonic()
 
-    def _write(self, probs: Any, iteration: int, iterations: int) -> None:
+    def _write(self, result: dict[str, Any], iteration: int, iterations: int) -> None:
         try:
             write_result(
-                outputs(probs),
+                result,
                 self.volume.reference,
                 self.dir,
                 self.prior.axis,
@@ -77,7 +77,7 @@ class Previews:
 
     def first(self, iterations: int) -> None:
         """The prior alone, before training."""
-        self._write(self.prior.alone(), 0, iterations)
+        self._write(outputs(self.prior.alone(), axis=self.prior.axis), 0, iterations)
 
     def due(self) -> bool:
         return self.every > 0 and time.monotonic() - self.last >= self.every
@@ -90,7 +90,7 @@ class Previews:
         model.eval()
         try:
             predictor = Predictor.of_model(model, size, num_classes, self.prior.axis, device)
-            probs = self.prior.fuse(predictor.probabilities(self.volume.image, self.prior.axis))
+            probs = predictor.probabilities(self.volume.image, self.prior.axis)
         finally:
             model.train(was_training)
-        self._write(probs, iteration, iterations)
+        self._write(self.prior.outputs(probs), iteration, iterations)

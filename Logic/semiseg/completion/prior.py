@@ -3,8 +3,8 @@
 :class:`ShapePrior` is what a run keeps of the user's labelled slices beyond the training data:
 built from the labelled volume (:meth:`ShapePrior.build`: shape-based at once, then following the image
 after :meth:`ShapePrior.refine`), it gives the first result before any training (:meth:`ShapePrior.alone`)
-and turns the network's probabilities of that volume into the fused ones (:meth:`ShapePrior.fuse`) for
-every preview and for the final result.
+and turns the network's probabilities of that volume into the fused ones (:meth:`ShapePrior.fuse`) and
+the result (:meth:`ShapePrior.outputs`) for every preview and for the final result.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..inference import outputs
 from ..io.slices import SliceSet, put_slices, resize_images, resize_labels, take_slices
 from .fusion import TEMPERATURE, fit_scale, fuse
 from .interpolation import Interpolation, available_backend, interpolate_labels
@@ -128,6 +129,18 @@ class ShapePrior:
         stacked = np.stack([take_slices(p, self.axis) for p in net_probs])
         fused = fuse(stacked, self.interpolation, self.scale, self.temperature, beyond)
         return np.stack([put_slices(p, self.axis) for p in fused])
+
+    def outputs(self, net_probs: np.ndarray) -> dict[str, np.ndarray]:
+        """This volume's result from the network's probabilities (C, K, J, I): the fused labels, confidence and
+        entropy, and the review's gains with the committee of the fused result and the network alone, weighed
+        equally, for the truth's probabilities (the user's labels on the labelled slices;
+        :mod:`semiseg.inference.review`)."""
+        fused = self.fuse(net_probs)
+        committee = (fused + net_probs) / 2
+        labeled = self.interpolation.labeled
+        if labeled:
+            take_slices(committee, self.axis)[labeled] = take_slices(fused, self.axis)[labeled]
+        return outputs(fused, axis=self.axis, truth=committee)
 
     def pseudo_labeled(self, image: np.ndarray, name: str, size: int, weight: float) -> SliceSet:
         """The interpolated slices of ``image`` (K, J, I) as weighted labelled training slices (see

@@ -24,7 +24,7 @@ from ..models import UNet2D, resolve_precision, set_precision
 from ..models.device import resolve_device
 from ..training.checkpoint import load_checkpoint
 from .islands import keep_largest_island
-from .review import REVIEW_STATISTIC, review_slices
+from .review import REVIEW_STATISTIC, expected_gain, review_slices
 
 if TYPE_CHECKING:
     from ..completion import ShapePrior
@@ -35,7 +35,11 @@ __all__ = [
     "outputs",
     "write_result",
     "write_prediction",
+    "VOLUMES",
 ]
+
+VOLUMES = ("labels", "confidence", "entropy")
+"""The volumes of a result, written by :func:`write_result` (``labels.<ext>`` and so on)."""
 
 
 class Predictor:
@@ -102,15 +106,22 @@ class Predictor:
 
 
 def outputs(
-    probs: np.ndarray, islands: Collection[int] = (), axis: int = 2, labeled: Collection[int] = ()
+    probs: np.ndarray,
+    islands: Collection[int] = (),
+    axis: int = 2,
+    labeled: Collection[int] = (),
+    truth: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
-    """Labels (uint8), confidence (max probability) and entropy (nats) of class probabilities (C, K, J, I); the
-    classes ``islands`` kept to their largest island, except on the ``labeled`` slices along ``axis``
-    (:func:`~semiseg.inference.islands.keep_largest_island`)."""
+    """Labels (uint8), confidence (max probability) and entropy (nats) of class probabilities (C, K, J, I), and
+    ``gain``, each slice's expected gain along ``axis`` (:func:`~.review.expected_gain`, with ``truth``'s
+    probabilities, by default ``probs``); the classes ``islands`` kept to their largest island, except on the
+    ``labeled`` slices (:func:`~semiseg.inference.islands.keep_largest_island`)."""
+    labels = keep_largest_island(probs.argmax(0).astype(np.uint8), islands, axis, labeled)
     return {
-        "labels": keep_largest_island(probs.argmax(0).astype(np.uint8), islands, axis, labeled),
+        "labels": labels,
         "confidence": probs.max(0).astype(np.float32),
         "entropy": (-(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(0)).astype(np.float32),
+        "gain": expected_gain(labels, probs if truth is None else truth, axis),
     }
 
 
@@ -121,17 +132,19 @@ def predict_volume(
     prior: "ShapePrior | None" = None,
     labeled: Collection[int] = (),
 ) -> dict[str, np.ndarray]:
-    """Labels (uint8), confidence and entropy (float32), all (K, J, I) on the volume's grid.
+    """Labels (uint8), confidence and entropy (float32), all (K, J, I) on the volume's grid, and the review's
+    per-slice ``gain`` (:func:`outputs`).
 
     With the ``prior`` of this volume's labelled slices (:class:`~semiseg.completion.ShapePrior`), the
     network's probabilities are fused with it first, so confidence and entropy are those of what the
-    user sees. Without a prior, the predictor's :attr:`~Predictor.islands` are kept to their largest island, on
-    every slice but the ``labeled`` ones (:mod:`.islands`: a fused result is left as fused).
+    user sees (:meth:`~semiseg.completion.ShapePrior.outputs`). Without a prior, the predictor's
+    :attr:`~Predictor.islands` are kept to their largest island, on every slice but the ``labeled`` ones
+    (:mod:`.islands`: a fused result is left as fused).
     """
     axis = predictor.axis if axis is None else axis
     probs = predictor.probabilities(volume.image, axis)
     if prior is not None:
-        return outputs(prior.fuse(probs))
+        return prior.outputs(probs)
     return outputs(probs, predictor.islands, axis, labeled)
 
 
@@ -144,7 +157,8 @@ def write_result(
     labeled: set[int] | None = None,
     image: str = "",
 ) -> Path:
-    """Write ``labels``, ``confidence``, ``entropy`` and ``review.json`` of ``result`` to ``out_dir``.
+    """Write ``labels``, ``confidence``, ``entropy`` and ``review.json`` (by the ``gain`` of the slices, when the
+    result has it) of ``result`` to ``out_dir``.
 
     Files are written under temporary names and renamed at the end (``review.json`` last), so a
     failure writes nothing partial and a reader that waits for ``review.json`` sees a whole result.
@@ -154,7 +168,8 @@ def write_result(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     staged = []
-    for key, arr in result.items():
+    for key in VOLUMES:
+        arr = result[key]
         tmp = out_dir / f".{key}.tmp.{output_format}"
         write_like(arr, reference, tmp)
         staged.append((tmp, out_dir / f"{key}.{output_format}"))
@@ -162,7 +177,7 @@ def write_result(
         "axis": axis,
         "statistic": REVIEW_STATISTIC,
         "image": image,
-        "slices": review_slices(result["labels"], result["confidence"], axis, labeled),
+        "slices": review_slices(result["labels"], result["confidence"], axis, labeled, result.get("gain")),
     }
     tmp_review = out_dir / ".review.tmp.json"
     tmp_review.write_text(json.dumps(review, indent=1))
