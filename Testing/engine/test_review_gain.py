@@ -73,7 +73,7 @@ def _hidden_structure():
 
 def test_a_structure_the_labelled_slices_miss_comes_first_in_the_review_list(tmp_path):
     """The interpolation of slices 1 and 7 says class 1 is absent in between, and the fusion follows it; the
-    committee keeps half of the network's belief, so the slices that hold the structure lead the list. The fused
+    committee keeps a tenth of the network's belief, so the slices that hold the structure lead the list. The fused
     result's own probabilities are sure of its absence: with them, the two slices barely stand out."""
     truth, sparse, net = _hidden_structure()
     prior = ShapePrior.build(sparse, 2, LABELED, 3)
@@ -84,7 +84,7 @@ def test_a_structure_the_labelled_slices_miss_comes_first_in_the_review_list(tmp
     assert all(e["gain"] == 0 for e in ranked if e["labeled"])
     alone = outputs(prior.fuse(net), axis=2)["gain"]  # the fused result alone as the truth: they barely stand out
     lift = [g[[2, 3]].min() / g[[4, 5, 6]].max() for g in (result["gain"], alone)]
-    assert lift[0] > 1.4 and lift[1] < 1.2
+    assert lift[0] > 1.3 and lift[1] < 1.2
 
     image = write_volume(tmp_path / "image.nii.gz", truth.astype(np.float32))
     out = write_result(result, read_image(image)[1], tmp_path / "out", 2, labeled=set(LABELED))

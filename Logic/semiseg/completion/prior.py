@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..inference import outputs
+from ..inference.review import COMMITTEE_NETWORK
 from ..io.slices import SliceSet, put_slices, resize_images, resize_labels, take_slices
 from .fusion import TEMPERATURE, fit_scale, fuse
 from .interpolation import Interpolation, available_backend, interpolate_labels
@@ -132,11 +133,11 @@ class ShapePrior:
 
     def outputs(self, net_probs: np.ndarray) -> dict[str, np.ndarray]:
         """This volume's result from the network's probabilities (C, K, J, I): the fused labels, confidence and
-        entropy, and the review's gains with the committee of the fused result and the network alone, weighed
-        equally, for the truth's probabilities (the user's labels on the labelled slices;
-        :mod:`semiseg.inference.review`)."""
+        entropy, and the review's gains with the committee of the fused result and the network alone
+        (:data:`~semiseg.inference.review.COMMITTEE_NETWORK`) for the truth's probabilities (the user's labels on
+        the labelled slices; :mod:`semiseg.inference.review`)."""
         fused = self.fuse(net_probs)
-        committee = (fused + net_probs) / 2
+        committee = (1 - COMMITTEE_NETWORK) * fused + COMMITTEE_NETWORK * net_probs
         labeled = self.interpolation.labeled
         if labeled:
             take_slices(committee, self.axis)[labeled] = take_slices(fused, self.axis)[labeled]

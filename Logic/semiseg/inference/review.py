@@ -11,9 +11,11 @@ reduction", ICML 2001) for the Dice that the user's result is scored by. Choices
 
 - The probabilities ``t``: the network's own, and for a completed labelled volume a committee
   (Seung, Opper and Sompolinsky, "Query by committee", COLT 1992) of the fused result and the network
-  alone, weighed equally (:meth:`~semiseg.completion.ShapePrior.outputs`): where the user's
-  interpolated labels overrule a network that sees a structure, say the one slice of a small
-  structure that none of the labelled slices holds, the slice is not taken as sure.
+  alone, the network weighing :data:`COMMITTEE_NETWORK` (:meth:`~semiseg.completion.ShapePrior.outputs`):
+  where the user's interpolated labels overrule a network that sees a structure, say the slices of a
+  small structure that none of the labelled slices holds, those slices are not taken as sure. The
+  fused result alone is sure of such an absence; weighed equally, a network that paints a structure
+  on slices far from it, which the fusion rightly removes, would send the list there instead.
 - Gains add up across the volumes of a study whose Dice is the volumes' mean: one list sorts them all.
 - A class the result lacks in the whole volume counts as lost wherever the probabilities hold some of
   it (its Dice, 0, is then the share of each slice's probability mass): a structure the fusion removed
@@ -35,7 +37,11 @@ import numpy as np
 
 from ..io.slices import take_slices
 
-__all__ = ["review_slices", "expected_gain", "ROI_CONFIDENCE", "REVIEW_STATISTIC"]
+__all__ = ["review_slices", "expected_gain", "ROI_CONFIDENCE", "REVIEW_STATISTIC", "COMMITTEE_NETWORK"]
+
+COMMITTEE_NETWORK = 0.1
+"""The network's weight in the committee of a completed volume, the fused result's being the rest (chosen on the
+development studies, ACDC's and LA's, by simulation: docs/BENCHMARKS.md section 2b)."""
 
 ROI_CONFIDENCE = 0.9
 REVIEW_STATISTIC = (
