@@ -207,6 +207,20 @@ def _islands(tmp: Path, request) -> None:
     assert lines_starting(stdout, "| 2 |") == ["| 2 | 4 of 4 / 16 of 16 |"], stdout  # the atrium: one piece
 
 
+@smoke("review_order.py")
+def _review_order(tmp: Path, request) -> None:
+    args = ["--dataset", "acdc", "--data", str(data("acdc")), "--scans", "1", "--k", "2", "--unlabeled", "1",
+            "--iterations", "3", "--size", "32", "--batch", "2", "--method", "supervised", "--corrections", "2",
+            "--orders", "confidence,gain:0,gain:0.1,random", "--draws", "2", "--checkpoint", str(tmp / "first.pt")]
+    stdout = run("review_order.py", *args)
+    assert stdout.startswith("acdc: study Dice (%) by corrected slices"), stdout
+    rows = {line.split("|")[1].strip(): [float(v) for v in line.split("|")[2:-1]] for line in
+            lines_starting(stdout, "| ") if not line.startswith("| order")}
+    assert list(rows) == ["confidence", "gain:0", "gain:0.1", "random"], stdout
+    assert all(len(r) == 3 and r[0] == rows["random"][0] and 0 < min(r) <= max(r) <= 100 for r in rows.values())
+    assert (tmp / "first.pt").is_file()  # the first network, kept for the next run
+
+
 @smoke("interpolation.py", needs_itk=True)
 def _interpolation(tmp: Path, request) -> None:
     stdout = run("interpolation.py", "--dataset", "la", "--data", str(data("la")), "--volumes", "1", "--k", "2",

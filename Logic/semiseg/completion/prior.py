@@ -131,13 +131,14 @@ class ShapePrior:
         fused = fuse(stacked, self.interpolation, self.scale, self.temperature, beyond)
         return np.stack([put_slices(p, self.axis) for p in fused])
 
-    def outputs(self, net_probs: np.ndarray) -> dict[str, np.ndarray]:
+    def outputs(self, net_probs: np.ndarray, network_weight: float = COMMITTEE_NETWORK) -> dict[str, np.ndarray]:
         """This volume's result from the network's probabilities (C, K, J, I): the fused labels, confidence and
         entropy, and the review's gains with the committee of the fused result and the network alone
         (:data:`~semiseg.inference.review.COMMITTEE_NETWORK`) for the truth's probabilities (the user's labels on
-        the labelled slices; :mod:`semiseg.inference.review`)."""
+        the labelled slices; :mod:`semiseg.inference.review`); ``network_weight`` is that module's unless a
+        benchmark varies it."""
         fused = self.fuse(net_probs)
-        committee = (1 - COMMITTEE_NETWORK) * fused + COMMITTEE_NETWORK * net_probs
+        committee = (1 - network_weight) * fused + network_weight * net_probs
         labeled = self.interpolation.labeled
         if labeled:
             take_slices(committee, self.axis)[labeled] = take_slices(fused, self.axis)[labeled]
