@@ -55,12 +55,13 @@ def expected_gain(labels: np.ndarray, truth: np.ndarray, axis: int) -> np.ndarra
     foreground-class Dice, for labels (K, J, I) and the probabilities (C, K, J, I) taken for the truth's (see the
     module docstring)."""
     stack, probs = take_slices(labels, axis), take_slices(truth, axis)  # (N, rows, cols), (N, C, rows, cols)
-    classes = probs.shape[1]
-    gain = np.zeros(stack.shape[0])
+    n, classes = probs.shape[:2]
+    gain = np.zeros(n)
     for c in range(1, classes):
-        t, y = probs[:, c], stack == c
-        wrong = np.abs(t - y).reshape(len(t), -1).sum(1, dtype=np.float64)
-        gain += wrong / max(float(t.sum(dtype=np.float64)) + float(y.sum()), 1.0)
+        t, y = probs[:, c].reshape(n, -1), (stack == c).reshape(n, -1)
+        t_sum, y_sum = t.sum(1, dtype=np.float64), y.sum(1)
+        wrong = t_sum + y_sum - 2 * np.where(y, t, 0).sum(1, dtype=np.float64)  # sum |t - y|, y being 0 or 1
+        gain += wrong / max(float(t_sum.sum() + y_sum.sum()), 1.0)
     return gain / max(classes - 1, 1)
 
 
