@@ -41,6 +41,7 @@ except ImportError:  # the module loaded from a source checkout: the engine is i
 from SemiSegSlicerLib import Session, StudySession, cache, dependencies, labeledslices, resultimport  # noqa: E402
 from SemiSegSlicerLib.curves import CurvePlot, TrainingCurves  # noqa: E402
 from SemiSegSlicerLib.mrmlio import firstScalarVolume  # noqa: E402
+from SemiSegSlicerLib.review import reviewRowTexts  # noqa: E402
 from SemiSegSlicerLib.session import checkTrainRequest  # noqa: E402
 
 
@@ -285,12 +286,7 @@ class SemiSegSlicerWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         slices = self.logic.review.slices if self.logic.review else []
         table.setRowCount(len(slices))
         for row, entry in enumerate(slices):
-            index = f"{entry['volume']}: {entry['index']}" if "volume" in entry else str(entry["index"])
-            gain = entry.get("gain")
-            values = (index, f"{100 * gain:.2f}" if isinstance(gain, (int, float)) else "",
-                      f"{entry.get('confidence', float('nan')):.3f}",
-                      f"{100 * entry.get('foreground_fraction', 0.0):.1f} %", _("yes") if entry.get("labeled") else "")
-            for column, value in enumerate(values):
+            for column, value in enumerate(reviewRowTexts(entry, _("yes"))):
                 table.setItem(row, column, qt.QTableWidgetItem(value))
         if slices:
             table.selectRow(self.logic.review.current)

@@ -18,7 +18,8 @@ import numpy as np
 from . import labeledslices
 from .mrmlio import checkSameTransform, ijkToRasMatrix, numpyAxis, segmentsToArray, writeSegmentArrays
 
-__all__ = ["ReviewModel", "StudyReview", "sliceCenterRas", "jumpSlices", "AcceptRecord", "acceptSlice", "undoAccept"]
+__all__ = ["ReviewModel", "StudyReview", "reviewRowTexts", "sliceCenterRas", "jumpSlices", "AcceptRecord",
+           "acceptSlice", "undoAccept"]
 
 
 class _Rows:
@@ -134,6 +135,16 @@ class StudyReview(_Rows):
 
     def setLabeled(self, volume: str, index: int, labeled: bool = True) -> None:
         self.slices[self.rowOfSlice(volume, index)]["labeled"] = labeled
+
+
+def reviewRowTexts(entry: dict, yes: str = "yes") -> tuple[str, str, str, str, str]:
+    """The review table's cells of an entry: the slice (``<volume>: <index>`` in a study), the gain in Dice points
+    (empty in a list without gains), the confidence, the foreground and ``yes`` when the slice is labelled."""
+    index = f"{entry['volume']}: {entry['index']}" if "volume" in entry else str(entry["index"])
+    gain = entry.get("gain")
+    return (index, f"{100 * gain:.2f}" if isinstance(gain, (int, float)) else "",
+            f"{entry.get('confidence', float('nan')):.3f}", f"{100 * entry.get('foreground_fraction', 0.0):.1f} %",
+            yes if entry.get("labeled") else "")
 
 
 def sliceCenterRas(volumeNode, axis: int, index: int) -> tuple[float, float, float]:

@@ -19,7 +19,7 @@ import pytest
 from SemiSegSlicerLib import labeledslices, resultimport
 from SemiSegSlicerLib.jobexport import exportStudyJob
 from SemiSegSlicerLib.mrmlio import arrayFromVolume, readVolume, segmentsToArray
-from SemiSegSlicerLib.review import StudyReview
+from SemiSegSlicerLib.review import StudyReview, reviewRowTexts
 from SemiSegSlicerLib.study import StudySession
 
 import fakeengine
@@ -140,6 +140,9 @@ def test_study_review_orders_by_expected_gain_across_volumes():
     assert [(e["volume"], e["index"]) for e in review.slices] == [("b", 0), ("a", 0), ("b", 1), ("a", 1)]
     review.addVolume("old", {"axis": 2, "slices": [{"index": 0, "confidence": 0.1}]})
     assert (review.slices[-1]["volume"], review.currentSlice["volume"]) == ("old", "b")
+    assert reviewRowTexts(review.slices[0]) == ("b: 0", "5.00", "0.990", "0.0 %", "")
+    assert reviewRowTexts({"index": 3, "confidence": 0.5, "foreground_fraction": 0.25, "labeled": True}, "ja") == (
+        "3", "", "0.500", "25.0 %", "ja")
 
 
 def test_two_volume_study_round(scene, study, engine, tmp_path):
