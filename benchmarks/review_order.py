@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from semiseg.completion import ShapePrior
-from semiseg.inference import Predictor, review_slices
+from semiseg.inference import Predictor
 from semiseg.training import Trainer
 from semiseg.training.progress import ProgressLog
 from semiseg_bench import review as loop
@@ -55,13 +55,14 @@ def first_network(args: argparse.Namespace, study, extra, classes: int) -> torch
 
 
 class Study:
-    """The study's scans with the network's probabilities held fixed; each scan's result is rebuilt when its
-    labelled slices change."""
+    """The study's scans with the network's probabilities held fixed; each scan's prior is rebuilt when its labelled
+    slices change, and its result for each committee weight."""
 
     def __init__(self, scans, probs, classes: int):
         self.scans, self.probs, self.classes = scans, probs, classes
         self.start = [set(s.labeled) for s in scans]
-        self.cache: dict = {}
+        self.priors: dict = {}
+        self.results: dict = {}
 
     def reset(self) -> None:
         for scan, labeled in zip(self.scans, self.start):
@@ -69,46 +70,32 @@ class Study:
 
     def result(self, s: int, weight: float) -> dict[str, np.ndarray]:
         scan = self.scans[s]
-        key = (s, tuple(sorted(scan.labeled)), weight)
-        if key not in self.cache:
-            sparse = scan.as_labeled()
-            prior = ShapePrior.build(sparse.labels, loop.AXIS, sorted(scan.labeled), self.classes,
-                                     image=scan.volume.image)
-            self.cache[key] = prior.outputs(self.probs[s], weight)
-        return self.cache[key]
+        labeled = tuple(sorted(scan.labeled))
+        if (s, labeled) not in self.priors:
+            self.priors[s, labeled] = ShapePrior.build(scan.as_labeled().labels, loop.AXIS, labeled, self.classes,
+                                                       image=scan.volume.image)
+        if (s, labeled, weight) not in self.results:
+            self.results[s, labeled, weight] = self.priors[s, labeled].outputs(self.probs[s], weight)
+        return self.results[s, labeled, weight]
 
-    def dice(self) -> float:
-        return float(np.mean([loop._mean_dice(self.result(s, 0.0)["labels"], scan.volume.labels, self.classes)
+    def dice(self, weight: float) -> float:
+        """The study's Dice (the labels do not depend on the committee's ``weight``: the one already computed)."""
+        return float(np.mean([loop._mean_dice(self.result(s, weight)["labels"], scan.volume.labels, self.classes)
                               for s, scan in enumerate(self.scans)]))
 
-    def free(self) -> list[tuple[int, int]]:
-        return [(s, i) for s, scan in enumerate(self.scans) for i in range(scan.volume.num_slices(loop.AXIS))
-                if i not in scan.labeled]
-
-    def choose(self, order: str, rng: np.random.Generator) -> tuple[int, int]:
-        if order == "random":
-            free = self.free()
-            return free[int(rng.integers(len(free)))]
-        weight = float(order.split(":")[1]) if order.startswith("gain:") else 0.0
-        best = []
-        for s, scan in enumerate(self.scans):
-            out = self.result(s, weight)
-            gain = out["gain"] if order.startswith("gain:") else None
-            for e in review_slices(out["labels"], out["confidence"], loop.AXIS, scan.labeled, gain):
-                if not e["labeled"]:
-                    best.append((-e["gain"] if gain is not None else e["confidence"], s, e["index"]))
-        _, s, i = min(best)
-        return s, i
-
     def run(self, order: str, corrections: int, seed: int = 0) -> list[float]:
-        """The study's Dice after 0 .. ``corrections`` corrections in ``order``."""
+        """The study's Dice after 0 .. ``corrections`` corrections in ``order``, each chosen as ``semiseg bench
+        review`` chooses it (``gain:W`` is its ``review`` strategy with the committee weight ``W``)."""
         self.reset()
         rng = np.random.default_rng(seed)
-        curve = [self.dice()]
+        weight = float(order.split(":")[1]) if order.startswith("gain:") else 0.0
+        strategy = "review" if order.startswith("gain:") else order
+        curve = [self.dice(weight)]
         for _ in range(corrections):
-            s, i = self.choose(order, rng)
+            done = [self.result(s, weight) for s in range(len(self.scans))] if strategy != "random" else []
+            s, i = loop._choose(strategy, self.scans, done, rng)
             self.scans[s].labeled.add(i)
-            curve.append(self.dice())
+            curve.append(self.dice(weight))
         return curve
 
 
