@@ -266,8 +266,10 @@ def _predict(args: argparse.Namespace) -> int:
             f"checkpoint does not hold a usable model ({type(err).__name__}: {str(err)[:200]})", ckpt
         ) from None
     axis = None if args.axis == "auto" else args.axis
-    if args.keep_largest_island != "auto":
-        predictor.islands = list(range(1, predictor.num_classes)) if args.keep_largest_island == "all" else []
+    from .inference.islands import resolve_islands
+
+    names = ["background"] + [f"class {c}" for c in range(1, predictor.num_classes)]  # True/False need the count only
+    predictor.islands = resolve_islands(ISLANDS[args.keep_largest_island], names, predictor.islands)  # auto: the run's
     if images is not None:
         from .training.distributed import world_from_env
 

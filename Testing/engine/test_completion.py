@@ -216,6 +216,25 @@ def test_beyond_the_labelled_range_the_prior_shrinks_and_the_network_decides():
     assert (fused[19] == 1)[32, 32] and not (fused[19] == 1)[0, 0]
 
 
+def test_beyond_an_outermost_slice_checked_empty_the_structure_has_ended():
+    """Accepting an empty slice beyond the structure bounds it: the slices beyond stay background where a fairly
+    sure network paints the structure, as the shrinking shape kept them before the slice was accepted."""
+    stack = np.zeros((21, 64, 64), np.uint8)
+    for s, r in ((8, 10), (12, 16), (18, 9)):
+        stack[s] = disc(r)
+    net = np.zeros((2, *stack.shape), np.float32)
+    net[0], net[1] = 0.8, 0.2
+    net[1, :3, 22:42, 22:42], net[0, :3, 22:42, 22:42] = 0.8, 0.2  # the network paints slices 0-2
+    before = fuse(net, interpolate_labels(stack, [8, 12, 18], 2), 1.0).argmax(0)
+    after = fuse(net, interpolate_labels(stack, [3, 8, 12, 18], 2), 1.0).argmax(0)  # slice 3 checked, empty
+    assert before[:3].sum() < (net[:, :3].argmax(0) == 1).sum()  # the shrinking shape overrules the most of it
+    assert not after[:3].any()  # and the checked slice all of it
+    # without the structure, the same empty slice bounds nothing: the network decides beyond it
+    lone = stack.copy()
+    lone[[8, 12, 18]] = 0
+    assert after[:3].sum() == 0 < fuse(net, interpolate_labels(lone, [3], 2), 1.0).argmax(0)[:3].sum()
+
+
 def test_previews_in_the_progress_stream_of_a_cli_training(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.zeros((12, 48, 48), np.uint8)

@@ -233,6 +233,23 @@ def test_finished_means_every_file_written_for_this_image_and_checkpoint(checkpo
     )
 
 
+def test_a_rerun_with_another_island_setting_redoes_the_volumes(checkpoint, tmp_path, capsys):
+    """``--keep-largest-island`` is recorded with each result: resuming with another setting predicts again."""
+    images = linked(tmp_path / "in", la_images(2))
+    out = tmp_path / "out"
+    base = ["predict", "--run", str(checkpoint), "--images", *map(str, images), "--out", str(out)]
+    assert main([*base, "--keep-largest-island", "all"]) == 0
+    review = json.loads((out / images[0].name[:-7] / "review.json").read_text())
+    assert review["keep_largest_island"] == [1]
+    assert main([*base, "--keep-largest-island", "all"]) == 0
+    assert [e["event"] for e in events(capsys.readouterr().out)].count("skipped") == 2  # the same setting: resumed
+    assert main([*base, "--keep-largest-island", "none"]) == 0
+    assert [e["event"] for e in events(capsys.readouterr().out)].count("predicted") == 2
+    assert json.loads((out / images[0].name[:-7] / "review.json").read_text())["keep_largest_island"] == []
+    assert finished(out / images[0].name[:-7], images[0], "nii.gz", islands=[])
+    assert not finished(out / images[0].name[:-7], images[0], "nii.gz", islands=[1])
+
+
 # -- resume after a kill ----------------------------------------------------------------------------------------------
 def test_a_killed_run_resumes_without_redoing_finished_volumes(checkpoint, tmp_path):
     sources = la_images(6)

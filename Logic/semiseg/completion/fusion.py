@@ -28,6 +28,11 @@ Choices left open, ours:
   that all show the structure paints it on every slice beyond.
 - Between a labelled slice that holds a class and one that does not (the user checked it), the
   interpolation has no opinion on that class (factor 1/2 for both answers): the network decides.
+- Beyond an outermost labelled slice checked and found empty (no class at all), every class is absent, as
+  between two empty labelled slices: the user bounded the structures there. Without it, accepting such a
+  slice would take the shrinking shape's "absent" away from the slices beyond it and hand them to the
+  network alone. An outermost slice that lacks one class but holds another bounds that class's shrinking
+  shape and leaves the slices beyond it to the network, as before (a class may end before the others).
 - The network's probabilities enter tempered, ``p_net ** TEMPERATURE`` (renormalised): a network
   trained on a handful of slices is over-confident, and untempered it overrules the interpolation
   where the interpolation is right.
@@ -121,6 +126,10 @@ def _opinion(interp: Interpolation) -> np.ndarray:
     for j, (a, b) in enumerate(zip(lab[:-1], lab[1:])):
         both = present[:, j] == present[:, j + 1]  # both hold it (interpolated) or neither does (absent)
         opinion[:, a + 1 : b] = both[:, None]
+    if present[1:].any():  # the structures end at an outermost labelled slice checked and found empty
+        for j, beyond in ((0, slice(0, lab[0])), (-1, slice(lab[-1] + 1, n))):
+            if not present[1:, j].any():
+                opinion[1:, beyond] = True  # sdf is FAR there: absent
     return opinion
 
 

@@ -15,7 +15,8 @@ The choices made:
   the others wait; on the loaded 2-core machine two threads ran 6 times slower than one).
   ``OMP_NUM_THREADS`` or ``threads`` fix the count. The count is set for the call and given back after.
 - Resume: a volume is finished when its ``review.json`` exists (:func:`write_result` renames it into
-  place last), with its three volumes, names the same image and axis and is not older than the checkpoint.
+  place last), with its three volumes, names the same image, axis and classes kept to their largest island
+  (``--keep-largest-island``) and is not older than the checkpoint.
   Finished volumes are skipped (a ``skipped`` event), so an interrupted run continues where it stopped
   and a retrained checkpoint redoes everything.
 - Stop: a cancel (the token, which SIGTERM sets) or Ctrl-C stops the network before its next batch;
@@ -105,10 +106,10 @@ def image_paths(inputs: Sequence[str | os.PathLike]) -> list[Path]:
 
 def finished(
     out_dir: str | os.PathLike, image: str | os.PathLike, output_format: str, not_before: float = 0.0,
-    axis: int | None = None,
+    axis: int | None = None, islands: Sequence[int] | None = None,
 ) -> bool:
-    """Whether ``out_dir`` holds a whole result of ``image`` (sliced along ``axis``, if given) written at
-    ``not_before`` (a time stamp) or later."""
+    """Whether ``out_dir`` holds a whole result of ``image`` (sliced along ``axis``, and with ``islands`` kept to
+    their largest island, if given) written at ``not_before`` (a time stamp) or later."""
     out_dir = Path(out_dir)
     review = out_dir / "review.json"
     try:
@@ -121,6 +122,8 @@ def finished(
     except (OSError, ValueError, KeyError, TypeError):
         return False
     if axis is not None and content.get("axis") != axis:
+        return False
+    if islands is not None and content.get("keep_largest_island", []) != sorted(int(c) for c in islands):
         return False
     return isinstance(slices, list) and bool(recorded) and os.path.abspath(recorded) == os.path.abspath(image)
 
@@ -253,7 +256,8 @@ def _writer(
         try:
             if out_dir.is_dir():
                 _remove_temporary(out_dir)
-            write_result(outputs(probs, islands, axis), reference, out_dir, axis, output_format, None, str(image))
+            write_result(outputs(probs, islands, axis), reference, out_dir, axis, output_format, None, str(image),
+                         islands)
             done.append(_summary(name, image, out_dir, "predicted", seconds))
             shared.emit("predicted", name=name, dir=str(out_dir), number=index + 1, of=total, seconds=seconds)
         except BaseException as err:  # noqa: BLE001 - the network's thread raises it
@@ -309,7 +313,7 @@ def predict_many(
     for index, image in mine:
         name = volume_name(image)
         out_dir = out / name
-        if finished(out_dir, image, output_format, not_before, axis):
+        if finished(out_dir, image, output_format, not_before, axis, predictor.islands):
             done.append(_summary(name, image, out_dir, "skipped"))
             shared.emit("skipped", name=name, dir=str(out_dir), number=index + 1, of=len(paths),
                         reason="finished by an earlier run")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -156,9 +156,12 @@ def write_result(
     output_format: str = "nii.gz",
     labeled: set[int] | None = None,
     image: str = "",
+    islands: Sequence[int] = (),
 ) -> Path:
     """Write ``labels``, ``confidence``, ``entropy`` and ``review.json`` (by the ``gain`` of the slices, when the
-    result has it) of ``result`` to ``out_dir``.
+    result has it) of ``result`` to ``out_dir``; ``islands``: the classes the result kept to their largest
+    island, recorded in ``review.json`` (``keep_largest_island``) so that a resumed run can tell a result of
+    another setting.
 
     Files are written under temporary names and renamed at the end (``review.json`` last), so a
     failure writes nothing partial and a reader that waits for ``review.json`` sees a whole result.
@@ -177,6 +180,7 @@ def write_result(
         "axis": axis,
         "statistic": REVIEW_STATISTIC,
         "image": image,
+        "keep_largest_island": sorted(int(c) for c in islands),
         "slices": review_slices(result["labels"], result["confidence"], axis, labeled, result.get("gain")),
     }
     tmp_review = out_dir / ".review.tmp.json"
@@ -204,4 +208,5 @@ def write_prediction(
     volume = Volume(volume_name(image_path), normalize_intensity(array), reference, path=str(image_path))
     axis = predictor.axis if axis is None else axis
     result = predict_volume(predictor, volume, axis, prior, labeled or ())
-    return write_result(result, reference, out_dir, axis, output_format, labeled, str(image_path))
+    islands = predictor.islands if prior is None else ()  # a fused result is left as fused (predict_volume)
+    return write_result(result, reference, out_dir, axis, output_format, labeled, str(image_path), islands)
