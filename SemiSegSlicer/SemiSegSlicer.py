@@ -32,10 +32,10 @@ from slicer.ScriptedLoadableModule import (
 from slicer.util import VTKObservationMixin
 
 try:  # the engine's contract (standard library and numpy), installed with the extension beside this module
-    from semiseg.contract import DEFAULT_METHOD, METHOD_LABELS
+    from semiseg.contract import DEFAULT_METHOD, ISLAND_CHOICES, METHOD_LABELS
 except ImportError:  # the module loaded from a source checkout: the engine is in ../Logic
     sys.path.append(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "Logic"))
-    from semiseg.contract import DEFAULT_METHOD, METHOD_LABELS
+    from semiseg.contract import DEFAULT_METHOD, ISLAND_CHOICES, METHOD_LABELS
 
 # SemiSegSlicerLib imports the contract too: after the engine is on the path
 from SemiSegSlicerLib import Session, StudySession, cache, dependencies, labeledslices, resultimport  # noqa: E402
@@ -79,6 +79,7 @@ class SemiSegSlicerParameterNode:
     iterations: Annotated[int, WithinRange(10, 100000)] = 1000
     size: Annotated[int, Choice([64, 128, 192, 256, 320, 384, 512])] = 128
     device: Annotated[str, Choice(["auto", "cpu", "cuda", "mps"])] = "auto"
+    keepLargestIsland: Annotated[str, Choice(list(ISLAND_CHOICES))] = "auto"
     showConfidence: bool = True
     confidenceOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
 
@@ -443,6 +444,7 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
             train=train,
             methodOptions=methodOptions,
             retrain=retrain,
+            keepLargestIsland=parameters.keepLargestIsland,
         )
         self._studyActive = False
         self._newCurves()
@@ -462,7 +464,7 @@ class SemiSegSlicerLogic(ScriptedLoadableModuleLogic):
         if self.running:
             raise RuntimeError(_("A job is already running; cancel it first."))
         exported = study.start(pairs, method=parameters.method.value, train=train, methodOptions=methodOptions,
-                               retrain=retrain)
+                               retrain=retrain, keepLargestIsland=parameters.keepLargestIsland)
         self._studyActive = True
         self._newCurves()
         return exported

@@ -16,13 +16,10 @@ import signal
 import sys
 from pathlib import Path
 
-from .contract import DEFAULT_METHOD, METHOD_LABELS
+from .contract import DEFAULT_METHOD, ISLAND_CHOICES, METHOD_LABELS
 from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Cancelled, CancelToken, InputError
 from .settings import key_value
 from .training.recipes import RECIPES
-
-ISLANDS = {"auto": "auto", "all": True, "none": False}
-"""``--keep-largest-island``'s choices and the job's ``keep_largest_island`` each stands for."""
 
 __all__ = ["main"]
 
@@ -97,7 +94,7 @@ def _parser(with_bench: bool = True) -> argparse.ArgumentParser:
     t.add_argument("--preview-every", type=float, help="seconds between previews while training (default 10; 0: none)")
     t.add_argument(
         "--keep-largest-island",
-        choices=ISLANDS,
+        choices=ISLAND_CHOICES,
         default="auto",
         help="keep classes to their largest 3D island (Slicer's Islands effect): 'auto' (the classes that are one "
         "piece in your labels), 'all' or 'none'",
@@ -128,7 +125,7 @@ def _parser(with_bench: bool = True) -> argparse.ArgumentParser:
     r.add_argument("--format", dest="output_format", choices=["nii.gz", "nrrd", "mha"], default="nii.gz")
     r.add_argument(
         "--keep-largest-island",
-        choices=ISLANDS,
+        choices=ISLAND_CHOICES,
         default="auto",
         help="keep classes to their largest 3D island: 'auto' (the classes the run chose), 'all' or 'none'",
     )
@@ -220,7 +217,7 @@ def _train(args: argparse.Namespace) -> int:
             run_dir=str(Path(args.out).resolve()),
             predict=not args.no_predict,
             output_format=args.output_format,
-            keep_largest_island=ISLANDS[args.keep_largest_island],
+            keep_largest_island=ISLAND_CHOICES[args.keep_largest_island],
             completion={
                 k: v
                 for k, v in (("enabled", False if args.no_completion else None), ("preview_every", args.preview_every))
@@ -269,7 +266,8 @@ def _predict(args: argparse.Namespace) -> int:
     from .inference.islands import resolve_islands
 
     names = ["background"] + [f"class {c}" for c in range(1, predictor.num_classes)]  # True/False need the count only
-    predictor.islands = resolve_islands(ISLANDS[args.keep_largest_island], names, predictor.islands)  # auto: the run's
+    # auto: the classes of the run (the checkpoint's)
+    predictor.islands = resolve_islands(ISLAND_CHOICES[args.keep_largest_island], names, predictor.islands)
     if images is not None:
         from .training.distributed import world_from_env
 

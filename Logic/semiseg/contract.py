@@ -16,7 +16,8 @@ This module imports nothing but the standard library and numpy, so that the Slic
 - the progress event names (:data:`EVENTS`), the ``event`` of each JSON line of progress;
 - the labelled-slice and axis rule (:func:`painted_slices`, :func:`labeled_slices`, :func:`choose_axis`);
 - the training-setting limits a front end offers and the engine accepts (:func:`train_setting_problem`);
-- what ``keep_largest_island`` may say (:func:`keep_largest_island_problem`).
+- what ``keep_largest_island`` may say (:func:`keep_largest_island_problem`), and the three words the CLI and the
+  front ends offer for it (:data:`ISLAND_CHOICES`).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ __all__ = ["DEFAULT_METHOD", "METHOD_LABELS", "JOB_FORMAT_VERSION", "JOB_FORMAT_
            "REQUIRED_VOLUMES_JOB_FIELDS", "SharedJobFields", "SHARED_JOB_FIELDS", "SINGLE_VOLUME_FIELDS",
            "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_CANCELLED", "EXIT_MEANINGS", "EVENTS",
            "painted_slices", "labeled_slices", "choose_axis",
-           "MIN_ITERATIONS", "SIZE_STEP", "MIN_SIZE", "train_setting_problem", "keep_largest_island_problem"]
+           "MIN_ITERATIONS", "SIZE_STEP", "MIN_SIZE", "train_setting_problem", "keep_largest_island_problem",
+           "ISLAND_CHOICES"]
 
 # -- methods ------------------------------------------------------------------------------------------
 
@@ -244,6 +246,11 @@ def train_setting_problem(iterations: int | None = None, size: int | None = None
 
 
 assert DEFAULT_METHOD in METHOD_LABELS, "the default method must be a registered one"
+
+
+ISLAND_CHOICES: dict[str, bool | str] = {"auto": "auto", "all": True, "none": False}
+"""The words of ``--keep-largest-island`` and of the front ends' *Keep largest island* choice, and the job's
+``keep_largest_island`` each stands for (a list of class names is the job file's alone)."""
 
 
 def keep_largest_island_problem(setting: Any, class_names: Sequence[str] | None = None) -> str | None:

@@ -16,6 +16,7 @@ import re
 
 from semiseg.contract import (
     DEFAULT_METHOD,
+    ISLAND_CHOICES,
     JobFields,
     VolumeFields,
     VolumesJobFields,
@@ -71,6 +72,13 @@ def segmentList(segmentationNode) -> list[dict]:
     return segments
 
 
+def _islands(choice: str):
+    """The job's ``keep_largest_island`` for the front ends' choice; ValueError for another word."""
+    if choice not in ISLAND_CHOICES:
+        raise ValueError(f"keep largest island must be one of {', '.join(ISLAND_CHOICES)}, got {choice!r}")
+    return ISLAND_CHOICES[choice]
+
+
 def _safeName(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_-]+", "_", name).strip("_")[:40] or "volume"
 
@@ -87,6 +95,7 @@ def exportJob(
     axis: int | None = None,
     initCheckpoint: str | None = None,
     outputFormat: str = "nrrd",
+    keepLargestIsland: str = "auto",
 ) -> ExportedJob:
     """Write a job folder for the engine from the scene; the scene is only read.
 
@@ -96,6 +105,8 @@ def exportJob(
         segmentationNode: the user's labels; every segment is one class, in the segmentation's order.
         unlabeledVolumes: extra scalar volume nodes used as unlabelled data.
         method, train, methodOptions, initCheckpoint, outputFormat: the job.json fields.
+        keepLargestIsland: ``"auto"``, ``"all"`` or ``"none"`` (:data:`~semiseg.contract.ISLAND_CHOICES`), the job's
+            ``keep_largest_island``.
         axis: the slicing axis (IJK). Default: the axis of the checked slices if any, else "auto".
 
     Raises:
@@ -104,6 +115,7 @@ def exportJob(
         FileExistsError: ``jobDir`` already holds a job.
     """
     jobDir = os.path.abspath(os.fspath(jobDir))
+    islands = _islands(keepLargestIsland)
     if volumeNode is None or volumeNode.GetImageData() is None:
         raise ValueError("select a volume that holds image data")
     if segmentationNode is None or segmentationNode.GetSegmentation().GetNumberOfSegments() == 0:
@@ -150,6 +162,7 @@ def exportJob(
             method_options=dict(methodOptions or {}),
             init_checkpoint=os.path.abspath(initCheckpoint) if initCheckpoint else None,
             output_format=outputFormat,
+            keep_largest_island=islands,
         )
     )
     exported = ExportedJob(
@@ -228,6 +241,7 @@ def exportStudyJob(
     methodOptions: dict | None = None,
     initCheckpoint: str | None = None,
     outputFormat: str = "nrrd",
+    keepLargestIsland: str = "auto",
 ) -> ExportedStudy:
     """Write a format-2 job folder (docs/JOB_FORMAT.md, "several volumes") for one training over a study.
 
@@ -236,6 +250,7 @@ def exportStudyJob(
             file, its own checked-empty slices and axis, by the single-volume rules of :func:`exportJob`; a
             volume without segmentation, or whose segmentation holds no labelled slice, is unlabelled data.
             Segments are matched across segmentations by name; the classes are those of the first labelled one.
+        method, train, methodOptions, initCheckpoint, outputFormat, keepLargestIsland: as for :func:`exportJob`.
 
     Raises:
         ValueError: no volume, a volume twice, no labelled volume, segmentations with other segment names,
@@ -243,6 +258,7 @@ def exportStudyJob(
         FileExistsError: ``jobDir`` already holds a job.
     """
     jobDir = os.path.abspath(os.fspath(jobDir))
+    islands = _islands(keepLargestIsland)
     pairs = [(v, s) for v, s in pairs]
     if not pairs:
         raise ValueError("select at least one volume")
@@ -299,6 +315,7 @@ def exportStudyJob(
             method_options=dict(methodOptions or {}),
             init_checkpoint=os.path.abspath(initCheckpoint) if initCheckpoint else None,
             output_format=outputFormat,
+            keep_largest_island=islands,
         )
     )
     study = ExportedStudy(jobDir=jobDir, runDir=os.path.join(jobDir, job["run_dir"]), volumes=volumes,

@@ -318,8 +318,10 @@ class Session(_Rounds):
     # -- training ---------------------------------------------------------------------------------
 
     def start(self, volumeNode, segmentationNode, *, unlabeledVolumes=(), method: str = "unimatch",
-              train: dict | None = None, methodOptions: dict | None = None, retrain: bool = False) -> ExportedJob:
-        """Export a job and start the engine on it. ``retrain`` warm-starts from the last run's checkpoint.
+              train: dict | None = None, methodOptions: dict | None = None, retrain: bool = False,
+              keepLargestIsland: str = "auto") -> ExportedJob:
+        """Export a job and start the engine on it. ``retrain`` warm-starts from the last run's checkpoint;
+        ``keepLargestIsland``: ``"auto"``, ``"all"`` or ``"none"`` (:func:`~.jobexport.exportJob`).
 
         Raises:
             ValueError: a request :func:`checkTrainRequest` refuses.
@@ -330,7 +332,7 @@ class Session(_Rounds):
         self.exported = self._launch(
             lambda jobDir, initCheckpoint: exportJob(
                 jobDir, volumeNode, segmentationNode, unlabeledVolumes=unlabeledVolumes, method=method, train=train,
-                methodOptions=methodOptions, initCheckpoint=initCheckpoint),
+                methodOptions=methodOptions, initCheckpoint=initCheckpoint, keepLargestIsland=keepLargestIsland),
             retrain)
         self._last = last
         return self.exported

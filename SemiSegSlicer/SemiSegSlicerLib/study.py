@@ -82,9 +82,10 @@ class StudySession(_Rounds):
     # -- jobs -------------------------------------------------------------------------------------
 
     def start(self, pairs, *, method: str = "unimatch", train: dict | None = None,
-              methodOptions: dict | None = None, retrain: bool = False) -> ExportedStudy:
+              methodOptions: dict | None = None, retrain: bool = False,
+              keepLargestIsland: str = "auto") -> ExportedStudy:
         """Export a format-2 job of ``pairs`` and start the engine on it. ``retrain`` warm-starts from the last
-        run's checkpoint.
+        run's checkpoint; ``keepLargestIsland``: ``"auto"``, ``"all"`` or ``"none"`` (:func:`~.jobexport.exportJob`).
 
         Raises:
             ValueError: a request :func:`~.session.checkTrainRequest` or :func:`~.jobexport.exportStudyJob` refuses.
@@ -97,7 +98,8 @@ class StudySession(_Rounds):
         train = checkTrainRequest(*labelled, method, train)
         study = self._launch(
             lambda jobDir, initCheckpoint: exportStudyJob(jobDir, pairs, method=method, train=train,
-                                                          methodOptions=methodOptions, initCheckpoint=initCheckpoint),
+                                                          methodOptions=methodOptions, initCheckpoint=initCheckpoint,
+                                                          keepLargestIsland=keepLargestIsland),
             retrain)
         self.pairs, self._pending, self._lastEntries = pairs, ("train", study), dict(self.entries)
         return study

@@ -143,7 +143,7 @@ def main(fakeEngineDir: str, cacheDir: str) -> dict:
     red.JumpSliceByOffsetting(0.0, 0.0, 4.0)
     seen["summary"] = logic.markSliceChecked(volume, segmentation)
     parameters = types.SimpleNamespace(inputVolume=volume, segmentation=segmentation, method=module.Method.UNIMATCH,
-                                       iterations=3, size=64, device="cpu")
+                                       iterations=3, size=64, device="cpu", keepLargestIsland="auto")
     exported = logic.startTraining(parameters)
     seen["job"] = exported.job
     seen["runningAfterStart"] = logic.running
@@ -197,9 +197,11 @@ def studyMain(fakeEngineDir: str, cacheDir: str) -> dict:
     logic = module.SemiSegSlicerLogic()
     logic.enginePythonPath = lambda: [fakeEngineDir]
     os.environ["FAKE_ENGINE"] = json.dumps({"mode": "done"})
-    parameters = types.SimpleNamespace(method=module.Method.SUPERVISED, iterations=3, size=64, device="cpu")
+    parameters = types.SimpleNamespace(method=module.Method.SUPERVISED, iterations=3, size=64, device="cpu",
+                                       keepLargestIsland="none")
     exported = logic.startStudy(parameters, pairs)
     seen["volumes"] = [v["image"] for v in exported.job["volumes"]]
+    seen["islands"] = exported.job["keep_largest_island"]
     seen["running"] = logic.running
     seen["state"] = logic.waitForJob(120).state
     seen["reviewVolumes"] = sorted({e["volume"] for e in logic.review.slices})

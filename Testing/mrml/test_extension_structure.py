@@ -146,6 +146,9 @@ def test_parameter_node_and_method_enum():
     assert ast.unparse(fields["method"].value) == "Method(DEFAULT_METHOD)" and DEFAULT_METHOD in METHODS
     assert ast.unparse(fields["showConfidence"].annotation) == "bool"  # a real bool, not a string
     assert ast.literal_eval(fields["confidenceOpacity"].value) == 0.4
+    # Keep largest island: the contract's words (the CLI's --keep-largest-island), "auto" by default
+    assert ast.unparse(fields["keepLargestIsland"].annotation) == "Annotated[str, Choice(list(ISLAND_CHOICES))]"
+    assert ast.literal_eval(fields["keepLargestIsland"].value) == "auto"
     tree = ast.parse(MODULE_FILE.read_text())  # the enum is made from the contract's catalogue, not a copy of it
     enum = next(n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", None) == "Method")
     assert "METHOD_LABELS" in ast.unparse(enum.value)
@@ -164,6 +167,7 @@ def test_ui_has_every_widget_the_module_uses_and_binds_only_parameters():
         "method",
         "iterations",
         "device",
+        "keepLargestIsland",
         "showConfidence",
         "confidenceOpacity",
     } <= bound

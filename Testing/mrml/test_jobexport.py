@@ -85,6 +85,7 @@ def test_export_keeps_rotated_geometry_and_labels(scene, rotated, tmp_path):
     assert job["train"] == {"iterations": 7, "size": 64, "device": "cpu"}
     assert job["axis"] == "auto" and job["labeled_slices"] == []
     assert job["run_dir"] == "run" and job["predict"] is True and job["output_format"] == "nrrd"
+    assert job["keep_largest_island"] == "auto"
     assert exported.labeledSlices == [1, 3]
     assert exported.segmentIds == [s["id"] for s in jobexport.segmentList(segmentation)]
     assert jobexport.loadExportedJob(tmp_path / "job") == exported
@@ -102,6 +103,19 @@ def test_checked_empty_slice_counts_as_labeled(scene, rotated, tmp_path):
     assert job["axis"] == 2
     assert job["labeled_slices"] == [4]  # labelled although it holds no label voxel
     assert exported.labeledSlices == [1, 3, 4]
+
+
+def test_keep_largest_island_is_the_contracts_choice(scene, rotated, tmp_path):
+    from semiseg.job.reading import load_job
+
+    volume, segmentation, _ = rotated
+    for word, written in (("all", True), ("none", False)):
+        jobexport.exportJob(tmp_path / word, volume, segmentation, keepLargestIsland=word)
+        assert json.loads((tmp_path / word / "job.json").read_text())["keep_largest_island"] is written
+        assert load_job(tmp_path / word).keep_largest_island is written  # the engine reads it as written
+    with pytest.raises(ValueError, match="auto, all, none"):
+        jobexport.exportJob(tmp_path / "bad", volume, segmentation, keepLargestIsland="largest")
+    assert not (tmp_path / "bad").exists()  # refused before anything is written
 
 
 def test_unlabeled_volumes_are_written(scene, rotated, tmp_path):

@@ -26,6 +26,7 @@ def test_module_logic_round(tmp_path):
     assert seen["summary"] == "Labelled slices along K: 2, 4"
     assert seen["job"]["method"] == "unimatch" and seen["job"]["labeled_slices"] == [4] and seen["job"]["axis"] == 2
     assert seen["job"]["train"] == {"iterations": 3, "size": 64, "device": "cpu"}
+    assert seen["job"]["keep_largest_island"] == "auto"  # the parameter node's Keep largest island
     assert seen["runningAfterStart"] is True
     assert seen["state"] == "done", seen["message"]
     # the loss and validation Dice of the fake engine's three iterations, in the scene's plot nodes

@@ -276,6 +276,7 @@ def test_module_logic_study(tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     seen = json.loads(completed.stdout.strip().splitlines()[-1])
     assert seen["volumes"] == ["v01_scan0.nrrd", "v02_scan1.nrrd"] and seen["running"] is True
+    assert seen["islands"] is False  # Keep largest island: none
     assert seen["state"] == "done" and seen["reviewVolumes"] == ["v01_scan0", "v02_scan1"]
     assert seen["row"] == 1 and seen["background"] == seen["secondVolume"]  # row 1: slice 0 of the second volume
     assert seen["accepted"] == 0 and seen["canUndo"] is True and seen["canRetrain"] is True

@@ -102,11 +102,14 @@ def test_a_two_volume_study_in_the_browser(server, chromium_path):
         page.wait_text("#volume-info-0", "2 labelled")
         page.wait_text("#message", "Slice 0 of alpha copied")
 
-        # Retrain sends both volumes with their accepted slices
+        # Retrain sends both volumes with their accepted slices, and the Keep largest island chosen on the page
+        assert json.loads((_jobs(server)[0] / "job.json").read_text())["keep_largest_island"] == "auto"
+        page.choose("#islands", "none")
         b.click("#retrain-button")
         _wait_jobs(server, 2)
         page.wait_text("#message", "Pseudo-labels and confidence", timeout=120)
         job = json.loads((_jobs(server)[-1] / "job.json").read_text())
+        assert job["keep_largest_island"] is False
         alpha, beta = job["volumes"]
         assert alpha["image"] == "v01_alpha.nrrd" and beta["image"] == "v02_beta.nrrd"
         assert 0 in alpha["labeled_slices"] and len(alpha["labeled_slices"]) == 2, alpha

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from semiseg.contract import DEFAULT_METHOD, METHOD_LABELS as METHODS  # torch-free: the server never imports torch
+from semiseg.contract import DEFAULT_METHOD, ISLAND_CHOICES, METHOD_LABELS as METHODS  # torch-free: no torch here
 
 __all__ = [
     "METHODS", "LAYOUTS", "SegmentItem", "VolumeItem", "ReviewRow", "PlotState", "TrainState", "ReviewState",
@@ -68,6 +68,8 @@ class TrainState:
     iterations: int = 300
     size: int = 128
     device: str = "auto"
+    keep_largest_island: str = "auto"  # the contract's words (ISLAND_CHOICES): the job's keep_largest_island
+    island_choices: list[str] = field(default_factory=lambda: list(ISLAND_CHOICES))
     running: bool = False
     state: str = "idle"  # idle, running, done, cancelled, failed
     percent: float = 0.0

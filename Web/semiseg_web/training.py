@@ -61,6 +61,7 @@ class TrainingAndReview:
             method=train.method,
             train=self._trainSettings(),
             retrain=retrain,
+            keepLargestIsland=self.data.train.keep_largest_island,
         )
         if self.mode == "study":
             self._hideStudyResults()
@@ -91,7 +92,8 @@ class TrainingAndReview:
         pairs = self._studyPairs()
         if len(pairs) < 2:
             raise ValueError("mark two volumes or more as part of the study (each with its own painted labels)")
-        options = {"method": self.data.train.method, "train": self._trainSettings()}
+        options = {"method": self.data.train.method, "train": self._trainSettings(),
+                   "keepLargestIsland": self.data.train.keep_largest_island}
         same = [v.GetID() for v, _ in pairs] == [v.GetID() for v, _ in self.study.pairs]
         if retrain and same:
             study = self.study.retrain(**options)

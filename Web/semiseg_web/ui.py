@@ -326,6 +326,18 @@ class SemiSegUI:
                     id="device",
                     style="min-width: 110px;",
                 )
+            v.VSelect(
+                v_model=(t.keep_largest_island,),
+                items=(t.island_choices,),
+                label="Keep largest island",
+                density="compact",
+                hide_details=True,
+                classes="mt-2",
+                id="islands",
+                title="Keep each structure to its largest 3D island in the network's results (Slicer's Islands "
+                "effect): auto, the structures that are one piece in your labels; all; none. Your labelled slices "
+                "are never changed.",
+            )
             with html.Div(classes="d-flex flex-wrap mt-2"):
                 v.VBtn(
                     "Train",
