@@ -16,7 +16,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .contract import DEFAULT_METHOD, ISLAND_CHOICES, METHOD_LABELS
+from .contract import DEFAULT_METHOD, ISLAND_CHOICES, METHOD_LABELS, class_names
 from .errors import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK, Cancelled, CancelToken, InputError
 from .settings import key_value
 from .training.recipes import RECIPES
@@ -265,7 +265,7 @@ def _predict(args: argparse.Namespace) -> int:
     axis = None if args.axis == "auto" else args.axis
     from .inference.islands import resolve_islands
 
-    names = ["background"] + [f"class {c}" for c in range(1, predictor.num_classes)]  # True/False need the count only
+    names = class_names(predictor.meta.get("class_names"), predictor.num_classes)
     # auto: the classes of the run (the checkpoint's)
     predictor.islands = resolve_islands(ISLAND_CHOICES[args.keep_largest_island], names, predictor.islands)
     if images is not None:

@@ -34,7 +34,7 @@ __all__ = ["DEFAULT_METHOD", "METHOD_LABELS", "JOB_FORMAT_VERSION", "JOB_FORMAT_
            "EXIT_OK", "EXIT_INTERNAL", "EXIT_BAD_INPUT", "EXIT_CANCELLED", "EXIT_MEANINGS", "EVENTS",
            "painted_slices", "labeled_slices", "choose_axis",
            "MIN_ITERATIONS", "SIZE_STEP", "MIN_SIZE", "train_setting_problem", "keep_largest_island_problem",
-           "ISLAND_CHOICES"]
+           "ISLAND_CHOICES", "class_names"]
 
 # -- methods ------------------------------------------------------------------------------------------
 
@@ -251,6 +251,11 @@ assert DEFAULT_METHOD in METHOD_LABELS, "the default method must be a registered
 ISLAND_CHOICES: dict[str, bool | str] = {"auto": "auto", "all": True, "none": False}
 """The words of ``--keep-largest-island`` and of the front ends' *Keep largest island* choice, and the job's
 ``keep_largest_island`` each stands for (a list of class names is the job file's alone)."""
+
+
+def class_names(given: Sequence[str] | None, num_classes: int) -> list[str]:
+    """The classes' names, background first: ``given`` (a job's ``classes``), or ``"class <c>"`` when none are."""
+    return list(given) if given else ["background"] + [f"class {c}" for c in range(1, num_classes)]
 
 
 def keep_largest_island_problem(setting: Any, class_names: Sequence[str] | None = None) -> str | None:

@@ -256,8 +256,7 @@ def _writer(
         try:
             if out_dir.is_dir():
                 _remove_temporary(out_dir)
-            write_result(outputs(probs, islands, axis), reference, out_dir, axis, output_format, None, str(image),
-                         islands)
+            write_result(outputs(probs, islands, axis), reference, out_dir, axis, output_format, None, str(image))
             done.append(_summary(name, image, out_dir, "predicted", seconds))
             shared.emit("predicted", name=name, dir=str(out_dir), number=index + 1, of=total, seconds=seconds)
         except BaseException as err:  # noqa: BLE001 - the network's thread raises it

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,13 +115,14 @@ def outputs(
     """Labels (uint8), confidence (max probability) and entropy (nats) of class probabilities (C, K, J, I), and
     ``gain``, each slice's expected gain along ``axis`` (:func:`~.review.expected_gain`, with ``truth``'s
     probabilities, by default ``probs``); the classes ``islands`` kept to their largest island, except on the
-    ``labeled`` slices (:func:`~semiseg.inference.islands.keep_largest_island`)."""
+    ``labeled`` slices (:func:`~semiseg.inference.islands.keep_largest_island`), and recorded as ``islands``."""
     labels = keep_largest_island(probs.argmax(0).astype(np.uint8), islands, axis, labeled)
     return {
         "labels": labels,
         "confidence": probs.max(0).astype(np.float32),
         "entropy": (-(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(0)).astype(np.float32),
         "gain": expected_gain(labels, probs if truth is None else truth, axis),
+        "islands": np.array(sorted(int(c) for c in islands), dtype=np.int64),
     }
 
 
@@ -156,12 +157,11 @@ def write_result(
     output_format: str = "nii.gz",
     labeled: set[int] | None = None,
     image: str = "",
-    islands: Sequence[int] = (),
 ) -> Path:
     """Write ``labels``, ``confidence``, ``entropy`` and ``review.json`` (by the ``gain`` of the slices, when the
-    result has it) of ``result`` to ``out_dir``; ``islands``: the classes the result kept to their largest
-    island, recorded in ``review.json`` (``keep_largest_island``) so that a resumed run can tell a result of
-    another setting.
+    result has it) of ``result`` to ``out_dir``; the classes the result kept to their largest island (its
+    ``islands``, :func:`outputs`) are recorded in ``review.json`` (``keep_largest_island``) so that a resumed run
+    can tell a result of another setting.
 
     Files are written under temporary names and renamed at the end (``review.json`` last), so a
     failure writes nothing partial and a reader that waits for ``review.json`` sees a whole result.
@@ -180,7 +180,7 @@ def write_result(
         "axis": axis,
         "statistic": REVIEW_STATISTIC,
         "image": image,
-        "keep_largest_island": sorted(int(c) for c in islands),
+        "keep_largest_island": [int(c) for c in result.get("islands", ())],
         "slices": review_slices(result["labels"], result["confidence"], axis, labeled, result.get("gain")),
     }
     tmp_review = out_dir / ".review.tmp.json"
@@ -208,5 +208,4 @@ def write_prediction(
     volume = Volume(volume_name(image_path), normalize_intensity(array), reference, path=str(image_path))
     axis = predictor.axis if axis is None else axis
     result = predict_volume(predictor, volume, axis, prior, labeled or ())
-    islands = predictor.islands if prior is None else ()  # a fused result is left as fused (predict_volume)
-    return write_result(result, reference, out_dir, axis, output_format, labeled, str(image_path), islands)
+    return write_result(result, reference, out_dir, axis, output_format, labeled, str(image_path))

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..contract import class_names
 from ..errors import InputError
 from ..io.images import volume_name
 from ..settings import from_dict
@@ -286,7 +287,7 @@ def _prepared(
         config.min_val_slices,
         config.val_stride,
     )
-    names = list(job.classes) if job.classes else ["background"] + [f"class {c}" for c in range(1, num_classes)]
+    names = class_names(job.classes, num_classes)
     completion = from_dict(CompletionConfig, job.completion, where="completion")
     completion.validate()
     if completion.enabled:  # the user's slices interpolated, to fuse with the network (semiseg.completion)
