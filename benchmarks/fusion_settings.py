@@ -1,9 +1,10 @@
 """The fusion's settings, re-scored on the networks a clinician benchmark kept.
 
-The fusion of :mod:`semiseg.completion.fusion` has three settings that are the same for every volume: the
+The fusion of :mod:`semiseg.completion.fusion` has four settings that are the same for every volume: the
 exponent of the network's probabilities (``TEMPERATURE``), the factor on the fitted width of the prior
-(``SHARPEN``), and whether the outermost labelled shape is carried along the image beyond the labelled range
-(the registration back end's ``Interpolation.carried``). The network does not depend on them, so they are compared
+(``SHARPEN``), whether the outermost labelled shape is carried along the image beyond the labelled range
+(the registration back end's ``Interpolation.carried``), and whether an outermost labelled slice that lacks a
+class ends that class beyond it (``CLASS_ENDS``). The network does not depend on them, so they are compared
 on the ``supervised`` networks that ``semiseg bench clinician ... --runs DIR`` kept, without training again: for
 every volume and k of that run, the prior of the same k slices is built once and the network's probabilities
 are fused with each setting and scored as the benchmark scores (3D Dice on the hidden slices).
@@ -15,7 +16,7 @@ are fused with each setting and scored as the benchmark scores (3D Dice on the h
         --k 1,2,3,5,8 --temperatures 0.1,0.15,0.2,0.25 --sharpen 0.35,0.5
 
 Prints the mean Dice per setting and k (over the volumes the run holds for that k), and for each setting the
-mean paired difference against the first one with its wins.
+mean paired difference against the first one with the volumes it makes better and worse.
 """
 
 from __future__ import annotations
@@ -32,24 +33,30 @@ from semiseg.completion.fusion import fuse
 from semiseg.inference import Predictor
 from semiseg.io.slices import labeled_slice_indices, load_volume, put_slices, take_slices
 from semiseg_bench.clinician import DATASETS, keep_slices, list_dataset, score_hidden, sparsify
-from semiseg_bench.common import default_data_root, float_list, format_table, int_list
+from semiseg_bench.common import default_data_root, float_list, format_table, int_list, str_list
 
 AXIS = 2
 
 
-def settings(args: argparse.Namespace) -> list[tuple[float, float, bool]]:
+def settings(args: argparse.Namespace) -> list[tuple[float, float, bool, bool]]:
     carry = {"on": [True], "off": [False], "both": [True, False]}[args.carry]
-    return list(itertools.product(args.temperatures, args.sharpen, carry))
+    ends = {"class": [True], "volume": [False], "both": [True, False]}[args.ends]
+    return list(itertools.product(args.temperatures, args.sharpen, carry, ends))
 
 
-def run(args: argparse.Namespace) -> dict[tuple[tuple[float, float, bool], int], dict[str, float]]:
+def run(args: argparse.Namespace) -> dict[tuple[tuple[float, float, bool, bool], int], dict[str, float]]:
     """``{(setting, k): {volume: Dice}}`` over the volumes whose ``supervised`` network the run kept."""
     class_names = DATASETS[args.dataset]
     root = Path(args.data) if args.data else default_data_root() / args.dataset
-    targets, _ = list_dataset(root, args.dataset)
+    targets, names = list_dataset(root, args.dataset)
     targets = targets[: args.volumes] if args.volumes else targets
+    if args.cases:  # any volumes of the dataset, as semiseg bench clinician --cases takes them
+        missing = [c for c in args.cases if c not in names]
+        if missing:
+            raise SystemExit(f"fusion_settings.py: no volume {', '.join(missing)} in {root / 'images'}")
+        targets = list(args.cases)
     runs = Path(args.runs)
-    scores: dict[tuple[tuple[float, float, bool], int], dict[str, float]] = {}
+    scores: dict[tuple[tuple[float, float, bool, bool], int], dict[str, float]] = {}
     for name in targets:
         trained = {k: runs / name / f"k{k}" / "supervised" for k in args.k}
         trained = {k: d for k, d in trained.items() if (d / "bench_training.json").is_file()}
@@ -63,12 +70,12 @@ def run(args: argparse.Namespace) -> dict[tuple[tuple[float, float, bool], int],
             probs = Predictor(run_dir / "checkpoint.pt", "cpu").probabilities(volume.image, AXIS)
             net = np.stack([take_slices(p, AXIS) for p in probs])
             still = dataclasses.replace(prior.interpolation, carried=np.zeros_like(prior.interpolation.carried))
-            for temperature, sharpen, carry in settings(args):
+            for temperature, sharpen, carry, class_ends in settings(args):
                 interp = prior.interpolation if carry else still
-                fused = fuse(net, interp, prior.scale, temperature, sharpen=sharpen)
+                fused = fuse(net, interp, prior.scale, temperature, sharpen=sharpen, class_ends=class_ends)
                 pred = np.stack([put_slices(p, AXIS) for p in fused]).argmax(0).astype(np.uint8)
                 score = score_hidden(pred, volume.labels, kept, AXIS, len(class_names), volume.spacing_kji, class_names)
-                scores.setdefault(((temperature, sharpen, carry), k), {})[name] = 100 * score["dice"]
+                scores.setdefault(((temperature, sharpen, carry, class_ends), k), {})[name] = 100 * score["dice"]
         print(f"{name}: k = {', '.join(str(k) for k in trained)}", flush=True)
     return scores
 
@@ -76,7 +83,10 @@ def run(args: argparse.Namespace) -> dict[tuple[tuple[float, float, bool], int],
 def tables(args: argparse.Namespace, scores) -> str:
     grid = settings(args)
     ks = [k for k in args.k if (grid[0], k) in scores]
-    label = {s: f"T {s[0]:g}, sharpen {s[1]:g}, {'carried' if s[2] else 'still'}" for s in grid}
+    label = {
+        s: f"T {s[0]:g}, sharpen {s[1]:g}, {'carried' if s[2] else 'still'}, {'class' if s[3] else 'volume'} ends"
+        for s in grid
+    }
     mean = [[label[s], *(float(np.mean(list(scores[(s, k)].values()))) for k in ks)] for s in grid]
     paired = []
     for s in grid:
@@ -84,13 +94,14 @@ def tables(args: argparse.Namespace, scores) -> str:
         for k in ks:
             base, this = scores[(grid[0], k)], scores[(s, k)]
             diff = [this[v] - base[v] for v in base]
-            row.append(f"{np.mean(diff):+.2f} ({sum(d > 0 for d in diff)}/{len(diff)})")
+            better, worse = sum(d > 0 for d in diff), sum(d < 0 for d in diff)
+            row.append(f"{np.mean(diff):+.2f} ({better}/{len(diff)}, {worse} worse)")
         paired.append(row)
     n = ", ".join(f"k={k}: {len(scores[(grid[0], k)])}" for k in ks)
     return (
         f"{args.dataset.upper()}: Dice % on the hidden slices, mean over volumes ({n})\n"
         + format_table(["setting", *(f"k={k}" for k in ks)], mean, ".2f")
-        + "\n\nagainst the first setting: mean paired difference (volumes better)\n"
+        + "\n\nagainst the first setting: mean paired difference (volumes better / all, volumes worse)\n"
         + format_table(["setting", *(f"k={k}" for k in ks)], paired)
     )
 
@@ -106,6 +117,10 @@ def main() -> None:
     p.add_argument("--sharpen", type=float_list, default=[0.5], help="factors on the prior's fitted width")
     p.add_argument("--carry", choices=["on", "off", "both"], default="both",
                    help="carry the outermost shape along the image beyond the labelled range")
+    p.add_argument("--ends", choices=["class", "volume", "both"], default="class",
+                   help="beyond an outermost labelled slice, end each class it lacks (class: the engine's "
+                        "CLASS_ENDS) or only every class when it holds none (volume)")
+    p.add_argument("--cases", type=str_list, help="these volumes instead (comma-separated names, e.g. train volumes)")
     args = p.parse_args()
     scores = run(args)
     if not scores:

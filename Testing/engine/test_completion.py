@@ -235,6 +235,31 @@ def test_beyond_an_outermost_slice_checked_empty_the_structure_has_ended():
     assert after[:3].sum() == 0 < fuse(net, interpolate_labels(lone, [3], 2), 1.0).argmax(0)[:3].sum()
 
 
+def test_an_outermost_slice_that_lacks_one_class_ends_that_class_beyond_it():
+    """Class 2 (a disc beside class 1's, as the right ventricle beside the left) ends before class 1: the outermost
+    labelled slice 3 holds class 1 only. Beyond it the network paints class 2; with ``class_ends`` the prior ends
+    class 2 there, without it the network decides class 2 alone."""
+    stack = np.zeros((21, 64, 64), np.uint8)
+    beside = disc(7, (64, 64), (32, 48)).astype(bool)
+    for s in (3, 8, 12, 18):
+        stack[s] = disc(10, (64, 64), (32, 20))
+    for s in (8, 12, 18):
+        stack[s][beside] = 2
+    net = np.zeros((3, *stack.shape), np.float32)
+    net[0], net[1], net[2] = 0.8, 0.1, 0.1
+    net[:, :3][:, :, beside] = np.array([0.1, 0.1, 0.8])[:, None, None]  # class 2 on slices 0-2
+    interp = interpolate_labels(stack, [3, 8, 12, 18], 3)
+    volume_ends = fuse(net, interp, 1.0, class_ends=False).argmax(0)
+    class_ends = fuse(net, interp, 1.0, class_ends=True).argmax(0)
+    assert (volume_ends[:3] == 2).sum() > 0 == (class_ends[:3] == 2).sum()
+    assert np.array_equal(volume_ends[3:], class_ends[3:])  # nothing changes inside the labelled range
+    assert np.array_equal(fuse(net, interp, 1.0).argmax(0), class_ends)  # the default
+    # a class no labelled slice holds is not ended by the rule: the network keeps deciding it
+    without = stack.copy()
+    without[without == 2] = 1
+    assert (fuse(net, interpolate_labels(without, [3, 8, 12, 18], 3), 1.0, class_ends=True).argmax(0)[:3] == 2).any()
+
+
 def test_previews_in_the_progress_stream_of_a_cli_training(tmp_path):
     rng = np.random.default_rng(0)
     labels = np.zeros((12, 48, 48), np.uint8)

@@ -31,8 +31,10 @@ Choices left open, ours:
 - Beyond an outermost labelled slice checked and found empty (no class at all), every class is absent, as
   between two empty labelled slices: the user bounded the structures there. Without it, accepting such a
   slice would take the shrinking shape's "absent" away from the slices beyond it and hand them to the
-  network alone. An outermost slice that lacks one class but holds another bounds that class's shrinking
-  shape and leaves the slices beyond it to the network, as before (a class may end before the others).
+  network alone. The same holds class by class (:data:`CLASS_ENDS`): an outermost labelled slice that
+  lacks a class which another labelled slice holds ends that class, beyond it too (the right ventricle
+  ends before the myocardium towards the apex). A class that no labelled slice holds is left to the
+  network beyond the labelled range: the user may not have drawn it at all.
 - The network's probabilities enter tempered, ``p_net ** TEMPERATURE`` (renormalised): a network
   trained on a handful of slices is over-confident, and untempered it overrules the interpolation
   where the interpolation is right.
@@ -79,6 +81,10 @@ SHARPEN = 0.5
 """The fusion uses the fitted scale times this: the interpolation trusted twice as far as its leave-one-out
 likelihood alone says (chosen on development volumes with :data:`TEMPERATURE`, docs/BENCHMARKS.md section 2)."""
 
+CLASS_ENDS = True
+"""Whether an outermost labelled slice that lacks a class (and holds another) ends that class beyond it too (see
+the module docstring; chosen on development volumes, docs/BENCHMARKS.md section 2, ``fusion_settings.py --ends``)."""
+
 MIN_SHRINK = 1.0
 DEFAULT_SHRINK = 1.0
 """Pixels per slice by which the outermost labelled shape shrinks beyond it (see module docstring)."""
@@ -95,14 +101,14 @@ def _factors(sdf: np.ndarray, distance: np.ndarray, scale: float, opinion: np.nd
     return q
 
 
-def extrapolate(interp: Interpolation) -> tuple[np.ndarray, np.ndarray]:
+def extrapolate(interp: Interpolation, class_ends: bool = CLASS_ENDS) -> tuple[np.ndarray, np.ndarray]:
     """(signed distances, opinion) of ``interp`` extended beyond the outermost labelled slices of each class.
 
     Returns copies of ``interp.sdf`` (C, N, rows, cols) and of the opinion mask (C, N) in which the
     slices beyond the first and last labelled slice holding class ``c`` (up to the next labelled
     slice, which bounds the structure) hold that slice's shape shrunk by ``g`` pixels per slice.
     """
-    sdf, opinion = interp.sdf.copy(), _opinion(interp)
+    sdf, opinion = interp.sdf.copy(), _opinion(interp, class_ends)
     lab = interp.labeled
     for c in range(1, sdf.shape[0]):
         holding = [i for i in lab if (interp.sdf[c, i] < 0).any()]
@@ -117,7 +123,7 @@ def extrapolate(interp: Interpolation) -> tuple[np.ndarray, np.ndarray]:
     return sdf, opinion
 
 
-def _opinion(interp: Interpolation) -> np.ndarray:
+def _opinion(interp: Interpolation, class_ends: bool = CLASS_ENDS) -> np.ndarray:
     """(C, N) whether the interpolation speaks for class c on slice n (see module docstring)."""
     num_classes, n = interp.sdf.shape[:2]
     opinion = np.zeros((num_classes, n), bool)
@@ -130,6 +136,8 @@ def _opinion(interp: Interpolation) -> np.ndarray:
         for j, beyond in ((0, slice(0, lab[0])), (-1, slice(lab[-1] + 1, n))):
             if not present[1:, j].any():
                 opinion[1:, beyond] = True  # sdf is FAR there: absent
+            elif class_ends:  # or each class that the slice lacks and another labelled slice holds
+                opinion[1:, beyond] |= (present[1:].any(1) & ~present[1:, j])[:, None]
     return opinion
 
 
@@ -151,15 +159,16 @@ def fuse(
     beyond: bool = True,
     sharpen: float = SHARPEN,
     scaled: bool = True,
+    class_ends: bool = CLASS_ENDS,
 ) -> np.ndarray:
     """Fused class probabilities (C, N, rows, cols) of network probabilities (C, N, rows, cols) in slice-stack order.
 
     ``scaled`` divides the network's probabilities by the labelled slices' class frequencies first, where the
     prior speaks for the class (see the module docstring); an uninformed network (uniform probabilities,
-    ``scaled=False``) gives the prior alone. ``sharpen`` and ``temperature`` are the module's constants unless a
-    benchmark varies them.
+    ``scaled=False``) gives the prior alone. ``sharpen``, ``temperature`` and ``class_ends`` are the module's
+    constants unless a benchmark varies them.
     """
-    sdf, opinion = extrapolate(interp) if beyond else (interp.sdf, _opinion(interp))
+    sdf, opinion = extrapolate(interp, class_ends) if beyond else (interp.sdf, _opinion(interp, class_ends))
     q = _factors(sdf, interp.distance, scale * sharpen, opinion)
     num_classes = q.shape[0]
     log_not = np.log1p(-q[1:]).sum(0)  # sum over foreground classes of log(1 - q)
