@@ -63,7 +63,7 @@ from .interpolation import Interpolation, interpolate_labels, outer_range
 from .registration import SliceMotion
 
 __all__ = ["class_frequencies", "fuse", "fit_scale", "extrapolate", "SCALES", "DEFAULT_SCALE", "EPS", "TEMPERATURE",
-           "SHARPEN", "MIN_SHRINK", "DEFAULT_SHRINK"]
+           "SHARPEN", "CLASS_ENDS", "MIN_SHRINK", "DEFAULT_SHRINK"]
 
 SCALES = (0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
 """The grid :func:`fit_scale` searches (pixels of contour uncertainty per slice of distance)."""
