@@ -29,10 +29,11 @@ from pathlib import Path
 import numpy as np
 
 from semiseg.completion import ShapePrior
-from semiseg.completion.fusion import fuse
+from semiseg.completion.fusion import CLASS_ENDS, fuse
+from semiseg.errors import InputError
 from semiseg.inference import Predictor
 from semiseg.io.slices import labeled_slice_indices, load_volume, put_slices, take_slices
-from semiseg_bench.clinician import DATASETS, keep_slices, list_dataset, score_hidden, sparsify
+from semiseg_bench.clinician import DATASETS, keep_slices, list_dataset, named_volumes, score_hidden, sparsify
 from semiseg_bench.common import default_data_root, float_list, format_table, int_list, str_list
 
 AXIS = 2
@@ -40,7 +41,7 @@ AXIS = 2
 
 def settings(args: argparse.Namespace) -> list[tuple[float, float, bool, bool]]:
     carry = {"on": [True], "off": [False], "both": [True, False]}[args.carry]
-    ends = {"class": [True], "volume": [False], "both": [True, False]}[args.ends]
+    ends = {"class": [True], "volume": [False], "both": [CLASS_ENDS, not CLASS_ENDS]}[args.ends]
     return list(itertools.product(args.temperatures, args.sharpen, carry, ends))
 
 
@@ -51,10 +52,7 @@ def run(args: argparse.Namespace) -> dict[tuple[tuple[float, float, bool, bool],
     targets, names = list_dataset(root, args.dataset)
     targets = targets[: args.volumes] if args.volumes else targets
     if args.cases:  # any volumes of the dataset, as semiseg bench clinician --cases takes them
-        missing = [c for c in args.cases if c not in names]
-        if missing:
-            raise SystemExit(f"fusion_settings.py: no volume {', '.join(missing)} in {root / 'images'}")
-        targets = list(args.cases)
+        targets = named_volumes(args.cases, names, root)
     runs = Path(args.runs)
     scores: dict[tuple[tuple[float, float, bool, bool], int], dict[str, float]] = {}
     for name in targets:
@@ -117,12 +115,15 @@ def main() -> None:
     p.add_argument("--sharpen", type=float_list, default=[0.5], help="factors on the prior's fitted width")
     p.add_argument("--carry", choices=["on", "off", "both"], default="both",
                    help="carry the outermost shape along the image beyond the labelled range")
-    p.add_argument("--ends", choices=["class", "volume", "both"], default="class",
-                   help="beyond an outermost labelled slice, end each class it lacks (class: the engine's "
-                        "CLASS_ENDS) or only every class when it holds none (volume)")
+    p.add_argument("--ends", choices=["class", "volume", "both"], default="class" if CLASS_ENDS else "volume",
+                   help="beyond an outermost labelled slice, end each class it lacks (class) or only every class "
+                        "when it holds none (volume); default: the engine's CLASS_ENDS")
     p.add_argument("--cases", type=str_list, help="these volumes instead (comma-separated names, e.g. train volumes)")
     args = p.parse_args()
-    scores = run(args)
+    try:
+        scores = run(args)
+    except InputError as err:  # a missing volume or data folder: said, exit 2
+        p.error(str(err))
     if not scores:
         p.error(f"no trained supervised network under {args.runs} for k = {args.k}")
     print(tables(args, scores))

@@ -70,7 +70,7 @@ from .common import (
 from .inputs import INPUT_ROWS, inference_input, training_slices
 
 __all__ = ["keep_slices", "hidden_slices", "sparsify", "score_hidden", "contour_interpolation", "list_dataset",
-           "run_case", "run", "summary_table", "add_arguments", "main"]
+           "named_volumes", "run_case", "run", "summary_table", "add_arguments", "main"]
 
 INTERPOLATION = "interpolation"
 COMPLETION = "completion"
@@ -413,6 +413,15 @@ def list_dataset(root: str | Path, dataset: str) -> tuple[list[str], list[str]]:
     return targets, names
 
 
+def named_volumes(cases: list[str], names: list[str], root: Path) -> list[str]:
+    """The volumes ``--cases`` names, in its order; an :class:`InputError` for any not among ``names`` (the
+    dataset's volumes, :func:`list_dataset`) of ``root``."""
+    missing = [c for c in cases if c not in names]
+    if missing:
+        raise InputError(f"volume(s) {missing} not in {root / 'images'}")
+    return list(cases)
+
+
 def budget(args: argparse.Namespace) -> dict[str, Any]:
     """What every trained row of one run shares (stored in each record; a re-run must match it)."""
     return {
@@ -452,11 +461,7 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     class_names = DATASETS[dataset]
     root = Path(args.data) if args.data else default_data_root() / dataset
     targets, names = list_dataset(root, dataset)
-    if args.cases:
-        missing = [c for c in args.cases if c not in names]
-        if missing:
-            raise InputError(f"volume(s) {missing} not in {root / 'images'}")
-        targets = list(args.cases)
+    targets = named_volumes(args.cases, names, root) if args.cases else targets
     targets = targets[: args.volumes] if args.volumes else targets
     b = budget(args)
     out = Path(args.out)
