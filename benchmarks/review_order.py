@@ -110,7 +110,7 @@ def main() -> int:
     a = p.parse_args()
     torch.manual_seed(a.seed)
     root = Path(a.data) if a.data else default_data_root() / a.dataset
-    scans, _, extra, classes = loop.load_study(root, a.dataset, a.scans, a.k, 0, a.unlabeled)
+    scans, _, extra, classes, _ = loop.load_study(root, a.dataset, a.scans, a.k, 0, a.unlabeled)
     model = first_network(a, scans, extra, classes)
     predictor = Predictor.of_model(model, a.size, classes, loop.AXIS, torch.device("cpu"))
     study = Study(scans, [predictor.probabilities(s.volume.image, loop.AXIS) for s in scans], classes)

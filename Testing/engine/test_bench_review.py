@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from semiseg.errors import InputError
 from semiseg_bench.common import read_jsonl
 from semiseg_bench.review import Scan, _choose
 
@@ -81,6 +82,39 @@ def test_review_loop_smoke_on_acdc(tmp_path):
 
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)  # every strategy done: nothing reruns
     assert again.returncode == 0 and len(read_jsonl(out)) == len(records) and '"strategy"' not in again.stdout
+
+
+def test_dev_patients_leave_the_unlabelled_pool_and_are_scored_with_the_method_options(tmp_path):
+    """``--dev N``: the last N pool patients are development volumes (labelled, never unlabelled data), scored
+    each round as ``dev_dice``; ``--option`` reaches the method, and an option it lacks ends the run with exit 2."""
+    import json
+
+    from semiseg_bench.review import load_study
+
+    root = DATA / "acdc"
+    if not (root / "splits.json").exists():
+        pytest.fail(f"the ACDC data is missing: {root} (see ../shared/data/README.md)")
+    train = json.loads((root / "splits.json").read_text())["train"]
+    _, _, extra, _, dev = load_study(root, "acdc", 1, 2, 0, unlabeled=-1, dev=2)
+    assert sorted({v.name.split("_")[0] for v in dev}) == train[-2:]  # both frames of the pool's last 2 patients
+    assert len(dev) == 4 and all(v.labels is not None and v.labels.any() for v in dev)
+    assert {v.name for v in extra}.isdisjoint(v.name for v in dev)
+    assert len(extra) + len(dev) == len(load_study(root, "acdc", 1, 2, 0, unlabeled=-1)[2])
+    with pytest.raises(InputError, match="--dev"):
+        load_study(root, "acdc", 1, 2, 0, dev=len(train) - 1)  # nothing left to be unlabelled
+
+    out = tmp_path / "dev.jsonl"
+    cmd = [sys.executable, "-m", "semiseg", "bench", "review", "--data", str(root), "--scans", "1", "--k", "2"]
+    cmd += ["--held-out", "0", "--unlabeled", "1", "--dev", "1", "--corrections", "0", "--strategies", "confidence"]
+    cmd += ["--iterations", "3", "--size", "32", "--batch", "2", "--method", "unimatch", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd + ["--option", "tau=0.5"], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (record,) = read_jsonl(out)
+    assert 0 <= record["dev_dice"] <= 1 and 0 <= record["dev_dice_raw"] <= 1 and record["held_out_dice"] is None
+    assert record["budget"]["dev"] == 1 and record["budget"]["options"] == {"tau": 0.5}
+    bad = subprocess.run(cmd + ["--option", "nosuch=1"], capture_output=True, text=True, timeout=600, env=env)
+    assert bad.returncode == 2 and "nosuch" in bad.stderr, bad.stderr[-2000:]
 
 
 def _scan(slices: int, labeled: set[int]) -> Scan:

@@ -33,6 +33,9 @@ Strategies, at the same number of slices:
 
 Datasets: ACDC (the study is the first ``m`` train patients, both frames each; the val patients are
 held out) and LA (the study is the first ``m`` volumes of ``splits.json``; the next ``--held-out`` are held out).
+``--dev N`` takes the last N patients (ACDC) or volumes (LA) of the unlabelled pool out of it and scores them
+beside the held-out scans (``dev_dice``, ``dev_dice_raw``): the development scans on which a setting of this
+benchmark (``--option``, a method option over the recipe's) is chosen before the held-out scans are looked at.
 Our choices: a slice is "the least confident" by the review statistic, ties to the lowest (scan, index);
 the retraining keeps the optimiser's schedule of a fresh run of ``--retrain-iterations``, and, as a
 retrain of the product (``init_checkpoint``), neither warms up nor ramps up (the ``cpu`` recipe's
@@ -88,14 +91,16 @@ class Scan:
 
 
 def load_study(
-    root: Path, dataset: str, scans: int, k: int, held_out: int, unlabeled: int = 0
-) -> tuple[list[Scan], list[Volume], list[Volume], int]:
-    """(study scans with ``k`` labelled slices each, held-out volumes, extra unlabelled volumes, classes).
+    root: Path, dataset: str, scans: int, k: int, held_out: int, unlabeled: int = 0, dev: int = 0
+) -> tuple[list[Scan], list[Volume], list[Volume], int, list[Volume]]:
+    """(study scans with ``k`` labelled slices each, held-out volumes, extra unlabelled volumes, classes,
+    development volumes).
 
     ACDC: the study is the protocol's ``labeled_<m>`` patients where ``splits.json`` has them (3 and 7), else
     the first ``m`` train patients; the other train patients are the unlabelled pool, the val patients are
     held out. LA: the first ``m`` volumes of ``splits.json``, the next ``held_out`` held out, the rest the
-    pool. ``unlabeled``: volumes of the pool used as unlabelled data (-1: all).
+    pool. ``dev``: the last ``dev`` patients (ACDC) or volumes (LA) of the pool leave it as development
+    volumes, with their labels. ``unlabeled``: volumes of the pool used as unlabelled data (-1: all).
     """
     from .clinician import keep_slices
 
@@ -111,15 +116,21 @@ def load_study(
 
         chosen = splits.get(f"labeled_{scans}") or splits["train"][:scans]
         pool = [p for p in splits["train"] if p not in chosen]
-        study_files, held_files, pool_files = frames(chosen), frames(splits["val"][:held_out]), frames(pool)
+        kept = len(pool) - dev
+        study_files, held_files = frames(chosen), frames(splits["val"][:held_out])
+        pool_files, dev_files = frames(pool[:kept]), frames(pool[kept:])
         classes = 4
     elif dataset == "la":
         names = splits["volumes"]
         pair = [(root / "images" / f"{n}.nii.gz", root / "labels" / f"{n}.nii.gz") for n in names]
         study_files, held_files, pool_files = pair[:scans], pair[scans : scans + held_out], pair[scans + held_out :]
+        kept = len(pool_files) - dev
+        pool_files, dev_files = pool_files[:kept], pool_files[kept:]
         classes = 2
     else:
         raise InputError(f"dataset must be acdc or la, got {dataset!r}")
+    if dev < 0 or kept < 1:
+        raise InputError(f"--dev must be at least 0 and leave the unlabelled pool a volume, got {dev}")
     study = []
     for image, labels in study_files:
         volume = load_volume(image, labels, classes)
@@ -127,7 +138,7 @@ def load_study(
         study.append(Scan(volume, set(keep_slices(structure, k))))
     held = [load_volume(image, labels, classes) for image, labels in held_files]
     extra = [load_volume(image) for image, _ in (pool_files if unlabeled < 0 else pool_files[:unlabeled])]
-    return study, held, extra, classes
+    return study, held, extra, classes, [load_volume(image, labels, classes) for image, labels in dev_files]
 
 
 def held_out_dice(predictor: Predictor, held: list[Volume], classes: int) -> tuple[float, float]:
@@ -205,7 +216,9 @@ def run_strategy(
     """The records of one strategy, ``n`` = 0 .. corrections; ``history``: another strategy's labelled slices per
     scan at each count (for ``interpolation``)."""
     root = Path(args.data) if args.data else default_data_root() / args.dataset
-    study, held, extra, classes = load_study(root, args.dataset, args.scans, args.k, args.held_out, args.unlabeled)
+    study, held, extra, classes, dev = load_study(
+        root, args.dataset, args.scans, args.k, args.held_out, args.unlabeled, args.dev
+    )
     if history is not None and len(history) <= args.corrections:
         raise InputError(f"the interpolation strategy needs the slices of {args.corrections} corrections")
     rng = np.random.default_rng(args.seed)
@@ -219,7 +232,7 @@ def run_strategy(
             for scan, labeled in zip(study, history[n]):
                 scan.labeled = set(labeled)
             done = [_complete(None, scan, classes) for scan in study]
-            held_dice = None
+            held_dice = dev_dice = dev_raw = None
         else:
             iterations = args.iterations if n == 0 else args.retrain_iterations
             config = bench_train_config(args, checkpoint_every=0, log_every=max(1, iterations), threads=args.threads)
@@ -228,7 +241,7 @@ def run_strategy(
                 trainer = Trainer(
                     config,
                     args.method,
-                    _options(args.method, iterations, warm_start=n > 0),
+                    {**_options(args.method, iterations, warm_start=n > 0), **dict(args.option)},
                     classes,
                     tmp,
                     meta={"axis": AXIS},
@@ -242,6 +255,7 @@ def run_strategy(
             predictor.islands = study_islands(study, classes) if args.islands else []
             done = [_complete(predictor, scan, classes) for scan in study]
             held_dice, held_raw = held_out_dice(predictor, held, classes) if held else (None, None)
+            dev_dice, dev_raw = held_out_dice(predictor, dev, classes) if dev else (None, None)
         seconds += time.perf_counter() - start
         study_dice = float(
             np.mean([_mean_dice(out["labels"], scan.volume.labels, classes) for scan, out in zip(study, done)])
@@ -254,17 +268,15 @@ def run_strategy(
                 "study_dice": study_dice,
                 "held_out_dice": held_dice,
                 "held_out_dice_raw": held_raw,
+                "dev_dice": dev_dice,
+                "dev_dice_raw": dev_raw,
                 "seconds": round(seconds, 2),
                 "labeled": [sorted(scan.labeled) for scan in study],
                 "budget": budget(args),
             }
         )
-        print(
-            json.dumps(
-                {k: records[-1][k] for k in ("strategy", "corrections", "study_dice", "held_out_dice", "seconds")}
-            ),
-            flush=True,
-        )
+        shown = ("strategy", "corrections", "study_dice", "held_out_dice", "dev_dice", "seconds")
+        print(json.dumps({k: records[-1][k] for k in shown}), flush=True)
         if n < args.corrections and strategy != "interpolation":
             s, i = _choose(strategy, study, done, rng)
             study[s].labeled.add(i)  # the correction: the expert's labels of this slice, accepted
@@ -296,7 +308,7 @@ def budget(args: argparse.Namespace) -> dict[str, Any]:
             "precision",
             "islands",
         )
-    }
+    } | ({"dev": args.dev} if args.dev else {}) | ({"options": dict(args.option)} if args.option else {})
 
 
 def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
@@ -326,6 +338,7 @@ def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from semiseg.contract import DEFAULT_METHOD, PRECISIONS
+    from semiseg.settings import key_value
 
     p.add_argument("--dataset", choices=["acdc", "la"], default="acdc")
     p.add_argument("--data", help="the dataset folder (default: ../shared/data/<dataset>)")
@@ -333,6 +346,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=3, help="labelled slices per scan to start from")
     p.add_argument("--held-out", type=int, default=10, help="held-out scans scored with the same network")
     p.add_argument("--unlabeled", type=int, default=-1, help="other scans as unlabelled data (-1: all of the pool)")
+    p.add_argument(
+        "--dev",
+        type=int,
+        default=0,
+        help="the last N patients (ACDC) or volumes (LA) of the pool, out of the unlabelled data, scored as dev_dice",
+    )
+    p.add_argument(
+        "--option",
+        type=key_value,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method option over the cpu recipe's, in every training (repeatable), e.g. warmup=0",
+    )
     p.add_argument("--corrections", type=int, default=10)
     p.add_argument("--strategies", type=str_list, default=list(STRATEGIES))
     p.add_argument("--method", default=DEFAULT_METHOD)
