@@ -50,13 +50,13 @@ from semiseg.inference.metrics import evaluate_volume
 from semiseg.io.images import volume_name
 from semiseg.io.slices import SliceSet, Volume, build_slice_sets, labeled_slice_indices, load_volume, take_slices
 from semiseg.methods import METHODS
-from semiseg.settings import key_value
 from semiseg.training import TrainData, Trainer
 from semiseg.training.config import ModelConfig, TrainConfig
 from semiseg.training.progress import ProgressLog
 
 from .acdc import CLASS_NAMES as ACDC_CLASSES, RECIPE
 from .common import (
+    add_option_argument,
     append_jsonl,
     bench_train_config,
     check_methods,
@@ -606,14 +606,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--paper-defaults", action="store_true", help="the methods' paper defaults instead of our short-budget recipe"
     )
-    p.add_argument(
-        "--option",
-        type=key_value,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="an option of the semi-supervised rows, over the recipe (repeatable), e.g. warmup=0.5",
-    )
+    add_option_argument(p, "an option of the semi-supervised rows, over the recipe (repeatable), e.g. warmup=0.5")
     p.add_argument(
         "--out", default="bench-results/clinician.jsonl", help="JSONL results (appended; a re-run skips finished rows)"
     )

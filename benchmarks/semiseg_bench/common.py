@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "add_option_argument",
     "default_data_root",
     "read_jsonl",
     "append_jsonl",
@@ -152,6 +153,13 @@ def float_list(text: str) -> list[float]:
 def str_list(text: str) -> list[str]:
     """``"a,b"`` -> ``["a", "b"]`` (for argparse)."""
     return [x for x in text.replace(" ", "").split(",") if x]
+
+
+def add_option_argument(parser: Any, help: str) -> None:
+    """``--option KEY=VALUE`` (repeatable): a method option over the recipe's (``args.option``, a list of pairs)."""
+    from semiseg.settings import key_value
+
+    parser.add_argument("--option", type=key_value, action="append", default=[], metavar="KEY=VALUE", help=help)
 
 
 def bench_train_config(args: Any, **bookkeeping: Any) -> Any:

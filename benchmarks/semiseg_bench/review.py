@@ -64,7 +64,15 @@ from semiseg.io.slices import SliceSet, Volume, build_slice_sets, labeled_slice_
 from semiseg.training import TrainData, Trainer
 from semiseg.training.progress import ProgressLog
 
-from .common import append_jsonl, bench_train_config, check_methods, default_data_root, read_jsonl, str_list
+from .common import (
+    add_option_argument,
+    append_jsonl,
+    bench_train_config,
+    check_methods,
+    default_data_root,
+    read_jsonl,
+    str_list,
+)
 
 __all__ = ["STRATEGIES", "Scan", "load_study", "run_strategy", "add_arguments", "main"]
 
@@ -338,7 +346,6 @@ def plot(records: list[dict[str, Any]], path: str | Path) -> Path:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from semiseg.contract import DEFAULT_METHOD, PRECISIONS
-    from semiseg.settings import key_value
 
     p.add_argument("--dataset", choices=["acdc", "la"], default="acdc")
     p.add_argument("--data", help="the dataset folder (default: ../shared/data/<dataset>)")
@@ -352,14 +359,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=0,
         help="the last N patients (ACDC) or volumes (LA) of the pool, out of the unlabelled data, scored as dev_dice",
     )
-    p.add_argument(
-        "--option",
-        type=key_value,
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a method option over the cpu recipe's, in every training (repeatable), e.g. warmup=0",
-    )
+    add_option_argument(p, "a method option over the cpu recipe's, in every training (repeatable), e.g. warmup=0")
     p.add_argument("--corrections", type=int, default=10)
     p.add_argument("--strategies", type=str_list, default=list(STRATEGIES))
     p.add_argument("--method", default=DEFAULT_METHOD)
