@@ -12,6 +12,9 @@ method options the job leaves out. Whatever the job sets explicitly wins.
   the unsupervised weight over 30 % (:func:`~semiseg.blocks.schedule.unsup_weight`). This is the budget of
   the ACDC benchmark in docs/BENCHMARKS.md (``semiseg bench acdc``), where these choices let the
   semi-supervised methods beat the supervised baseline within minutes on a CPU.
+  The learning rate is that benchmark's: a study of a few slices per scan may want a larger one, as
+  ACDC's 3 patients x 3 slices do, while LA's 3 volumes x 3 slices did not (docs/BENCHMARKS.md
+  section 2b, "Kept in session 14"), so the recipe leaves it to the job's ``lr``.
   Runs shorter than 500 iterations warm up for half of them and ramp up over the next 20 %
   (:data:`SHORT_RUN`): with the 0.2/0.3 schedule, a 200-iteration run would count its own
   pseudo-labels after 40 supervised iterations, when they are still poor; in the clinician
