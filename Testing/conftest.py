@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import numpy as np
 import pytest
 
@@ -33,3 +36,23 @@ def toy_case(tmp_path):
         "full_labels": labels,
         "dir": tmp_path,
     }
+
+
+_SESSION: dict[str, int] = {}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _SESSION["exitstatus"] = int(exitstatus)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config):
+    """End the test process with pytest's own exit status once everything is reported, without the
+    interpreter's teardown. That teardown, after the last test and the summary, has to unwind VTK's and
+    slicer-core's MRML objects, torch's thread pools and the browser tests' servers in whatever order
+    the garbage collector takes them, and once crashed with a segmentation fault (exit 139 after a
+    summary of all tests passed). A failed test still ends the run with pytest's non-zero status."""
+    if "exitstatus" in _SESSION:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_SESSION["exitstatus"])
