@@ -100,8 +100,8 @@ def test_dev_patients_leave_the_unlabelled_pool_and_are_scored_with_the_method_o
     assert sorted({v.name.split("_")[0] for v in dev}) == train[-2:]  # both frames of the pool's last 2 patients
     assert len(dev) == 4 and all(v.labels is not None and v.labels.any() for v in dev)
     assert {v.name for v in extra}.isdisjoint(v.name for v in dev)
-    pool = [f.name for p in train[1:] for f in sorted((root / "images").glob(f"{p}_frame*.nii.gz"))]
-    assert sorted(v.name for v in extra + dev) == sorted(volume_name(f) for f in pool)  # together: the whole pool
+    pool = [volume_name(f) for p in train[1:] for f in (root / "images").glob(f"{p}_frame*.nii.gz")]
+    assert sorted(v.name for v in extra + dev) == sorted(pool)  # together: the whole pool
     with pytest.raises(InputError, match="--dev"):
         load_study(root, "acdc", 1, 2, 0, dev=len(train) - 1)  # nothing left to be unlabelled
 

@@ -235,13 +235,11 @@ def run_strategy(
     for n in range(args.corrections + 1):
         start = time.perf_counter()
         if strategy == "interpolation":
-            held_raw = None
             if history is None:
                 raise InputError("the interpolation strategy follows another strategy's slices: run it after one")
             for scan, labeled in zip(study, history[n]):
                 scan.labeled = set(labeled)
-            done = [_complete(None, scan, classes) for scan in study]
-            held_dice = dev_dice = dev_raw = None
+            predictor = None  # no network: the interpolation alone
         else:
             iterations = args.iterations if n == 0 else args.retrain_iterations
             config = bench_train_config(args, checkpoint_every=0, log_every=max(1, iterations), threads=args.threads)
@@ -262,11 +260,11 @@ def run_strategy(
             model = trainer.model.eval()
             predictor = Predictor.of_model(model, args.size, classes, AXIS, trainer.device)
             predictor.islands = study_islands(study, classes) if args.islands else []
-            done = [_complete(predictor, scan, classes) for scan in study]
+        done = [_complete(predictor, scan, classes) for scan in study]
         seconds += time.perf_counter() - start  # the user's wait: training and completion, not the scoring below
-        if strategy != "interpolation":
-            held_dice, held_raw = held_out_dice(predictor, held, classes) if held else (None, None)
-            dev_dice, dev_raw = held_out_dice(predictor, dev, classes) if dev else (None, None)
+        scored = predictor is not None
+        held_dice, held_raw = held_out_dice(predictor, held, classes) if scored and held else (None, None)
+        dev_dice, dev_raw = held_out_dice(predictor, dev, classes) if scored and dev else (None, None)
         study_dice = float(
             np.mean([_mean_dice(out["labels"], scan.volume.labels, classes) for scan, out in zip(study, done)])
         )
